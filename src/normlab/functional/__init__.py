@@ -1,0 +1,64 @@
+"""Stateless layers over NumPy arrays. Each forward returns (out, cache); each backward takes
+(dout, cache) and returns the gradients in argument order. See docs/architecture.md."""
+
+from normlab.functional.activations import (
+    relu_backward,
+    relu_forward,
+    sigmoid_backward,
+    sigmoid_forward,
+    tanh_backward,
+    tanh_forward,
+)
+from normlab.functional.batchnorm import (
+    BatchNormCache,
+    batchnorm_backward,
+    batchnorm_backward_staged,
+    batchnorm_forward,
+)
+from normlab.functional.dropout import dropout_backward, dropout_forward
+from normlab.functional.groupnorm import (
+    GroupNormCache,
+    groupnorm_backward,
+    groupnorm_forward,
+    instancenorm_backward,
+    instancenorm_forward,
+)
+from normlab.functional.layernorm import (
+    LayerNormCache,
+    layernorm_backward,
+    layernorm_backward_staged,
+    layernorm_forward,
+)
+from normlab.functional.linear import LinearCache, linear_backward, linear_forward
+from normlab.functional.losses import softmax_cross_entropy
+from normlab.functional.normalize import normalize, normalize_backward
+
+__all__ = [
+    "BatchNormCache",
+    "GroupNormCache",
+    "LayerNormCache",
+    "LinearCache",
+    "batchnorm_backward",
+    "batchnorm_backward_staged",
+    "batchnorm_forward",
+    "dropout_backward",
+    "dropout_forward",
+    "groupnorm_backward",
+    "groupnorm_forward",
+    "instancenorm_backward",
+    "instancenorm_forward",
+    "layernorm_backward",
+    "layernorm_backward_staged",
+    "layernorm_forward",
+    "linear_backward",
+    "linear_forward",
+    "normalize",
+    "normalize_backward",
+    "relu_backward",
+    "relu_forward",
+    "sigmoid_backward",
+    "sigmoid_forward",
+    "softmax_cross_entropy",
+    "tanh_backward",
+    "tanh_forward",
+]

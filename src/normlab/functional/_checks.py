@@ -1,0 +1,49 @@
+"""Input validation shared by the functional layers. Every message names the argument, what was expected
+and what was given."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def check_float_array(name: str, x: object, ndims: tuple[int, ...] | None = None) -> np.ndarray:
+    """`x` must be a floating-point NumPy array (with one of `ndims` dimensions, if given)."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(x).__name__}")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(f"{name} must have a floating-point dtype (float32 or float64), got {x.dtype}")
+    if ndims is not None and x.ndim not in ndims:
+        expected = " or ".join(f"{d}-D" for d in ndims)
+        raise ValueError(f"{name} must be {expected}, got {x.ndim}-D input of shape {x.shape}")
+    return x
+
+
+def check_param(name: str, p: object, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A parameter (gamma, beta, running statistic) of exactly `shape`, returned in `dtype`."""
+    if not isinstance(p, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray of shape {shape}, got {type(p).__name__}")
+    if p.shape != shape:
+        raise ValueError(f"{name} must have shape {shape} to match the input, got shape {p.shape}")
+    if not np.issubdtype(p.dtype, np.floating):
+        raise TypeError(f"{name} must have a floating-point dtype, got {p.dtype}")
+    return p.astype(dtype, copy=False)
+
+
+def check_same_shape(name: str, a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+    if a.shape != shape:
+        raise ValueError(f"{name} must have shape {shape} (the forward output's), got {a.shape}")
+    return a
+
+
+def check_positive(name: str, value: float) -> float:
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return value
+
+
+def check_probability(name: str, value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+    return value

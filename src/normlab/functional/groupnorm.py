@@ -1,0 +1,94 @@
+"""Group normalization (Wu & He, 2018): the channels of each sample are split into groups and each group
+is normalized over its channels and spatial positions. One group is layer norm (with a per-channel
+affine); one channel per group is instance norm."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from normlab.functional._checks import check_float_array, check_param, check_positive, check_same_shape
+from normlab.functional.normalize import normalize, normalize_scale_shift_backward, scale_shift
+
+
+@dataclass(frozen=True)
+class GroupNormCache:
+    xhat: np.ndarray  # (N, G, C // G, *S): the normalized input, grouped
+    rstd: np.ndarray  # (N, G, 1, 1...)
+    gamma: np.ndarray  # (1, G, C // G, 1...)
+    input_shape: tuple[int, ...]  # (N, C, *S)
+
+
+def _grouped_shape(shape: tuple[int, ...], num_groups: int) -> tuple[int, ...]:
+    n, c, *spatial = shape
+    return (n, num_groups, c // num_groups, *spatial)
+
+
+def groupnorm_forward(
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, num_groups: int, *, eps: float = 1e-5
+) -> tuple[np.ndarray, GroupNormCache]:
+    """Group normalization forward pass.
+
+    Inputs:
+    - x: (N, C, H, W) or (N, C) float array (any (N, C, *)).
+    - gamma, beta: (C,) per-channel scale and shift.
+    - num_groups: G, a divisor of C. G = 1 normalizes each sample over all its channels; G = C is
+      instance norm.
+    - eps: added to the variance, > 0.
+
+    Returns (out, cache), out of x's shape and dtype.
+    """
+    x = check_float_array("x", x)
+    if x.ndim < 2:
+        raise ValueError(f"x must be at least 2-D (N, C, ...), got {x.ndim}-D input of shape {x.shape}")
+    check_positive("eps", eps)
+    c = x.shape[1]
+    if not isinstance(num_groups, (int, np.integer)) or isinstance(num_groups, bool) or num_groups < 1:
+        raise ValueError(f"num_groups must be a positive integer, got {num_groups!r}")
+    if c % num_groups:
+        raise ValueError(f"num_groups must divide the number of channels C={c}, got num_groups={num_groups}")
+    gamma = check_param("gamma", gamma, (c,), x.dtype)
+    beta = check_param("beta", beta, (c,), x.dtype)
+    grouped = _grouped_shape(x.shape, num_groups)  # (N, G, C // G, *S)
+    param_shape = (1, num_groups, c // num_groups) + (1,) * (x.ndim - 2)
+    stat_axes = tuple(range(2, len(grouped)))
+    xhat, _, _, rstd = normalize(x.reshape(grouped), stat_axes, eps)
+    gamma_b = gamma.reshape(param_shape)
+    out = scale_shift(xhat, gamma_b, beta.reshape(param_shape))
+    return out.reshape(x.shape), GroupNormCache(xhat, rstd, gamma_b, x.shape)
+
+
+def groupnorm_backward(dout: np.ndarray, cache: GroupNormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group normalization backward, closed form (the shared core over each group).
+
+    Returns (dx, dgamma, dbeta): dx like x, dgamma and dbeta of shape (C,).
+    """
+    dout = check_same_shape("dout", dout, cache.input_shape)
+    xhat = cache.xhat
+    stat_axes = tuple(range(2, xhat.ndim))
+    param_axes = (0, *range(3, xhat.ndim))
+    dx, dgamma, dbeta = normalize_scale_shift_backward(
+        dout.reshape(xhat.shape), xhat, cache.rstd, cache.gamma, stat_axes, param_axes
+    )
+    return dx.reshape(cache.input_shape), dgamma.reshape(-1), dbeta.reshape(-1)
+
+
+def instancenorm_forward(
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, *, eps: float = 1e-5
+) -> tuple[np.ndarray, GroupNormCache]:
+    """Instance normalization: each channel of each sample normalized over its spatial positions. The
+    same as `groupnorm_forward` with num_groups = C. x: (N, C, *S) with at least one spatial axis."""
+    x = check_float_array("x", x)
+    if x.ndim < 3:
+        raise ValueError(
+            f"x must be at least 3-D (N, C, spatial...) for instance norm, got {x.ndim}-D input of shape {x.shape}"
+        )
+    if np.prod(x.shape[2:]) <= 1:
+        raise ValueError(f"Expected more than 1 spatial element per channel for instance norm, got input size {x.shape}")
+    return groupnorm_forward(x, gamma, beta, x.shape[1], eps=eps)
+
+
+def instancenorm_backward(dout: np.ndarray, cache: GroupNormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Backward of `instancenorm_forward`: (dx, dgamma, dbeta)."""
+    return groupnorm_backward(dout, cache)

@@ -1,0 +1,163 @@
+"""The one normalization core.
+
+Batch norm, spatial batch norm, layer norm, group norm and instance norm all normalize an array over a
+set of axes and then apply a per-feature affine. This module does the first part, forward and backward;
+every normalization in normlab (functional layers, modules, compiled kernels, SyncBatchNorm) calls it or
+its documented compiled twin.
+
+Forward, for the elements x_i of one normalization group of size M:
+
+    mean = (1/M) sum_i x_i
+    var  = (1/M) sum_i (x_i - mean)^2          (biased; two passes, never E[x^2] - E[x]^2)
+    rstd = 1 / sqrt(var + eps)
+    xhat = (x - mean) * rstd
+
+Backward, given g = dL/dxhat:
+
+    dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
+
+The backward is linear in g, and rstd is constant over the group, so a caller whose scale gamma is also
+constant over the group (batch norm) passes g = dout and scale = gamma * rstd and never forms dout * gamma.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+Axes = tuple[int, ...]
+
+
+class Normalized(NamedTuple):
+    """What `normalize` returns. `mean`, `var` and `rstd` keep the reduced axes (size 1)."""
+
+    xhat: np.ndarray  # same shape as x
+    mean: np.ndarray  # x.shape with `axes` set to 1
+    var: np.ndarray  # biased variance, same shape as mean
+    rstd: np.ndarray  # 1 / sqrt(var + eps), same shape as mean
+
+
+class NormalizeGrad(NamedTuple):
+    """What `normalize_backward` returns: dx and the two reductions it computed on the way."""
+
+    dx: np.ndarray  # same shape as g
+    g_sum: np.ndarray  # sum of g over axes (keepdims)
+    gxhat_sum: np.ndarray  # sum of g * xhat over axes (keepdims)
+
+
+def group_size(shape: tuple[int, ...], axes: Axes) -> int:
+    """Number of elements in one normalization group: the product of the sizes of `axes`."""
+    return int(np.prod([shape[a] for a in axes], dtype=np.int64))
+
+
+def _pivot(x: np.ndarray, axes: Axes) -> np.ndarray:
+    """One element of every group (its first), shaped like the group statistics.
+
+    Subtracting a value from inside the group before summing makes the sum small, so a float32 mean of
+    data far from zero (mean 1e4, std 1e-2) stays accurate; for values within a factor of two of the pivot
+    the subtraction is exact (Sterbenz).
+    """
+    index = tuple(slice(0, 1) if a in axes else slice(None) for a in range(x.ndim))
+    return x[index]
+
+
+def normalize(x: np.ndarray, axes: Axes, eps: float) -> Normalized:
+    """Normalize `x` to zero mean and unit variance over `axes`.
+
+    Inputs:
+    - x: float array of any shape.
+    - axes: the axes that form one normalization group (e.g. (0,) for batch norm on (N, D)).
+    - eps: added to the variance before the square root.
+
+    Returns a `Normalized` (xhat, mean, var, rstd). The statistics are in x's dtype; the mean is computed
+    on pivot-shifted data and the variance from centered data, so neither suffers cancellation.
+    """
+    m = group_size(x.shape, axes)
+    pivot = _pivot(x, axes)  # shape of the statistics
+    xmu = np.subtract(x, pivot)  # x - pivot, a new array we centre in place
+    shift = xmu.sum(axis=axes, keepdims=True)
+    shift /= m  # mean(x - pivot)
+    xmu -= shift  # x - mean
+    var = _sum_of_squares(xmu, axes)
+    var /= m
+    rstd = 1.0 / np.sqrt(var + eps)
+    rstd = rstd.astype(x.dtype, copy=False)
+    xmu *= rstd  # xhat, in the same buffer
+    return Normalized(xhat=xmu, mean=pivot + shift, var=var, rstd=rstd)
+
+
+def normalize_backward(g: np.ndarray, xhat: np.ndarray, scale: np.ndarray, axes: Axes) -> NormalizeGrad:
+    """Backward of `normalize`: dx = scale * (g - mean(g) - xhat * mean(g * xhat)) over `axes`.
+
+    Inputs:
+    - g: upstream gradient with respect to xhat (or dout, see the module docstring), shape of xhat.
+    - xhat: the normalized input from the forward pass.
+    - scale: rstd, or rstd times a per-group constant factor; broadcastable to xhat.
+    - axes: the normalization axes used in the forward pass.
+
+    Returns a `NormalizeGrad` (dx, sum of g, sum of g * xhat): batch norm reads dbeta and dgamma off the
+    two sums instead of reducing again.
+    """
+    m = group_size(xhat.shape, axes)
+    g_sum = g.sum(axis=axes, keepdims=True)
+    gxhat_sum = sum_of_products(g, xhat, axes)
+    dx = xhat * (gxhat_sum / m)  # xhat * mean(g * xhat)
+    np.subtract(g, dx, out=dx)
+    dx -= g_sum / m
+    dx *= scale
+    return NormalizeGrad(dx=dx, g_sum=g_sum, gxhat_sum=gxhat_sum)
+
+
+def scale_shift(xhat: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """out = gamma * xhat + beta, with gamma and beta already shaped to broadcast against xhat."""
+    out = xhat * gamma
+    out += beta
+    return out
+
+
+def normalize_scale_shift_backward(
+    dout: np.ndarray,
+    xhat: np.ndarray,
+    rstd: np.ndarray,
+    gamma: np.ndarray,
+    stat_axes: Axes,
+    param_axes: Axes,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Backward of out = gamma * normalize(x, stat_axes) + beta.
+
+    Inputs:
+    - dout, xhat: same shape.
+    - rstd: the forward's 1 / sqrt(var + eps), reduced over stat_axes (keepdims).
+    - gamma: broadcastable to xhat, reduced over param_axes (keepdims).
+    - stat_axes: the axes normalized over; param_axes: the axes gamma and beta are shared over.
+
+    Returns (dx, dgamma, dbeta), dgamma and dbeta shaped like gamma.
+    """
+    gamma_is_constant_per_group = all(gamma.shape[a] == 1 for a in stat_axes)
+    if gamma_is_constant_per_group and tuple(stat_axes) == tuple(param_axes):
+        # Batch norm: dL/dxhat = dout * gamma with gamma constant per group, so pass dout and fold gamma
+        # into the scale; the two sums the core computes are dbeta and dgamma.
+        grad = normalize_backward(dout, xhat, gamma * rstd, stat_axes)
+        return grad.dx, grad.gxhat_sum, grad.g_sum
+    dx = normalize_backward(dout * gamma, xhat, rstd, stat_axes).dx
+    dgamma = sum_of_products(dout, xhat, param_axes)
+    dbeta = dout.sum(axis=param_axes, keepdims=True)
+    return dx, dgamma, dbeta
+
+
+def _einsum_subscripts(ndim: int, axes: Axes) -> tuple[str, str]:
+    letters = "abcdefghijklmnopqrstuvw"[:ndim]
+    kept = "".join(letters[a] for a in range(ndim) if a not in axes)
+    return letters, kept
+
+
+def sum_of_products(a: np.ndarray, b: np.ndarray, axes: Axes) -> np.ndarray:
+    """sum(a * b) over axes with keepdims, without materializing a * b."""
+    full, kept = _einsum_subscripts(a.ndim, axes)
+    reduced = np.einsum(f"{full},{full}->{kept}", a, b)
+    return np.expand_dims(reduced, axes)
+
+
+def _sum_of_squares(a: np.ndarray, axes: Axes) -> np.ndarray:
+    return sum_of_products(a, a, axes)
