@@ -1,0 +1,56 @@
+"""Containers and shape plumbing."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from normlab.nn.module import Module
+
+
+class Sequential(Module):
+    """Modules applied in order; children are named "0", "1", ... as in PyTorch."""
+
+    def __init__(self, *modules: Module):
+        super().__init__()
+        for i, m in enumerate(modules):
+            if not isinstance(m, Module):
+                raise TypeError(f"Sequential takes Modules, got {type(m).__name__} at position {i}")
+            setattr(self, str(i), m)
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __getitem__(self, index: int) -> Module:
+        return list(self._modules.values())[index]
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def append(self, module: Module) -> Sequential:
+        setattr(self, str(len(self)), module)
+        return self
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        for m in self._modules.values():
+            x = m.forward(x)
+        return x
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        for m in reversed(self._modules.values()):
+            dout = m.backward(dout)
+        return dout
+
+
+class Flatten(Module):
+    """(N, d1, ..., dk) -> (N, d1 * ... * dk)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._shape = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return dout.reshape(self._cache_or_raise(self._shape))

@@ -1,0 +1,183 @@
+"""Module: the stateful layer over `normlab.functional`.
+
+A module owns parameters (arrays with gradients), buffers (state that is saved but not trained, such as
+running statistics) and child modules. `forward(x)` computes the output and keeps what its backward needs;
+`backward(dout)` returns the gradient with respect to the input and adds the parameters' gradients into
+their `.grad`. State dicts use PyTorch's names (`weight`, `bias`, `running_mean`, `running_var`,
+`num_batches_tracked`, children joined with dots) so they move between normlab and PyTorch unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+
+
+class Parameter:
+    """A trainable array and its gradient (None until a backward pass, or after `zero_grad`)."""
+
+    __slots__ = ("data", "grad")
+
+    def __init__(self, data: np.ndarray):
+        if not isinstance(data, np.ndarray) or not np.issubdtype(data.dtype, np.floating):
+            raise TypeError(f"Parameter data must be a floating-point numpy.ndarray, got {getattr(data, 'dtype', type(data))}")
+        self.data = data
+        self.grad: np.ndarray | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    def accumulate_grad(self, grad: np.ndarray) -> None:
+        """Add `grad` (shape of data) into .grad, cast to the parameter's dtype."""
+        if grad.shape != self.data.shape:
+            raise ValueError(f"gradient must have the parameter's shape {self.data.shape}, got {grad.shape}")
+        grad = grad.astype(self.data.dtype, copy=False)
+        if self.grad is None:
+            self.grad = grad.copy()
+        else:
+            self.grad += grad
+
+    def __repr__(self) -> str:
+        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+class Module:
+    """Base class. Subclasses set parameters, buffers and children as attributes (buffers through
+    `register_buffer`) and implement `forward(x)` and `backward(dout)`."""
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_parameters", {})
+        object.__setattr__(self, "_buffers", {})
+        object.__setattr__(self, "_modules", {})
+        object.__setattr__(self, "training", True)
+
+    # -- registration -------------------------------------------------------------------------------
+    def __setattr__(self, name: str, value) -> None:
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(f"call Module.__init__() before assigning {name!r} in {type(self).__name__}")
+        for registry in (self._parameters, self._buffers, self._modules):
+            registry.pop(name, None)
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        elif name in self.__dict__.get("_buffer_names", ()):
+            self._buffers[name] = value
+        object.__setattr__(self, name, value)
+
+    def register_buffer(self, name: str, value: np.ndarray | None) -> None:
+        """Declare `name` a buffer: saved in the state dict, not trained."""
+        names = self.__dict__.setdefault("_buffer_names", set())
+        names.add(name)
+        setattr(self, name, value)
+
+    # -- traversal ----------------------------------------------------------------------------------
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        yield prefix, self
+        for name, child in self._modules.items():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self) -> Iterator[Module]:
+        for _, m in self.named_modules():
+            yield m
+
+    def children(self) -> Iterator[Module]:
+        yield from self._modules.values()
+
+    def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
+        for prefix, module in self.named_modules():
+            for name, p in module._parameters.items():
+                yield (f"{prefix}.{name}" if prefix else name), p
+
+    def parameters(self) -> list[Parameter]:
+        return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self) -> Iterator[tuple[str, np.ndarray]]:
+        for prefix, module in self.named_modules():
+            for name, b in module._buffers.items():
+                if b is not None:
+                    yield (f"{prefix}.{name}" if prefix else name), b
+
+    # -- modes and gradients ------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> Module:
+        for m in self.modules():
+            object.__setattr__(m, "training", bool(mode))
+        return self
+
+    def eval(self) -> Module:
+        return self.train(False)
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.grad = None
+
+    # -- state --------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of every parameter and buffer by dotted name, in PyTorch's order: module by module, each
+        module's parameters, then its buffers."""
+        state = {}
+        for prefix, module in self.named_modules():
+            dotted = f"{prefix}." if prefix else ""
+            state.update({dotted + name: p.data.copy() for name, p in module._parameters.items()})
+            state.update({dotted + name: np.array(b, copy=True) for name, b in module._buffers.items() if b is not None})
+        return state
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray], strict: bool = True) -> None:
+        """Copy arrays into the parameters and buffers of the same names (values, not references).
+
+        With strict=True, missing and unexpected keys are an error, listed by name. Shapes must match.
+        """
+        own = dict(self.named_parameters())
+        own_buffers = {name: (module, attr) for name, module, attr in self._buffer_slots()}
+        missing = [k for k in [*own, *own_buffers] if k not in state]
+        unexpected = [k for k in state if k not in own and k not in own_buffers]
+        if strict and (missing or unexpected):
+            raise KeyError(f"state dict does not match the model: missing keys {missing}, unexpected keys {unexpected}")
+        for name, value in state.items():
+            value = np.asarray(value)
+            if name in own:
+                target = own[name].data
+            elif name in own_buffers:
+                module, attr = own_buffers[name]
+                target = getattr(module, attr)
+            else:
+                continue
+            if value.shape != target.shape:
+                raise ValueError(f"{name}: expected shape {target.shape} in the state dict, got {value.shape}")
+            target[...] = value
+
+    def _buffer_slots(self) -> Iterator[tuple[str, Module, str]]:
+        for prefix, module in self.named_modules():
+            for attr, b in module._buffers.items():
+                if b is not None:
+                    yield (f"{prefix}.{attr}" if prefix else attr), module, attr
+
+    # -- computation --------------------------------------------------------------------------------
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward")
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} does not implement backward")
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.forward(x)
+
+    def _cache_or_raise(self, cache):
+        if cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        return cache
+
+    # -- printing -----------------------------------------------------------------------------------
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        if self._modules:
+            for name, child in self._modules.items():
+                child_repr = repr(child).replace("\n", "\n  ")
+                lines.append(f"\n  ({name}): {child_repr}")
+            lines.append("\n")
+        return "".join(lines) + ")"
