@@ -15,7 +15,19 @@ from normlab.functional.batchnorm import (
     batchnorm_backward_staged,
     batchnorm_forward,
 )
+from normlab.functional.batchrenorm import (
+    BatchRenormCache,
+    RenormSchedule,
+    batchrenorm_backward,
+    batchrenorm_forward,
+)
 from normlab.functional.dropout import dropout_backward, dropout_forward
+from normlab.functional.ghostbatchnorm import (
+    GhostBatchNormCache,
+    ghost_batchnorm_backward,
+    ghost_batchnorm_forward,
+    virtual_batch_sizes,
+)
 from normlab.functional.groupnorm import (
     GroupNormCache,
     groupnorm_backward,
@@ -35,14 +47,21 @@ from normlab.functional.normalize import normalize, normalize_backward
 
 __all__ = [
     "BatchNormCache",
+    "BatchRenormCache",
+    "GhostBatchNormCache",
     "GroupNormCache",
     "LayerNormCache",
     "LinearCache",
+    "RenormSchedule",
     "batchnorm_backward",
     "batchnorm_backward_staged",
     "batchnorm_forward",
+    "batchrenorm_backward",
+    "batchrenorm_forward",
     "dropout_backward",
     "dropout_forward",
+    "ghost_batchnorm_backward",
+    "ghost_batchnorm_forward",
     "groupnorm_backward",
     "groupnorm_forward",
     "instancenorm_backward",
@@ -61,4 +80,5 @@ __all__ = [
     "softmax_cross_entropy",
     "tanh_backward",
     "tanh_forward",
+    "virtual_batch_sizes",
 ]

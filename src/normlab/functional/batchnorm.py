@@ -92,16 +92,9 @@ def batchnorm_forward(
 
     Returns (out, cache): out has x's shape and dtype.
     """
-    x = check_float_array("x", x)
-    if x.ndim < 2:
-        raise ValueError(f"x must be at least 2-D (N, C, ...), got {x.ndim}-D input of shape {x.shape}")
-    if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
-    check_positive("eps", eps)
+    x, gamma, beta = check_batchnorm_args(x, gamma, beta, eps, convention)
     check_probability("momentum", momentum)
     c = x.shape[1]
-    gamma = check_param("gamma", gamma, (c,), x.dtype)
-    beta = check_param("beta", beta, (c,), x.dtype)
     axes = channel_axes(x.ndim)
     gamma_b, beta_b = per_channel(gamma, x.ndim), per_channel(beta, x.ndim)
 
@@ -111,7 +104,7 @@ def batchnorm_forward(
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.shape}")
         xhat, mean, var, rstd = normalize(x, axes, eps)
         if running_mean is not None or running_var is not None:
-            _update_running_stats(running_mean, running_var, mean, var, m, momentum, convention)
+            update_running_stats(running_mean, running_var, mean, var, m, momentum, convention)
     else:
         if running_mean is None or running_var is None:
             raise ValueError(
@@ -129,7 +122,32 @@ def batchnorm_forward(
     return out, cache
 
 
-def _update_running_stats(running_mean, running_var, mean, var, m, momentum, convention):
+def check_batchnorm_args(
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, convention: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate what every batch norm variant takes: x (N, C, *) floating, gamma and beta (C,) (returned
+    in x's dtype), eps > 0, a known running-variance convention."""
+    x = check_float_array("x", x)
+    if x.ndim < 2:
+        raise ValueError(f"x must be at least 2-D (N, C, ...), got {x.ndim}-D input of shape {x.shape}")
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+    check_positive("eps", eps)
+    c = x.shape[1]
+    return x, check_param("gamma", gamma, (c,), x.dtype), check_param("beta", beta, (c,), x.dtype)
+
+
+def update_running_stats(
+    running_mean: np.ndarray,
+    running_var: np.ndarray,
+    mean: np.ndarray,
+    var: np.ndarray,
+    m: int,
+    momentum: float,
+    convention: str,
+) -> None:
+    """Move the running statistics (C,) in place towards one batch's mean and biased variance (C values,
+    any shape), computed over m values per channel, by the rule in `batchnorm_forward`'s docstring."""
     c = mean.size
     for name, stat in (("running_mean", running_mean), ("running_var", running_var)):
         if stat is None:

@@ -72,32 +72,46 @@ class _BatchNorm(Module):
             raise ValueError(f"{type(self).__name__}({self.num_features}) expected {self.num_features} channels "
                              f"in dimension 1, got input of shape {x.shape}")
 
+    def _momenta(self, k: int) -> list[float]:
+        """The momentum of each of the next k training batches in the running statistics: `momentum`, or
+        with momentum=None the cumulative average's 1 / (batch number), counted from num_batches_tracked."""
+        if self.momentum is None:
+            first = int(self.num_batches_tracked) + 1
+            return [1.0 / t for t in range(first, first + k)]
+        return [self.momentum] * k
+
     def _gamma_beta(self) -> tuple[np.ndarray, np.ndarray]:
         if self.affine:
             return self.weight.data, self.bias.data
         return self._gamma, self._beta
+
+    # Subclasses (batch renorm, ghost batch norm) change these three and keep the bookkeeping below.
+    _backward_fn = staticmethod(F.batchnorm_backward)
+
+    def _batches_in(self, x: np.ndarray) -> int:
+        """How many batches x counts as, in num_batches_tracked and in the running statistics."""
+        return 1
+
+    def _normalize(self, x, gamma, beta, running_mean, running_var, training: bool, momenta: list[float]):
+        """The functional forward: (out, cache). momenta has one entry per batch of `_batches_in(x)`."""
+        return F.batchnorm_forward(x, gamma, beta, running_mean, running_var, training=training,
+                                   momentum=momenta[0], eps=self.eps, convention=self.convention)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._check_input(x)
         gamma, beta = self._gamma_beta()
         use_batch_stats = self.training or not self.track_running_stats
         update = self.training and self.track_running_stats
-        momentum = self.momentum
-        if update:
-            self.num_batches_tracked += 1
-            if momentum is None:
-                momentum = 1.0 / float(self.num_batches_tracked)
-        out, self._cache = F.batchnorm_forward(
-            x, gamma, beta,
-            self.running_mean if (update or not use_batch_stats) else None,
-            self.running_var if (update or not use_batch_stats) else None,
-            training=use_batch_stats, momentum=0.0 if momentum is None else momentum,
-            eps=self.eps, convention=self.convention,
-        )
+        batches = self._batches_in(x)
+        stats = (self.running_mean, self.running_var) if (update or not use_batch_stats) else (None, None)
+        momenta = self._momenta(batches) if update else [0.0] * batches
+        out, self._cache = self._normalize(x, gamma, beta, *stats, use_batch_stats, momenta)
+        if update:  # counted after the forward succeeded, so a rejected input leaves the count alone
+            self.num_batches_tracked += batches
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        dx, dgamma, dbeta = F.batchnorm_backward(dout, self._cache_or_raise(self._cache))
+        dx, dgamma, dbeta = self._backward_fn(dout, self._cache_or_raise(self._cache))
         if self.affine:
             self.weight.accumulate_grad(dgamma)
             self.bias.accumulate_grad(dbeta)

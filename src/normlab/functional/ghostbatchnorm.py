@@ -1,0 +1,200 @@
+"""Ghost batch normalization (Hoffer, Hubara & Soudry, 2017): batch norm with statistics over virtual
+batches ("ghost batches"), consecutive chunks of the batch, so the noise of the statistics is that of a
+small batch while the step is taken on a large one.
+
+The batch of N samples is cut into consecutive chunks of `virtual_batch_size` samples; when that does not
+divide N the last chunk holds the remaining N % virtual_batch_size samples (fewer). Every chunk is batch
+normalized with its own statistics, exactly as if the batch had been split by hand and
+`batchnorm_forward` applied to each chunk in order:
+
+- forward and backward are per chunk (the chunks do not interact), so dx of a chunk depends only on it,
+  and dgamma, dbeta are the sums over the chunks;
+- the running statistics are updated once per chunk, in order, each chunk weighted by its own number of
+  values for the unbiased variance. So one ghost batch of G chunks moves the running averages as G
+  batches do: with momentum m a chunk's weight decays by (1 - m) per later chunk.
+- evaluation is batch norm's evaluation (running statistics), one sample at a time in effect.
+
+With virtual_batch_size >= N there is one chunk and this is batch norm.
+
+The equal chunks are one reshape, (G * V, C, *S) -> (G, V, C, *S), normalized by the core over the chunk's
+samples and positions; the smaller last chunk, if any, is a second call of the core.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from normlab.functional._checks import check_param, check_probability, check_same_shape
+from normlab.functional.batchnorm import (
+    BatchNormCache,
+    batchnorm_backward,
+    batchnorm_forward,
+    check_batchnorm_args,
+    update_running_stats,
+)
+from normlab.functional.normalize import normalize, normalize_backward, scale_shift
+
+
+def virtual_batch_sizes(n: int, virtual_batch_size: int) -> list[int]:
+    """Sizes of the consecutive chunks a batch of n samples is cut into: [V, V, ..., V, n % V], the last
+    entry present only when V does not divide n; [n] when V >= n."""
+    if not isinstance(virtual_batch_size, (int, np.integer)) or isinstance(virtual_batch_size, bool) or (
+        virtual_batch_size < 1
+    ):
+        raise ValueError(f"virtual_batch_size must be a positive integer, got {virtual_batch_size!r}")
+    full, rest = divmod(n, virtual_batch_size)
+    return [int(virtual_batch_size)] * full + ([rest] if rest else [])
+
+
+@dataclass(frozen=True)
+class _ChunkBlock:
+    """Consecutive chunks of one size, stacked on a new leading axis."""
+
+    start: int  # first sample of the block in the batch
+    xhat: np.ndarray  # (G, V, C, *S): G chunks of V samples
+    rstd: np.ndarray  # (G, 1, C, 1...)
+
+
+@dataclass(frozen=True)
+class GhostBatchNormCache:
+    """What the backward pass needs. In training: the equal chunks and the smaller last chunk (at most
+    two blocks) and gamma; in evaluation: batch norm's evaluation cache."""
+
+    blocks: tuple[_ChunkBlock, ...]
+    gamma: np.ndarray  # (1, 1, C, 1...), to broadcast against a block
+    input_shape: tuple[int, ...]  # (N, C, *S)
+    evaluation: BatchNormCache | None  # set in evaluation, then the blocks are empty
+
+
+def _block_axes(ndim: int) -> tuple[int, ...]:
+    """Statistics axes of a block (G, V, C, *S): the chunk's samples and the spatial positions."""
+    return (1, *range(3, ndim))
+
+
+def _momenta(momentum: float | Sequence[float], num_chunks: int) -> list[float]:
+    if isinstance(momentum, (int, float, np.floating, np.integer)):
+        return [check_probability("momentum", float(momentum))] * num_chunks
+    momenta = list(momentum)
+    if len(momenta) != num_chunks:
+        raise ValueError(
+            f"momentum must be a number or one value per virtual batch ({num_chunks}), got {len(momenta)} values"
+        )
+    return [check_probability("momentum", float(m)) for m in momenta]
+
+
+def ghost_batchnorm_forward(
+    x: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    running_mean: np.ndarray | None = None,
+    running_var: np.ndarray | None = None,
+    *,
+    virtual_batch_size: int,
+    training: bool = True,
+    momentum: float | Sequence[float] = 0.1,
+    eps: float = 1e-5,
+    convention: str = "pytorch",
+) -> tuple[np.ndarray, GhostBatchNormCache]:
+    """Ghost batch normalization forward pass, for (N, D) and (N, C, H, W) inputs (any (N, C, *)).
+
+    Equal to splitting x into consecutive chunks of `virtual_batch_size` samples (the last one smaller
+    when it does not divide N), calling `batchnorm_forward` on each chunk in order with the same running
+    statistics, and concatenating the outputs. See the module docstring.
+
+    Inputs:
+    - x: (N, C, *) float array. In training every chunk needs more than 1 value per channel.
+    - gamma, beta: (C,) scale and shift.
+    - running_mean, running_var: (C,) or None; updated in place once per chunk in training; required in
+      evaluation.
+    - virtual_batch_size: V >= 1, samples per chunk.
+    - training: per-chunk statistics (True) or running statistics (False).
+    - momentum: weight of each chunk in the running averages, in [0, 1]; or a sequence with one value
+      per chunk, len(virtual_batch_sizes(N, V)) (a cumulative average gives each chunk its own).
+    - eps: added to the variance, > 0.
+    - convention: the running variance stored, "pytorch" (unbiased) or "keras" (biased).
+
+    Returns (out, cache): out has x's shape and dtype.
+    """
+    x, gamma, beta = check_batchnorm_args(x, gamma, beta, eps, convention)
+    n, c, *spatial = x.shape
+    sizes = virtual_batch_sizes(n, virtual_batch_size)
+    momenta = _momenta(momentum, len(sizes))
+    if not training:
+        out, bn_cache = batchnorm_forward(x, gamma, beta, running_mean, running_var, training=False, eps=eps)
+        return out, GhostBatchNormCache((), _per_channel_of_block(gamma, x.ndim), x.shape, bn_cache)
+
+    positions = int(np.prod(spatial, dtype=np.int64))
+    if sizes[-1] * positions <= 1:
+        raise ValueError(
+            f"Expected more than 1 value per channel in every virtual batch when training: input of shape "
+            f"{x.shape} with virtual_batch_size={virtual_batch_size} leaves a virtual batch of {sizes[-1]} "
+            f"sample(s) with {sizes[-1] * positions} value(s) per channel"
+        )
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("running_mean and running_var must be given together; one of them is None")
+    if running_mean is not None:
+        check_param("running_mean", running_mean, (c,), running_mean.dtype)
+        check_param("running_var", running_var, (c,), running_var.dtype)
+
+    gamma_b, beta_b = _per_channel_of_block(gamma, x.ndim), _per_channel_of_block(beta, x.ndim)
+    axes = _block_axes(x.ndim + 1)
+    blocks, outs, chunk = [], [], 0
+    for start, size, count in _blocks(sizes):
+        stop = start + size * count
+        xhat, mean, var, rstd = normalize(x[start:stop].reshape(count, size, c, *spatial), axes, eps)
+        outs.append(scale_shift(xhat, gamma_b, beta_b).reshape(stop - start, c, *spatial))
+        blocks.append(_ChunkBlock(start, xhat, rstd))
+        if running_mean is not None:
+            for k in range(count):  # in order: the chunks are consecutive batches to the running averages
+                update_running_stats(
+                    running_mean, running_var, mean[k], var[k], size * positions, momenta[chunk], convention
+                )
+                chunk += 1
+    out = outs[0] if len(outs) == 1 else np.concatenate(outs)
+    return out, GhostBatchNormCache(tuple(blocks), gamma_b, x.shape, None)
+
+
+def _per_channel_of_block(v: np.ndarray, ndim: int) -> np.ndarray:
+    """(C,) -> (1, 1, C, 1, ...) so it broadcasts against a block (G, V, C, *S) of an ndim-D input."""
+    return v.reshape((1, 1, -1) + (1,) * (ndim - 2))
+
+
+def _blocks(sizes: list[int]) -> list[tuple[int, int, int]]:
+    """(first sample, chunk size, number of chunks) of the runs of equal chunks: one or two runs."""
+    full = sizes[0]
+    count = sum(1 for s in sizes if s == full)
+    runs = [(0, full, count)]
+    if count < len(sizes):
+        runs.append((full * count, sizes[-1], 1))
+    return runs
+
+
+def ghost_batchnorm_backward(
+    dout: np.ndarray, cache: GhostBatchNormCache
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ghost batch normalization backward pass: batch norm's closed-form backward on every chunk (the
+    core, with scale gamma * rstd of the chunk), dgamma and dbeta summed over the chunks.
+
+    Returns (dx, dgamma, dbeta): dx like x, dgamma and dbeta of shape (C,).
+    """
+    if cache.evaluation is not None:
+        return batchnorm_backward(dout, cache.evaluation)
+    dout = check_same_shape("dout", dout, cache.input_shape)
+    n, c, *spatial = cache.input_shape
+    axes = _block_axes(len(cache.input_shape) + 1)
+    sum_axes = (0, 1, *range(3, len(cache.input_shape) + 1))  # all but the channel axis of a block
+    dxs, dgamma, dbeta = [], np.zeros(c, dout.dtype), np.zeros(c, dout.dtype)
+    for block in cache.blocks:
+        count, size = block.xhat.shape[:2]
+        stop = block.start + count * size
+        grad = normalize_backward(
+            dout[block.start : stop].reshape(block.xhat.shape), block.xhat, cache.gamma * block.rstd, axes
+        )
+        dxs.append(grad.dx.reshape(stop - block.start, c, *spatial))
+        dgamma += grad.gxhat_sum.sum(axis=sum_axes)
+        dbeta += grad.g_sum.sum(axis=sum_axes)
+    dx = dxs[0] if len(dxs) == 1 else np.concatenate(dxs)
+    return dx, dgamma, dbeta
