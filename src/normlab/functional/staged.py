@@ -24,6 +24,10 @@ import numpy as np
 
 from normlab.functional.normalize import Axes, group_size
 
+# The intermediate nodes of the graph above, in forward order. `normlab.autograd` builds its graphs with
+# these names, and a test holds this list equal to the names assigned in `staged_backward`.
+STAGED_NODES = ("mu", "xmu", "sq", "var", "sqrtvar", "ivar", "xhat", "gammax", "out")
+
 
 def staged_backward(
     dout: np.ndarray,

@@ -1,0 +1,448 @@
+"""A reverse-mode automatic differentiation engine over NumPy arrays, in the manner of micrograd.
+
+A `Tensor` holds an array (`data`), the gradient of the last `backward()` with respect to it (`grad`),
+the tensors it was computed from (`parents`) and the operation that made it. Every operation below
+computes its result and, right beside it, defines how the gradient flows back to each operand: the
+local gradient times the upstream gradient `out.grad`, summed over any axes the forward broadcast.
+`backward()` is a topological sort and a loop.
+
+Every operation also writes down, as text, its forward expression and the local gradient for each
+operand, so that a graph can explain itself (`normlab.autograd.steps`). The texts are templates:
+{a} and {b} name the operands, {out} the result, {g} the upstream gradient. Tests evaluate them with
+NumPy and hold them equal to the numbers the closures compute.
+
+A Python number in an operation (the eps in `var + eps`) is a parameter of that operation, not a node;
+a NumPy array becomes a constant leaf that receives no gradient.
+"""
+
+from __future__ import annotations
+
+from numbers import Real
+from typing import Callable
+
+import numpy as np
+
+Axes = tuple[int, ...]
+
+
+class Tensor:
+    """A node of the computational graph.
+
+    Inputs:
+    - data: a floating-point array (or anything `numpy.asarray` makes one of); its dtype is kept.
+    - name: how graphs, pictures and `explain` call this node (e.g. "xhat").
+    - requires_grad: False for constants, which receive no gradient.
+    """
+
+    # An ndarray on the left of + - * / @ hands the operation to the Tensor on the right.
+    __array_ufunc__ = None
+
+    def __init__(self, data, name: str | None = None, *, requires_grad: bool = True):
+        data = np.asarray(data)
+        if not np.issubdtype(data.dtype, np.floating):
+            raise TypeError(f"data must have a floating-point dtype (float32 or float64), got {data.dtype}")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, got {type(name).__name__}")
+        self.data = data
+        self.grad: np.ndarray | None = None
+        self.name = name
+        self.requires_grad = bool(requires_grad)
+        self.parents: tuple[Tensor, ...] = ()
+        # How this tensor was made, as text: see the module docstring. None for a leaf.
+        self.expression: str | None = None
+        self.local_gradients: tuple[str, ...] = ()  # one template per parent
+        self.broadcast_axes: tuple[Axes, ...] = ()  # per parent: axes of this tensor its gradient sums over
+        self._backward: Callable[[], None] = lambda: None
+
+    # ----------------------------------------------------------------------------------------------
+    # Plumbing shared by the operations
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    def named(self, name: str) -> Tensor:
+        """Give this tensor a name and return it: `mu = x.mean(axis=0, keepdims=True).named("mu")`."""
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"name must be a non-empty str, got {name!r}")
+        self.name = name
+        return self
+
+    def __repr__(self) -> str:
+        made = "leaf" if self.expression is None else f"expression={self.expression!r}"
+        return f"Tensor(name={self.name!r}, shape={self.shape}, dtype={self.dtype}, {made})"
+
+    def _result(self, data, parents: tuple[Tensor, ...], expression: str, local_gradients: tuple[str, ...],
+                elementwise: bool = False, broadcast_axes: tuple[Axes, ...] | None = None) -> Tensor:
+        out = Tensor(data, requires_grad=any(p.requires_grad for p in parents))
+        out.parents = parents
+        out.expression = expression
+        out.local_gradients = local_gradients
+        if broadcast_axes is None:
+            broadcast_axes = tuple(_broadcast_axes(p.shape, out.shape) if elementwise else () for p in parents)
+        out.broadcast_axes = broadcast_axes
+        return out
+
+    def _accumulate(self, grad: np.ndarray) -> None:
+        """Add `grad` to this tensor's gradient, summed back to this tensor's shape first."""
+        if not self.requires_grad:
+            return
+        grad = _unbroadcast(grad, self.shape)
+        # Never in place: the first gradient may be the consumer's own array.
+        self.grad = grad if self.grad is None else self.grad + grad
+
+    # ----------------------------------------------------------------------------------------------
+    # Elementwise arithmetic. Operands broadcast; each backward sums over the broadcast axes.
+
+    def __add__(self, other) -> Tensor:
+        if _is_number(other):
+            text = f"{{a}} + {_number(other)}" if other >= 0 else f"{{a}} - {_number(-other)}"
+            out = self._result(self.data + other, (self,), text, ("1 * {g}",))
+
+            def _backward():
+                self._accumulate(out.grad)
+
+            out._backward = _backward
+            return out
+        other = _as_tensor(other, "+")
+        out = self._result(self.data + other.data, (self, other), "{a} + {b}", ("1 * {g}", "1 * {g}"), True)
+
+        def _backward():
+            self._accumulate(out.grad)
+            other._accumulate(out.grad)
+
+        out._backward = _backward
+        return out
+
+    def __radd__(self, other) -> Tensor:
+        if _is_number(other):
+            return self + other
+        return _as_tensor(other, "+") + self
+
+    def __sub__(self, other) -> Tensor:
+        if _is_number(other):
+            return self + (-other)
+        other = _as_tensor(other, "-")
+        out = self._result(self.data - other.data, (self, other), "{a} - {b}", ("1 * {g}", "-1 * {g}"), True)
+
+        def _backward():
+            self._accumulate(out.grad)
+            other._accumulate(-out.grad)
+
+        out._backward = _backward
+        return out
+
+    def __rsub__(self, other) -> Tensor:
+        if _is_number(other):
+            out = self._result(other - self.data, (self,), f"{_number(other)} - {{a}}", ("-1 * {g}",))
+
+            def _backward():
+                self._accumulate(-out.grad)
+
+            out._backward = _backward
+            return out
+        return _as_tensor(other, "-") - self
+
+    def __neg__(self) -> Tensor:
+        out = self._result(-self.data, (self,), "-{a}", ("-1 * {g}",))
+
+        def _backward():
+            self._accumulate(-out.grad)
+
+        out._backward = _backward
+        return out
+
+    def __mul__(self, other) -> Tensor:
+        if _is_number(other):
+            c = _number(other)
+            out = self._result(self.data * other, (self,), f"{c} * {{a}}", (f"{c} * {{g}}",))
+
+            def _backward():
+                self._accumulate(other * out.grad)
+
+            out._backward = _backward
+            return out
+        other = _as_tensor(other, "*")
+        out = self._result(self.data * other.data, (self, other), "{a} * {b}", ("{b} * {g}", "{a} * {g}"), True)
+
+        def _backward():
+            self._accumulate(other.data * out.grad)
+            other._accumulate(self.data * out.grad)
+
+        out._backward = _backward
+        return out
+
+    def __rmul__(self, other) -> Tensor:
+        if _is_number(other):
+            return self * other
+        return _as_tensor(other, "*") * self
+
+    def __truediv__(self, other) -> Tensor:
+        if _is_number(other):
+            c = _number(other)
+            out = self._result(self.data / other, (self,), f"{{a}} / {c}", (f"1 / {c} * {{g}}",))
+
+            def _backward():
+                self._accumulate(out.grad / other)
+
+            out._backward = _backward
+            return out
+        other = _as_tensor(other, "/")
+        out = self._result(self.data / other.data, (self, other), "{a} / {b}",
+                           ("1 / {b} * {g}", "-{a} / {b}**2 * {g}"), True)
+
+        def _backward():
+            self._accumulate(out.grad / other.data)
+            other._accumulate(-self.data / other.data**2 * out.grad)
+
+        out._backward = _backward
+        return out
+
+    def __rtruediv__(self, other) -> Tensor:
+        if _is_number(other):
+            # c / a as one node (ivar = 1 / sqrtvar), not c * a**-1: the staged graph has one step here.
+            out = self._result(other / self.data, (self,), f"{_number(other)} / {{a}}",
+                               (f"{_number(-other)} / {{a}}**2 * {{g}}",))
+
+            def _backward():
+                self._accumulate(-other / self.data**2 * out.grad)
+
+            out._backward = _backward
+            return out
+        return _as_tensor(other, "/") / self
+
+    def __pow__(self, exponent) -> Tensor:
+        if not _is_number(exponent):
+            raise TypeError(f"exponent must be a Python number, got {type(exponent).__name__}")
+        p = exponent
+        if p - 1 == 1:
+            local = f"{_number(p)} * {{a}} * {{g}}"
+        elif p - 1 == 0:
+            local = "1 * {g}"
+        else:
+            local = f"{_number(p)} * {{a}}**{_number(p - 1)} * {{g}}"
+        out = self._result(self.data**p, (self,), f"{{a}}**{_number(p)}", (local,))
+
+        def _backward():
+            self._accumulate(p * self.data ** (p - 1) * out.grad)
+
+        out._backward = _backward
+        return out
+
+    # ----------------------------------------------------------------------------------------------
+    # Elementwise functions
+
+    def sqrt(self) -> Tensor:
+        out = self._result(np.sqrt(self.data), (self,), "sqrt({a})", ("0.5 / {out} * {g}",))
+
+        def _backward():
+            self._accumulate(0.5 / out.data * out.grad)
+
+        out._backward = _backward
+        return out
+
+    def exp(self) -> Tensor:
+        out = self._result(np.exp(self.data), (self,), "exp({a})", ("{out} * {g}",))
+
+        def _backward():
+            self._accumulate(out.data * out.grad)
+
+        out._backward = _backward
+        return out
+
+    def log(self) -> Tensor:
+        out = self._result(np.log(self.data), (self,), "log({a})", ("1 / {a} * {g}",))
+
+        def _backward():
+            self._accumulate(out.grad / self.data)
+
+        out._backward = _backward
+        return out
+
+    # ----------------------------------------------------------------------------------------------
+    # Reductions. The backward broadcasts the upstream gradient back over the reduced axes.
+
+    def sum(self, axis: int | Axes | None = None, keepdims: bool = False) -> Tensor:
+        axes = _normalize_axes(axis, self.ndim)
+        out = self._result(self.data.sum(axis=axes, keepdims=keepdims), (self,),
+                           f"sum({{a}}{_axis_text(axis, self.ndim)})", (f"1 * {_expanded(axes, keepdims)}",))
+
+        def _backward():
+            g = out.grad if keepdims else np.expand_dims(out.grad, axes)
+            self._accumulate(np.broadcast_to(g, self.shape))
+
+        out._backward = _backward
+        return out
+
+    def mean(self, axis: int | Axes | None = None, keepdims: bool = False) -> Tensor:
+        axes = _normalize_axes(axis, self.ndim)
+        m = int(np.prod([self.shape[a] for a in axes], dtype=np.int64))
+        if m == 0:
+            raise ValueError(f"mean over axis={axis} of a tensor of shape {self.shape}: no elements")
+        out = self._result(self.data.mean(axis=axes, keepdims=keepdims), (self,),
+                           f"mean({{a}}{_axis_text(axis, self.ndim)})", (f"1/{m} * {_expanded(axes, keepdims)}",))
+
+        def _backward():
+            g = out.grad if keepdims else np.expand_dims(out.grad, axes)
+            self._accumulate(np.broadcast_to(g / m, self.shape))
+
+        out._backward = _backward
+        return out
+
+    # ----------------------------------------------------------------------------------------------
+    # Matrix product and reshape
+
+    def __matmul__(self, other) -> Tensor:
+        other = _as_tensor(other, "@")
+        if self.ndim < 2 or other.ndim < 2:
+            raise ValueError(
+                f"@ needs operands of at least 2 dimensions (..., n, k) @ (..., k, m), got shapes "
+                f"{self.shape} and {other.shape}"
+            )
+        if self.shape[-1] != other.shape[-2]:
+            raise ValueError(f"@ needs a.shape[-1] == b.shape[-2], got shapes {self.shape} and {other.shape}")
+        t = ".T" if self.ndim == 2 and other.ndim == 2 else ".mT"  # .mT swaps the last two axes
+        data = self.data @ other.data
+        batch = data.shape[:-2]
+        out = self._result(data, (self, other), "{a} @ {b}", (f"{{g}} @ {{b}}{t}", f"{{a}}{t} @ {{g}}"),
+                           broadcast_axes=(_broadcast_axes(self.shape[:-2], batch),
+                                           _broadcast_axes(other.shape[:-2], batch)))
+
+        def _backward():
+            # Batch axes the forward broadcast are summed back by _accumulate.
+            self._accumulate(out.grad @ other.data.swapaxes(-1, -2))
+            other._accumulate(self.data.swapaxes(-1, -2) @ out.grad)
+
+        out._backward = _backward
+        return out
+
+    def __rmatmul__(self, other) -> Tensor:
+        return _as_tensor(other, "@") @ self
+
+    def reshape(self, *shape) -> Tensor:
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        try:
+            data = self.data.reshape(shape)
+        except ValueError:
+            raise ValueError(f"cannot reshape a tensor of shape {self.shape} ({self.data.size} elements) "
+                             f"to shape {shape}") from None
+        out = self._result(data, (self,), f"reshape({{a}}, {data.shape})", (f"reshape({{g}}, {self.shape})",))
+
+        def _backward():
+            self._accumulate(out.grad.reshape(self.shape))
+
+        out._backward = _backward
+        return out
+
+    # ----------------------------------------------------------------------------------------------
+    # Backward
+
+    def topological_order(self) -> list[Tensor]:
+        """Every tensor this one depends on, itself last, each after all of its parents (depth first,
+        parents in operand order)."""
+        order: list[Tensor] = []
+        seen: set[int] = set()
+        stack: list[tuple[Tensor, bool]] = [(self, False)]
+        while stack:
+            t, parents_done = stack.pop()
+            if parents_done:
+                order.append(t)
+            elif id(t) not in seen:
+                seen.add(id(t))
+                stack.append((t, True))
+                stack.extend((p, False) for p in reversed(t.parents))
+        return order
+
+    def backward(self, grad: np.ndarray | None = None) -> None:
+        """Fill in `.grad` of every tensor in the graph with the gradient of sum(self * grad).
+
+        Inputs:
+        - grad: the upstream gradient, of this tensor's shape; ones when None.
+
+        Gradients are those of this pass: earlier ones are cleared, not accumulated.
+        """
+        if grad is None:
+            grad = np.ones_like(self.data)
+        else:
+            grad = np.asarray(grad)
+            if grad.shape != self.shape:
+                raise ValueError(f"grad must have the tensor's shape {self.shape}, got {grad.shape}")
+            grad = grad.astype(self.dtype, copy=True)
+        order = self.topological_order()
+        for t in order:
+            t.grad = None
+        self.grad = grad
+        for t in reversed(order):
+            if t.grad is not None:
+                t._backward()
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def _number(value) -> str:
+    """A number as it appears in the texts: 1e-05, 0.5, 2."""
+    return f"{float(value):g}"
+
+
+def _as_tensor(value, op: str) -> Tensor:
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, np.ndarray):
+        return Tensor(value, requires_grad=False)
+    raise TypeError(f"unsupported operand for {op}: Tensor and {type(value).__name__} "
+                    f"(use a Tensor, a numpy.ndarray or a Python number)")
+
+
+def _normalize_axes(axis: int | Axes | None, ndim: int) -> Axes:
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    for a in axes:
+        if not -ndim <= a < ndim:
+            raise ValueError(f"axis {a} is out of range for a tensor with {ndim} dimensions")
+    return tuple(sorted(a % ndim for a in axes))
+
+
+def _axis_text(axis: int | Axes | None, ndim: int) -> str:
+    if axis is None:
+        return ""
+    axes = _normalize_axes(axis, ndim)
+    return f", axis={axes[0]}" if len(axes) == 1 else f", axis={axes}"
+
+
+def _expanded(axes: Axes, keepdims: bool) -> str:
+    """The upstream gradient of a reduction, with the reduced axes put back where broadcasting would not
+    put them by itself (it only adds axes in front)."""
+    if keepdims or axes == tuple(range(len(axes))):
+        return "{g}"
+    return f"expand_dims({{g}}, {axes})"
+
+
+def _broadcast_axes(shape: tuple[int, ...], out_shape: tuple[int, ...]) -> Axes:
+    """The axes of out_shape that broadcasting an operand of `shape` stretched (or added in front)."""
+    lead = len(out_shape) - len(shape)
+    stretched = tuple(lead + i for i, n in enumerate(shape) if n == 1 and out_shape[lead + i] != 1)
+    return tuple(range(lead)) + stretched
+
+
+def _unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Sum `grad` over the axes that broadcasting added or stretched, back to `shape`."""
+    if grad.shape == shape:
+        return grad
+    axes = _broadcast_axes(shape, grad.shape)
+    return grad.sum(axis=axes, keepdims=True).reshape(shape)

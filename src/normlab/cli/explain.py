@@ -1,0 +1,28 @@
+"""`normlab explain`: the backward pass of a normalization step by step, generated from its computational
+graph: one line per node, each gradient a local gradient times the upstream gradient."""
+
+from __future__ import annotations
+
+import sys
+
+NAME = "explain"
+HELP = "print a normalization's backward pass step by step, generated from its computational graph"
+
+
+def add_arguments(parser) -> None:
+    from normlab.cli._norm_args import add_norm_arguments
+
+    add_norm_arguments(parser, seed=False)
+
+
+def run(args) -> int:
+    from normlab.autograd.steps import explain
+    from normlab.cli._norm_args import build_sample, describe
+
+    try:
+        graph = build_sample(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(explain(graph.out, title=describe(graph)), end="")
+    return 0

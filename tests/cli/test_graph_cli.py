@@ -1,0 +1,90 @@
+"""`normlab graph`: renders the graph of a normalization to SVG, PNG or DOT, and explains what to install
+when Graphviz is missing."""
+
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from normlab.cli import main
+from normlab.functional.staged import STAGED_NODES
+
+SVG = "{http://www.w3.org/2000/svg}"
+needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz dot is not installed")
+
+
+def _svg_node_titles(path):
+    root = ET.parse(path).getroot()
+    return {g.find(f"{SVG}title").text for g in root.iter(f"{SVG}g") if g.get("class") == "node"}
+
+
+@needs_dot
+@pytest.mark.parametrize("kind, extra", [("batchnorm", set()), ("layernorm", set()), ("groupnorm", {"xg", "xhatg"})])
+def test_graph_writes_an_svg_with_every_named_node(kind, extra, tmp_path, capsys):
+    out = tmp_path / f"{kind}.svg"
+    assert main(["graph", kind, "--out", str(out)]) == 0
+    nodes = _svg_node_titles(out)
+    assert nodes == {"x", "gamma", "beta", *STAGED_NODES} | extra
+    assert capsys.readouterr().out.strip() == f"wrote {out} (DOT source: {tmp_path / (kind + '.dot')})"
+
+
+@needs_dot
+def test_graph_writes_a_png_top_to_bottom_with_a_custom_shape(tmp_path):
+    out = tmp_path / "bn.png"
+    assert main(["graph", "batchnorm", "--shape", "8,2,3,3", "--rankdir", "TB", "--out", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    assert "rankdir=TB" in (tmp_path / "bn.dot").read_text()
+    assert "(8, 2, 3, 3)" in (tmp_path / "bn.dot").read_text()
+
+
+def test_graph_dot_output_needs_no_graphviz(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    out = tmp_path / "ln.dot"
+    assert main(["graph", "layernorm", "--out", str(out)]) == 0
+    assert out.read_text().startswith('digraph "out"')
+    assert capsys.readouterr().out.strip() == f"wrote {out}"
+
+
+def test_graph_without_graphviz_says_how_to_install_it_and_still_writes_the_dot_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no dot anywhere on PATH
+    out = tmp_path / "bn.svg"
+    assert main(["graph", "batchnorm", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "Graphviz's `dot` program was not found on PATH" in err and "sudo apt-get install graphviz" in err
+    assert (tmp_path / "bn.dot").read_text().startswith('digraph "out"')
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["graph", "batchnorm", "--out", "x.pdf"], "path must end in one of .svg, .png, .dot"),
+        (["graph", "groupnorm", "--groups", "3", "--out", "x.dot"],
+         "num_groups must divide the number of channels C=4"),
+    ],
+)
+def test_graph_bad_arguments_exit_2_with_a_message(args, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_graph_rejects_a_bad_shape_and_needs_out(capsys):
+    with pytest.raises(SystemExit):
+        main(["graph", "batchnorm", "--shape", "4", "--out", "x.svg"])
+    assert "expected at least 2 positive sizes (N, C, ...), got '4'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["graph", "batchnorm"])
+    assert "--out" in capsys.readouterr().err
+
+
+def test_the_cli_offers_every_kind_of_graph_without_importing_numpy_for_help():
+    from normlab.autograd.graphs import KINDS
+    from normlab.cli._norm_args import KINDS as CLI_KINDS
+
+    assert CLI_KINDS == KINDS
+    code = "import sys; from normlab.cli import build_parser; build_parser(); print('numpy' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert result.stdout.strip() == "False"
