@@ -16,7 +16,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, metavar="FILE",
                         help="FILE.svg or FILE.png (rendered with Graphviz's dot; FILE.dot is written beside it), "
                              "or FILE.dot for the DOT source only")
-    parser.add_argument("--rankdir", choices=("LR", "TB"), default="LR",
+    parser.add_argument("--rankdir", choices=("LR", "TB"), default="TB",
                         help="LR: forward left to right, as drawn by hand (default); TB: top to bottom, narrow")
 
 
