@@ -17,7 +17,7 @@ def add_arguments(parser) -> None:
                         help="FILE.svg or FILE.png (rendered with Graphviz's dot; FILE.dot is written beside it), "
                              "or FILE.dot for the DOT source only")
     parser.add_argument("--rankdir", choices=("LR", "TB"), default="TB",
-                        help="LR: forward left to right, as drawn by hand (default); TB: top to bottom, narrow")
+                        help="TB: top to bottom, readable when fitted to a page (default); LR: left to right, as drawn by hand, wide")
 
 
 def run(args) -> int:
