@@ -14,6 +14,7 @@ from normlab.functional.batchnorm import (
     batchnorm_backward,
     batchnorm_backward_staged,
     batchnorm_forward,
+    batchnorm_inference_affine,
 )
 from normlab.functional.batchrenorm import (
     BatchRenormCache,
@@ -56,6 +57,7 @@ __all__ = [
     "batchnorm_backward",
     "batchnorm_backward_staged",
     "batchnorm_forward",
+    "batchnorm_inference_affine",
     "batchrenorm_backward",
     "batchrenorm_forward",
     "dropout_backward",

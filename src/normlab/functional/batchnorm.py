@@ -114,12 +114,40 @@ def batchnorm_forward(
             )
         mean = per_channel(check_param("running_mean", running_mean, (c,), x.dtype), x.ndim)
         var = per_channel(check_param("running_var", running_var, (c,), x.dtype), x.ndim)
-        rstd = (1.0 / np.sqrt(var + eps)).astype(x.dtype, copy=False)
+        rstd = inference_rstd(var, eps).astype(x.dtype, copy=False)
         xhat = (x - mean) * rstd
 
     out = scale_shift(xhat, gamma_b, beta_b)
     cache = BatchNormCache(x, xhat, mean, var, rstd, gamma_b, eps, axes, training)
     return out, cache
+
+
+def inference_rstd(running_var: np.ndarray, eps: float) -> np.ndarray:
+    """1 / sqrt(running_var + eps): the constant scale of evaluation-mode batch norm, any shape."""
+    return 1.0 / np.sqrt(running_var + eps)
+
+
+def batchnorm_inference_affine(
+    gamma: np.ndarray, beta: np.ndarray, running_mean: np.ndarray, running_var: np.ndarray, eps: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Evaluation-mode batch norm as one per-channel affine map, out = x * scale + shift:
+
+        scale = gamma / sqrt(running_var + eps)
+        shift = beta - running_mean * scale
+
+    This is what folding a batch norm into the layer before it multiplies in
+    (`normlab.interop.fold_batchnorm`).
+
+    Inputs: gamma, beta, running_mean, running_var of shape (C,); eps > 0.
+    Returns (scale, shift), each (C,), in the inputs' common dtype.
+    """
+    check_positive("eps", eps)
+    c = np.shape(gamma)
+    for name, a in (("beta", beta), ("running_mean", running_mean), ("running_var", running_var)):
+        if np.shape(a) != c:
+            raise ValueError(f"{name} must have gamma's shape {c}, got {np.shape(a)}")
+    scale = gamma * inference_rstd(running_var, eps)  # (C,)
+    return scale, beta - running_mean * scale
 
 
 def check_batchnorm_args(

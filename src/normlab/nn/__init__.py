@@ -3,7 +3,7 @@
 from normlab.functional.batchrenorm import RenormSchedule
 from normlab.nn.activation import ReLU, Sigmoid, Tanh
 from normlab.nn.batchrenorm import BatchRenorm1d, BatchRenorm2d
-from normlab.nn.container import Flatten, Sequential
+from normlab.nn.container import Flatten, Identity, Sequential
 from normlab.nn.dropout import Dropout
 from normlab.nn.ghostbatchnorm import GhostBatchNorm1d, GhostBatchNorm2d
 from normlab.nn.linear import Linear
@@ -20,6 +20,7 @@ __all__ = [
     "GhostBatchNorm1d",
     "GhostBatchNorm2d",
     "GroupNorm",
+    "Identity",
     "LayerNorm",
     "Linear",
     "Module",

@@ -1,0 +1,102 @@
+"""Folding batch norm into the layer before it, for inference.
+
+In evaluation a batch norm is a fixed per-channel affine map (`batchnorm_inference_affine`):
+out = x * scale + shift, scale = gamma / sqrt(running_var + eps), shift = beta - running_mean * scale.
+Applied to the output of a layer whose output channel is axis 0 of its weight (Linear, Conv2d), it merges
+into that layer's weight and bias:
+
+    W' = W * scale           (scale broadcast along the output-channel axis 0)
+    b' = b * scale + shift  = (b - running_mean) * scale + beta
+
+and the batch norm becomes an Identity, so the names of the other layers (and their state dict keys)
+stay the same. One matrix product less per layer, same predictions.
+
+Which layers fold into what is two small tables: `FOLD_TARGETS`, the affine layer types, and
+`FOLD_PAIRS`, for container types other than Sequential, which (affine child, norm child) name pairs
+follow each other in their forward pass. A future Conv2d and ResidualBlock register with
+
+    register_fold_target(Conv2d)
+    register_fold_pairs(ResidualBlock, lambda block: [("conv1", "bn1"), ("conv2", "bn2")])
+
+(the block's `shortcut`, a Sequential, folds by the Sequential rule).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import numpy as np
+
+from normlab import nn
+from normlab.functional import batchnorm_inference_affine
+
+FOLD_TARGETS: set[type] = {nn.Linear}
+FOLD_PAIRS: dict[type, Callable[[nn.Module], list[tuple[str, str]]]] = {}
+
+
+def register_fold_target(layer_type: type) -> None:
+    """A layer type with `weight` (out_channels, ...) and `bias` (out_channels,) or None."""
+    FOLD_TARGETS.add(layer_type)
+
+
+def register_fold_pairs(container_type: type, pairs: Callable[[nn.Module], list[tuple[str, str]]]) -> None:
+    """`pairs(container)` lists the (affine child, batch norm child) names where the norm directly follows
+    the affine layer in the container's forward pass."""
+    FOLD_PAIRS[container_type] = pairs
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of `model` with every evaluation-mode batch norm folded into the Linear (or other registered
+    affine layer) right before it, the batch norm replaced by an Identity. The original is untouched.
+
+    Left as they are: batch norms in training mode (their statistics still change), those with
+    track_running_stats=False (they use batch statistics in evaluation too), and those with no
+    registered affine layer right before them. The folded weights are computed in float64 and stored in
+    the layer's dtype.
+
+    Inputs:
+    - model: a normlab Module.
+    Returns the folded copy, which predicts what `model` predicts in evaluation mode.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a normlab.nn.Module, got {type(model).__name__}")
+    folded = copy.deepcopy(model)
+    for container in list(folded.modules()):
+        for affine_name, norm_name in _pairs(container):
+            affine, norm = container._modules[affine_name], container._modules[norm_name]
+            if _foldable(affine, norm):
+                _fold_into(affine, norm)
+                setattr(container, norm_name, nn.Identity())
+    return folded
+
+
+def _pairs(container: nn.Module) -> list[tuple[str, str]]:
+    for cls in type(container).__mro__:
+        if cls in FOLD_PAIRS:
+            return FOLD_PAIRS[cls](container)
+    if isinstance(container, nn.Sequential):
+        names = list(container._modules)
+        return list(zip(names, names[1:]))
+    return []
+
+
+def _foldable(affine: nn.Module, norm: nn.Module) -> bool:
+    return (isinstance(affine, tuple(FOLD_TARGETS)) and isinstance(norm, (nn.BatchNorm1d, nn.BatchNorm2d))
+            and not norm.training and norm.track_running_stats
+            and affine.weight.shape[0] == norm.num_features)
+
+
+def _fold_into(affine: nn.Module, norm: nn.Module) -> None:
+    def f64(a):
+        return np.asarray(a, np.float64)
+
+    c, dtype = norm.num_features, affine.weight.data.dtype
+    gamma = norm.weight.data if norm.affine else np.ones(c)
+    beta = norm.bias.data if norm.affine else np.zeros(c)
+    scale, shift = batchnorm_inference_affine(f64(gamma), f64(beta), f64(norm.running_mean),
+                                              f64(norm.running_var), norm.eps)  # (C,) each
+    w = f64(affine.weight.data)  # (C, ...)
+    bias = f64(affine.bias.data) if affine.bias is not None else np.zeros(c)  # (C,)
+    affine.weight = nn.Parameter((w * scale.reshape((c,) + (1,) * (w.ndim - 1))).astype(dtype))
+    affine.bias = nn.Parameter((bias * scale + shift).astype(dtype))

@@ -1,0 +1,76 @@
+"""Converters keyed by normlab module type: one small entry per layer type and framework.
+
+`normlab.interop.torch` and `normlab.interop.keras` each keep a `ConverterRegistry`; converting a model
+walks its modules and asks the registry for each module's converter. Supporting a new layer is one more
+`register` call, next to the layer's siblings, for example (once `normlab.nn.Conv2d` exists):
+
+    TORCH_TWINS.register(Conv2d, TorchTwin(torch_class=lambda torch: torch.nn.Conv2d, to_torch=..., from_torch=...))
+
+Layers that only some versions of normlab have are registered through `nn_class(name)`, so this package
+imports whether or not they exist yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Generic, TypeVar
+
+import numpy as np
+
+from normlab import nn
+
+C = TypeVar("C")
+
+
+class ConverterRegistry(Generic[C]):
+    """Converters by module type. `lookup` walks the type's MRO, so a subclass of a supported layer uses
+    its base's converter unless it registers its own."""
+
+    def __init__(self, target: str):
+        self.target = target  # what the converters produce, for messages ("a torch.nn.Module")
+        self._by_type: dict[type, C] = {}
+
+    def register(self, module_type: type, converter: C, *, replace: bool = False) -> C:
+        if not isinstance(module_type, type):
+            raise TypeError(f"module_type must be a class, got {module_type!r}")
+        if module_type in self._by_type and not replace:
+            raise ValueError(f"{module_type.__name__} already has a converter to {self.target}; "
+                             "pass replace=True to override it")
+        self._by_type[module_type] = converter
+        return converter
+
+    def lookup(self, module_type: type) -> C:
+        for cls in module_type.__mro__:
+            if cls in self._by_type:
+                return self._by_type[cls]
+        raise TypeError(f"no converter from {module_type.__name__} to {self.target}; supported: "
+                        f"{', '.join(self.names())}. Register one with the registry's register(type, converter)")
+
+    def items(self) -> Iterator[tuple[type, C]]:
+        yield from self._by_type.items()
+
+    def names(self) -> list[str]:
+        return sorted(t.__name__ for t in self._by_type)
+
+    def __contains__(self, module_type: type) -> bool:
+        return any(cls in self._by_type for cls in module_type.__mro__)
+
+
+def nn_class(name: str) -> type | None:
+    """`normlab.nn.<name>` if this version of normlab has that layer, else None."""
+    return getattr(nn, name, None)
+
+
+def float_dtype(arrays) -> np.dtype | None:
+    """The dtype of the first floating-point array in `arrays` (a module's own parameters and buffers),
+    or None if there is none: the dtype a layer's twin is built in."""
+    for a in arrays:
+        dtype = np.dtype(a.dtype) if isinstance(a, np.ndarray) else None
+        if dtype is not None and np.issubdtype(dtype, np.floating):
+            return dtype
+    return None
+
+
+def own_arrays(module: nn.Module) -> list[np.ndarray]:
+    """A module's own parameters' data and buffers (not its children's)."""
+    return [p.data for p in module._parameters.values()] + [b for b in module._buffers.values() if b is not None]
