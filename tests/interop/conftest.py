@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 
+from normlab import functional as F
 from normlab import nn
 from normlab.gradcheck import relative_error
 
@@ -143,3 +144,16 @@ def assert_grads_close():
     """assert_grads_close(ours, theirs, tolerance): {name: gradient} dicts, names and order equal."""
     return _assert_grads_close
 
+
+
+def _normlab_step(model: nn.Module, x: np.ndarray, labels: np.ndarray):
+    """Softmax cross-entropy of model on (x, labels), backpropagated: (loss, dx, {name: grad})."""
+    model.zero_grad()
+    loss, dlogits = F.softmax_cross_entropy(model(x), labels)
+    dx = model.backward(dlogits)
+    return loss, dx, {name: p.grad for name, p in model.named_parameters()}
+
+
+@pytest.fixture
+def normlab_step():
+    return _normlab_step

@@ -66,6 +66,19 @@ def test_linear_without_bias_and_batch_norm_without_affine_fold(make_batch, asse
     assert_close(folded(x), model(x), FLOAT32, "output")
 
 
+@pytest.mark.parametrize("make_norm", [lambda: nn.BatchRenorm1d(5), lambda: nn.GhostBatchNorm1d(5, 2)],
+                         ids=["renorm", "ghost"])
+def test_renorm_and_ghost_batch_norm_fold_as_they_evaluate_as_batch_norm(make_batch, assert_close, make_norm):
+    rng = np.random.default_rng(1234)
+    model = nn.Sequential(nn.Linear(6, 5, rng=rng), make_norm(), nn.ReLU())
+    model[1].running_mean[...], model[1].running_var[...] = rng.standard_normal(5), rng.uniform(0.5, 2, 5)
+    model.eval()
+    x, _ = make_batch((6,), seed=0)
+    folded = fold_batchnorm(model)
+    assert isinstance(folded[1], nn.Identity)
+    assert_close(folded(x), model(x), FLOAT32, "output")
+
+
 def test_batch_norms_that_cannot_fold_are_left():
     rng = np.random.default_rng(1234)
     in_training = nn.Sequential(nn.Linear(4, 3, rng=rng), nn.BatchNorm1d(3))
@@ -81,7 +94,8 @@ def test_nested_sequentials_fold(make_batch, assert_close):
     inner = nn.Sequential(nn.Linear(6, 4, rng=rng), nn.BatchNorm1d(4), nn.Tanh())
     model = nn.Sequential(inner, nn.Linear(4, 2, rng=rng), nn.BatchNorm1d(2))
     for bn in (inner[1], model[2]):
-        bn.running_mean[...], bn.running_var[...] = rng.standard_normal(bn.num_features), rng.uniform(0.5, 2, bn.num_features)
+        c = bn.num_features
+        bn.running_mean[...], bn.running_var[...] = rng.standard_normal(c), rng.uniform(0.5, 2, c)
     model.eval()
     x, _ = make_batch((6,), seed=0)
     folded = fold_batchnorm(model)

@@ -5,7 +5,6 @@ under the PyTorch convention; clear errors."""
 import numpy as np
 import pytest
 
-from normlab import functional as F
 from normlab import nn
 from normlab.interop import state_dict_from_keras, to_keras
 
@@ -33,13 +32,6 @@ def keras_step(tf, model, twin, x, labels):
     return float(loss), dx, state_dict_from_keras(model, twin, by_path), variables, grads[1:]
 
 
-def normlab_step(model, x, labels):
-    model.zero_grad()
-    loss, dlogits = F.softmax_cross_entropy(model(x), labels)
-    dx = model.backward(dlogits)
-    return loss, dx, {name: p.grad for name, p in model.named_parameters()}
-
-
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_forward_matches_keras(keras, make_model, make_batch, assert_close, kind, norm, training):
     model, shape = make_model(kind, norm)
@@ -50,8 +42,8 @@ def test_forward_matches_keras(keras, make_model, make_batch, assert_close, kind
     assert_close(model(x), twin(nhwc(x), training=training).numpy(), TOLERANCE, "output")
 
 
-def test_gradients_of_every_parameter_match_keras(tf, keras, make_model, make_batch, assert_close, assert_grads_close,
-                                                  kind, norm):
+def test_gradients_of_every_parameter_match_keras(tf, keras, make_model, make_batch, normlab_step, assert_close,
+                                                  assert_grads_close, kind, norm):
     model, shape = make_model(kind, norm)
     x, labels = make_batch(shape, seed=0)
     twin = to_keras(model, shape)
@@ -62,7 +54,7 @@ def test_gradients_of_every_parameter_match_keras(tf, keras, make_model, make_ba
     assert_grads_close(grads, k_grads, TOLERANCE)
 
 
-def sgd_three_steps(tf, model, twin, shape, make_batch):
+def sgd_three_steps(tf, model, twin, shape, make_batch, normlab_step):
     for step in range(3):
         x, labels = make_batch(shape, seed=step)
         normlab_step(model, x, labels)
@@ -73,12 +65,12 @@ def sgd_three_steps(tf, model, twin, shape, make_batch):
             v.assign_sub(LR * g)
 
 
-def test_three_sgd_steps_match_keras_with_its_variance_convention(tf, keras, make_model, make_batch, assert_close,
-                                                                  kind, norm):
+def test_three_sgd_steps_match_keras_with_its_variance_convention(tf, keras, make_model, make_batch, normlab_step,
+                                                                  assert_close, kind, norm):
     """Keras stores the biased batch variance: normlab's convention="keras" matches it exactly."""
     model, shape = make_model(kind, norm, convention="keras")
     twin = to_keras(model, shape)
-    sgd_three_steps(tf, model, twin, shape, make_batch)
+    sgd_three_steps(tf, model, twin, shape, make_batch, normlab_step)
     ours, theirs = model.state_dict(), state_dict_from_keras(model, twin)
     assert set(ours) - set(theirs) == {n for n in ours if n.endswith("num_batches_tracked")}
     before = make_model(kind, norm)[0].state_dict()
@@ -87,14 +79,14 @@ def test_three_sgd_steps_match_keras_with_its_variance_convention(tf, keras, mak
         assert_close(ours[name], theirs[name], TOLERANCE, name)
 
 
-def test_pytorch_convention_running_var_is_the_one_thing_that_differs(tf, keras, make_model, make_batch, assert_close,
-                                                                      kind):
+def test_pytorch_convention_running_var_is_the_one_thing_that_differs(tf, keras, make_model, make_batch, normlab_step,
+                                                                      assert_close, kind):
     """normlab's default (PyTorch's) running_var averages the unbiased batch variance; Keras averages the
     biased one. Predictions in evaluation use the copied value and agree; after training steps only the
     running variances differ, each batch's contribution by the factor M / (M - 1)."""
     model, shape = make_model(kind, "batch", convention="pytorch")
     twin = to_keras(model, shape)
-    sgd_three_steps(tf, model, twin, shape, make_batch)
+    sgd_three_steps(tf, model, twin, shape, make_batch, normlab_step)
     ours, theirs = model.state_dict(), state_dict_from_keras(model, twin)
     for name in theirs:
         if name.endswith("running_var"):

@@ -6,7 +6,6 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
-from normlab import functional as F
 from normlab import nn
 from normlab.interop import fold_batchnorm, from_torch, to_torch
 from normlab.interop.registry import ConverterRegistry
@@ -26,13 +25,6 @@ def torch_loss_and_grads(torch, twin, x, labels):
     return loss.item(), xt.grad.numpy(), grads
 
 
-def normlab_loss_and_grads(model, x, labels):
-    model.zero_grad()
-    loss, dlogits = F.softmax_cross_entropy(model(x), labels)
-    dx = model.backward(dlogits)
-    return loss, dx, {name: p.grad for name, p in model.named_parameters()}
-
-
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_forward_matches_torch(torch, make_model, make_batch, assert_close, kind, norm, training):
     model, shape = make_model(kind, norm)
@@ -45,24 +37,24 @@ def test_forward_matches_torch(torch, make_model, make_batch, assert_close, kind
     assert_close(model(x), theirs, FLOAT32, "output")
 
 
-def test_gradients_of_every_parameter_match_torch(torch, make_model, make_batch, assert_close, assert_grads_close,
-                                                  kind, norm):
+def test_gradients_of_every_parameter_match_torch(torch, make_model, make_batch, normlab_step, assert_close,
+                                                  assert_grads_close, kind, norm):
     model, shape = make_model(kind, norm)
     x, labels = make_batch(shape, seed=0)
     twin = to_torch(model)
-    loss, dx, grads = normlab_loss_and_grads(model, x, labels)
+    loss, dx, grads = normlab_step(model, x, labels)
     t_loss, t_dx, t_grads = torch_loss_and_grads(torch, twin, x, labels)
     assert loss == pytest.approx(t_loss, rel=FLOAT32)
     assert_close(dx, t_dx, FLOAT32, "dx")
     assert_grads_close(grads, t_grads, FLOAT32)
 
 
-def test_three_sgd_steps_match_torch(torch, make_model, make_batch, assert_close, kind, norm):
+def test_three_sgd_steps_match_torch(torch, make_model, make_batch, normlab_step, assert_close, kind, norm):
     model, shape = make_model(kind, norm)
     twin = to_torch(model)
     for step in range(3):
         x, labels = make_batch(shape, seed=step)
-        normlab_loss_and_grads(model, x, labels)
+        normlab_step(model, x, labels)
         for p in model.parameters():
             p.data -= LR * p.grad
         twin.zero_grad()
@@ -166,7 +158,8 @@ def test_from_torch_keeps_torch_names_and_options(torch, assert_close):
     net(x)  # give the running statistics values
     model = from_torch(net.eval(), rng=np.random.default_rng(0))
     assert list(model.state_dict()) == list(net.state_dict())
-    assert (model.bn.momentum, model.bn.eps, model.bn.affine, model.fc.bias, model.drop.p) == (None, 1e-3, False, None, 0.25)
+    options = (model.bn.momentum, model.bn.eps, model.bn.affine, model.fc.bias, model.drop.p)
+    assert options == (None, 1e-3, False, None, 0.25)
     with torch.no_grad():
         assert_close(model(x.numpy()), net(x).numpy(), FLOAT32, "output")
 
@@ -205,14 +198,18 @@ def test_a_new_layer_type_needs_only_a_registry_entry(torch, make_batch, assert_
     assert isinstance(from_torch(twin)[0], Scale)
 
 
-def test_registry_lookup_follows_subclasses_and_refuses_duplicates():
+def test_registry_matches_exact_types_and_refuses_duplicates():
     registry = ConverterRegistry("a thing")
     registry.register(nn.BatchNorm1d, "bn")
 
-    class MyBatchNorm(nn.BatchNorm1d):
+    class MyBatchNorm(nn.BatchNorm1d):  # may compute something else: not converted until registered
         pass
 
-    assert registry.lookup(MyBatchNorm) == "bn" and MyBatchNorm in registry
+    assert MyBatchNorm not in registry
+    with pytest.raises(TypeError, match="no converter from MyBatchNorm to a thing"):
+        registry.lookup(MyBatchNorm)
+    registry.register(MyBatchNorm, registry.lookup(nn.BatchNorm1d))
+    assert registry.lookup(MyBatchNorm) == "bn"
     with pytest.raises(ValueError, match="BatchNorm1d already has a converter to a thing"):
         registry.register(nn.BatchNorm1d, "other")
     registry.register(nn.BatchNorm1d, "other", replace=True)
@@ -232,6 +229,8 @@ def test_errors_name_what_is_unsupported(torch):
         to_torch(torch.nn.Linear(2, 2))
     with pytest.raises(TypeError, match="module must be a torch.nn.Module, got Linear"):
         from_torch(nn.Linear(2, 2))
+    with pytest.raises(TypeError, match=r"no converter from GhostBatchNorm1d to a torch.nn.Module"):
+        to_torch(nn.GhostBatchNorm1d(3, virtual_batch_size=2))
     with pytest.raises(TypeError, match=r"no converter from torch Conv1d to normlab; supported: .*BatchNorm1d"):
         from_torch(torch.nn.Sequential(torch.nn.Conv1d(2, 2, 1)))
     with pytest.raises(ValueError, match=r"LayerNorm\(bias=False\) has no normlab equivalent"):

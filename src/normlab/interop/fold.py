@@ -11,7 +11,8 @@ into that layer's weight and bias:
 and the batch norm becomes an Identity, so the names of the other layers (and their state dict keys)
 stay the same. One matrix product less per layer, same predictions.
 
-Which layers fold into what is two small tables: `FOLD_TARGETS`, the affine layer types, and
+Which layers fold into what is three small tables, matched by exact type: `FOLD_TARGETS`, the affine
+layer types; `FOLD_NORMS`, the batch norms (plain, renorm, ghost: all evaluate as plain batch norm); and
 `FOLD_PAIRS`, for container types other than Sequential, which (affine child, norm child) name pairs
 follow each other in their forward pass. A future Conv2d and ResidualBlock register with
 
@@ -32,6 +33,10 @@ from normlab import nn
 from normlab.functional import batchnorm_inference_affine
 
 FOLD_TARGETS: set[type] = {nn.Linear}
+# Batch norms whose evaluation is plain batch norm's with their running statistics (renorm's r and d and
+# ghost batch norm's chunks exist only in training).
+FOLD_NORMS: set[type] = {nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchRenorm1d, nn.BatchRenorm2d, nn.GhostBatchNorm1d,
+                         nn.GhostBatchNorm2d}
 FOLD_PAIRS: dict[type, Callable[[nn.Module], list[tuple[str, str]]]] = {}
 
 
@@ -72,17 +77,16 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 
 
 def _pairs(container: nn.Module) -> list[tuple[str, str]]:
-    for cls in type(container).__mro__:
-        if cls in FOLD_PAIRS:
-            return FOLD_PAIRS[cls](container)
-    if isinstance(container, nn.Sequential):
+    if type(container) in FOLD_PAIRS:
+        return FOLD_PAIRS[type(container)](container)
+    if type(container) is nn.Sequential:
         names = list(container._modules)
         return list(zip(names, names[1:]))
     return []
 
 
 def _foldable(affine: nn.Module, norm: nn.Module) -> bool:
-    return (isinstance(affine, tuple(FOLD_TARGETS)) and isinstance(norm, (nn.BatchNorm1d, nn.BatchNorm2d))
+    return (type(affine) in FOLD_TARGETS and type(norm) in FOLD_NORMS
             and not norm.training and norm.track_running_stats
             and affine.weight.shape[0] == norm.num_features)
 

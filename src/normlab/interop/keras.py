@@ -95,7 +95,8 @@ def import_keras() -> ModuleType:
     try:
         import keras
     except ImportError as error:
-        raise ImportError('normlab.interop.keras needs Keras 3 and TensorFlow: pip install "normlab[tensorflow]"') from error
+        raise ImportError('normlab.interop.keras needs Keras 3 and TensorFlow: '
+                          'pip install "normlab[tensorflow]"') from error
     if int(keras.__version__.split(".")[0]) < 3:
         raise ImportError(f"normlab.interop.keras needs Keras 3, found keras {keras.__version__}: "
                           'pip install "normlab[tensorflow]"')

@@ -23,8 +23,9 @@ C = TypeVar("C")
 
 
 class ConverterRegistry(Generic[C]):
-    """Converters by module type. `lookup` walks the type's MRO, so a subclass of a supported layer uses
-    its base's converter unless it registers its own."""
+    """Converters by module type, matched exactly: a subclass may compute something else than its base
+    (GhostBatchNorm1d is not BatchNorm1d in training), so it converts only once it registers a converter
+    itself (its base's, `registry.register(MyNorm, registry.lookup(BatchNorm1d))`, if that is right)."""
 
     def __init__(self, target: str):
         self.target = target  # what the converters produce, for messages ("a torch.nn.Module")
@@ -40,9 +41,8 @@ class ConverterRegistry(Generic[C]):
         return converter
 
     def lookup(self, module_type: type) -> C:
-        for cls in module_type.__mro__:
-            if cls in self._by_type:
-                return self._by_type[cls]
+        if module_type in self._by_type:
+            return self._by_type[module_type]
         raise TypeError(f"no converter from {module_type.__name__} to {self.target}; supported: "
                         f"{', '.join(self.names())}. Register one with the registry's register(type, converter)")
 
@@ -53,7 +53,7 @@ class ConverterRegistry(Generic[C]):
         return sorted(t.__name__ for t in self._by_type)
 
     def __contains__(self, module_type: type) -> bool:
-        return any(cls in self._by_type for cls in module_type.__mro__)
+        return module_type in self._by_type
 
 
 def nn_class(name: str) -> type | None:

@@ -113,7 +113,7 @@ def from_torch(module: torch.nn.Module, *, rng: np.random.Generator | None = Non
     by_torch_class = {twin.torch_class(torch): twin for _, twin in TORCH_TWINS.items()}
 
     def convert(t: torch.nn.Module) -> nn.Module:
-        twin = next((by_torch_class[cls] for cls in type(t).__mro__ if cls in by_torch_class), None)
+        twin = by_torch_class.get(type(t))  # exact class, as in the registry
         if twin is None:
             names = sorted(cls.__name__ for cls in by_torch_class)
             raise TypeError(f"no converter from torch {type(t).__name__} to normlab; supported: {', '.join(names)}")
