@@ -1,5 +1,6 @@
 """Ready-made networks, built by name through `normlab.models.build_model`."""
 
-from normlab.models.registry import available_models, build_model, register_model
+from normlab.models.fcnet import FullyConnectedNet
+from normlab.models.registry import available_models, build_model, model_builder, register_model
 
-__all__ = ["available_models", "build_model", "register_model"]
+__all__ = ["FullyConnectedNet", "available_models", "build_model", "model_builder", "register_model"]

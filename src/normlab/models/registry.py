@@ -3,15 +3,29 @@
 A model module registers a builder:
 
     @register_model("fcnet")
-    def build_fcnet(*, input_shape, num_classes, rng, **options) -> Module: ...
+    def build_fcnet(*, input_shape, num_classes, rng, normalization="batch", dropout=0.0, ...) -> Module: ...
 
-`input_shape` is one sample's shape, (C, H, W) for images; `options` are the model's own keywords
-(e.g. normalization="batch").
+and is imported in `normlab/models/__init__.py` so that importing normlab.models registers it.
+
+The builder's contract:
+- `input_shape` is one sample's shape, (C, H, W) for images (datasets give float32 (N, C, H, W) batches;
+  fully connected models flatten); `num_classes` the number of scores; `rng` a numpy.random.Generator
+  that draws every initial weight (and seeds any Dropout's generator).
+- Everything else is a keyword option with a default. `normlab train` passes an option only when the
+  builder's signature names it, under these common names: `normalization` ("none", "batch", "layer",
+  "group"), `dropout` (probability of dropping), `hidden_dims` (sizes of hidden layers), `weight_scale`
+  ("he" or a number), `reg` (L2 strength on weights, see `normlab.models.regularization`). An option the
+  user gives explicitly that the builder does not take is an error.
+- The model returns class scores (logits) from `forward(x)`. If it has `regularization_loss()` and
+  `regularization_backward()`, the trainer adds the first to the loss and calls the second after
+  backward.
+- A builder may set the attribute `default_augment = True` (after the decorator) to ask for random crops
+  and flips when the user does not say `--augment` / `--no-augment`.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -35,9 +49,14 @@ def available_models() -> list[str]:
     return sorted(_BUILDERS)
 
 
+def model_builder(name: str) -> ModelBuilder:
+    """The builder registered as `name` (to read its signature or its `default_augment`)."""
+    if name not in _BUILDERS:
+        raise ValueError(f"model must be one of {available_models()}, got {name!r}")
+    return _BUILDERS[name]
+
+
 def build_model(name: str, *, input_shape: tuple[int, ...], num_classes: int, rng: np.random.Generator,
                 **options) -> Module:
     """Build the registered model `name` for samples of `input_shape` and `num_classes` classes."""
-    if name not in _BUILDERS:
-        raise ValueError(f"model must be one of {available_models()}, got {name!r}")
-    return _BUILDERS[name](input_shape=tuple(input_shape), num_classes=num_classes, rng=rng, **options)
+    return model_builder(name)(input_shape=tuple(input_shape), num_classes=num_classes, rng=rng, **options)

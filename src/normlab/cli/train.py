@@ -1,0 +1,142 @@
+"""`normlab train`: train a network on an image dataset and write a run directory.
+
+With no arguments: a batch-normalized FullyConnectedNet (512, 256) on Fashion-MNIST, Adam, 5 epochs.
+This module turns arguments into a `TrainConfig`; `normlab.train.run.run_training` executes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+NAME = "train"
+HELP = "train a network on Fashion-MNIST, MNIST or CIFAR-10 and write a run directory"
+
+# Options that change the result: taken from config.json when resuming, so they may not be given then.
+CONFIG_OPTIONS = ("dataset", "model", "hidden", "normalization", "dropout", "weight_scale", "weight_decay",
+                  "optimizer", "lr", "momentum", "nesterov", "schedule", "warmup", "step_epochs", "step_gamma",
+                  "epochs", "batch_size", "seed", "val_size", "limit", "augment")
+
+
+def _weight_scale(text: str):
+    if text == "he":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'he' or a number, got {text!r}") from None
+
+
+def add_arguments(parser) -> None:
+    from normlab.data import available_datasets
+    from normlab.models import available_models
+    from normlab.train.config import DEFAULT_LR, SCHEDULES, TrainConfig
+
+    d = TrainConfig()
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", choices=available_datasets(), help=f"dataset (default {d.dataset})")
+    data.add_argument("--data-dir", metavar="DIR", default=None,
+                      help="where to look for the dataset first, and to download it to (then $NORMLAB_DATA, "
+                           "~/.cache/normlab, /usr/share/datasets/<name>)")
+    data.add_argument("--no-download", action="store_true", help="never download; fail if the files are missing")
+    data.add_argument("--limit", type=int, metavar="N", help="use only the first N training examples (quick runs)")
+    data.add_argument("--val-size", type=int, metavar="N",
+                      help="training examples held out for validation (default: 5000 or a tenth of the "
+                           "training set, whichever is fewer)")
+    data.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                      help="random crops and horizontal flips (default: if the model asks for them)")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", choices=available_models(), help=f"model (default {d.model})")
+    model.add_argument("--hidden", type=int, nargs="*", metavar="D", help="hidden layer sizes (fcnet: 512 256)")
+    model.add_argument("--normalization", choices=("none", "batch", "layer", "group"),
+                       help="normalization after each hidden layer (fcnet: batch)")
+    model.add_argument("--dropout", type=float, metavar="P", help="probability of dropping an activation (0)")
+    model.add_argument("--weight-scale", type=_weight_scale, metavar="he|S",
+                       help="initialization: He, or N(0, S^2) as CS231n (he)")
+
+    opt = parser.add_argument_group("optimization")
+    opt.add_argument("--optimizer", choices=sorted(DEFAULT_LR), help=f"optimizer (default {d.optimizer})")
+    opt.add_argument("--lr", type=float, help="learning rate (default: " +
+                     ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")")
+    opt.add_argument("--momentum", type=float, help=f"SGD momentum (default {d.momentum})")
+    opt.add_argument("--nesterov", action="store_true", default=None, help="SGD with Nesterov momentum")
+    opt.add_argument("--weight-decay", type=float, metavar="WD",
+                     help="L2 strength on the weights, never on gamma, beta or biases: the model's "
+                          "0.5 * WD * ||W||^2 penalty, or AdamW's decoupled decay (default 0; adamw 0.01)")
+    opt.add_argument("--schedule", choices=SCHEDULES, help=f"learning-rate schedule (default {d.schedule})")
+    opt.add_argument("--warmup", type=float, metavar="EPOCHS", help="linear warm-up, in epochs (default 0)")
+    opt.add_argument("--step-epochs", type=int, metavar="K",
+                     help=f"step schedule: decay every K epochs (default {d.step_epochs})")
+    opt.add_argument("--step-gamma", type=float, help=f"step schedule: decay factor (default {d.step_gamma})")
+    opt.add_argument("--epochs", type=int, help=f"epochs (default {d.epochs})")
+    opt.add_argument("--batch-size", type=int, help=f"minibatch size (default {d.batch_size})")
+    opt.add_argument("--seed", type=int, help=f"seed of the split, the initialization and the order (default {d.seed})")
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--out", metavar="DIR", help="run directory (default runs/<date-time>)")
+    run.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint, with "
+                                                      "its saved configuration")
+    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar (default: on)")
+
+
+def config_from_args(args):
+    """A TrainConfig from the command line. Raises ValueError naming an option the model does not take."""
+    from normlab.train.config import DEFAULT_LR, TrainConfig, default_augment, model_options, takes_option
+
+    d = TrainConfig()
+    model = args.model or d.model
+    optimizer = args.optimizer or d.optimizer
+    weight_decay = args.weight_decay if args.weight_decay is not None else (1e-2 if optimizer == "adamw" else 0.0)
+    given = {"hidden_dims": tuple(args.hidden) if args.hidden is not None else None,
+             "normalization": args.normalization, "dropout": args.dropout, "weight_scale": args.weight_scale}
+    # Plain L2 goes into the model's loss when the model has one (CS231n's reg); AdamW's decay is the
+    # optimizer's own, and so is the L2 of a model without a `reg` option.
+    in_model = optimizer != "adamw" and weight_decay > 0 and takes_option(model, "reg")
+    if in_model:
+        given["reg"] = weight_decay
+    augment = args.augment if args.augment is not None else default_augment(model)
+    fields = {"dataset": args.dataset, "optimizer": optimizer, "lr": args.lr if args.lr is not None else DEFAULT_LR[optimizer],
+              "momentum": args.momentum, "nesterov": args.nesterov, "schedule": args.schedule,
+              "warmup_epochs": args.warmup, "step_epochs": args.step_epochs, "step_gamma": args.step_gamma,
+              "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed, "val_size": args.val_size,
+              "limit": args.limit}
+    return TrainConfig(model=model, model_options=model_options(model, given), augment=augment,
+                       weight_decay=0.0 if in_model else weight_decay,
+                       **{k: v for k, v in fields.items() if v is not None})
+
+
+def run(args) -> int:
+    from normlab.data import ChecksumError, DataFormatError, DatasetNotFoundError
+    from normlab.train.config import TrainConfig
+    from normlab.train.run import CONFIG, run_training
+
+    try:
+        if args.resume:
+            given = [f"--{name.replace('_', '-')}" for name in CONFIG_OPTIONS if getattr(args, name) is not None]
+            if given or args.out:
+                raise ValueError(f"--resume continues a run with its saved configuration; do not combine it with "
+                                 f"{' '.join(given + (['--out'] if args.out else []))}")
+            run_dir = Path(args.resume)
+            if not (run_dir / CONFIG).is_file():
+                raise ValueError(f"--resume {run_dir}: no {CONFIG} there, so it is not a run directory")
+            config = TrainConfig.load(run_dir / CONFIG)
+        else:
+            config = config_from_args(args)
+            run_dir = Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+        result = run_training(config, run_dir, resume=bool(args.resume), data_dir=args.data_dir,
+                              download=not args.no_download, progress=args.progress)
+    except (ValueError, FileNotFoundError, DatasetNotFoundError, DataFormatError, ChecksumError) as e:
+        print(f"normlab train: error: {e}", file=sys.stderr)
+        return 2
+    if result.status == "completed":
+        best = result.history.best_epoch()
+        chosen = f"epoch {best.epoch}, val acc {best.val_acc:.4f}" if best else "last epoch"
+        print(f"test accuracy {result.test_acc:.4f} (weights of {chosen}); run saved in {result.run_dir}")
+        return 0
+    print(result.message, file=sys.stderr)
+    if result.status == "interrupted" and (result.run_dir / "checkpoint.safetensors").is_file():
+        print(f"continue with: normlab train --resume {result.run_dir}", file=sys.stderr)
+    return 130 if result.status == "interrupted" else 1

@@ -1,0 +1,46 @@
+"""curves.png: the training loss per iteration and the accuracies per epoch, side by side."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+
+from normlab.files import atomic_write_bytes
+from normlab.train.history import History
+
+
+def plot_curves(history: History, path: str | os.PathLike, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    loss = np.asarray(history.loss, dtype=float)
+    steps = np.arange(1, len(loss) + 1)
+    ax_loss.plot(steps, loss, lw=0.5, alpha=0.4, label="iteration")
+    window = max(1, len(loss) // 50)
+    if len(loss) >= window > 1:
+        smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
+        ax_loss.plot(steps[window - 1:], smooth, lw=1.5, label=f"mean of {window}")
+    ax_loss.set(xlabel="iteration", ylabel="training loss", title="loss")
+    ax_loss.legend()
+    epochs = [e.epoch for e in history.epochs]
+    ax_acc.plot(epochs, [e.train_acc for e in history.epochs], "o-", label="train")
+    if any(e.val_acc is not None for e in history.epochs):
+        ax_acc.plot(epochs, [e.val_acc for e in history.epochs], "o-", label="validation")
+    if history.test_acc is not None and epochs:
+        ax_acc.axhline(history.test_acc, ls="--", color="gray", label=f"test {history.test_acc:.4f}")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    ax_acc.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_acc.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(path, png.getvalue())

@@ -1,0 +1,138 @@
+"""Execute a TrainConfig with the NumPy models: data -> model -> optimizer -> Trainer -> run directory.
+
+The run directory gets config.json (at the start), checkpoint.safetensors and model.safetensors and
+history.json (every epoch, see `normlab.train.trainer`), and curves.png (at the end, or when stopped).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from normlab.data import Augment, Standardizer, load_dataset, train_val_split
+from normlab.files import atomic_write_bytes, atomic_write_json
+from normlab.models import build_model
+from normlab.models.regularization import decay_groups
+from normlab.nn import Module
+from normlab.optim import OPTIMIZERS, Constant, Cosine, LinearWarmup, Optimizer, Schedule, StepDecay
+from normlab.train.config import TrainConfig
+from normlab.train.history import History
+from normlab.train.plots import plot_curves
+from normlab.train.trainer import HISTORY, Callback, Trainer
+
+CONFIG = "config.json"
+CURVES = "curves.png"
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """Standardized float32 arrays: x (N, C, H, W), y (N,) int64."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    classes: tuple[str, ...]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+
+@dataclass
+class RunResult:
+    status: str  # "completed", "interrupted", "diverged", "paused"
+    message: str
+    history: History
+    test_acc: float | None
+    run_dir: Path
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("completed", "paused")
+
+
+def prepare_data(config: TrainConfig, rng: np.random.Generator, data_dir: str | os.PathLike | None = None,
+                 download: bool = True) -> PreparedData:
+    """Load the dataset, take the first `limit` training examples, hold out val_size of them (by default
+    5000 or a tenth, whichever is fewer), and standardize every split with the training split's
+    per-channel statistics."""
+    ds = load_dataset(config.dataset, data_dir, download=download)
+    x, y = ds.x_train, ds.y_train
+    if config.limit is not None:
+        x, y = x[:config.limit], y[:config.limit]
+    val_size = config.val_size if config.val_size is not None else min(5000, len(x) // 10)
+    x_train, y_train, x_val, y_val = train_val_split(x, y, val_size, rng)
+    standardize = Standardizer.fit(x_train)
+    return PreparedData(standardize(x_train), y_train, standardize(x_val), y_val, standardize(ds.x_test),
+                        ds.y_test, ds.classes)
+
+
+def build_optimizer(config: TrainConfig, model: Module) -> Optimizer:
+    """The configured optimizer over the model's parameters; weight decay reaches only the weights."""
+    cls = OPTIMIZERS[config.optimizer]
+    kwargs = {"lr": config.lr}
+    if config.optimizer == "sgd":
+        kwargs.update(momentum=config.momentum, nesterov=config.nesterov)
+    params = decay_groups(model, config.weight_decay) if config.weight_decay else model.parameters()
+    return cls(params, **kwargs, weight_decay=0.0)
+
+
+def build_schedule(config: TrainConfig, steps_per_epoch: int) -> Schedule:
+    total = config.epochs * steps_per_epoch
+    if config.schedule == "cosine":
+        schedule: Schedule = Cosine(total)
+    elif config.schedule == "step":
+        schedule = StepDecay(config.step_epochs * steps_per_epoch, config.step_gamma)
+    else:
+        schedule = Constant()
+    warmup = round(config.warmup_epochs * steps_per_epoch)
+    return LinearWarmup(warmup, schedule) if warmup else schedule
+
+
+def augmentation(config: TrainConfig, input_shape: tuple[int, ...]) -> Augment | None:
+    if not config.augment:
+        return None
+    return Augment(padding=4 if input_shape[-1] >= 32 else 2)
+
+
+def run_training(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
+                 data_dir: str | os.PathLike | None = None, download: bool = True, progress: bool = True,
+                 log: Callable[[str], None] = print, callbacks: Sequence[Callback] = (),
+                 max_steps: int | None = None) -> RunResult:
+    """Train as `config` says, writing the run directory. With resume=True, continue the run saved in
+    run_dir (its checkpoint.safetensors); the configuration must be the one it was started with."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    split_seed, init_seed, train_seed = np.random.SeedSequence(config.seed).spawn(3)
+    data = prepare_data(config, np.random.default_rng(split_seed), data_dir, download)
+    model = build_model(config.model, input_shape=data.input_shape, num_classes=len(data.classes),
+                        rng=np.random.default_rng(init_seed), **config.model_options)
+    optimizer = build_optimizer(config, model)
+    trainer = Trainer(model, optimizer, data.x_train, data.y_train, data.x_val, data.y_val,
+                      epochs=config.epochs, batch_size=config.batch_size, rng=np.random.default_rng(train_seed),
+                      augment=augmentation(config, data.input_shape), run_dir=run_dir, callbacks=callbacks,
+                      progress=progress, log=log)
+    trainer.schedule = build_schedule(config, trainer.steps_per_epoch)
+    if not resume:
+        atomic_write_bytes(run_dir / CONFIG, config.to_json().encode())
+    n_params = sum(p.data.size for p in model.parameters())
+    log(f"{config.model} ({n_params:,} parameters) on {config.dataset}: {len(data.x_train)} training, "
+        f"{len(data.x_val)} validation, {len(data.x_test)} test examples; {config.optimizer} lr {config.lr:g}, "
+        f"batch {config.batch_size}, {config.epochs} epochs -> {run_dir}")
+    fit = trainer.fit(resume=resume, max_steps=max_steps)
+    test_acc = None
+    if fit.status == "completed":
+        trainer.load_best()
+        test_acc = trainer.accuracy(data.x_test, data.y_test)
+        fit.history.test_acc = test_acc
+        atomic_write_json(run_dir / HISTORY, fit.history.to_dict())
+    if fit.history.epochs or fit.history.loss:
+        plot_curves(fit.history, run_dir / CURVES, title=f"{config.model} on {config.dataset}")
+    return RunResult(fit.status, fit.message, fit.history, test_acc, run_dir)

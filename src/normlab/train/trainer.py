@@ -1,0 +1,366 @@
+"""The training loop: epochs of shuffled minibatches, evaluation, checkpoints, resume.
+
+One training step (`train_step`) is forward -> softmax cross-entropy (+ the model's regularization) ->
+backward -> `after_backward()` -> optimizer step. `after_backward` does nothing here; it is where a
+data-parallel trainer all-reduces the gradients. `fit` runs epochs of such steps, evaluates in eval mode
+after each epoch, keeps the weights with the best validation accuracy, and saves the full training state
+at the end of every epoch and when interrupted.
+
+Run directory (when `run_dir` is given):
+- checkpoint.safetensors: the latest full training state: weights, buffers, optimizer state, the epoch's
+  order of examples, and in its JSON metadata the position, the random generators' states and the history.
+  `fit(resume=True)` continues from it and ends with bit-identical weights to an uninterrupted run.
+- model.safetensors: the weights of the epoch with the best validation accuracy (the last epoch's when
+  there is no validation set).
+- history.json: the loss of every iteration and one row of metrics per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from normlab.data.loader import batch_indices, epoch_order, num_batches
+from normlab.files import atomic_write_json
+from normlab.functional import softmax_cross_entropy
+from normlab.nn import Module
+from normlab.optim import Optimizer, Schedule
+from normlab.optim.schedules import Constant
+from normlab.train.checkpoint import load_meta, load_model, load_tensors, save_model, save_tensors
+from normlab.train.history import EpochRecord, History
+
+CHECKPOINT = "checkpoint.safetensors"
+BEST_MODEL = "model.safetensors"
+HISTORY = "history.json"
+CHECKPOINT_FORMAT = 1
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; raised before the step is applied."""
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """Passed to callbacks after every step."""
+
+    epoch: int  # 1-based
+    step: int  # 1-based, within the epoch
+    steps_per_epoch: int
+    iteration: int  # 1-based, over the whole run
+    loss: float
+    lr: float
+
+
+@dataclass
+class FitResult:
+    status: str  # "completed", "interrupted", "diverged" or "paused" (max_steps reached)
+    message: str
+    history: History
+    epochs_done: int
+    iteration: int
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("completed", "paused")
+
+
+Callback = Callable[["Trainer", StepInfo], None]
+
+
+class Trainer:
+    """Trains `model` with `optimizer` on (x_train, y_train), validating on (x_val, y_val).
+
+    Inputs:
+    - x_train: (N, ...) float inputs; y_train: (N,) int labels. x_val, y_val likewise (may be empty).
+    - epochs, batch_size: each epoch visits every training example once, in a random order, in
+      batches of batch_size (the last one smaller).
+    - rng: draws each epoch's order and the augmentation; saved in checkpoints with the state of every
+      module's own `rng` (Dropout), so a run is a function of its seeds.
+    - schedule: learning-rate factor per iteration (default constant).
+    - augment: called as augment(x_batch, rng) on each training batch, or None.
+    - run_dir: where checkpoint.safetensors, model.safetensors and history.json go (None: nowhere).
+    - callbacks: called as callback(trainer, StepInfo) after every step; raising KeyboardInterrupt there
+      acts as Ctrl-C.
+    - train_eval_size: the per-epoch training accuracy is measured on the first train_eval_size
+      training examples (in eval mode), which is cheaper than all of them.
+    """
+
+    def __init__(self, model: Module, optimizer: Optimizer, x_train: np.ndarray, y_train: np.ndarray,
+                 x_val: np.ndarray, y_val: np.ndarray, *, epochs: int, batch_size: int,
+                 rng: np.random.Generator, schedule: Schedule | None = None,
+                 augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+                 run_dir: str | Path | None = None, callbacks: Sequence[Callback] = (), progress: bool = True,
+                 log: Callable[[str], None] = print, train_eval_size: int = 10000, eval_batch_size: int = 1000):
+        if len(x_train) != len(y_train) or len(x_val) != len(y_val):
+            raise ValueError(f"inputs and labels must have the same length, got x_train {len(x_train)}, "
+                             f"y_train {len(y_train)}, x_val {len(x_val)}, y_val {len(y_val)}")
+        if len(x_train) == 0:
+            raise ValueError("x_train is empty")
+        if not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.model, self.optimizer = model, optimizer
+        self.x_train, self.y_train, self.x_val, self.y_val = x_train, y_train, x_val, y_val
+        self.epochs, self.batch_size, self.rng = epochs, batch_size, rng
+        self.schedule = schedule or Constant()
+        self.augment = augment
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.callbacks, self.progress, self.log = list(callbacks), progress, log
+        self.train_eval_size, self.eval_batch_size = train_eval_size, eval_batch_size
+        self.steps_per_epoch = num_batches(len(x_train), batch_size)
+        # Position: epochs completed, steps taken in the current epoch, and that epoch's order.
+        self.epochs_done, self.step_in_epoch, self.iteration = 0, 0, 0
+        self.order: np.ndarray | None = None
+        self.history = History()
+        self.best_val_acc: float | None = None
+        self._epoch_started: float | None = None
+        self._stop_requested = False
+        self._consistent = True  # False while a step or an epoch's end is half done
+
+    # -- one step -----------------------------------------------------------------------------------
+    def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
+        """One optimization step on a batch. Returns the loss (data loss plus regularization). Raises
+        NonFiniteLossError, before any parameter changes, if the loss is NaN or infinite."""
+        self.optimizer.zero_grad()
+        scores = self.model.forward(x)  # (B, K)
+        loss, dscores = softmax_cross_entropy(scores, y)
+        regularized = hasattr(self.model, "regularization_loss")
+        if regularized:
+            loss += self.model.regularization_loss()
+        if not math.isfinite(loss):
+            raise NonFiniteLossError(f"loss is {loss}")
+        self.model.backward(dscores)
+        if regularized:
+            self.model.regularization_backward()
+        self.after_backward()
+        self.optimizer.set_lr_factor(self.schedule(self.iteration))
+        self.optimizer.step()
+        return loss
+
+    def after_backward(self) -> None:
+        """Called between backward and the optimizer step, when every .grad is complete: the place to
+        all-reduce gradients across processes. Does nothing here."""
+
+    # -- evaluation ---------------------------------------------------------------------------------
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Class predictions (N,) in eval mode, in batches of eval_batch_size; the model's mode is restored."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            preds = [self.model.forward(x[idx]).argmax(axis=1)
+                     for idx in batch_indices(np.arange(len(x)), self.eval_batch_size)]
+        finally:
+            self.model.train(was_training)
+        return np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
+
+    def accuracy(self, x: np.ndarray, y: np.ndarray) -> float:
+        """Fraction of correct predictions in eval mode."""
+        if len(x) == 0:
+            raise ValueError("cannot measure accuracy on an empty set")
+        return float(np.mean(self.predict(x) == y))
+
+    # -- the loop -----------------------------------------------------------------------------------
+    def fit(self, resume: bool = False, max_steps: int | None = None) -> FitResult:
+        """Train until `epochs` epochs are done (or `max_steps` iterations have been taken in all, then
+        save a checkpoint and return "paused").
+
+        resume=True first restores run_dir/checkpoint.safetensors. Ctrl-C (SIGINT) finishes the current
+        step, saves a checkpoint and returns "interrupted"; a second Ctrl-C aborts at once. A NaN or
+        infinite loss returns "diverged" without saving, so the last good checkpoint stays in place.
+        """
+        if resume:
+            if self.run_dir is None:
+                raise ValueError("resume=True needs a run_dir holding a checkpoint")
+            self.load_checkpoint(self.run_dir / CHECKPOINT)
+        restore_handler = self._install_sigint_handler()
+        try:
+            while self.epochs_done < self.epochs:
+                if max_steps is not None and self.iteration >= max_steps:
+                    return self._stop("paused", f"stopped after {self.iteration} iterations (max_steps)")
+                self._run_epoch(max_steps)
+                if self.step_in_epoch == self.steps_per_epoch:
+                    self._end_epoch()
+                if self._stop_requested:
+                    raise KeyboardInterrupt
+            return self._result("completed", f"trained {self.epochs} epochs ({self.iteration} iterations)")
+        except KeyboardInterrupt:
+            return self._interrupted()
+        except NonFiniteLossError as e:
+            where = (f"epoch {self.epochs_done + 1}, step {self.step_in_epoch + 1}/{self.steps_per_epoch} "
+                     f"(iteration {self.iteration + 1})")
+            kept = self._last_checkpoint_note()
+            return self._result("diverged", f"{e} at {where}; training stopped. {kept}")
+        finally:
+            restore_handler()
+
+    def _run_epoch(self, max_steps: int | None) -> None:
+        from tqdm import tqdm
+
+        self.model.train()
+        if self.order is None:
+            self._consistent = False
+            self.order = epoch_order(len(self.x_train), self.rng)
+            self.step_in_epoch = 0
+            self._consistent = True
+        self._epoch_started = time.perf_counter()
+        epoch = self.epochs_done + 1
+        batches = list(batch_indices(self.order, self.batch_size))
+        with tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {epoch}/{self.epochs}",
+                  unit="batch", leave=False, disable=not self.progress, dynamic_ncols=True) as bar:
+            for idx in batches[self.step_in_epoch:]:
+                if max_steps is not None and self.iteration >= max_steps:
+                    return
+                x = self.x_train[idx]
+                self._consistent = False
+                if self.augment is not None:
+                    x = self.augment(x, self.rng)
+                loss = self.train_step(x, self.y_train[idx])
+                self.step_in_epoch += 1
+                self.iteration += 1
+                self.history.loss.append(loss)
+                self.history.lr.append(self.optimizer.lr)
+                self._consistent = True
+                bar.update(1)
+                if self.step_in_epoch % 10 == 0:
+                    bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                info = StepInfo(epoch, self.step_in_epoch, self.steps_per_epoch, self.iteration, loss,
+                                self.optimizer.lr)
+                for callback in self.callbacks:
+                    callback(self, info)
+                if self._stop_requested:
+                    raise KeyboardInterrupt
+
+    def _end_epoch(self) -> None:
+        seconds = time.perf_counter() - self._epoch_started if self._epoch_started else float("nan")
+        self._consistent = False
+        started = time.perf_counter()
+        n_eval = min(self.train_eval_size, len(self.x_train))
+        train_acc = self.accuracy(self.x_train[:n_eval], self.y_train[:n_eval])
+        val_acc = self.accuracy(self.x_val, self.y_val) if len(self.x_val) else None
+        epoch_losses = self.history.loss[-self.steps_per_epoch:]
+        record = EpochRecord(epoch=self.epochs_done + 1, train_loss=float(np.mean(epoch_losses)),
+                             train_acc=train_acc, val_acc=val_acc, lr=self.optimizer.lr, seconds=seconds,
+                             eval_seconds=time.perf_counter() - started)
+        self.history.epochs.append(record)
+        improved = val_acc is None or self.best_val_acc is None or val_acc > self.best_val_acc
+        if improved:
+            self.best_val_acc = val_acc
+        self.epochs_done += 1
+        self.order, self.step_in_epoch = None, 0
+        if self.run_dir is not None:
+            if improved:
+                save_model(self.run_dir / BEST_MODEL, self.model, {"epoch": record.epoch, "val_acc": val_acc})
+            self.save_checkpoint(self.run_dir / CHECKPOINT)
+            atomic_write_json(self.run_dir / HISTORY, self.history.to_dict())
+        self._consistent = True
+        val = f"{val_acc:.4f}" if val_acc is not None else "-"
+        self.log(f"epoch {record.epoch}/{self.epochs}  loss {record.train_loss:.4f}  train acc {train_acc:.4f}  "
+                 f"val acc {val}  lr {record.lr:.2e}  {seconds:.1f}s" + ("  *" if improved and val_acc else ""))
+
+    # -- stopping -----------------------------------------------------------------------------------
+    def _install_sigint_handler(self) -> Callable[[], None]:
+        """Make Ctrl-C request a stop at the next step boundary (so the saved state is a consistent one);
+        a second Ctrl-C raises KeyboardInterrupt at once. Only the main thread can handle signals."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = signal.getsignal(signal.SIGINT)
+
+        def handler(signum, frame):
+            if self._stop_requested:
+                raise KeyboardInterrupt
+            self._stop_requested = True
+            self.log("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to abort)")
+
+        signal.signal(signal.SIGINT, handler)
+        return lambda: signal.signal(signal.SIGINT, previous)
+
+    def _interrupted(self) -> FitResult:
+        self._stop_requested = False
+        if not self._consistent:
+            return self._result("interrupted", "interrupted in the middle of a step; nothing saved. "
+                                + self._last_checkpoint_note())
+        return self._stop("interrupted", f"interrupted at epoch {self.epochs_done + 1}, step "
+                          f"{self.step_in_epoch}/{self.steps_per_epoch} (iteration {self.iteration})")
+
+    def _stop(self, status: str, message: str) -> FitResult:
+        if self.run_dir is not None:
+            self.save_checkpoint(self.run_dir / CHECKPOINT)
+            atomic_write_json(self.run_dir / HISTORY, self.history.to_dict())
+            message += f"; checkpoint saved to {self.run_dir / CHECKPOINT}"
+        return self._result(status, message)
+
+    def _last_checkpoint_note(self) -> str:
+        path = self.run_dir / CHECKPOINT if self.run_dir is not None else None
+        if path is None or not path.is_file():
+            return "No checkpoint had been saved."
+        meta = load_meta(path)
+        return (f"The last good checkpoint ({path}, after {meta['epochs_done']} epochs and "
+                f"{meta['iteration']} iterations) is left in place.")
+
+    def _result(self, status: str, message: str) -> FitResult:
+        return FitResult(status, message, self.history, self.epochs_done, self.iteration)
+
+    # -- checkpoints --------------------------------------------------------------------------------
+    def module_rngs(self) -> dict[str, np.random.Generator]:
+        """Every module's own generator (Dropout's `rng`), by module name."""
+        return {name: m.rng for name, m in self.model.named_modules()
+                if isinstance(getattr(m, "rng", None), np.random.Generator)}
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The full training state as (arrays, JSON-able meta)."""
+        arrays = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        opt_arrays, opt_meta = self.optimizer.state_dict()
+        arrays.update({f"optimizer.{k}": v for k, v in opt_arrays.items()})
+        if self.order is not None:
+            arrays["order"] = self.order
+        meta = {
+            "format": CHECKPOINT_FORMAT,
+            "epochs_done": self.epochs_done, "step_in_epoch": self.step_in_epoch, "iteration": self.iteration,
+            "steps_per_epoch": self.steps_per_epoch,
+            "best_val_acc": self.best_val_acc,
+            "rng": self.rng.bit_generator.state,
+            "module_rngs": {name: g.bit_generator.state for name, g in self.module_rngs().items()},
+            "optimizer": opt_meta,
+            "history": self.history.to_dict(),
+        }
+        return arrays, meta
+
+    def save_checkpoint(self, path: str | Path) -> None:
+        arrays, meta = self.state()
+        save_tensors(path, arrays, meta)
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Restore a state saved by `save_checkpoint` into this trainer (built the same way)."""
+        arrays, meta = load_tensors(path)
+        if meta.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path}: not a normlab training checkpoint (format {meta.get('format')!r})")
+        if meta["steps_per_epoch"] != self.steps_per_epoch:
+            raise ValueError(f"{path}: saved with {meta['steps_per_epoch']} steps per epoch, this trainer has "
+                             f"{self.steps_per_epoch}: the data or the batch size differ")
+        self.model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
+        self.optimizer.load_state_dict({k[10:]: v for k, v in arrays.items() if k.startswith("optimizer.")},
+                                       meta["optimizer"])
+        self.order = arrays.get("order")
+        self.epochs_done, self.step_in_epoch = meta["epochs_done"], meta["step_in_epoch"]
+        self.iteration, self.best_val_acc = meta["iteration"], meta["best_val_acc"]
+        self.rng.bit_generator.state = meta["rng"]
+        rngs = self.module_rngs()
+        if set(rngs) != set(meta["module_rngs"]):
+            raise ValueError(f"{path}: saved generators for modules {sorted(meta['module_rngs'])}, this model has "
+                             f"{sorted(rngs)}")
+        for name, state in meta["module_rngs"].items():
+            rngs[name].bit_generator.state = state
+        self.history = History.from_dict(meta["history"])
+
+    def load_best(self) -> None:
+        """Load run_dir/model.safetensors (the best epoch's weights) into the model."""
+        load_model(self.run_dir / BEST_MODEL, self.model)

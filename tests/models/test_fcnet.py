@@ -1,0 +1,147 @@
+"""FullyConnectedNet: CS231n's sanity checks, a numerical gradient check of every parameter, its
+regularization, the registry, and a PyTorch twin that loads its state dict."""
+
+import math
+
+import numpy as np
+import pytest
+
+from normlab.functional import softmax_cross_entropy
+from normlab.gradcheck import numerical_gradient, relative_error
+from normlab.models import FullyConnectedNet, available_models, build_model, model_builder
+from normlab.models.regularization import decay_groups, weight_parameters
+from normlab.nn import BatchNorm1d, Dropout, GroupNorm, LayerNorm, Linear
+from normlab.optim import Adam
+from normlab.train import Trainer
+
+
+def loss_and_backward(net, x, y):
+    net.zero_grad()
+    loss, dscores = softmax_cross_entropy(net.forward(x), y)
+    net.backward(dscores)
+    net.regularization_backward()
+    return loss + net.regularization_loss()
+
+
+@pytest.mark.parametrize("normalization", ["none", "batch", "layer", "group"])
+def test_initial_loss_is_ln_of_the_number_of_classes(normalization, rng):
+    net = FullyConnectedNet(3 * 8 * 8, (50, 40), 10, normalization=normalization, weight_scale=1e-3, rng=rng)
+    x = rng.standard_normal((200, 3, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 10, 200)
+    loss, _ = softmax_cross_entropy(net.forward(x), y)
+    assert abs(loss - math.log(10)) < 0.02
+
+
+def test_regularization_raises_the_initial_loss_by_half_reg_sum_of_squares(rng):
+    net = FullyConnectedNet(20, (30,), 10, weight_scale=1e-2, reg=3.14, rng=rng, dtype=np.float64)
+    expected = 0.5 * 3.14 * sum(np.sum(net[i].weight.data ** 2) for i in (1, 3))
+    assert net.regularization_loss() == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("normalization", ["none", "batch"])
+def test_overfits_fifty_examples(normalization):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((50, 1, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 10, 50)
+    net = FullyConnectedNet(64, (100, 100), 10, normalization=normalization, rng=rng)
+    trainer = Trainer(net, Adam(net.parameters(), lr=1e-2), x, y, x[:0], y[:0], epochs=20, batch_size=25,
+                      rng=rng, progress=False, log=lambda s: None)
+    assert trainer.fit().status == "completed"
+    assert trainer.accuracy(x, y) == 1.0
+
+
+@pytest.mark.parametrize("normalization", ["batch", "layer", "group"])
+def test_six_layer_net_passes_a_float64_gradient_check_on_every_parameter(normalization):
+    rng = np.random.default_rng(5)
+    net = FullyConnectedNet(12, (10, 8, 8, 6, 6), 5, normalization=normalization, num_groups=2, reg=0.3,
+                            weight_scale=0.5, rng=rng, dtype=np.float64)
+    assert sum(isinstance(m, Linear) for m in net.modules()) == 6
+    for p in net.parameters():
+        if p.data.ndim == 1:  # gamma, beta, biases away from 1 and 0 so their gradients are not special
+            p.data[...] = rng.standard_normal(p.shape)
+    x = rng.standard_normal((7, 12))
+    y = rng.integers(0, 5, 7)
+    loss_and_backward(net, x, y)
+    biases_before_batchnorm = {f"{i}.bias" for i in range(len(net) - 1) if isinstance(net[i + 1], BatchNorm1d)}
+    for name, p in net.named_parameters():
+        def loss(_):
+            return softmax_cross_entropy(net.forward(x), y)[0] + net.regularization_loss()
+
+        numerical = numerical_gradient(loss, p.data)
+        if name in biases_before_batchnorm:
+            # A bias right before batch norm is removed by its mean subtraction: both gradients are 0.
+            assert np.abs(p.grad).max() < 1e-12 and np.abs(numerical).max() < 1e-8, name
+            continue
+        assert relative_error(p.grad, numerical) < 1e-6, name
+
+
+def test_dropout_layers_use_their_own_generators(rng):
+    net = FullyConnectedNet(10, (8, 8), 3, dropout=0.5, rng=rng)
+    drops = [m for m in net.modules() if isinstance(m, Dropout)]
+    assert len(drops) == 2 and drops[0].rng is not drops[1].rng and drops[0].p == 0.5
+
+
+def test_layers_and_initialization(rng):
+    net = FullyConnectedNet(784, (512, 256), 10, normalization="batch", rng=rng)
+    linears = [m for m in net.modules() if isinstance(m, Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(784, 512), (512, 256), (256, 10)]
+    assert sum(isinstance(m, BatchNorm1d) for m in net.modules()) == 2
+    assert abs(linears[0].weight.data.std() - math.sqrt(2 / 784)) < 0.002  # He
+    assert all(np.all(m.bias.data == 0) for m in linears)
+    fixed = FullyConnectedNet(784, (512,), 10, weight_scale=0.05, rng=rng)
+    assert abs(fixed[1].weight.data.std() - 0.05) < 0.002
+    assert isinstance(FullyConnectedNet(8, (4,), 2, normalization="layer", rng=rng)[2], LayerNorm)
+    group = FullyConnectedNet(8, (100,), 2, normalization="group", rng=rng)[2]
+    assert isinstance(group, GroupNorm) and group.num_groups == 4  # gcd(32, 100)
+
+
+def test_l2_leaves_gamma_beta_and_biases_alone(rng):
+    net = FullyConnectedNet(6, (5, 4), 3, normalization="batch", reg=0.5, rng=rng, dtype=np.float64)
+    weights = weight_parameters(net)
+    assert [p.shape for p in weights] == [(5, 6), (4, 5), (3, 4)]
+    net.zero_grad()
+    net.regularization_backward()
+    grads = {name: p.grad for name, p in net.named_parameters()}
+    for name, p in net.named_parameters():
+        if name.endswith("weight") and p.data.ndim == 2:
+            np.testing.assert_allclose(grads[name], 0.5 * p.data)
+        else:
+            assert grads[name] is None, name
+    groups = decay_groups(net, 0.1)
+    assert groups[0]["weight_decay"] == 0.1 and groups[1]["weight_decay"] == 0.0
+    assert len(groups[0]["params"]) + len(groups[1]["params"]) == len(net.parameters())
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"normalization": "instance"}, "normalization must be one of"),
+    ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
+    ({"weight_scale": "xavier"}, "weight_scale must be 'he' or a positive number, got 'xavier'"),
+    ({"reg": -1.0}, "reg must be >= 0"),
+    ({"normalization": "group", "num_groups": 3}, "num_groups must divide every hidden size, got num_groups=3"),
+])
+def test_bad_options_are_named(kwargs, message, rng):
+    with pytest.raises(ValueError, match=message):
+        FullyConnectedNet(10, (8,), 2, rng=rng, **kwargs)
+
+
+def test_registry_builds_a_batch_normalized_fcnet_by_default(rng):
+    assert "fcnet" in available_models()
+    net = build_model("fcnet", input_shape=(1, 28, 28), num_classes=10, rng=rng)
+    assert isinstance(net, FullyConnectedNet) and net.normalization == "batch" and net.hidden_dims == (512, 256)
+    assert not getattr(model_builder("fcnet"), "default_augment", False)
+    with pytest.raises(ValueError, match=r"model must be one of \[.*'fcnet'.*\], got 'nope'"):
+        build_model("nope", input_shape=(1, 2, 2), num_classes=2, rng=rng)
+
+
+def test_a_torch_twin_loads_the_state_dict_and_agrees(rng):
+    torch = pytest.importorskip("torch")
+    net = FullyConnectedNet(12, (8, 6), 4, normalization="batch", dropout=0.2, rng=rng, dtype=np.float64)
+    x = rng.standard_normal((16, 3, 2, 2))
+    net.forward(x)  # running statistics away from their initial values
+    t = torch.nn
+    twin = t.Sequential(t.Flatten(), t.Linear(12, 8), t.BatchNorm1d(8), t.ReLU(), t.Dropout(0.2), t.Linear(8, 6),
+                        t.BatchNorm1d(6), t.ReLU(), t.Dropout(0.2), t.Linear(6, 4)).double()
+    twin.load_state_dict({k: torch.tensor(v) for k, v in net.state_dict().items()})
+    net.eval()
+    twin.eval()
+    np.testing.assert_allclose(net.forward(x), twin(torch.tensor(x)).detach().numpy(), rtol=1e-10, atol=1e-12)
