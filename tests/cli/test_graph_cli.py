@@ -80,11 +80,14 @@ def test_graph_rejects_a_bad_shape_and_needs_out(capsys):
     assert "--out" in capsys.readouterr().err
 
 
-def test_the_cli_offers_every_kind_of_graph_without_importing_numpy_for_help():
+def test_the_graph_commands_offer_every_kind_of_graph_without_importing_numpy():
     from normlab.autograd.graphs import KINDS
     from normlab.cli._norm_args import KINDS as CLI_KINDS
 
     assert CLI_KINDS == KINDS
-    code = "import sys; from normlab.cli import build_parser; build_parser(); print('numpy' in sys.modules)"
+    # `normlab train --help` lists the registered models, which needs numpy; graph and explain stay light.
+    code = ("import argparse, sys; from normlab.cli import graph, explain\n"
+            "for m in (graph, explain): m.add_arguments(argparse.ArgumentParser())\n"
+            "print('numpy' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert result.stdout.strip() == "False"
