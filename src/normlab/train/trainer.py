@@ -215,7 +215,8 @@ class Trainer:
         epoch = self.epochs_done + 1
         batches = list(batch_indices(self.order, self.batch_size))
         with tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {epoch}/{self.epochs}",
-                  unit="batch", leave=False, disable=not self.progress, dynamic_ncols=True) as bar:
+                  unit="batch", leave=False, disable=None if self.progress else True, dynamic_ncols=True) as bar:
+            # disable=None: tqdm turns itself off when stderr is not a terminal (logs, CI)
             for idx in batches[self.step_in_epoch:]:
                 if max_steps is not None and self.iteration >= max_steps:
                     return
