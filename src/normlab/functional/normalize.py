@@ -18,6 +18,10 @@ Backward, given g = dL/dxhat:
 
 The backward is linear in g, and rstd is constant over the group, so a caller whose scale gamma is also
 constant over the group (batch norm) passes g = dout and scale = gamma * rstd and never forms dout * gamma.
+
+Both passes also come in two halves, for a group spread over several processes (SyncBatchNorm): forward,
+`moments` then `normalize_with_stats` with statistics merged over the processes; backward, `backward_sums`
+then `normalize_backward_from_sums` with the sums added up over the processes.
 """
 
 from __future__ import annotations
@@ -73,6 +77,47 @@ def normalize(x: np.ndarray, axes: Axes, eps: float) -> Normalized:
     Returns a `Normalized` (xhat, mean, var, rstd). The statistics are in x's dtype; the mean is computed
     on pivot-shifted data and the variance from centered data, so neither suffers cancellation.
     """
+    xmu, mean, var = _centered(x, axes)
+    rstd = inverse_std(var, eps, x.dtype)
+    xmu *= rstd  # xhat, in the same buffer
+    return Normalized(xhat=xmu, mean=mean, var=var, rstd=rstd)
+
+
+def moments(x: np.ndarray, axes: Axes) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and biased variance of `x` over `axes` (keepdims), computed as `normalize` computes them.
+
+    For callers that combine statistics before normalizing (SyncBatchNorm merges every process's
+    moments, then calls `normalize_with_stats` with the merged ones).
+    """
+    _, mean, var = _centered(x, axes)
+    return mean, var
+
+
+def normalize_with_stats(x: np.ndarray, mean: np.ndarray, var: np.ndarray, eps: float) -> Normalized:
+    """Normalize `x` with statistics computed elsewhere: xhat = (x - mean) / sqrt(var + eps).
+
+    Inputs:
+    - x: float array of any shape.
+    - mean, var: broadcastable to x (the shape `normalize` returns them in), e.g. statistics merged over
+      several processes.
+    - eps: added to the variance before the square root.
+
+    Returns a `Normalized` whose mean and var are the ones given and whose xhat and rstd are in x's dtype.
+    """
+    rstd = inverse_std(var, eps, x.dtype)
+    xhat = np.subtract(x, mean, dtype=x.dtype)  # a new array we scale in place
+    xhat *= rstd
+    return Normalized(xhat=xhat, mean=mean, var=var, rstd=rstd)
+
+
+def inverse_std(var: np.ndarray, eps: float, dtype: np.dtype) -> np.ndarray:
+    """rstd = 1 / sqrt(var + eps), in `dtype`."""
+    rstd = 1.0 / np.sqrt(var + eps)
+    return rstd.astype(dtype, copy=False)
+
+
+def _centered(x: np.ndarray, axes: Axes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x - mean, mean, biased var): the first pass of `normalize`, x - mean in a new array."""
     m = group_size(x.shape, axes)
     pivot = _pivot(x, axes)  # shape of the statistics
     xmu = np.subtract(x, pivot)  # x - pivot, a new array we centre in place
@@ -81,10 +126,7 @@ def normalize(x: np.ndarray, axes: Axes, eps: float) -> Normalized:
     xmu -= shift  # x - mean
     var = _sum_of_squares(xmu, axes)
     var /= m
-    rstd = 1.0 / np.sqrt(var + eps)
-    rstd = rstd.astype(x.dtype, copy=False)
-    xmu *= rstd  # xhat, in the same buffer
-    return Normalized(xhat=xmu, mean=pivot + shift, var=var, rstd=rstd)
+    return xmu, pivot + shift, var
 
 
 def normalize_backward(g: np.ndarray, xhat: np.ndarray, scale: np.ndarray, axes: Axes) -> NormalizeGrad:
@@ -99,14 +141,36 @@ def normalize_backward(g: np.ndarray, xhat: np.ndarray, scale: np.ndarray, axes:
     Returns a `NormalizeGrad` (dx, sum of g, sum of g * xhat): batch norm reads dbeta and dgamma off the
     two sums instead of reducing again.
     """
-    m = group_size(xhat.shape, axes)
-    g_sum = g.sum(axis=axes, keepdims=True)
-    gxhat_sum = sum_of_products(g, xhat, axes)
+    g_sum, gxhat_sum = backward_sums(g, xhat, axes)
+    dx = normalize_backward_from_sums(g, xhat, scale, g_sum, gxhat_sum, group_size(xhat.shape, axes))
+    return NormalizeGrad(dx=dx, g_sum=g_sum, gxhat_sum=gxhat_sum)
+
+
+def backward_sums(g: np.ndarray, xhat: np.ndarray, axes: Axes) -> tuple[np.ndarray, np.ndarray]:
+    """The two reductions of the backward: (sum of g, sum of g * xhat) over `axes`, keepdims."""
+    return g.sum(axis=axes, keepdims=True), sum_of_products(g, xhat, axes)
+
+
+def normalize_backward_from_sums(
+    g: np.ndarray, xhat: np.ndarray, scale: np.ndarray, g_sum: np.ndarray, gxhat_sum: np.ndarray, m: int
+) -> np.ndarray:
+    """dx = scale * (g - g_sum / m - xhat * gxhat_sum / m), given the two sums over a group of m values.
+
+    The group may be larger than this array: SyncBatchNorm passes the sums and the count added up over
+    every process, and gets this process's part of the global batch's dx.
+
+    Inputs:
+    - g, xhat: same shape (this process's values).
+    - scale: rstd, or rstd times a per-group constant; broadcastable to xhat.
+    - g_sum, gxhat_sum: the group sums (shape of the statistics), in g's dtype; m: the group size.
+
+    Returns dx, shape of g.
+    """
     dx = xhat * (gxhat_sum / m)  # xhat * mean(g * xhat)
     np.subtract(g, dx, out=dx)
     dx -= g_sum / m
     dx *= scale
-    return NormalizeGrad(dx=dx, g_sum=g_sum, gxhat_sum=gxhat_sum)
+    return dx
 
 
 def scale_shift(xhat: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> np.ndarray:
