@@ -15,6 +15,13 @@ from normlab.functional.batchnorm import (
     batchnorm_backward_staged,
     batchnorm_forward,
 )
+from normlab.functional.conv import (
+    Conv2dCache,
+    conv2d_backward,
+    conv2d_backward_loop,
+    conv2d_forward,
+    conv2d_forward_loop,
+)
 from normlab.functional.dropout import dropout_backward, dropout_forward
 from normlab.functional.groupnorm import (
     GroupNormCache,
@@ -32,17 +39,36 @@ from normlab.functional.layernorm import (
 from normlab.functional.linear import LinearCache, linear_backward, linear_forward
 from normlab.functional.losses import softmax_cross_entropy
 from normlab.functional.normalize import normalize, normalize_backward
+from normlab.functional.pooling import (
+    PoolCache,
+    avg_pool2d_backward,
+    avg_pool2d_forward,
+    global_avg_pool2d_backward,
+    global_avg_pool2d_forward,
+    max_pool2d_backward,
+    max_pool2d_forward,
+)
 
 __all__ = [
     "BatchNormCache",
+    "Conv2dCache",
     "GroupNormCache",
     "LayerNormCache",
     "LinearCache",
+    "PoolCache",
+    "avg_pool2d_backward",
+    "avg_pool2d_forward",
     "batchnorm_backward",
     "batchnorm_backward_staged",
     "batchnorm_forward",
+    "conv2d_backward",
+    "conv2d_backward_loop",
+    "conv2d_forward",
+    "conv2d_forward_loop",
     "dropout_backward",
     "dropout_forward",
+    "global_avg_pool2d_backward",
+    "global_avg_pool2d_forward",
     "groupnorm_backward",
     "groupnorm_forward",
     "instancenorm_backward",
@@ -52,6 +78,8 @@ __all__ = [
     "layernorm_forward",
     "linear_backward",
     "linear_forward",
+    "max_pool2d_backward",
+    "max_pool2d_forward",
     "normalize",
     "normalize_backward",
     "relu_backward",

@@ -1,24 +1,44 @@
 """Stateful modules over `normlab.functional`, with PyTorch's parameter and buffer names."""
 
 from normlab.nn.activation import ReLU, Sigmoid, Tanh
-from normlab.nn.container import Flatten, Sequential
+from normlab.nn.container import Flatten, Identity, Sequential
+from normlab.nn.conv import Conv2d
 from normlab.nn.dropout import Dropout
 from normlab.nn.linear import Linear
 from normlab.nn.module import Module, Parameter
-from normlab.nn.normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm
+from normlab.nn.normalization import (
+    NORMALIZATIONS_2D,
+    BatchNorm1d,
+    BatchNorm2d,
+    GroupNorm,
+    InstanceNorm2d,
+    LayerNorm,
+    norm2d,
+)
+from normlab.nn.pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
+from normlab.nn.residual import ResidualBlock
 
 __all__ = [
+    "NORMALIZATIONS_2D",
+    "AvgPool2d",
     "BatchNorm1d",
     "BatchNorm2d",
+    "Conv2d",
     "Dropout",
     "Flatten",
+    "GlobalAvgPool2d",
     "GroupNorm",
+    "Identity",
+    "InstanceNorm2d",
     "LayerNorm",
     "Linear",
+    "MaxPool2d",
     "Module",
     "Parameter",
     "ReLU",
+    "ResidualBlock",
     "Sequential",
     "Sigmoid",
     "Tanh",
+    "norm2d",
 ]

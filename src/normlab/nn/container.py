@@ -54,3 +54,14 @@ class Flatten(Module):
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         return dout.reshape(self._cache_or_raise(self._shape))
+
+
+class Identity(Module):
+    """The input unchanged (torch.nn.Identity): stands in for a layer a configuration leaves out, such as
+    the normalization of a network built with normalization="none"."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return x
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return dout
