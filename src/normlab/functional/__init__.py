@@ -22,6 +22,13 @@ from normlab.functional.batchrenorm import (
     batchrenorm_backward,
     batchrenorm_forward,
 )
+from normlab.functional.conv import (
+    Conv2dCache,
+    conv2d_backward,
+    conv2d_backward_loop,
+    conv2d_forward,
+    conv2d_forward_loop,
+)
 from normlab.functional.dropout import dropout_backward, dropout_forward
 from normlab.functional.ghostbatchnorm import (
     GhostBatchNormCache,
@@ -45,25 +52,44 @@ from normlab.functional.layernorm import (
 from normlab.functional.linear import LinearCache, linear_backward, linear_forward
 from normlab.functional.losses import softmax_cross_entropy
 from normlab.functional.normalize import normalize, normalize_backward
+from normlab.functional.pooling import (
+    PoolCache,
+    avg_pool2d_backward,
+    avg_pool2d_forward,
+    global_avg_pool2d_backward,
+    global_avg_pool2d_forward,
+    max_pool2d_backward,
+    max_pool2d_forward,
+)
 
 __all__ = [
     "BatchNormCache",
     "BatchRenormCache",
+    "Conv2dCache",
     "GhostBatchNormCache",
     "GroupNormCache",
     "LayerNormCache",
     "LinearCache",
+    "PoolCache",
     "RenormSchedule",
+    "avg_pool2d_backward",
+    "avg_pool2d_forward",
     "batchnorm_backward",
     "batchnorm_backward_staged",
     "batchnorm_forward",
     "batchnorm_inference_affine",
     "batchrenorm_backward",
     "batchrenorm_forward",
+    "conv2d_backward",
+    "conv2d_backward_loop",
+    "conv2d_forward",
+    "conv2d_forward_loop",
     "dropout_backward",
     "dropout_forward",
     "ghost_batchnorm_backward",
     "ghost_batchnorm_forward",
+    "global_avg_pool2d_backward",
+    "global_avg_pool2d_forward",
     "groupnorm_backward",
     "groupnorm_forward",
     "instancenorm_backward",
@@ -73,6 +99,8 @@ __all__ = [
     "layernorm_forward",
     "linear_backward",
     "linear_forward",
+    "max_pool2d_backward",
+    "max_pool2d_forward",
     "normalize",
     "normalize_backward",
     "relu_backward",

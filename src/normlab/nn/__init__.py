@@ -4,30 +4,49 @@ from normlab.functional.batchrenorm import RenormSchedule
 from normlab.nn.activation import ReLU, Sigmoid, Tanh
 from normlab.nn.batchrenorm import BatchRenorm1d, BatchRenorm2d
 from normlab.nn.container import Flatten, Identity, Sequential
+from normlab.nn.conv import Conv2d
 from normlab.nn.dropout import Dropout
 from normlab.nn.ghostbatchnorm import GhostBatchNorm1d, GhostBatchNorm2d
 from normlab.nn.linear import Linear
 from normlab.nn.module import Module, Parameter
-from normlab.nn.normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm
+from normlab.nn.normalization import (
+    NORMALIZATIONS_2D,
+    BatchNorm1d,
+    BatchNorm2d,
+    GroupNorm,
+    InstanceNorm2d,
+    LayerNorm,
+    norm2d,
+)
+from normlab.nn.pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
+from normlab.nn.residual import ResidualBlock
 
 __all__ = [
+    "NORMALIZATIONS_2D",
+    "AvgPool2d",
     "BatchNorm1d",
     "BatchNorm2d",
     "BatchRenorm1d",
     "BatchRenorm2d",
+    "Conv2d",
     "Dropout",
     "Flatten",
     "GhostBatchNorm1d",
     "GhostBatchNorm2d",
+    "GlobalAvgPool2d",
     "GroupNorm",
     "Identity",
+    "InstanceNorm2d",
     "LayerNorm",
     "Linear",
+    "MaxPool2d",
     "Module",
     "Parameter",
     "ReLU",
     "RenormSchedule",
+    "ResidualBlock",
     "Sequential",
     "Sigmoid",
     "Tanh",
+    "norm2d",
 ]

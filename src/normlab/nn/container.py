@@ -57,8 +57,9 @@ class Flatten(Module):
 
 
 class Identity(Module):
-    """Returns its input unchanged; stands in for a layer that was removed (a batch norm folded into the
-    layer before it) so the names of the layers after it stay the same."""
+    """The input unchanged (torch.nn.Identity): stands in for a layer a configuration leaves out (the
+    normalization of a network built with normalization="none") or one that was removed (a batch norm folded
+    into the layer before it), so the names of the layers after it stay the same."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         return x

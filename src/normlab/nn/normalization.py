@@ -3,9 +3,12 @@ names, defaults and state dict keys are PyTorch's, so state dicts interchange wi
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from normlab import functional as F
+from normlab.nn.container import Identity
 from normlab.nn.module import Module, Parameter
 
 
@@ -208,3 +211,65 @@ class GroupNorm(Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+
+
+class InstanceNorm2d(Module):
+    """Instance normalization of (N, C, H, W) inputs: each channel of each sample normalized over its
+    H * W positions, with torch.nn.InstanceNorm2d's defaults (affine=False, no running statistics, so
+    training and evaluation compute the same thing). With affine=True, a per-channel `weight` and
+    `bias`, as in torch's state dict."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = False, *, dtype=np.float32):
+        super().__init__()
+        self.num_features = _check_num_features("num_features", num_features)
+        self.eps, self.affine = eps, affine
+        if affine:
+            self.weight = Parameter(np.ones(num_features, dtype))
+            self.bias = Parameter(np.zeros(num_features, dtype))
+        else:
+            self.weight = self.bias = None
+            self._gamma, self._beta = np.ones(num_features, dtype), np.zeros(num_features, dtype)
+        self._cache = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[1] != self.num_features:
+            raise ValueError(f"InstanceNorm2d({self.num_features}) expected input of shape (N, {self.num_features}, H, W), "
+                             f"got {getattr(x, 'shape', type(x).__name__)}")
+        gamma, beta = (self.weight.data, self.bias.data) if self.affine else (self._gamma, self._beta)
+        out, self._cache = F.instancenorm_forward(x, gamma, beta, eps=self.eps)
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dx, dgamma, dbeta = F.instancenorm_backward(dout, self._cache_or_raise(self._cache))
+        if self.affine:
+            self.weight.accumulate_grad(dgamma)
+            self.bias.accumulate_grad(dbeta)
+        return dx
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}, affine={self.affine}"
+
+
+NORMALIZATIONS_2D = ("batch", "group", "layer", "instance", "none")
+
+
+def norm2d(normalization: str, num_channels: int, *, groups: int = 8, dtype=np.float32) -> Module:
+    """The normalization layer a CNN puts after a convolution with `num_channels` output channels.
+
+    - "batch": BatchNorm2d(C).
+    - "group": GroupNorm(G, C) with G = gcd(C, groups) groups (8 by default, so C = 32 gives groups of 4).
+    - "layer": each sample normalized over all of (C, H, W) with a per-channel affine, i.e. GroupNorm(1, C)
+      (torch.nn.LayerNorm([C, H, W]) would tie the layer to one image size and learn C*H*W affines).
+    - "instance": InstanceNorm2d(C, affine=True).
+    - "none": Identity().
+    """
+    factories = {
+        "batch": lambda: BatchNorm2d(num_channels, dtype=dtype),
+        "group": lambda: GroupNorm(math.gcd(num_channels, groups), num_channels, dtype=dtype),
+        "layer": lambda: GroupNorm(1, num_channels, dtype=dtype),
+        "instance": lambda: InstanceNorm2d(num_channels, affine=True, dtype=dtype),
+        "none": Identity,
+    }
+    if normalization not in factories:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS_2D}, got {normalization!r}")
+    return factories[normalization]()

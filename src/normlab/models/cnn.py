@@ -1,0 +1,133 @@
+"""Convolutional networks: CS231n's three-layer ConvNet and a small batch-normalized ResNet sized to train
+well on a couple of CPU cores.
+
+Both are `Sequential`s of standard layers (and `ResidualBlock`s), so their state dicts read like the
+equivalent torch.nn.Sequential's. Convolutions and linear layers start from He's normal initialization
+(std sqrt(2 / fan_in), biases 0), which suits ReLU networks; the bare `Conv2d` and `Linear` modules keep
+PyTorch's default initialization.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from normlab.models.registry import register_model
+from normlab.nn import (
+    Conv2d,
+    Flatten,
+    GlobalAvgPool2d,
+    Linear,
+    MaxPool2d,
+    Module,
+    ReLU,
+    ResidualBlock,
+    Sequential,
+    norm2d,
+)
+
+
+def he_normal_init(model: Module, rng: np.random.Generator, weight_scale: float | None = None) -> None:
+    """Re-draw every Conv2d and Linear weight of `model` from N(0, std^2), std = sqrt(2 / fan_in) (He et al.,
+    2015) or `weight_scale` if given (CS231n's fixed scale); zero their biases. Normalization layers keep
+    gamma = 1, beta = 0."""
+    for module in model.modules():
+        if isinstance(module, (Conv2d, Linear)):
+            weight = module.weight.data
+            fan_in = int(np.prod(weight.shape[1:]))
+            std = np.sqrt(2.0 / fan_in) if weight_scale is None else weight_scale
+            weight[...] = rng.standard_normal(weight.shape) * std
+            if module.bias is not None:
+                module.bias.data[...] = 0
+
+
+def _image_shape(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    if len(input_shape) != 3 or min(input_shape) < 1:
+        raise ValueError(f"input_shape must be one image's (C, H, W), got {tuple(input_shape)}")
+    return tuple(int(d) for d in input_shape)
+
+
+class ThreeLayerConvNet(Sequential):
+    """CS231n's three-layer ConvNet: conv - relu - 2x2 max pool - affine - relu - affine.
+
+    The convolution has `num_filters` filters of size `filter_size` (odd), stride 1 and padding
+    (filter_size - 1) // 2, so it keeps H and W; the pool halves them. Children: 0 Conv2d, 1 ReLU,
+    2 MaxPool2d, 3 Flatten, 4 Linear, 5 ReLU, 6 Linear.
+
+    Input (N, C, H, W) -> class scores (N, num_classes).
+    """
+
+    def __init__(self, input_shape=(3, 32, 32), num_filters: int = 32, filter_size: int = 7, hidden_dim: int = 100,
+                 num_classes: int = 10, weight_scale: float | None = None, *, rng: np.random.Generator,
+                 dtype=np.float32):
+        c, h, w = _image_shape(input_shape)
+        if not isinstance(filter_size, (int, np.integer)) or filter_size < 1 or filter_size % 2 == 0:
+            raise ValueError(f"filter_size must be a positive odd integer (the convolution keeps H and W), "
+                             f"got {filter_size!r}")
+        if h < 2 or w < 2:
+            raise ValueError(f"input_shape must have H, W >= 2 for the 2x2 pool, got {(c, h, w)}")
+        super().__init__(
+            Conv2d(c, num_filters, filter_size, 1, (filter_size - 1) // 2, rng=rng, dtype=dtype),
+            ReLU(),
+            MaxPool2d(2),
+            Flatten(),
+            Linear(num_filters * (h // 2) * (w // 2), hidden_dim, rng=rng, dtype=dtype),
+            ReLU(),
+            Linear(hidden_dim, num_classes, rng=rng, dtype=dtype),
+        )
+        he_normal_init(self, rng, weight_scale)
+
+
+class ResNetCNN(Sequential):
+    """A small ResNet with a choice of normalization (batch by default):
+
+        stem:   conv 3x3 (widths[0]) - norm - relu - 2x2 max pool          H/2
+        stages: one ResidualBlock per width; the first keeps the size, each later one halves it
+        head:   global average pool - linear (num_classes)
+
+    With the default widths (32, 64, 128), a 28x28 image runs at 14x14, 7x7 and 4x4: about 10 M
+    multiply-adds per image, cheap enough to train on two CPU cores. Children: 0 Conv2d, 1 norm, 2 ReLU,
+    3 MaxPool2d, 4.. ResidualBlocks, then GlobalAvgPool2d and Linear.
+
+    - normalization: "batch", "group", "layer", "instance" or "none" (see `normlab.nn.norm2d`); with
+      "none" the convolutions get biases.
+
+    Input (N, C, H, W) -> class scores (N, num_classes).
+    """
+
+    def __init__(self, input_shape=(1, 28, 28), num_classes: int = 10, widths=(32, 64, 128),
+                 normalization: str = "batch", *, rng: np.random.Generator, dtype=np.float32):
+        c, h, w = _image_shape(input_shape)
+        widths = tuple(int(k) for k in widths)
+        if not widths or min(widths) < 1:
+            raise ValueError(f"widths must be a non-empty sequence of positive channel counts, got {widths}")
+        if h < 2 or w < 2:
+            raise ValueError(f"input_shape must have H, W >= 2 for the stem's 2x2 pool, got {(c, h, w)}")
+        layers = [
+            Conv2d(c, widths[0], 3, 1, 1, bias=normalization == "none", rng=rng, dtype=dtype),
+            norm2d(normalization, widths[0], dtype=dtype),
+            ReLU(),
+            MaxPool2d(2),
+        ]
+        for i, width in enumerate(widths):
+            stride = 1 if i == 0 else 2
+            layers.append(ResidualBlock(widths[max(i - 1, 0)], width, stride, normalization, rng=rng, dtype=dtype))
+        layers += [GlobalAvgPool2d(), Linear(widths[-1], num_classes, rng=rng, dtype=dtype)]
+        super().__init__(*layers)
+        self.normalization = normalization
+        he_normal_init(self, rng)
+
+
+@register_model("convnet3")
+def build_convnet3(*, input_shape, num_classes, rng, **options) -> ThreeLayerConvNet:
+    """CS231n's ThreeLayerConvNet; options: num_filters, filter_size, hidden_dim, weight_scale, dtype."""
+    return ThreeLayerConvNet(input_shape, num_classes=num_classes, rng=rng, **options)
+
+
+@register_model("bn-cnn")
+def build_bn_cnn(*, input_shape, num_classes, rng, **options) -> ResNetCNN:
+    """The small ResNet; options: normalization (batch|group|layer|instance|none), widths, dtype."""
+    return ResNetCNN(input_shape, num_classes=num_classes, rng=rng, **options)
+
+
+# Trainers read this: random crops and flips help this model, so `normlab train` turns them on by default.
+build_bn_cnn.default_augment = True
