@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import time
 from pathlib import Path
 
@@ -78,10 +77,11 @@ def load_data(train_size: int, test_size: int, data_dir: str | None) -> dict:
 
 def summarize(records: list[dict], processes: int, settings: dict) -> str:
     """The markdown table: per-rank batch, global batch, mean test accuracy of each kind over the seeds."""
-    lines = [f"Fashion-MNIST, {settings['train_size']} training examples, {settings['epochs']} epoch(s), "
+    setup = (f"Fashion-MNIST, {settings['train_size']} training examples, {settings['epochs']} epoch(s), "
              f"fcnet {settings['hidden']} with batch norm, SGD lr {settings['lr']} momentum 0.9, {processes} "
              f"processes; test accuracy on {settings['test_size']} test examples, mean (min-max) over "
-             f"{len(settings['seeds'])} seed(s).", "",
+             f"{len(settings['seeds'])} seed(s).")
+    lines = [setup, "",
              "| per-rank batch | global batch | local BN accuracy | sync BN accuracy | sync - local |",
              "| ---: | ---: | ---: | ---: | ---: |"]
     for b in settings["per_rank_batches"]:

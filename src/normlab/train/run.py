@@ -129,9 +129,9 @@ def run_training(config: TrainConfig, run_dir: str | os.PathLike, *, resume: boo
     data = prepare_data(config, np.random.default_rng(split_seed), data_dir, download)
     model = build_model(config.model, input_shape=data.input_shape, num_classes=len(data.classes),
                         rng=np.random.default_rng(init_seed), **config.model_options)
-    common = dict(epochs=config.epochs, batch_size=config.batch_size, rng=np.random.default_rng(train_seed),
-                  augment=augmentation(config, data.input_shape), run_dir=run_dir, callbacks=callbacks,
-                  progress=progress, log=log)
+    common = {"epochs": config.epochs, "batch_size": config.batch_size, "rng": np.random.default_rng(train_seed),
+              "augment": augmentation(config, data.input_shape), "run_dir": run_dir, "callbacks": callbacks,
+              "progress": progress, "log": log}
     if comm is None:
         optimizer = build_optimizer(config, model)
         trainer = Trainer(model, optimizer, data.x_train, data.y_train, data.x_val, data.y_val, **common)
