@@ -7,6 +7,7 @@ This module turns arguments into a `TrainConfig`; `normlab.train.run.run_trainin
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -79,6 +80,13 @@ def add_arguments(parser) -> None:
     run.add_argument("--out", metavar="DIR", help="run directory (default runs/<date-time>)")
     run.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint, with "
                                                       "its saved configuration")
+    dist = parser.add_argument_group("data parallel (docs/distributed.md)")
+    dist.add_argument("--distributed", action="store_true",
+                      help="train data-parallel on the processes of `mpiexec -n P normlab train --distributed`; "
+                           "--batch-size is the global batch. Without mpiexec: one process, as without the flag")
+    dist.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
+                      help="with --distributed: batch norm statistics over the global batch (default: on; "
+                           "when resuming, as the run was started)")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar (default: on)")
 
 
@@ -109,10 +117,35 @@ def config_from_args(args):
 
 
 def run(args) -> int:
+    from normlab.distributed import abort_on_error, world
+
+    comm = world()
+    if comm.size > 1 and not args.distributed:
+        if comm.is_root:
+            print(f"normlab train: error: started as one of {comm.size} processes (mpiexec) without --distributed: "
+                  "each would train alone and write the same run directory; add --distributed", file=sys.stderr)
+        return 2
+    if args.sync_bn is not None and not args.distributed:
+        print("normlab train: error: --sync-bn/--no-sync-bn needs --distributed", file=sys.stderr)
+        return 2
+    if not args.distributed:
+        return _train(args, None)
+    with abort_on_error(comm):
+        code = _train(args, comm)
+        if code not in (0, 130) and comm.size > 1:
+            # An error seen by some ranks only (a missing data set on one machine) would leave the others
+            # waiting in their next collective: end them all.
+            raise SystemExit(code)
+    return code
+
+
+def _train(args, comm) -> int:
+    """Train (on the processes of `comm`, or alone when None); the exit status. Only rank 0 prints."""
     from normlab.data import ChecksumError, DataFormatError, DatasetNotFoundError
     from normlab.train.config import TrainConfig
-    from normlab.train.run import CONFIG, run_training
+    from normlab.train.run import CONFIG, DISTRIBUTED, run_training
 
+    root = comm is None or comm.is_root
     try:
         if args.resume:
             given = [f"--{name.replace('_', '-')}" for name in CONFIG_OPTIONS if getattr(args, name) is not None]
@@ -126,11 +159,19 @@ def run(args) -> int:
         else:
             config = config_from_args(args)
             run_dir = Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+        sync_batchnorm = args.sync_bn
+        if sync_batchnorm is None:
+            saved = run_dir / DISTRIBUTED if args.resume else None
+            sync_batchnorm = json.loads(saved.read_text())["sync_batchnorm"] if saved and saved.is_file() else True
         result = run_training(config, run_dir, resume=bool(args.resume), data_dir=args.data_dir,
-                              download=not args.no_download, progress=args.progress)
+                              download=not args.no_download, progress=args.progress, comm=comm,
+                              sync_batchnorm=sync_batchnorm)
     except (ValueError, FileNotFoundError, DatasetNotFoundError, DataFormatError, ChecksumError) as e:
-        print(f"normlab train: error: {e}", file=sys.stderr)
+        where = "" if root else f" (rank {comm.rank})"  # an error only some ranks see must be shown too
+        print(f"normlab train: error{where}: {e}", file=sys.stderr)
         return 2
+    if not root:
+        return 0 if result.ok else (130 if result.status == "interrupted" else 1)
     if result.status == "completed":
         best = result.history.best_epoch()
         chosen = f"epoch {best.epoch}, val acc {best.val_acc:.4f}" if best else "last epoch"

@@ -1,6 +1,6 @@
 """Execute a TrainConfig with the NumPy models: data -> model -> optimizer -> Trainer -> run directory.
 
-The run directory gets config.json (at the start), checkpoint.safetensors and model.safetensors and
+The run directory gets config.json (and distributed.json for a data-parallel run) at the start, checkpoint.safetensors and model.safetensors and
 history.json (every epoch, see `normlab.train.trainer`), and curves.png (at the end, or when stopped).
 """
 
@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,8 +25,12 @@ from normlab.train.history import History
 from normlab.train.plots import plot_curves
 from normlab.train.trainer import HISTORY, Callback, Trainer
 
+if TYPE_CHECKING:
+    from normlab.distributed import Communicator
+
 CONFIG = "config.json"
 CURVES = "curves.png"
+DISTRIBUTED = "distributed.json"  # a data-parallel run's number of processes and batch norm kind
 
 
 @dataclass(frozen=True)
@@ -105,34 +110,60 @@ def augmentation(config: TrainConfig, input_shape: tuple[int, ...]) -> Augment |
 def run_training(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
                  data_dir: str | os.PathLike | None = None, download: bool = True, progress: bool = True,
                  log: Callable[[str], None] = print, callbacks: Sequence[Callback] = (),
-                 max_steps: int | None = None) -> RunResult:
+                 max_steps: int | None = None, comm: Communicator | None = None,
+                 sync_batchnorm: bool = True) -> RunResult:
     """Train as `config` says, writing the run directory. With resume=True, continue the run saved in
-    run_dir (its checkpoint.safetensors); the configuration must be the one it was started with."""
+    run_dir (its checkpoint.safetensors); the configuration must be the one it was started with.
+
+    comm: train data-parallel over these processes (`normlab.distributed.world()`; every process calls
+    run_training with the same arguments, and only rank 0 writes the run directory and logs), with
+    SyncBatchNorm unless sync_batchnorm=False; config.batch_size is the global batch. None: this process
+    alone. A comm of one process trains exactly as None does.
+    """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    root = comm is None or comm.is_root
+    if root:
+        run_dir.mkdir(parents=True, exist_ok=True)
     split_seed, init_seed, train_seed = np.random.SeedSequence(config.seed).spawn(3)
+    # Every process loads the whole data set and draws the same split, weights, order and augmentation.
     data = prepare_data(config, np.random.default_rng(split_seed), data_dir, download)
     model = build_model(config.model, input_shape=data.input_shape, num_classes=len(data.classes),
                         rng=np.random.default_rng(init_seed), **config.model_options)
-    optimizer = build_optimizer(config, model)
-    trainer = Trainer(model, optimizer, data.x_train, data.y_train, data.x_val, data.y_val,
-                      epochs=config.epochs, batch_size=config.batch_size, rng=np.random.default_rng(train_seed),
-                      augment=augmentation(config, data.input_shape), run_dir=run_dir, callbacks=callbacks,
-                      progress=progress, log=log)
+    common = {"epochs": config.epochs, "batch_size": config.batch_size, "rng": np.random.default_rng(train_seed),
+              "augment": augmentation(config, data.input_shape), "run_dir": run_dir, "callbacks": callbacks,
+              "progress": progress, "log": log}
+    if comm is None:
+        optimizer = build_optimizer(config, model)
+        trainer = Trainer(model, optimizer, data.x_train, data.y_train, data.x_val, data.y_val, **common)
+    else:
+        from normlab.distributed import broadcast_state, convert_sync_batchnorm
+        from normlab.train.distributed_trainer import DistributedTrainer
+
+        if sync_batchnorm and comm.size > 1:
+            model = convert_sync_batchnorm(model, comm)
+        broadcast_state(model, comm)  # the same seed built the same weights; this makes sure of it
+        optimizer = build_optimizer(config, model)
+        trainer = DistributedTrainer(model, optimizer, data.x_train, data.y_train, data.x_val, data.y_val,
+                                     comm=comm, dropout_seed=config.seed, **common)
+        log = trainer.log
     trainer.schedule = build_schedule(config, trainer.steps_per_epoch)
-    if not resume:
+    if not resume and root:
         atomic_write_bytes(run_dir / CONFIG, config.to_json().encode())
+        if comm is not None:
+            atomic_write_json(run_dir / DISTRIBUTED, {"processes": comm.size, "sync_batchnorm": sync_batchnorm})
     n_params = sum(p.data.size for p in model.parameters())
+    processes = "" if comm is None or comm.size == 1 else (
+        f" on {comm.size} processes ({'synchronized' if sync_batchnorm else 'local'} batch norm)")
     log(f"{config.model} ({n_params:,} parameters) on {config.dataset}: {len(data.x_train)} training, "
         f"{len(data.x_val)} validation, {len(data.x_test)} test examples; {config.optimizer} lr {config.lr:g}, "
-        f"batch {config.batch_size}, {config.epochs} epochs -> {run_dir}")
+        f"batch {config.batch_size}, {config.epochs} epochs{processes} -> {run_dir}")
     fit = trainer.fit(resume=resume, max_steps=max_steps)
     test_acc = None
-    if fit.status == "completed":
+    if fit.status == "completed" and root:  # rank 0 alone holds the best weights' file
         trainer.load_best()
         test_acc = trainer.accuracy(data.x_test, data.y_test)
         fit.history.test_acc = test_acc
         atomic_write_json(run_dir / HISTORY, fit.history.to_dict())
-    if fit.history.epochs or fit.history.loss:
+    if (fit.history.epochs or fit.history.loss) and root:
         plot_curves(fit.history, run_dir / CURVES, title=f"{config.model} on {config.dataset}")
     return RunResult(fit.status, fit.message, fit.history, test_acc, run_dir)

@@ -342,6 +342,10 @@ class Trainer:
     def load_checkpoint(self, path: str | Path) -> None:
         """Restore a state saved by `save_checkpoint` into this trainer (built the same way)."""
         arrays, meta = load_tensors(path)
+        self.restore(arrays, meta, path)
+
+    def restore(self, arrays: dict[str, np.ndarray], meta: dict[str, Any], path: str | Path) -> None:
+        """Restore a state as `state()` returns it (read from the checkpoint `path`, named in errors)."""
         if meta.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path}: not a normlab training checkpoint (format {meta.get('format')!r})")
         if meta["steps_per_epoch"] != self.steps_per_epoch:

@@ -1,0 +1,167 @@
+"""The Trainer, data-parallel over MPI processes (`normlab train --distributed`, see docs/distributed.md).
+
+Every process runs the same loop over the same global batches (same data, same seed, so the same order
+and augmentation) and trains on its contiguous part of each. A step's gradients are those of the global
+batch's mean loss on every process, so every process applies the same update and the weights stay
+identical; with SyncBatchNorm the run equals a single-process run with the same global batches (up to
+float32 rounding: the sums are formed in another order).
+
+What differs from `Trainer`, and why:
+- `train_step` shards the batch, weights the loss gradient by n_r / N before the backward, adds the
+  regularization gradient on rank 0 only (every process holds the same weights: P copies would count it
+  P times) and all-reduces the gradients with the loss and the stop flag riding along. The NaN check sees
+  the global loss, so every process stops at the same step.
+- Stopping: Ctrl-C or a callback's KeyboardInterrupt reaches the processes at different moments, so it is
+  only recorded; the next step's all-reduce tells every process, and all stop after that same step. A
+  second Ctrl-C aborts every process at once.
+- Only rank 0 writes: the others get run_dir=None, no progress bar and a silent log.
+- Resume: rank 0 reads the checkpoint and sends it to the others (no shared file system needed).
+- Dropout: each process draws its own masks (generators seeded by seed and rank). The checkpoint holds
+  rank 0's generators only; on resume the other ranks reseed theirs from (seed, rank, iteration), so a
+  resumed run with dropout on several processes draws other masks than an uninterrupted one would have.
+  Without dropout a resumed run continues exactly.
+
+With one process (no mpiexec) every collective is the identity and this is `Trainer`, bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from normlab.distributed import Communicator, allreduce_gradients, gradient_workspace_size, loss_weight, shard
+from normlab.functional import softmax_cross_entropy
+from normlab.train.checkpoint import load_tensors
+from normlab.train.trainer import CHECKPOINT, Callback, FitResult, NonFiniteLossError, StepInfo, Trainer
+
+
+class DistributedTrainer(Trainer):
+    """`Trainer` on the processes of `comm`; every process constructs it with the same arguments (the
+    whole data set, the same rng seed), except run_dir, progress and log, which only rank 0 uses.
+
+    Inputs as `Trainer`, plus:
+    - comm: the processes (`normlab.distributed.world()`); batch_size is the global batch.
+    - dropout_seed: seeds the other ranks' Dropout generators (with their rank), so masks differ per rank.
+    """
+
+    def __init__(self, model, optimizer, x_train, y_train, x_val, y_val, *, comm: Communicator,
+                 run_dir: str | Path | None = None, callbacks: Sequence[Callback] = (), progress: bool = True,
+                 log: Callable[[str], None] = print, dropout_seed: int = 0, **kwargs):
+        root = comm.is_root
+        self.comm, self.dropout_seed = comm, dropout_seed
+        self.checkpoint_dir = Path(run_dir) if run_dir is not None else None  # every rank: where to resume from
+        if comm.size > 1:
+            callbacks = [_deferring_stop(c) for c in callbacks]
+        super().__init__(model, optimizer, x_train, y_train, x_val, y_val, run_dir=run_dir if root else None,
+                         callbacks=callbacks, progress=progress and root, log=log if root else _silent, **kwargs)
+        self._workspace = np.empty(gradient_workspace_size(model, 2)) if comm.size > 1 else None
+        self._local_stop = False  # this process was asked to stop; the next step's all-reduce tells the others
+        self._reseed_module_rngs()
+
+    # -- one step -----------------------------------------------------------------------------------
+    def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
+        """One step on this process's part of the global batch (x, y); a collective operation. Returns
+        the global loss (data loss plus regularization), the same on every process. Raises
+        NonFiniteLossError on every process, before any parameter changes, if it is NaN or infinite."""
+        x, y = shard(x, self.comm), shard(y, self.comm)  # (n_r, ...), (n_r,)
+        weight = loss_weight(len(x), self.comm)
+        self.optimizer.zero_grad()
+        scores = self.model.forward(x)  # (n_r, K)
+        loss, dscores = softmax_cross_entropy(scores, y)
+        share = loss * weight if len(x) else 0.0  # an empty part's mean loss is NaN, and its share nothing
+        self.model.backward(dscores * weight)
+        regularized = hasattr(self.model, "regularization_loss")
+        if regularized and self.comm.is_root:
+            self.model.regularization_backward()
+        global_share, stop = allreduce_gradients(self.model, self.comm, extras=[share, float(self._local_stop)],
+                                                 workspace=self._workspace)
+        loss = float(global_share)
+        if regularized:
+            loss += self.model.regularization_loss()  # the same weights, so the same penalty, on every process
+        if not math.isfinite(loss):
+            raise NonFiniteLossError(f"loss is {loss}")
+        if stop > 0:
+            self._stop_requested = True  # on every process after this same step
+        self.after_backward()
+        self.optimizer.set_lr_factor(self.schedule(self.iteration))
+        self.optimizer.step()
+        return loss
+
+    # -- stopping -----------------------------------------------------------------------------------
+    def _install_sigint_handler(self) -> Callable[[], None]:
+        if self.comm.size == 1 or threading.current_thread() is not threading.main_thread():
+            return super()._install_sigint_handler()
+        previous = signal.getsignal(signal.SIGINT)
+
+        def handler(signum, frame):
+            if self._local_stop:
+                print(f"normlab: rank {self.comm.rank}: Ctrl-C again; aborting every rank", flush=True)
+                self.comm.abort(130)
+            self._local_stop = True
+            self.log("\nCtrl-C: every rank stops after the next step and saves a checkpoint (Ctrl-C again to "
+                     "abort)")
+
+        signal.signal(signal.SIGINT, handler)
+        return lambda: signal.signal(signal.SIGINT, previous)
+
+    def _interrupted(self) -> FitResult:
+        self._local_stop = False
+        return super()._interrupted()
+
+    # -- resume -------------------------------------------------------------------------------------
+    def fit(self, resume: bool = False, max_steps: int | None = None) -> FitResult:
+        """`Trainer.fit`; with resume=True rank 0 reads run_dir/checkpoint.safetensors and every process
+        continues from it (a collective operation: every process calls fit with the same arguments)."""
+        if resume:
+            if self.checkpoint_dir is None:
+                raise ValueError("resume=True needs a run_dir holding a checkpoint")
+            self.load_checkpoint(self.checkpoint_dir / CHECKPOINT)
+        return super().fit(resume=False, max_steps=max_steps)
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Rank 0 reads the checkpoint and sends it to every process; an error reading it is raised on all."""
+        loaded: tuple[str, Any] = ("error", None)
+        if self.comm.is_root:
+            try:
+                loaded = ("ok", load_tensors(path))
+            except (OSError, ValueError) as e:
+                loaded = ("error", e)
+        status, payload = self.comm.broadcast_object(loaded)
+        if status == "error":
+            raise payload
+        arrays, meta = payload
+        self.restore(arrays, meta, path)
+        self._reseed_module_rngs()
+
+    def _reseed_module_rngs(self) -> None:
+        """Ranks other than 0 draw Dropout masks from generators of their own, derived from (dropout_seed,
+        rank, iteration) so that they differ from rank 0's and from those before a resume."""
+        if self.comm.rank == 0:
+            return
+        rngs = self.module_rngs()
+        seeds = np.random.SeedSequence([self.dropout_seed, self.comm.rank, self.iteration]).spawn(len(rngs))
+        for (_, g), seed in zip(sorted(rngs.items()), seeds, strict=True):
+            g.bit_generator.state = np.random.default_rng(seed).bit_generator.state
+
+
+def _silent(message: str) -> None:
+    """The log of the ranks other than 0."""
+
+
+def _deferring_stop(callback: Callback) -> Callback:
+    """`callback`, with a KeyboardInterrupt it raises turned into a stop request that every process
+    honours after the next step (raised on one process only, it would leave the others waiting)."""
+
+    def call(trainer: DistributedTrainer, info: StepInfo) -> None:
+        try:
+            callback(trainer, info)
+        except KeyboardInterrupt:
+            trainer._local_stop = True
+
+    return call
