@@ -32,7 +32,7 @@ def test_bench_quick_prints_a_table_and_writes_json(tmp_path, capsys):
             assert row["speedup_vs_torch"] == row["torch_total_ms"] / row["total_ms"]
     optional = {row["case"]: row for row in report["rows"] if "bytes_per_element" not in row}
     assert set(optional) == {"conv2d 3x3", "bn-cnn training step"}
-    for name, row in optional.items():
+    for row in optional.values():
         assert row["available"] or ("n/a (not available)" in table and row["reason"] in table)
 
 

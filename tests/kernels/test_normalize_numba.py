@@ -17,12 +17,12 @@ import pytest
 
 pytest.importorskip("numba")
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from normlab import functional as F  # noqa: E402
-from normlab.gradcheck import check_layer, relative_error  # noqa: E402
-from normlab.kernels import normalize_numba as K  # noqa: E402
+from normlab import functional as F
+from normlab.gradcheck import check_layer, relative_error
+from normlab.kernels import normalize_numba as K
 
 TOLERANCE = {np.float32: 1e-6, np.float64: 1e-12}
 SETTINGS = settings(max_examples=40, deadline=None)

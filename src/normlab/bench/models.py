@@ -85,5 +85,5 @@ def measure_optional(build, repeats: int) -> dict[str, PassTimes] | str:
         return time_passes(build(), repeats)
     except NotAvailable as e:
         return str(e)
-    except Exception as e:  # an API that moved under us: report it, do not sink the whole bench
+    except Exception as e:  # noqa: BLE001 - an API that moved under us: report it, do not sink the bench
         return f"not available: {type(e).__name__}: {e}"

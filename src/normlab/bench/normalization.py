@@ -70,13 +70,13 @@ def _torch_pass(torch: ModuleType, case: NormCase, x: np.ndarray, dout: np.ndarr
     if case.name.startswith("batchnorm"):
         weight, bias = torch.ones(c, requires_grad=True), torch.zeros(c, requires_grad=True)
         running_mean, running_var = torch.zeros(c), torch.ones(c)
-        forward: Callable = lambda: tf.batch_norm(xt, running_mean, running_var, weight, bias, training=True)  # noqa: E731
+        forward: Callable = lambda: tf.batch_norm(xt, running_mean, running_var, weight, bias, training=True)
     elif case.name.startswith("layernorm"):
         weight, bias = torch.ones(x.shape[1:], requires_grad=True), torch.zeros(x.shape[1:], requires_grad=True)
-        forward = lambda: tf.layer_norm(xt, x.shape[1:], weight, bias)  # noqa: E731
+        forward = lambda: tf.layer_norm(xt, x.shape[1:], weight, bias)
     else:
         weight, bias = torch.ones(c, requires_grad=True), torch.zeros(c, requires_grad=True)
-        forward = lambda: tf.group_norm(xt, case.num_groups, weight, bias)  # noqa: E731
+        forward = lambda: tf.group_norm(xt, case.num_groups, weight, bias)
 
     def backward(out):
         for t in (xt, weight, bias):

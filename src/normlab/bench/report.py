@@ -119,16 +119,18 @@ def _fmt(value: float | None, spec: str) -> str:
 def format_report(report: dict) -> str:
     """The report as a plain-text table."""
     bw, threads = report["bandwidth_gbps"], report["threads"]
-    torch_threads = "no torch" if threads["torch"] is None else f"torch {report['machine']['torch']} on {threads['torch']}"
+    torch_version = report["machine"]["torch"]
+    torch_threads = "no torch" if threads["torch"] is None else f"torch {torch_version} on {threads['torch']}"
     parallel = "-" if bw["parallel"] is None else f"{bw['parallel']:.1f}"
+    quick = " (quick: small shapes, figures indicative only)" if report["quick"] else ""
     lines = [
-        f"normlab bench: backend {report['backend']} on {threads['normlab']} thread(s), {torch_threads} thread(s); "
-        f"median of {report['repeats']} runs{' (quick: small shapes, figures indicative only)' if report['quick'] else ''}",
-        f"copy bandwidth (read + write): numpy 1 thread {bw['numpy_one_thread']:.1f} GB/s, "
-        f"parallel {bw['threads']} threads {parallel} GB/s -> limit {bw['limit']:.1f} GB/s",
+        (f"normlab bench: backend {report['backend']} on {threads['normlab']} thread(s), {torch_threads} "
+         f"thread(s); median of {report['repeats']} runs{quick}"),
+        (f"copy bandwidth (read + write): numpy 1 thread {bw['numpy_one_thread']:.1f} GB/s, "
+         f"parallel {bw['threads']} threads {parallel} GB/s -> limit {bw['limit']:.1f} GB/s"),
         "",
-        f"{'case':<24}{'shape':<20}{'B/elt':>7}{'fwd ms':>9}{'bwd ms':>9}{'fwd GB/s':>10}{'bwd GB/s':>10}"
-        f"{'% limit':>9}{'numpy ms':>10}{'torch ms':>10}{'x torch':>9}",
+        (f"{'case':<24}{'shape':<20}{'B/elt':>7}{'fwd ms':>9}{'bwd ms':>9}{'fwd GB/s':>10}{'bwd GB/s':>10}"
+         f"{'% limit':>9}{'numpy ms':>10}{'torch ms':>10}{'x torch':>9}"),
     ]
     for row in report["rows"]:
         shape = "x".join(map(str, row["shape"])) if isinstance(row["shape"], list) else row["shape"]

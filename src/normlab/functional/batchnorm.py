@@ -41,7 +41,7 @@ class BatchNormCache:
     """
 
     x: np.ndarray  # (N, C, *): the input, for the staged backward
-    xhat: np.ndarray = RecomputedWhenNone("_normalized_input")  # (N, C, *)
+    xhat: np.ndarray = RecomputedWhenNone("_normalized_input")  # noqa: RUF009 (a descriptor) (N, C, *)
     mean: np.ndarray  # (1, C, 1...): batch mean in training, running mean in evaluation
     var: np.ndarray  # (1, C, 1...): biased batch variance in training, running variance in evaluation
     rstd: np.ndarray  # (1, C, 1...): 1 / sqrt(var + eps)

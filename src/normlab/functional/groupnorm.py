@@ -23,7 +23,7 @@ class GroupNormCache:
     statistics) are set, the backward runs compiled, and `xhat` (passed as None) is recomputed from x on
     first read."""
 
-    xhat: np.ndarray = RecomputedWhenNone("_normalized_input")  # (N, G, C // G, *S): normalized, grouped
+    xhat: np.ndarray = RecomputedWhenNone("_normalized_input")  # noqa: RUF009 (descriptor) (N, G, C // G, *S)
     rstd: np.ndarray  # (N, G, 1, 1...)
     gamma: np.ndarray  # (1, G, C // G, 1...)
     input_shape: tuple[int, ...]  # (N, C, *S)

@@ -23,7 +23,7 @@ class LayerNormCache:
     the backward runs compiled, and `xhat` (passed as None) is recomputed from x on first read."""
 
     x: np.ndarray  # (N, *F): the input, for the staged backward
-    xhat: np.ndarray = RecomputedWhenNone("_normalized_input")  # (N, *F)
+    xhat: np.ndarray = RecomputedWhenNone("_normalized_input")  # noqa: RUF009 (a descriptor) (N, *F)
     rstd: np.ndarray  # (N, 1, ...)
     gamma: np.ndarray  # broadcast shape: (1, *F) elementwise, or (1, C, 1, 1) per channel
     eps: float

@@ -25,7 +25,7 @@ def numba_available() -> bool:
     """True when numba imports (the first call imports it: about half a second)."""
     try:
         import numba  # noqa: F401
-    except Exception:  # not installed, or broken against this NumPy: either way, not usable
+    except Exception:  # noqa: BLE001 - not installed, or broken against this NumPy: not usable
         return False
     return True
 

@@ -58,14 +58,15 @@ from normlab.kernels.statistics import GroupStatistics
 CHUNK = 4096  # elements per shifted-sum chunk: bounds the rounding of the one-pass sums
 BLOCK_ROWS = 64  # fewest rows per block of the (N, D) column reductions: each block pivots anew
 TILE = 512  # columns per tile of the (N, D) column reductions: two float64 accumulators fit in L1
+ROWS_AT_ONCE = 4  # (N, D) rows per pass over the per-column vectors: their loads are shared
 MAX_BLOCKS = 64  # row blocks whose partial sums are merged after the parallel loop
 MAX_PARTIALS = 1 << 22  # float64 values per partial-sum array (32 MiB), whatever the shape
 
 # Reductions may be reassociated so LLVM vectorizes them; elementwise kernels stay strict IEEE, which
 # keeps ((x - p) - shift) from being rewritten as x - (p + shift).
 REDUCE = {"reassoc", "contract"}
-JIT = dict(cache=True)
-PARALLEL = dict(cache=True, parallel=True)
+JIT = {"cache": True}
+PARALLEL = {"cache": True, "parallel": True}
 
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
@@ -122,26 +123,45 @@ def _plane_moments(x3):
     return shift, m2
 
 
+@njit(**JIT)
+def _tiles(columns):
+    return (columns + TILE - 1) // TILE
+
+
+@njit(**JIT)
+def _block_and_tile(t, tiles, bounds, columns):
+    """Task t of the (row block, column tile) grid: (block, first row, end row, first column, end column)."""
+    b, j = t // tiles, t % tiles
+    return b, bounds[b], bounds[b + 1], j * TILE, min((j + 1) * TILE, columns)
+
+
 @njit(**PARALLEL)
 def _column_block_moments(x2, bounds, shift, m2):
     """Per block of rows of x2 (N, D) and per column d: mean - x2[0, d] and M2, into shift and m2
     (blocks, D), which start at zero.
 
     Rows are streamed with one accumulator per column (lanes never meet, so no reassociation is needed
-    to vectorize); a block's shifted sums use its own first row as the pivot.
+    to vectorize), ROWS_AT_ONCE rows per update of the accumulators; a block's shifted sums use its own
+    first row as the pivot.
     """
-    _, d_ = x2.shape
-    blocks = bounds.shape[0] - 1
-    tiles = (d_ + TILE - 1) // TILE
-    for t in prange(blocks * tiles):
-        b, j = t // tiles, t % tiles
-        lo, hi, d0 = bounds[b], bounds[b + 1], j * TILE
-        d1 = min(d0 + TILE, d_)
+    tiles = _tiles(x2.shape[1])
+    for t in prange((bounds.shape[0] - 1) * tiles):
+        b, lo, hi, d0, d1 = _block_and_tile(t, tiles, bounds, x2.shape[1])
         s, q = shift[b, d0:d1], m2[b, d0:d1]  # accumulate in place
         pivot, origin = x2[lo, d0:d1], x2[0, d0:d1]
-        for r in range(lo, hi):
-            row = x2[r, d0:d1]
-            for i in range(row.shape[0]):
+        r = lo
+        while r + ROWS_AT_ONCE <= hi:
+            xa, xb, xc, xd = x2[r, d0:d1], x2[r + 1, d0:d1], x2[r + 2, d0:d1], x2[r + 3, d0:d1]
+            for i in range(s.shape[0]):
+                p = np.float64(pivot[i])
+                da, db = np.float64(xa[i]) - p, np.float64(xb[i]) - p
+                dc, dd = np.float64(xc[i]) - p, np.float64(xd[i]) - p
+                s[i] += (da + db) + (dc + dd)
+                q[i] += (da * da + db * db) + (dc * dc + dd * dd)
+            r += ROWS_AT_ONCE
+        for rest in range(r, hi):
+            row = x2[rest, d0:d1]
+            for i in range(s.shape[0]):
                 d = np.float64(row[i]) - np.float64(pivot[i])
                 s[i] += d
                 q[i] += d * d
@@ -162,7 +182,8 @@ def _merge_blocks(counts, shift, m2):
     group_m2 = np.zeros(c_)
     for b in range(blocks):
         for c in range(c_):
-            n[c], group_shift[c], group_m2[c] = _merge(n[c], group_shift[c], group_m2[c], counts[b], shift[b, c], m2[b, c])
+            merged = _merge(n[c], group_shift[c], group_m2[c], counts[b], shift[b, c], m2[b, c])
+            n[c], group_shift[c], group_m2[c] = merged
     return group_shift, group_m2 / n
 
 
@@ -187,11 +208,23 @@ def _normalize_row_elementwise(x, p, shift, rstd, gamma, beta, out):
 
 
 @njit(**JIT)
-def _normalize_row_of_columns(x, p, shift, rstd, gamma, beta, out):
-    """out = gamma * xhat + beta over one row of an (N, D) batch: one group and gamma per column."""
-    for i in range(x.shape[0]):
-        xhat = ((np.float64(x[i]) - np.float64(p[i])) - shift[i]) * rstd[i]
-        out[i] = gamma[i] * xhat + beta[i]
+def _normalize_rows_of_columns(x2, r, rows, p, shift, rstd, gamma, beta, out2):
+    """out = gamma * xhat + beta over `rows` (1 or ROWS_AT_ONCE) rows of an (N, D) batch from row r:
+    one group and gamma per column, whose statistics are loaded once for all the rows."""
+    if rows == 1:
+        x, out = x2[r], out2[r]
+        for i in range(x.shape[0]):
+            xhat = ((np.float64(x[i]) - np.float64(p[i])) - shift[i]) * rstd[i]
+            out[i] = gamma[i] * xhat + beta[i]
+        return
+    xa, xb, xc, xd = x2[r], x2[r + 1], x2[r + 2], x2[r + 3]
+    oa, ob, oc, od = out2[r], out2[r + 1], out2[r + 2], out2[r + 3]
+    for i in range(xa.shape[0]):
+        pi, sh, rs, g, b = np.float64(p[i]), shift[i], rstd[i], gamma[i], beta[i]
+        oa[i] = g * (((np.float64(xa[i]) - pi) - sh) * rs) + b
+        ob[i] = g * (((np.float64(xb[i]) - pi) - sh) * rs) + b
+        oc[i] = g * (((np.float64(xc[i]) - pi) - sh) * rs) + b
+        od[i] = g * (((np.float64(xd[i]) - pi) - sh) * rs) + b
 
 
 @njit(**JIT)
@@ -211,11 +244,24 @@ def _input_grad_row_elementwise(dout, x, p, shift, rstd, gamma, mean_g, mean_gxh
 
 
 @njit(**JIT)
-def _input_grad_row_of_columns(dout, x, p, shift, rstd, gamma, mean_g, mean_gxhat, dx):
-    """dx over one row of an (N, D) batch: one group per column (vectors of per-column values)."""
-    for i in range(x.shape[0]):
-        xhat = ((np.float64(x[i]) - np.float64(p[i])) - shift[i]) * rstd[i]
-        dx[i] = rstd[i] * (gamma[i] * np.float64(dout[i]) - mean_g[i] - xhat * mean_gxhat[i])
+def _input_grad_rows_of_columns(dout2, x2, r, rows, p, shift, rstd, gamma, mean_g, mean_gxhat, dx2):
+    """dx over `rows` (1 or ROWS_AT_ONCE) rows of an (N, D) batch from row r: one group per column, its
+    values (vectors of per-column values) loaded once for all the rows."""
+    if rows == 1:
+        x, dout, dx = x2[r], dout2[r], dx2[r]
+        for i in range(x.shape[0]):
+            xhat = ((np.float64(x[i]) - np.float64(p[i])) - shift[i]) * rstd[i]
+            dx[i] = rstd[i] * (gamma[i] * np.float64(dout[i]) - mean_g[i] - xhat * mean_gxhat[i])
+        return
+    xa, xb, xc, xd = x2[r], x2[r + 1], x2[r + 2], x2[r + 3]
+    ga, gb, gc, gd = dout2[r], dout2[r + 1], dout2[r + 2], dout2[r + 3]
+    da, db, dc, dd = dx2[r], dx2[r + 1], dx2[r + 2], dx2[r + 3]
+    for i in range(xa.shape[0]):
+        pi, sh, rs, g, m1, m2 = np.float64(p[i]), shift[i], rstd[i], gamma[i], mean_g[i], mean_gxhat[i]
+        da[i] = rs * (g * np.float64(ga[i]) - m1 - ((np.float64(xa[i]) - pi) - sh) * rs * m2)
+        db[i] = rs * (g * np.float64(gb[i]) - m1 - ((np.float64(xb[i]) - pi) - sh) * rs * m2)
+        dc[i] = rs * (g * np.float64(gc[i]) - m1 - ((np.float64(xc[i]) - pi) - sh) * rs * m2)
+        dd[i] = rs * (g * np.float64(gd[i]) - m1 - ((np.float64(xd[i]) - pi) - sh) * rs * m2)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -250,19 +296,26 @@ def _plane_grad_sums(dout3, x3, pivot, shift):
 @njit(**PARALLEL)
 def _column_block_grad_sums(dout2, x2, pivot, shift, bounds, dout_sum, centered_sum):
     """Per block of rows and per column d: sum(dout) and sum(dout * (x - mean_d)), into dout_sum and
-    centered_sum (blocks, D), which start at zero."""
-    _, d_ = x2.shape
-    blocks = bounds.shape[0] - 1
-    tiles = (d_ + TILE - 1) // TILE
-    for t in prange(blocks * tiles):
-        b, j = t // tiles, t % tiles
-        d0 = j * TILE
-        d1 = min(d0 + TILE, d_)
+    centered_sum (blocks, D), which start at zero; ROWS_AT_ONCE rows per update."""
+    tiles = _tiles(x2.shape[1])
+    for t in prange((bounds.shape[0] - 1) * tiles):
+        b, lo, hi, d0, d1 = _block_and_tile(t, tiles, bounds, x2.shape[1])
         a, s = dout_sum[b, d0:d1], centered_sum[b, d0:d1]
         p, sh = pivot[d0:d1], shift[d0:d1]
-        for r in range(bounds[b], bounds[b + 1]):
-            g_row, x_row = dout2[r, d0:d1], x2[r, d0:d1]
-            for i in range(x_row.shape[0]):
+        r = lo
+        while r + ROWS_AT_ONCE <= hi:
+            ga, gb, gc, gd = dout2[r, d0:d1], dout2[r + 1, d0:d1], dout2[r + 2, d0:d1], dout2[r + 3, d0:d1]
+            xa, xb, xc, xd = x2[r, d0:d1], x2[r + 1, d0:d1], x2[r + 2, d0:d1], x2[r + 3, d0:d1]
+            for i in range(a.shape[0]):
+                pi, shi = np.float64(p[i]), sh[i]
+                g0, g1, g2, g3 = np.float64(ga[i]), np.float64(gb[i]), np.float64(gc[i]), np.float64(gd[i])
+                a[i] += (g0 + g1) + (g2 + g3)
+                s[i] += (g0 * ((np.float64(xa[i]) - pi) - shi) + g1 * ((np.float64(xb[i]) - pi) - shi)) + (
+                    g2 * ((np.float64(xc[i]) - pi) - shi) + g3 * ((np.float64(xd[i]) - pi) - shi))
+            r += ROWS_AT_ONCE
+        for rest in range(r, hi):
+            g_row, x_row = dout2[rest, d0:d1], x2[rest, d0:d1]
+            for i in range(a.shape[0]):
                 g = np.float64(g_row[i])
                 a[i] += g
                 s[i] += g * ((np.float64(x_row[i]) - np.float64(p[i])) - sh[i])
@@ -298,8 +351,15 @@ def _normalize_planes(x3, pivot, shift, rstd, gamma, beta, out3):
 
 @njit(**PARALLEL)
 def _normalize_columns(x2, pivot, shift, rstd, gamma, beta, out2):
-    for r in prange(x2.shape[0]):
-        _normalize_row_of_columns(x2[r], pivot, shift, rstd, gamma, beta, out2[r])
+    n_ = x2.shape[0]
+    steps = (n_ + ROWS_AT_ONCE - 1) // ROWS_AT_ONCE
+    for step in prange(steps):
+        r = step * ROWS_AT_ONCE
+        if r + ROWS_AT_ONCE <= n_:
+            _normalize_rows_of_columns(x2, r, ROWS_AT_ONCE, pivot, shift, rstd, gamma, beta, out2)
+        else:
+            for rest in range(r, n_):
+                _normalize_rows_of_columns(x2, rest, 1, pivot, shift, rstd, gamma, beta, out2)
 
 
 @njit(**PARALLEL)
@@ -317,8 +377,15 @@ def _input_grad_planes(dout3, x3, pivot, shift, rstd, gamma, dout_sum, centered_
 
 @njit(**PARALLEL)
 def _input_grad_columns(dout2, x2, pivot, shift, rstd, gamma, mean_g, mean_gxhat, dx2):
-    for r in prange(x2.shape[0]):
-        _input_grad_row_of_columns(dout2[r], x2[r], pivot, shift, rstd, gamma, mean_g, mean_gxhat, dx2[r])
+    n_ = x2.shape[0]
+    steps = (n_ + ROWS_AT_ONCE - 1) // ROWS_AT_ONCE
+    for step in prange(steps):
+        r = step * ROWS_AT_ONCE
+        if r + ROWS_AT_ONCE <= n_:
+            _input_grad_rows_of_columns(dout2, x2, r, ROWS_AT_ONCE, pivot, shift, rstd, gamma, mean_g, mean_gxhat, dx2)
+        else:
+            for rest in range(r, n_):
+                _input_grad_rows_of_columns(dout2, x2, rest, 1, pivot, shift, rstd, gamma, mean_g, mean_gxhat, dx2)
 
 
 @njit(**JIT)
