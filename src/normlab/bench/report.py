@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from importlib import import_module
 from types import ModuleType
@@ -18,21 +20,33 @@ from normlab.kernels.backend import resolve_backend
 MIB = 1 << 20
 
 
-def _torch(threads: int) -> ModuleType | None:
+def _import_or_none(name: str) -> ModuleType | None:
     try:
-        torch = import_module("torch")
+        return import_module(name)
     except ImportError:
         return None
-    torch.set_num_threads(threads)
-    return torch
 
 
-def _kernel_threads(backend: str) -> int:
-    if backend != "numba":
-        return 1  # the NumPy path's elementwise work runs on one thread
-    from normlab.kernels.copy_numba import threads
-
-    return threads()
+@contextmanager
+def _same_threads(backend: str, threads: int | None) -> Iterator[tuple[int, ModuleType | None]]:
+    """Run the kernels and torch on one thread count (`threads`, default numba's: every core; 1 for
+    the NumPy backend, whose elementwise work is single-threaded); yields (threads, torch or None) and
+    restores both counts after."""
+    numba = import_module("numba") if backend == "numba" else None
+    torch = _import_or_none("torch")
+    saved = (numba and numba.get_num_threads(), torch and torch.get_num_threads())
+    try:
+        if numba is not None and threads is not None:
+            numba.set_num_threads(threads)  # raises beyond NUMBA_NUM_THREADS, naming the limit
+        count = numba.get_num_threads() if numba is not None else 1
+        if torch is not None:
+            torch.set_num_threads(count)
+        yield count, torch
+    finally:
+        if numba is not None:
+            numba.set_num_threads(saved[0])
+        if torch is not None:
+            torch.set_num_threads(saved[1])
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -78,18 +92,23 @@ def _model_row(name: str, detail: str, result: dict[str, PassTimes] | str) -> di
     return row
 
 
-def run_bench(quick: bool = False, backend: str = "auto", seed: int = 0) -> dict:
+def run_bench(quick: bool = False, backend: str = "auto", seed: int = 0, threads: int | None = None) -> dict:
     """Measure everything `normlab bench` reports and return it as a JSON-ready dict.
 
     Inputs:
     - quick: small shapes and few repetitions (seconds, for tests); the figures then mean little.
     - backend: the normalization backend to measure ("auto", "numpy", "numba").
     - seed: of the random inputs.
+    - threads: threads for the compiled kernels and for torch (default: numba's, every core).
     """
-    rng = np.random.default_rng(seed)
     backend = resolve_backend(backend)
-    threads = _kernel_threads(backend)
-    torch = _torch(threads)
+    with _same_threads(backend, threads) as (count, torch):
+        report = _measure(quick, backend, np.random.default_rng(seed), count, torch)
+        report["threads"] = {"normlab": count, "torch": torch.get_num_threads() if torch is not None else None}
+    return report
+
+
+def _measure(quick: bool, backend: str, rng: np.random.Generator, threads: int, torch: ModuleType | None) -> dict:
     repeats = 3 if quick else 15
     bandwidth = copy_bandwidth((16 if quick else 512) * MIB, repeats, threads)
     cases = QUICK_CASES if quick else FULL_CASES
@@ -104,7 +123,6 @@ def run_bench(quick: bool = False, backend: str = "auto", seed: int = 0) -> dict
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                     "numpy": np.__version__, "torch": getattr(torch, "__version__", None)},
         "backend": backend,
-        "threads": {"normlab": threads, "torch": torch.get_num_threads() if torch is not None else None},
         "quick": quick,
         "repeats": repeats,
         "bandwidth_gbps": {**asdict(bandwidth), "limit": bandwidth.limit},

@@ -4,7 +4,7 @@ read and one write per element. `normlab bench` times it to measure this machine
 from __future__ import annotations
 
 import numpy as np
-from numba import get_num_threads, njit, prange
+from numba import njit, prange
 
 
 @njit(parallel=True, cache=True)
@@ -18,8 +18,3 @@ def parallel_copy(dst: np.ndarray, src: np.ndarray) -> None:
     if dst.shape != src.shape or dst.dtype != src.dtype:
         raise ValueError(f"dst and src must match, got {dst.shape} {dst.dtype} and {src.shape} {src.dtype}")
     _copy(dst.reshape(-1), src.reshape(-1))
-
-
-def threads() -> int:
-    """How many threads the compiled kernels run on (NUMBA_NUM_THREADS, default: every core)."""
-    return get_num_threads()
