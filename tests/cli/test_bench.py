@@ -44,13 +44,11 @@ def test_bench_rejects_an_unknown_backend(capsys):
 
 
 def test_bench_runs_on_the_threads_asked_for(tmp_path):
-    pytest.importorskip("numba")
+    numba = pytest.importorskip("numba")
     path = tmp_path / "one.json"
     assert main(["bench", "--quick", "--threads", "1", "--json", str(path)]) == 0
     report = json.loads(path.read_text())
     assert report["threads"]["normlab"] == 1 and report["bandwidth_gbps"]["threads"] == 1
-    import numba
-
     assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS  # restored after the run
     if report["machine"]["torch"] is not None:
         assert report["threads"]["torch"] == 1
