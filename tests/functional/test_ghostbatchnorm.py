@@ -15,6 +15,14 @@ from normlab.functional import (
 )
 from normlab.gradcheck import check_layer
 
+
+@pytest.fixture(autouse=True)
+def numpy_backend(monkeypatch):
+    """These tests compare layers with batch norm bit for bit, so every layer must do the same arithmetic:
+    the NumPy path. The compiled twin is held to the NumPy path in tests/kernels."""
+    monkeypatch.setenv("NORMLAB_BACKEND", "numpy")
+
+
 # (input shape, virtual batch size): equal chunks, a smaller last chunk, one sample per chunk with
 # spatial positions, a chunk bigger than the batch
 CASES = [((12, 3), 4), ((10, 3), 4), ((7, 2, 2, 3), 3), ((5, 2, 2, 2), 1), ((6, 3, 2), 16)]

@@ -15,6 +15,14 @@ from normlab.nn import (
     RenormSchedule,
 )
 
+
+@pytest.fixture(autouse=True)
+def numpy_backend(monkeypatch):
+    """These tests compare layers with batch norm bit for bit, so every layer must do the same arithmetic:
+    the NumPy path. The compiled twin is held to the NumPy path in tests/kernels."""
+    monkeypatch.setenv("NORMLAB_BACKEND", "numpy")
+
+
 BN_KEYS = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
 # rmax 1 -> 3 over steps 2 -> 6, dmax 0 -> 2 over steps 2 -> 4
 SHORT = RenormSchedule(rmax=3.0, dmax=2.0, warmup_steps=2, rmax_full_at=6, dmax_full_at=4)

@@ -4,6 +4,7 @@ over the spatial positions), then a per-feature scale and shift."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,8 +15,10 @@ from normlab.functional._checks import (
     check_probability,
     check_same_shape,
 )
+from normlab.functional._recomputed import RecomputedWhenNone
 from normlab.functional.normalize import (
     Axes,
+    compiled_twin,
     normalize,
     normalize_scale_shift_backward,
     scale_shift,
@@ -23,15 +26,22 @@ from normlab.functional.normalize import (
 )
 from normlab.functional.staged import staged_backward
 
+if TYPE_CHECKING:
+    from normlab.kernels.statistics import GroupStatistics
+
 CONVENTIONS = ("pytorch", "keras")
 
 
 @dataclass(frozen=True)
 class BatchNormCache:
-    """What the backward pass needs. Arrays are in the input's dtype; statistics keep reduced axes."""
+    """What the backward pass needs. Arrays are in the input's dtype; statistics keep reduced axes.
+
+    After a compiled forward, `compiled` holds its float64 statistics, the backward runs compiled, and
+    `xhat` (passed as None) is recomputed from x on first read.
+    """
 
     x: np.ndarray  # (N, C, *): the input, for the staged backward
-    xhat: np.ndarray  # (N, C, *)
+    xhat: np.ndarray = RecomputedWhenNone("_normalized_input")  # noqa: RUF009 (a descriptor) (N, C, *)
     mean: np.ndarray  # (1, C, 1...): batch mean in training, running mean in evaluation
     var: np.ndarray  # (1, C, 1...): biased batch variance in training, running variance in evaluation
     rstd: np.ndarray  # (1, C, 1...): 1 / sqrt(var + eps)
@@ -39,6 +49,17 @@ class BatchNormCache:
     eps: float
     axes: Axes  # (0,) for (N, D); (0, 2, 3) for (N, C, H, W)
     training: bool
+    compiled: GroupStatistics | None = None  # per channel, from the compiled forward
+
+    def _normalized_input(self) -> np.ndarray:
+        from normlab.kernels.normalize_numba import normalized_channels
+
+        return normalized_channels(_channels_view(self.x), self.compiled).reshape(self.x.shape)
+
+
+def _channels_view(a: np.ndarray) -> np.ndarray:
+    """(N, C, *) -> (N, C, S): the compiled kernels' layout, one group per channel."""
+    return a.reshape(a.shape[0], a.shape[1], -1)
 
 
 def channel_axes(ndim: int) -> Axes:
@@ -62,6 +83,7 @@ def batchnorm_forward(
     momentum: float = 0.1,
     eps: float = 1e-5,
     convention: str = "pytorch",
+    backend: str = "auto",
 ) -> tuple[np.ndarray, BatchNormCache]:
     """Batch normalization forward pass, for (N, D) and (N, C, H, W) inputs (any (N, C, *)).
 
@@ -89,20 +111,29 @@ def batchnorm_forward(
     - training: batch statistics (True) or running statistics (False).
     - momentum: weight of the batch in the running averages, in [0, 1].
     - eps: added to the variance for stability, > 0.
+    - backend: "auto", "numpy" or "numba" (see `normlab.kernels.backend`): who computes the training
+      statistics and normalization; the backward follows the forward. Evaluation always runs NumPy.
 
     Returns (out, cache): out has x's shape and dtype.
     """
     x, gamma, beta = check_batchnorm_args(x, gamma, beta, eps, convention)
     check_probability("momentum", momentum)
+    kernels = compiled_twin(backend, x)
     c = x.shape[1]
     axes = channel_axes(x.ndim)
     gamma_b, beta_b = per_channel(gamma, x.ndim), per_channel(beta, x.ndim)
 
+    stats = None  # the compiled forward's statistics
     if training:
         m = x.size // c
         if m <= 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.shape}")
-        xhat, mean, var, rstd = normalize(x, axes, eps)
+        if kernels is None:
+            xhat, mean, var, rstd = normalize(x, axes, eps)
+        else:
+            out, stats = kernels.normalize_channels(_channels_view(x), gamma, beta, eps)
+            out, xhat = out.reshape(x.shape), None  # xhat is recomputed from x when read
+            mean, var, rstd = (per_channel(v.astype(x.dtype), x.ndim) for v in (stats.mean, stats.var, stats.rstd))
         if running_mean is not None or running_var is not None:
             update_running_stats(running_mean, running_var, mean, var, m, momentum, convention)
     else:
@@ -117,8 +148,9 @@ def batchnorm_forward(
         rstd = inference_rstd(var, eps).astype(x.dtype, copy=False)
         xhat = (x - mean) * rstd
 
-    out = scale_shift(xhat, gamma_b, beta_b)
-    cache = BatchNormCache(x, xhat, mean, var, rstd, gamma_b, eps, axes, training)
+    if stats is None:
+        out = scale_shift(xhat, gamma_b, beta_b)
+    cache = BatchNormCache(x, xhat, mean, var, rstd, gamma_b, eps, axes, training, compiled=stats)
     return out, cache
 
 
@@ -200,6 +232,13 @@ def batchnorm_backward(dout: np.ndarray, cache: BatchNormCache) -> tuple[np.ndar
     Returns (dx, dgamma, dbeta): dx like x, dgamma and dbeta of shape (C,).
     """
     dout = _check_dout(dout, cache)
+    if cache.compiled is not None and dout.dtype == cache.x.dtype:
+        from normlab.kernels.normalize_numba import normalize_channels_backward
+
+        dx, dgamma, dbeta = normalize_channels_backward(
+            _channels_view(dout), _channels_view(cache.x), cache.compiled, cache.gamma.reshape(-1)
+        )
+        return dx.reshape(dout.shape), dgamma.astype(dout.dtype), dbeta.astype(dout.dtype)
     if cache.training:
         dx, dgamma, dbeta = normalize_scale_shift_backward(
             dout, cache.xhat, cache.rstd, cache.gamma, cache.axes, cache.axes
@@ -226,4 +265,4 @@ def batchnorm_backward_staged(dout: np.ndarray, cache: BatchNormCache) -> tuple[
 
 
 def _check_dout(dout: np.ndarray, cache: BatchNormCache) -> np.ndarray:
-    return check_same_shape("dout", dout, cache.xhat.shape)
+    return check_same_shape("dout", dout, cache.x.shape)

@@ -5,19 +5,41 @@ affine); one channel per group is instance norm."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from normlab.functional._checks import check_float_array, check_param, check_positive, check_same_shape
-from normlab.functional.normalize import normalize, normalize_scale_shift_backward, scale_shift
+from normlab.functional._recomputed import RecomputedWhenNone
+from normlab.functional.normalize import compiled_twin, normalize, normalize_scale_shift_backward, scale_shift
+
+if TYPE_CHECKING:
+    from normlab.kernels.statistics import GroupStatistics
 
 
 @dataclass(frozen=True)
 class GroupNormCache:
-    xhat: np.ndarray  # (N, G, C // G, *S): the normalized input, grouped
+    """What the backward pass needs. After a compiled forward, `x` and `compiled` (its float64
+    statistics) are set, the backward runs compiled, and `xhat` (passed as None) is recomputed from x on
+    first read."""
+
+    xhat: np.ndarray = RecomputedWhenNone("_normalized_input")  # noqa: RUF009 (descriptor) (N, G, C // G, *S)
     rstd: np.ndarray  # (N, G, 1, 1...)
     gamma: np.ndarray  # (1, G, C // G, 1...)
     input_shape: tuple[int, ...]  # (N, C, *S)
+    x: np.ndarray | None = None  # (N, C, *S): the input, kept by the compiled forward only
+    compiled: GroupStatistics | None = None  # per (sample, group), from the compiled forward
+
+    def _normalized_input(self) -> np.ndarray:
+        from normlab.kernels.normalize_numba import normalized_rows
+
+        grouped = _grouped_shape(self.input_shape, self.gamma.shape[1])
+        return normalized_rows(_rows_view(self.x, grouped), self.compiled).reshape(grouped)
+
+
+def _rows_view(a: np.ndarray, grouped: tuple[int, ...]) -> np.ndarray:
+    """(N, C, *S) -> (N * G, C // G * S): one row per (sample, group), the compiled kernels' layout."""
+    return a.reshape(grouped[0] * grouped[1], -1)
 
 
 def _grouped_shape(shape: tuple[int, ...], num_groups: int) -> tuple[int, ...]:
@@ -25,8 +47,14 @@ def _grouped_shape(shape: tuple[int, ...], num_groups: int) -> tuple[int, ...]:
     return (n, num_groups, c // num_groups, *spatial)
 
 
+def _spatial_size(shape: tuple[int, ...]) -> int:
+    """Elements per channel of one sample: H * W, or 1 for (N, C)."""
+    return int(np.prod(shape[2:]))
+
+
 def groupnorm_forward(
-    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, num_groups: int, *, eps: float = 1e-5
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, num_groups: int, *, eps: float = 1e-5,
+    backend: str = "auto",
 ) -> tuple[np.ndarray, GroupNormCache]:
     """Group normalization forward pass.
 
@@ -36,6 +64,7 @@ def groupnorm_forward(
     - num_groups: G, a divisor of C. G = 1 normalizes each sample over all its channels; G = C is
       instance norm.
     - eps: added to the variance, > 0.
+    - backend: "auto", "numpy" or "numba" (see `normlab.kernels.backend`); the backward follows.
 
     Returns (out, cache), out of x's shape and dtype.
     """
@@ -43,6 +72,7 @@ def groupnorm_forward(
     if x.ndim < 2:
         raise ValueError(f"x must be at least 2-D (N, C, ...), got {x.ndim}-D input of shape {x.shape}")
     check_positive("eps", eps)
+    kernels = compiled_twin(backend, x)
     c = x.shape[1]
     if not isinstance(num_groups, (int, np.integer)) or isinstance(num_groups, bool) or num_groups < 1:
         raise ValueError(f"num_groups must be a positive integer, got {num_groups!r}")
@@ -53,10 +83,16 @@ def groupnorm_forward(
     grouped = _grouped_shape(x.shape, num_groups)  # (N, G, C // G, *S)
     param_shape = (1, num_groups, c // num_groups) + (1,) * (x.ndim - 2)
     stat_axes = tuple(range(2, len(grouped)))
-    xhat, _, _, rstd = normalize(x.reshape(grouped), stat_axes, eps)
     gamma_b = gamma.reshape(param_shape)
-    out = scale_shift(xhat, gamma_b, beta.reshape(param_shape))
-    return out.reshape(x.shape), GroupNormCache(xhat, rstd, gamma_b, x.shape)
+    if kernels is None:
+        xhat, _, _, rstd = normalize(x.reshape(grouped), stat_axes, eps)
+        out = scale_shift(xhat, gamma_b, beta.reshape(param_shape))
+        return out.reshape(x.shape), GroupNormCache(xhat, rstd, gamma_b, x.shape)
+    gamma2, beta2 = gamma.reshape(num_groups, -1), beta.reshape(num_groups, -1)  # (G, C // G)
+    out, stats = kernels.normalize_rows(_rows_view(x, grouped), gamma2, beta2, _spatial_size(x.shape), eps)
+    rstd = stats.rstd.astype(x.dtype).reshape(grouped[:2] + (1,) * (len(grouped) - 2))  # (N, G, 1, 1...)
+    cache = GroupNormCache(None, rstd, gamma_b, x.shape, x=x, compiled=stats)
+    return out.reshape(x.shape), cache  # xhat (None) is recomputed from x when read
 
 
 def groupnorm_backward(dout: np.ndarray, cache: GroupNormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -65,6 +101,16 @@ def groupnorm_backward(dout: np.ndarray, cache: GroupNormCache) -> tuple[np.ndar
     Returns (dx, dgamma, dbeta): dx like x, dgamma and dbeta of shape (C,).
     """
     dout = check_same_shape("dout", dout, cache.input_shape)
+    if cache.compiled is not None and dout.dtype == cache.x.dtype:
+        from normlab.kernels.normalize_numba import normalize_rows_backward
+
+        grouped = _grouped_shape(cache.input_shape, cache.gamma.shape[1])
+        gamma2 = cache.gamma.reshape(grouped[1], -1)  # (G, C // G)
+        dx, dgamma, dbeta = normalize_rows_backward(
+            _rows_view(dout, grouped), _rows_view(cache.x, grouped), cache.compiled, gamma2,
+            _spatial_size(cache.input_shape),
+        )
+        return dx.reshape(dout.shape), dgamma.reshape(-1).astype(dout.dtype), dbeta.reshape(-1).astype(dout.dtype)
     xhat = cache.xhat
     stat_axes = tuple(range(2, xhat.ndim))
     param_axes = (0, *range(3, xhat.ndim))
@@ -75,7 +121,7 @@ def groupnorm_backward(dout: np.ndarray, cache: GroupNormCache) -> tuple[np.ndar
 
 
 def instancenorm_forward(
-    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, *, eps: float = 1e-5
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, *, eps: float = 1e-5, backend: str = "auto"
 ) -> tuple[np.ndarray, GroupNormCache]:
     """Instance normalization: each channel of each sample normalized over its spatial positions. The
     same as `groupnorm_forward` with num_groups = C. x: (N, C, *S) with at least one spatial axis."""
@@ -86,7 +132,7 @@ def instancenorm_forward(
         )
     if np.prod(x.shape[2:]) <= 1:
         raise ValueError(f"Expected more than 1 spatial element per channel for instance norm, got input size {x.shape}")
-    return groupnorm_forward(x, gamma, beta, x.shape[1], eps=eps)
+    return groupnorm_forward(x, gamma, beta, x.shape[1], eps=eps, backend=backend)
 
 
 def instancenorm_backward(dout: np.ndarray, cache: GroupNormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

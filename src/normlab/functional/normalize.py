@@ -22,15 +22,24 @@ constant over the group (batch norm) passes g = dout and scale = gamma * rstd an
 Both passes also come in two halves, for a group spread over several processes (SyncBatchNorm): forward,
 `moments` then `normalize_with_stats` with statistics merged over the processes; backward, `backward_sums`
 then `normalize_backward_from_sums` with the sums added up over the processes.
+
+Compiled twin: `normlab.kernels.normalize_numba` computes the same forward (fused with the affine) and
+backward in one pass for the statistics and one elementwise pass, accumulating in float64; the layers
+choose it through `compiled_twin` (numba installed, or `backend=` / NORMLAB_BACKEND). Tests hold the two
+equal to 1e-6 (float32) and 1e-12 (float64).
 """
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import NamedTuple
 
 import numpy as np
 
+from normlab.kernels.backend import compiled_kernels
+
 Axes = tuple[int, ...]
+COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 class Normalized(NamedTuple):
@@ -225,3 +234,13 @@ def sum_of_products(a: np.ndarray, b: np.ndarray, axes: Axes) -> np.ndarray:
 
 def _sum_of_squares(a: np.ndarray, axes: Axes) -> np.ndarray:
     return sum_of_products(a, a, axes)
+
+
+def compiled_twin(backend: str, x: np.ndarray) -> ModuleType | None:
+    """The compiled kernels module when `backend` ("auto", "numpy" or "numba"; see
+    `normlab.kernels.backend`) resolves to numba and x is float32 or float64; None means: run NumPy.
+
+    An unknown backend raises whatever the dtype, so a typo never goes unnoticed.
+    """
+    kernels = compiled_kernels(backend)
+    return kernels if x.dtype in COMPILED_DTYPES else None

@@ -1,0 +1,87 @@
+"""Timing on a shared, noisy machine: medians of repetitions, contenders interleaved so that a burst of
+load from elsewhere falls on all of them alike, and the copy bandwidth that bounds memory-bound kernels."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+# A pass is (forward, backward): forward() returns what backward(state) needs; both are timed.
+Pass = tuple[Callable[[], object], Callable[[object], object]]
+
+
+@dataclass(frozen=True)
+class PassTimes:
+    """Median seconds of a forward and of the backward that follows it."""
+
+    forward: float
+    backward: float
+
+    @property
+    def total(self) -> float:
+        return self.forward + self.backward
+
+
+def time_passes(contenders: Mapping[str, Pass], repeats: int, warmup: int = 1) -> dict[str, PassTimes]:
+    """Median forward and backward time of every contender, the contenders taking turns repetition by
+    repetition. Each repetition runs a fresh forward, then the backward on its result, as in training
+    (so outputs are allocated anew each time, as they would be)."""
+    samples = {name: ([], []) for name in contenders}
+    for rep in range(warmup + repeats):
+        for name, (forward, backward) in contenders.items():
+            t0 = time.perf_counter()
+            state = forward()
+            t1 = time.perf_counter()
+            backward(state)
+            t2 = time.perf_counter()
+            del state
+            if rep >= warmup:
+                samples[name][0].append(t1 - t0)
+                samples[name][1].append(t2 - t1)
+    return {name: PassTimes(statistics.median(f), statistics.median(b)) for name, (f, b) in samples.items()}
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    """Median wall time of fn() over `repeats` calls after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+@dataclass(frozen=True)
+class Bandwidth:
+    """Copy bandwidth in GB/s (1e9 bytes, counting the read and the write)."""
+
+    numpy_one_thread: float  # np.copyto
+    parallel: float | None  # numba's parallel copy on the kernels' threads, when numba imports
+    threads: int
+
+    @property
+    def limit(self) -> float:
+        """The best copy this machine did: the bound a memory-bound kernel is measured against."""
+        return max(self.numpy_one_thread, self.parallel or 0.0)
+
+
+def copy_bandwidth(nbytes: int, repeats: int, threads: int) -> Bandwidth:
+    """Copy a `nbytes` float32 array into another (both touched first, so no page faults are timed).
+    Choose nbytes well above the last-level cache, or the figure is the cache's."""
+    src = np.ones(nbytes // 4, dtype=np.float32)
+    dst = np.zeros_like(src)
+    numpy_seconds = median_seconds(lambda: np.copyto(dst, src), repeats)
+    parallel = None
+    try:
+        from normlab.kernels.copy_numba import parallel_copy
+    except ImportError:  # numba missing: the kernels run NumPy, and so does the yardstick
+        pass
+    else:
+        parallel = 2 * src.nbytes / median_seconds(lambda: parallel_copy(dst, src), repeats) / 1e9
+    return Bandwidth(2 * src.nbytes / numpy_seconds / 1e9, parallel, threads)

@@ -1,0 +1,14 @@
+"""Optional compiled (numba) kernels for the hot normalization paths, with the same contracts as the
+NumPy core in `normlab.functional.normalize`.
+
+- `backend`: which implementation runs (argument, NORMLAB_BACKEND, or auto-detection of numba).
+- `normalize_numba`: the compiled twin of the core for batch norm's channels layout and the per-row
+  layout of layer, group and instance norm (imported only when the numba backend is chosen).
+- `copy_numba`: a parallel copy on the kernels' threads, the yardstick of `normlab bench`.
+
+The functional layers dispatch here; nothing here imports `normlab.functional`.
+"""
+
+from normlab.kernels.backend import BACKENDS, ENV_VAR, compiled_kernels, numba_available, resolve_backend
+
+__all__ = ["BACKENDS", "ENV_VAR", "compiled_kernels", "numba_available", "resolve_backend"]

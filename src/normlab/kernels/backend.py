@@ -1,0 +1,63 @@
+"""Which implementation of the normalization core runs: NumPy, or the compiled numba twin.
+
+The choice, strongest first:
+
+1. the `backend=` argument of a forward function, when it is "numpy" or "numba";
+2. the environment variable NORMLAB_BACKEND ("auto", "numpy" or "numba"), read on every call;
+3. "auto": numba when it imports (`pip install normlab[fast]`), NumPy otherwise.
+
+Asking for "numba" where numba does not import is an error, never a silent fallback. Nothing imports
+numba until a forward pass needs the choice, so `import normlab` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from types import ModuleType
+
+BACKENDS = ("auto", "numpy", "numba")
+ENV_VAR = "NORMLAB_BACKEND"
+
+
+@cache
+def numba_available() -> bool:
+    """True when numba imports (the first call imports it: about half a second)."""
+    try:
+        import numba  # noqa: F401
+    except Exception:  # noqa: BLE001 - not installed, or broken against this NumPy: not usable
+        return False
+    return True
+
+
+def resolve_backend(backend: str = "auto") -> str:
+    """The backend that runs: "numpy" or "numba".
+
+    Inputs:
+    - backend: "auto", "numpy" or "numba". "auto" defers to NORMLAB_BACKEND, then to whether numba
+      imports.
+
+    Raises ValueError for an unknown name (naming where it came from) and ImportError when "numba" is
+    asked for and does not import.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        backend = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
+        if backend not in BACKENDS:
+            raise ValueError(f"environment variable {ENV_VAR} must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        return "numba" if numba_available() else "numpy"
+    if backend == "numba" and not numba_available():
+        raise ImportError("backend 'numba' needs numba, which does not import; install it: pip install 'normlab[fast]'")
+    return backend
+
+
+def compiled_kernels(backend: str = "auto") -> ModuleType | None:
+    """The compiled kernels module (`normlab.kernels.normalize_numba`) when `backend` resolves to numba,
+    else None."""
+    if resolve_backend(backend) != "numba":
+        return None
+    from normlab.kernels import normalize_numba
+
+    return normalize_numba

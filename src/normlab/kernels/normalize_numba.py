@@ -1,0 +1,593 @@
+"""The compiled (numba) twin of the normalization core, `normlab.functional.normalize`.
+
+Same contract as `normalize` + `scale_shift` forward and `normalize_scale_shift_backward` backward, fused
+and compiled for the two layouts every normalization in normlab reduces to:
+
+- channels: x viewed as (N, C, S), one group per channel c over all n and s. Batch norm: S = H * W for
+  (N, C, H, W), S = 1 for (N, D). gamma and beta are per channel, constant over the group.
+- rows: x viewed as (R, K), one group per row. Layer norm: R = N, K = the features. Group norm: R = N * G,
+  K = (C / G) * S. A row is made of K / channel_size channels of channel_size contiguous elements; row r
+  uses gamma2[r % G] (shape (G, K / channel_size)), one value per channel.
+
+Forward, for a group of M elements with pivot p (its first element, as `normalize` pivots):
+
+    shift = mean(x - p)                          so mean = p + shift, exact for data far from zero
+    var   = mean((x - p - shift)^2)
+    rstd  = 1 / sqrt(var + eps)
+    xhat  = ((x - p) - shift) * rstd
+    out   = gamma * xhat + beta
+
+The statistics take one pass over memory: every chunk (at most CHUNK elements, or a block of rows) gives
+its count, mean and M2 from float64 sums of x minus the chunk's own first element, and the chunks merge
+with Chan's formula. Nothing forms E[x^2] - E[x]^2 over the group, so a mean far from zero costs nothing;
+within a chunk the shifted sums lose at most a factor of the chunk size in rounding, and only when its
+first element is that far out.
+
+Backward, with g = dout * gamma:
+
+    dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
+
+as one reduction pass (sums of dout and of dout * xhat per group, and per parameter for dgamma and dbeta)
+and one elementwise pass. xhat is never stored: it is recomputed from x, so a float32 batch norm forward
+moves 12 bytes per element (read x twice, write out) and the backward 20 (read x and dout twice, write
+dx). For rows (a group fits in cache) it is 8 and 12. The price: x must not change between the forward
+and the backward.
+
+Sums run in float64 whatever the input dtype; outputs are in the input's dtype. The work is parallel over
+planes (n, c), rows or blocks of rows; the reductions of a block are written to partial arrays and
+merged after, so the result does not depend on the thread count. Each call runs two parallel regions
+(rows: one), the fewest that one statistics pass and one elementwise pass allow.
+
+Threads: unless NUMBA_THREADING_LAYER says otherwise, this module asks numba for its own "workqueue"
+layer. On a machine whose cores are shared with other processes, OpenMP's barrier waits a scheduler
+tick for a descheduled thread at every region (median 8 ms for a 1.4 ms kernel, measured on 2 shared
+cores); the workqueue does not. The choice is numba's, process-wide, and only takes effect if nothing
+has run a parallel numba function yet.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from normlab.kernels.statistics import GroupStatistics
+
+CHUNK = 4096  # elements per shifted-sum chunk: bounds the rounding of the one-pass sums
+BLOCK_ROWS = 64  # fewest rows per block of the (N, D) column reductions: each block pivots anew
+TILE = 512  # columns per tile of the (N, D) column reductions: two float64 accumulators fit in L1
+ROWS_AT_ONCE = 4  # (N, D) rows per pass over the per-column vectors: their loads are shared
+MAX_BLOCKS = 64  # row blocks whose partial sums are merged after the parallel loop
+MAX_PARTIALS = 1 << 22  # float64 values per partial-sum array (32 MiB), whatever the shape
+
+# Reductions may be reassociated so LLVM vectorizes them; elementwise kernels stay strict IEEE, which
+# keeps ((x - p) - shift) from being rewritten as x - (p + shift). The reductions that form it too are
+# held to the NumPy core by the tests on data whose mean is 1e6 standard deviations from zero.
+REDUCE = {"reassoc", "contract"}
+JIT = {"cache": True}
+PARALLEL = {"cache": True, "parallel": True}
+
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Statistics
+
+
+@njit(fastmath=REDUCE, **JIT)
+def _shifted_sums(seg):
+    """(p, sum(x - p), sum((x - p)^2)) of a 1-D segment in float64, p its first element."""
+    p = np.float64(seg[0])
+    s = 0.0
+    q = 0.0
+    for i in range(seg.shape[0]):
+        d = np.float64(seg[i]) - p
+        s += d
+        q += d * d
+    return p, s, q
+
+
+@njit(**JIT)
+def _merge(n_a, shift_a, m2_a, n_b, shift_b, m2_b):
+    """(count, mean, M2) of the union of two sets (Chan, Golub & LeVeque); means relative to one origin."""
+    n = n_a + n_b
+    delta = shift_b - shift_a
+    return n, shift_a + delta * (n_b / n), m2_a + m2_b + delta * delta * (n_a * (n_b / n))
+
+
+@njit(**JIT)
+def _segment_moments(seg, origin):
+    """(count, mean - origin, M2) of a 1-D segment in one pass over memory, CHUNK elements at a time."""
+    n, shift, m2 = 0.0, 0.0, 0.0
+    for lo in range(0, seg.shape[0], CHUNK):
+        chunk = seg[lo : lo + CHUNK]
+        k = chunk.shape[0]
+        p, s, q = _shifted_sums(chunk)
+        chunk_shift = s / k
+        n, shift, m2 = _merge(n, shift, m2, k, (p - origin) + chunk_shift, q - s * chunk_shift)
+    return n, shift, m2
+
+
+@njit(**PARALLEL)
+def _plane_moments(x3):
+    """Per plane (n, c) of x3 (N, C, S): mean - pivot_c and M2, with pivot_c = x3[0, c, 0]."""
+    n_, c_, _ = x3.shape
+    shift = np.empty((n_, c_))
+    m2 = np.empty((n_, c_))
+    for t in prange(n_ * c_):
+        n, c = t // c_, t % c_
+        _, plane_shift, plane_m2 = _segment_moments(x3[n, c], np.float64(x3[0, c, 0]))
+        shift[n, c], m2[n, c] = plane_shift, plane_m2
+    return shift, m2
+
+
+@njit(**JIT)
+def _tiles(columns):
+    return (columns + TILE - 1) // TILE
+
+
+@njit(**JIT)
+def _block_and_tile(t, tiles, bounds, columns):
+    """Task t of the (row block, column tile) grid: (block, first row, end row, first column, end column)."""
+    b, j = t // tiles, t % tiles
+    return b, bounds[b], bounds[b + 1], j * TILE, min((j + 1) * TILE, columns)
+
+
+@njit(**PARALLEL)
+def _column_block_moments(x2, bounds, shift, m2):
+    """Per block of rows of x2 (N, D) and per column d: mean - x2[0, d] and M2, into shift and m2
+    (blocks, D), which start at zero.
+
+    Rows are streamed with one accumulator per column (lanes never meet, so no reassociation is needed
+    to vectorize), ROWS_AT_ONCE rows per update of the accumulators; a block's shifted sums use its own
+    first row as the pivot.
+    """
+    tiles = _tiles(x2.shape[1])
+    for t in prange((bounds.shape[0] - 1) * tiles):
+        b, lo, hi, d0, d1 = _block_and_tile(t, tiles, bounds, x2.shape[1])
+        s, q = shift[b, d0:d1], m2[b, d0:d1]  # accumulate in place
+        pivot, origin = x2[lo, d0:d1], x2[0, d0:d1]
+        r = lo
+        while r + ROWS_AT_ONCE <= hi:
+            xa, xb, xc, xd = x2[r, d0:d1], x2[r + 1, d0:d1], x2[r + 2, d0:d1], x2[r + 3, d0:d1]
+            for i in range(s.shape[0]):
+                p = np.float64(pivot[i])
+                da, db = np.float64(xa[i]) - p, np.float64(xb[i]) - p
+                dc, dd = np.float64(xc[i]) - p, np.float64(xd[i]) - p
+                s[i] += (da + db) + (dc + dd)
+                q[i] += (da * da + db * db) + (dc * dc + dd * dd)
+            r += ROWS_AT_ONCE
+        for rest in range(r, hi):
+            row = x2[rest, d0:d1]
+            for i in range(s.shape[0]):
+                d = np.float64(row[i]) - np.float64(pivot[i])
+                s[i] += d
+                q[i] += d * d
+        k = hi - lo
+        for i in range(s.shape[0]):
+            block_shift = s[i] / k
+            q[i] -= s[i] * block_shift
+            s[i] = (np.float64(pivot[i]) - np.float64(origin[i])) + block_shift
+
+
+@njit(**JIT)
+def _merge_blocks(counts, shift, m2):
+    """Merge per-block (count, shift, M2) into one mean - origin and variance per column. Serial, and
+    vectorized across columns: a parallel region costs more than this."""
+    blocks, c_ = shift.shape
+    n = np.zeros(c_)
+    group_shift = np.zeros(c_)
+    group_m2 = np.zeros(c_)
+    for b in range(blocks):
+        for c in range(c_):
+            merged = _merge(n[c], group_shift[c], group_m2[c], counts[b], shift[b, c], m2[b, c])
+            n[c], group_shift[c], group_m2[c] = merged
+    return group_shift, group_m2 / n
+
+
+# ---------------------------------------------------------------------------------------------------
+# Elementwise: out = gamma * xhat + beta and dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
+
+
+@njit(**JIT)
+def _normalize_segment(x, p, shift, rstd, gamma, beta, out):
+    """out = gamma * xhat + beta over a segment of one group and one gamma."""
+    for i in range(x.shape[0]):
+        xhat = ((np.float64(x[i]) - p) - shift) * rstd
+        out[i] = gamma * xhat + beta
+
+
+@njit(**JIT)
+def _normalize_row_elementwise(x, p, shift, rstd, gamma, beta, out):
+    """out = gamma * xhat + beta over one group (a row) with one gamma per element."""
+    for i in range(x.shape[0]):
+        xhat = ((np.float64(x[i]) - p) - shift) * rstd
+        out[i] = gamma[i] * xhat + beta[i]
+
+
+@njit(**JIT)
+def _normalize_rows_of_columns(x2, r, rows, p, shift, rstd, gamma, beta, out2):
+    """out = gamma * xhat + beta over `rows` (1 or ROWS_AT_ONCE) rows of an (N, D) batch from row r:
+    one group and gamma per column, whose statistics are loaded once for all the rows."""
+    if rows == 1:
+        x, out = x2[r], out2[r]
+        for i in range(x.shape[0]):
+            xhat = ((np.float64(x[i]) - np.float64(p[i])) - shift[i]) * rstd[i]
+            out[i] = gamma[i] * xhat + beta[i]
+        return
+    xa, xb, xc, xd = x2[r], x2[r + 1], x2[r + 2], x2[r + 3]
+    oa, ob, oc, od = out2[r], out2[r + 1], out2[r + 2], out2[r + 3]
+    for i in range(xa.shape[0]):
+        pi, sh, rs, g, b = np.float64(p[i]), shift[i], rstd[i], gamma[i], beta[i]
+        oa[i] = g * (((np.float64(xa[i]) - pi) - sh) * rs) + b
+        ob[i] = g * (((np.float64(xb[i]) - pi) - sh) * rs) + b
+        oc[i] = g * (((np.float64(xc[i]) - pi) - sh) * rs) + b
+        od[i] = g * (((np.float64(xd[i]) - pi) - sh) * rs) + b
+
+
+@njit(**JIT)
+def _input_grad_segment(dout, x, p, shift, rstd, gamma, mean_g, mean_gxhat, dx):
+    """dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = gamma * dout, over a segment of one gamma."""
+    for i in range(x.shape[0]):
+        xhat = ((np.float64(x[i]) - p) - shift) * rstd
+        dx[i] = rstd * (gamma * np.float64(dout[i]) - mean_g - xhat * mean_gxhat)
+
+
+@njit(**JIT)
+def _input_grad_row_elementwise(dout, x, p, shift, rstd, gamma, mean_g, mean_gxhat, dx):
+    """dx over one group (a row) with one gamma per element."""
+    for i in range(x.shape[0]):
+        xhat = ((np.float64(x[i]) - p) - shift) * rstd
+        dx[i] = rstd * (gamma[i] * np.float64(dout[i]) - mean_g - xhat * mean_gxhat)
+
+
+@njit(**JIT)
+def _input_grad_rows_of_columns(dout2, x2, r, rows, p, shift, rstd, gamma, mean_g, mean_gxhat, dx2):
+    """dx over `rows` (1 or ROWS_AT_ONCE) rows of an (N, D) batch from row r: one group per column, its
+    values (vectors of per-column values) loaded once for all the rows."""
+    if rows == 1:
+        x, dout, dx = x2[r], dout2[r], dx2[r]
+        for i in range(x.shape[0]):
+            xhat = ((np.float64(x[i]) - np.float64(p[i])) - shift[i]) * rstd[i]
+            dx[i] = rstd[i] * (gamma[i] * np.float64(dout[i]) - mean_g[i] - xhat * mean_gxhat[i])
+        return
+    xa, xb, xc, xd = x2[r], x2[r + 1], x2[r + 2], x2[r + 3]
+    ga, gb, gc, gd = dout2[r], dout2[r + 1], dout2[r + 2], dout2[r + 3]
+    da, db, dc, dd = dx2[r], dx2[r + 1], dx2[r + 2], dx2[r + 3]
+    for i in range(xa.shape[0]):
+        pi, sh, rs, g, m1, m2 = np.float64(p[i]), shift[i], rstd[i], gamma[i], mean_g[i], mean_gxhat[i]
+        da[i] = rs * (g * np.float64(ga[i]) - m1 - ((np.float64(xa[i]) - pi) - sh) * rs * m2)
+        db[i] = rs * (g * np.float64(gb[i]) - m1 - ((np.float64(xb[i]) - pi) - sh) * rs * m2)
+        dc[i] = rs * (g * np.float64(gc[i]) - m1 - ((np.float64(xc[i]) - pi) - sh) * rs * m2)
+        dd[i] = rs * (g * np.float64(gd[i]) - m1 - ((np.float64(xd[i]) - pi) - sh) * rs * m2)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reductions of the backward: sum(dout) and sum(dout * xhat) / rstd
+
+
+@njit(fastmath=REDUCE, **JIT)
+def _grad_sums(dout, x, p, shift):
+    """(sum(dout), sum(dout * (x - p - shift))) over a segment, in float64."""
+    a = 0.0
+    b = 0.0
+    for i in range(x.shape[0]):
+        g = np.float64(dout[i])
+        a += g
+        b += g * ((np.float64(x[i]) - p) - shift)
+    return a, b
+
+
+@njit(**PARALLEL)
+def _plane_grad_sums(dout3, x3, pivot, shift):
+    """Per plane (n, c): sum(dout) and sum(dout * (x - mean_c))."""
+    n_, c_, _ = x3.shape
+    dout_sum = np.empty((n_, c_))
+    centered_sum = np.empty((n_, c_))
+    for t in prange(n_ * c_):
+        n, c = t // c_, t % c_
+        a, b = _grad_sums(dout3[n, c], x3[n, c], np.float64(pivot[c]), shift[c])
+        dout_sum[n, c], centered_sum[n, c] = a, b
+    return dout_sum, centered_sum
+
+
+@njit(**PARALLEL)
+def _column_block_grad_sums(dout2, x2, pivot, shift, bounds, dout_sum, centered_sum):
+    """Per block of rows and per column d: sum(dout) and sum(dout * (x - mean_d)), into dout_sum and
+    centered_sum (blocks, D), which start at zero; ROWS_AT_ONCE rows per update."""
+    tiles = _tiles(x2.shape[1])
+    for t in prange((bounds.shape[0] - 1) * tiles):
+        b, lo, hi, d0, d1 = _block_and_tile(t, tiles, bounds, x2.shape[1])
+        a, s = dout_sum[b, d0:d1], centered_sum[b, d0:d1]
+        p, sh = pivot[d0:d1], shift[d0:d1]
+        r = lo
+        while r + ROWS_AT_ONCE <= hi:
+            ga, gb, gc, gd = dout2[r, d0:d1], dout2[r + 1, d0:d1], dout2[r + 2, d0:d1], dout2[r + 3, d0:d1]
+            xa, xb, xc, xd = x2[r, d0:d1], x2[r + 1, d0:d1], x2[r + 2, d0:d1], x2[r + 3, d0:d1]
+            for i in range(a.shape[0]):
+                pi, shi = np.float64(p[i]), sh[i]
+                g0, g1, g2, g3 = np.float64(ga[i]), np.float64(gb[i]), np.float64(gc[i]), np.float64(gd[i])
+                a[i] += (g0 + g1) + (g2 + g3)
+                s[i] += (g0 * ((np.float64(xa[i]) - pi) - shi) + g1 * ((np.float64(xb[i]) - pi) - shi)) + (
+                    g2 * ((np.float64(xc[i]) - pi) - shi) + g3 * ((np.float64(xd[i]) - pi) - shi))
+            r += ROWS_AT_ONCE
+        for rest in range(r, hi):
+            g_row, x_row = dout2[rest, d0:d1], x2[rest, d0:d1]
+            for i in range(a.shape[0]):
+                g = np.float64(g_row[i])
+                a[i] += g
+                s[i] += g * ((np.float64(x_row[i]) - np.float64(p[i])) - sh[i])
+
+
+@njit(fastmath=REDUCE, **JIT)
+def _row_grad_sums_elementwise(dout, x, p, shift, rstd, gamma, dgamma, dbeta):
+    """One row with one gamma per element: returns (sum(g), sum(g * xhat)), g = gamma * dout, and adds
+    dout * xhat and dout to the row's block partials dgamma and dbeta."""
+    sum_g = 0.0
+    sum_gxhat = 0.0
+    for i in range(x.shape[0]):
+        d = np.float64(dout[i])
+        xhat = ((np.float64(x[i]) - p) - shift) * rstd
+        dgamma[i] += d * xhat
+        dbeta[i] += d
+        sum_g += gamma[i] * d
+        sum_gxhat += gamma[i] * d * xhat
+    return sum_g, sum_gxhat
+
+
+# ---------------------------------------------------------------------------------------------------
+# Parallel kernels
+
+
+@njit(**PARALLEL)
+def _normalize_planes(x3, pivot, shift, rstd, gamma, beta, out3):
+    n_, c_, _ = x3.shape
+    for t in prange(n_ * c_):
+        n, c = t // c_, t % c_
+        _normalize_segment(x3[n, c], np.float64(pivot[c]), shift[c], rstd[c], gamma[c], beta[c], out3[n, c])
+
+
+@njit(**PARALLEL)
+def _normalize_columns(x2, pivot, shift, rstd, gamma, beta, out2):
+    n_ = x2.shape[0]
+    steps = (n_ + ROWS_AT_ONCE - 1) // ROWS_AT_ONCE
+    for step in prange(steps):
+        r = step * ROWS_AT_ONCE
+        if r + ROWS_AT_ONCE <= n_:
+            _normalize_rows_of_columns(x2, r, ROWS_AT_ONCE, pivot, shift, rstd, gamma, beta, out2)
+        else:
+            for rest in range(r, n_):
+                _normalize_rows_of_columns(x2, rest, 1, pivot, shift, rstd, gamma, beta, out2)
+
+
+@njit(**PARALLEL)
+def _input_grad_planes(dout3, x3, pivot, shift, rstd, gamma, dout_sum, centered_sum, dx3):
+    n_, c_, s_ = x3.shape
+    m = n_ * s_
+    for t in prange(n_ * c_):
+        n, c = t // c_, t % c_
+        mean_g = gamma[c] * dout_sum[c] / m
+        mean_gxhat = gamma[c] * centered_sum[c] * rstd[c] / m
+        _input_grad_segment(
+            dout3[n, c], x3[n, c], np.float64(pivot[c]), shift[c], rstd[c], gamma[c], mean_g, mean_gxhat, dx3[n, c]
+        )
+
+
+@njit(**PARALLEL)
+def _input_grad_columns(dout2, x2, pivot, shift, rstd, gamma, mean_g, mean_gxhat, dx2):
+    n_ = x2.shape[0]
+    steps = (n_ + ROWS_AT_ONCE - 1) // ROWS_AT_ONCE
+    for step in prange(steps):
+        r = step * ROWS_AT_ONCE
+        if r + ROWS_AT_ONCE <= n_:
+            _input_grad_rows_of_columns(dout2, x2, r, ROWS_AT_ONCE, pivot, shift, rstd, gamma, mean_g, mean_gxhat, dx2)
+        else:
+            for rest in range(r, n_):
+                _input_grad_rows_of_columns(dout2, x2, rest, 1, pivot, shift, rstd, gamma, mean_g, mean_gxhat, dx2)
+
+
+@njit(**JIT)
+def _normalize_row(x, p, shift, rstd, gamma, beta, channel_size, out):
+    """out = gamma * xhat + beta over one row; gamma and beta have one value per channel of the row."""
+    if channel_size == 1:
+        _normalize_row_elementwise(x, p, shift, rstd, gamma, beta, out)
+        return
+    for j in range(gamma.shape[0]):
+        lo, hi = j * channel_size, (j + 1) * channel_size
+        _normalize_segment(x[lo:hi], p, shift, rstd, gamma[j], beta[j], out[lo:hi])
+
+
+@njit(**PARALLEL)
+def _normalize_rows(x2, gamma2, beta2, channel_size, eps, out2):
+    """Statistics of every row and out = gamma * xhat + beta, the row read from memory once."""
+    r_ = x2.shape[0]
+    groups = gamma2.shape[0]
+    pivot = np.empty(r_, x2.dtype)
+    shift = np.empty(r_)
+    var = np.empty(r_)
+    rstd = np.empty(r_)
+    for r in prange(r_):
+        row = x2[r]
+        pivot[r] = row[0]
+        n, row_shift, m2 = _segment_moments(row, np.float64(row[0]))
+        shift[r], var[r] = row_shift, m2 / n
+        rstd[r] = 1.0 / np.sqrt(var[r] + eps)
+        g = r % groups
+        _normalize_row(row, np.float64(row[0]), shift[r], rstd[r], gamma2[g], beta2[g], channel_size, out2[r])
+    return pivot, shift, var, rstd
+
+
+@njit(**PARALLEL)
+def _apply_rows(x2, pivot, shift, rstd, gamma2, beta2, channel_size, out2):
+    """out = gamma * xhat + beta with known statistics (recomputes xhat for a cache)."""
+    groups = gamma2.shape[0]
+    for r in prange(x2.shape[0]):
+        g = r % groups
+        _normalize_row(x2[r], np.float64(pivot[r]), shift[r], rstd[r], gamma2[g], beta2[g], channel_size, out2[r])
+
+
+@njit(**PARALLEL)
+def _input_grad_rows(dout2, x2, pivot, shift, rstd, gamma2, channel_size, bounds, dx2, dgamma, dbeta):
+    """dx of every row, and per block of rows the partial sums of dout * xhat and dout per parameter
+    (dgamma and dbeta: (blocks, G, K / channel_size)). Each row is read from memory once; its second
+    pass runs from cache."""
+    groups = gamma2.shape[0]
+    k = x2.shape[1]
+    for b in prange(bounds.shape[0] - 1):
+        for r in range(bounds[b], bounds[b + 1]):
+            g = r % groups
+            x, dout, gamma, dx = x2[r], dout2[r], gamma2[g], dx2[r]
+            p, sh, rs = np.float64(pivot[r]), shift[r], rstd[r]
+            if channel_size == 1:
+                sum_g, sum_gxhat = _row_grad_sums_elementwise(dout, x, p, sh, rs, gamma, dgamma[b, g], dbeta[b, g])
+                _input_grad_row_elementwise(dout, x, p, sh, rs, gamma, sum_g / k, sum_gxhat / k, dx)
+                continue
+            sum_g, sum_gxhat = 0.0, 0.0
+            for j in range(gamma.shape[0]):
+                lo, hi = j * channel_size, (j + 1) * channel_size
+                dout_sum, centered_sum = _grad_sums(dout[lo:hi], x[lo:hi], p, sh)
+                dgamma[b, g, j] += centered_sum * rs
+                dbeta[b, g, j] += dout_sum
+                sum_g += gamma[j] * dout_sum
+                sum_gxhat += gamma[j] * centered_sum * rs
+            for j in range(gamma.shape[0]):
+                lo, hi = j * channel_size, (j + 1) * channel_size
+                _input_grad_segment(dout[lo:hi], x[lo:hi], p, sh, rs, gamma[j], sum_g / k, sum_gxhat / k, dx[lo:hi])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Python entry points
+
+
+def _row_blocks(rows: int, values_per_row: int, min_rows: int = 1) -> np.ndarray:
+    """Bounds of the row blocks whose partial sums are merged after a parallel loop: at most MAX_BLOCKS,
+    at least `min_rows` rows each where there are enough, and never more than MAX_PARTIALS partials."""
+    blocks = min(MAX_BLOCKS, max(1, rows // min_rows), max(1, MAX_PARTIALS // max(values_per_row, 1)))
+    return np.linspace(0, rows, blocks + 1).astype(np.int64)  # (blocks + 1,)
+
+
+def _finish(var: np.ndarray, eps: float) -> np.ndarray:
+    return 1.0 / np.sqrt(var + eps)  # rstd, float64
+
+
+def _contiguous(*arrays: np.ndarray) -> list[np.ndarray]:
+    return [np.ascontiguousarray(a) for a in arrays]
+
+
+def _params(*arrays: np.ndarray) -> list[np.ndarray]:
+    """gamma and beta as the kernels take them: contiguous float64 (a copy of C or G * C values)."""
+    return [np.ascontiguousarray(a, dtype=np.float64) for a in arrays]
+
+
+def normalize_channels(
+    x3: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float
+) -> tuple[np.ndarray, GroupStatistics]:
+    """Batch norm forward in training: statistics per channel over N and S, then the affine.
+
+    Inputs:
+    - x3: (N, C, S) float32 or float64.
+    - gamma, beta: (C,).
+    - eps: added to the variance.
+
+    Returns (out3 (N, C, S) in x3's dtype, GroupStatistics with one group per channel).
+    """
+    (x3,), (gamma, beta) = _contiguous(x3), _params(gamma, beta)
+    n, c, s = x3.shape
+    out3 = np.empty_like(x3)
+    if s == 1:
+        x2, out2 = x3.reshape(n, c), out3.reshape(n, c)
+        bounds = _row_blocks(n, c, BLOCK_ROWS)
+        shift, m2 = np.zeros((len(bounds) - 1, c)), np.zeros((len(bounds) - 1, c))  # per block of rows
+        _column_block_moments(x2, bounds, shift, m2)
+        shift, var = _merge_blocks(np.diff(bounds).astype(np.float64), shift, m2)
+        stats = GroupStatistics(x2[0].copy(), shift, var, _finish(var, eps))
+        _normalize_columns(x2, stats.pivot, shift, stats.rstd, gamma, beta, out2)
+    else:
+        shift, m2 = _plane_moments(x3)
+        shift, var = _merge_blocks(np.full(n, float(s)), shift, m2)
+        stats = GroupStatistics(x3[0, :, 0].copy(), shift, var, _finish(var, eps))
+        _normalize_planes(x3, stats.pivot, shift, stats.rstd, gamma, beta, out3)
+    return out3, stats
+
+
+def normalized_channels(x3: np.ndarray, stats: GroupStatistics) -> np.ndarray:
+    """xhat (N, C, S) recomputed from x3 and the forward's statistics, exactly as the forward formed it."""
+    (x3,) = _contiguous(x3)
+    ones, zeros = np.ones(x3.shape[1]), np.zeros(x3.shape[1])
+    xhat = np.empty_like(x3)
+    n, c, s = x3.shape
+    if s == 1:
+        _normalize_columns(x3.reshape(n, c), stats.pivot, stats.shift, stats.rstd, ones, zeros, xhat.reshape(n, c))
+    else:
+        _normalize_planes(x3, stats.pivot, stats.shift, stats.rstd, ones, zeros, xhat)
+    return xhat
+
+
+def normalize_channels_backward(
+    dout3: np.ndarray, x3: np.ndarray, stats: GroupStatistics, gamma: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Batch norm backward in training. dout3 and x3: (N, C, S) of one dtype; gamma: (C,).
+    Returns (dx3 in x3's dtype, dgamma (C,), dbeta (C,) in float64)."""
+    (dout3, x3), (gamma,) = _contiguous(dout3, x3), _params(gamma)
+    n, c, s = x3.shape
+    dx3 = np.empty_like(x3)
+    if s == 1:
+        x2, dout2, dx2 = x3.reshape(n, c), dout3.reshape(n, c), dx3.reshape(n, c)
+        bounds = _row_blocks(n, c, BLOCK_ROWS)
+        dout_sum, centered_sum = np.zeros((len(bounds) - 1, c)), np.zeros((len(bounds) - 1, c))  # per block
+        _column_block_grad_sums(dout2, x2, stats.pivot, stats.shift, bounds, dout_sum, centered_sum)
+        dout_sum, centered_sum = dout_sum.sum(axis=0), centered_sum.sum(axis=0)
+        mean_g, mean_gxhat = gamma * dout_sum / n, gamma * centered_sum * stats.rstd / n  # (C,) each
+        _input_grad_columns(dout2, x2, stats.pivot, stats.shift, stats.rstd, gamma, mean_g, mean_gxhat, dx2)
+    else:
+        dout_sum, centered_sum = _plane_grad_sums(dout3, x3, stats.pivot, stats.shift)
+        dout_sum, centered_sum = dout_sum.sum(axis=0), centered_sum.sum(axis=0)
+        _input_grad_planes(dout3, x3, stats.pivot, stats.shift, stats.rstd, gamma, dout_sum, centered_sum, dx3)
+    return dx3, centered_sum * stats.rstd, dout_sum  # dgamma = sum(dout * xhat), dbeta = sum(dout)
+
+
+def normalize_rows(
+    x2: np.ndarray, gamma2: np.ndarray, beta2: np.ndarray, channel_size: int, eps: float
+) -> tuple[np.ndarray, GroupStatistics]:
+    """Layer / group / instance norm forward: statistics per row, then the affine.
+
+    Inputs:
+    - x2: (R, K) float32 or float64.
+    - gamma2, beta2: (G, K // channel_size); row r uses gamma2[r % G].
+    - channel_size: contiguous elements that share one gamma (1 for layer norm's elementwise affine).
+    - eps: added to the variance.
+
+    Returns (out2 (R, K) in x2's dtype, GroupStatistics with one group per row).
+    """
+    (x2,), (gamma2, beta2) = _contiguous(x2), _params(gamma2, beta2)
+    out2 = np.empty_like(x2)
+    pivot, shift, var, rstd = _normalize_rows(x2, gamma2, beta2, channel_size, eps, out2)
+    return out2, GroupStatistics(pivot, shift, var, rstd)
+
+
+def normalized_rows(x2: np.ndarray, stats: GroupStatistics) -> np.ndarray:
+    """xhat (R, K) recomputed from x2 and the forward's statistics, exactly as the forward formed it."""
+    (x2,) = _contiguous(x2)
+    xhat = np.empty_like(x2)
+    ones, zeros = np.ones((1, x2.shape[1])), np.zeros((1, x2.shape[1]))
+    _apply_rows(x2, stats.pivot, stats.shift, stats.rstd, ones, zeros, 1, xhat)
+    return xhat
+
+
+def normalize_rows_backward(
+    dout2: np.ndarray, x2: np.ndarray, stats: GroupStatistics, gamma2: np.ndarray, channel_size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Layer / group / instance norm backward. dout2, x2: (R, K) of one dtype; gamma2: (G, K // channel_size).
+    Returns (dx2 in x2's dtype, dgamma2 and dbeta2 shaped like gamma2, in float64)."""
+    (dout2, x2), (gamma2,) = _contiguous(dout2, x2), _params(gamma2)
+    r, _ = x2.shape
+    dx2 = np.empty_like(x2)
+    bounds = _row_blocks(r, gamma2.size)
+    blocks = bounds.shape[0] - 1
+    dgamma = np.zeros((blocks, *gamma2.shape))
+    dbeta = np.zeros((blocks, *gamma2.shape))
+    _input_grad_rows(dout2, x2, stats.pivot, stats.shift, stats.rstd, gamma2, channel_size, bounds, dx2, dgamma, dbeta)
+    return dx2, dgamma.sum(axis=0), dbeta.sum(axis=0)

@@ -1,0 +1,67 @@
+"""Choosing the backend: the argument, then NORMLAB_BACKEND, then whether numba imports; and the
+compiled kernels cached on disk, so a second process does not compile them again."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from normlab import functional as F
+from normlab.kernels import backend
+
+
+def test_auto_follows_the_environment_variable(monkeypatch):
+    monkeypatch.setenv("NORMLAB_BACKEND", "numpy")
+    assert backend.resolve_backend("auto") == "numpy"
+    _, cache = F.layernorm_forward(np.ones((2, 3)), np.ones(3), np.zeros(3))
+    assert cache.compiled is None
+
+
+def test_an_explicit_argument_beats_the_environment_variable(monkeypatch):
+    pytest.importorskip("numba")
+    monkeypatch.setenv("NORMLAB_BACKEND", "numpy")
+    assert backend.resolve_backend("numba") == "numba"
+    monkeypatch.setenv("NORMLAB_BACKEND", "numba")
+    assert backend.resolve_backend("numpy") == "numpy"
+
+
+def test_auto_picks_numba_when_it_imports_and_numpy_otherwise(monkeypatch):
+    monkeypatch.delenv("NORMLAB_BACKEND", raising=False)
+    monkeypatch.setattr(backend, "numba_available", lambda: False)
+    assert backend.resolve_backend() == "numpy"
+    with pytest.raises(ImportError, match=r"normlab\[fast\]"):
+        backend.resolve_backend("numba")
+    monkeypatch.setattr(backend, "numba_available", lambda: True)
+    assert backend.resolve_backend() == "numba"
+
+
+def test_unknown_backends_are_named_in_the_error(monkeypatch):
+    with pytest.raises(ValueError, match=r"backend must be one of .* got 'cuda'"):
+        F.batchnorm_forward(np.ones((2, 3)), np.ones(3), np.zeros(3), backend="cuda")
+    monkeypatch.setenv("NORMLAB_BACKEND", "fortran")
+    with pytest.raises(ValueError, match=r"NORMLAB_BACKEND must be one of .* got 'fortran'"):
+        backend.resolve_backend()
+
+
+def test_a_second_process_loads_the_compiled_kernels_from_the_disk_cache():
+    pytest.importorskip("numba")
+    script = """
+import json, numpy as np
+from normlab import functional as F
+from normlab.kernels import normalize_numba as K
+x = np.random.default_rng(0).standard_normal((4, 3, 5))
+_, cache = F.batchnorm_forward(x, np.ones(3), np.zeros(3), backend="numba")
+F.batchnorm_backward(x, cache)
+print(json.dumps({f.__name__: [f.stats.cache_hits.total(), f.stats.cache_misses.total()]
+                  for f in (K._plane_moments, K._normalize_planes, K._plane_grad_sums, K._input_grad_planes)}))
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    first = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    second = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    del first  # it compiled (or loaded) the kernels and left them in the cache
+    stats = json.loads(second.stdout.strip().splitlines()[-1])
+    for name, (hits, misses) in stats.items():
+        assert hits >= 1 and misses == 0, f"{name} compiled again: {hits} cache hits, {misses} misses"
