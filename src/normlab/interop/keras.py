@@ -266,3 +266,57 @@ _register(
                                                       scale=m.affine, name=b.name, dtype=b.dtype)(x),
     {"weight": WeightLink("gamma"), "bias": WeightLink("beta")},
 )
+
+
+# -- convolutional layers -------------------------------------------------------------------------------
+
+def _conv2d(m: nn.Conv2d, x, b: Build):
+    if m.padding != (0, 0):  # Keras's padding="same" is not torch's for stride > 1; pad explicitly
+        x = b.keras.layers.ZeroPadding2D(m.padding, name=f"{b.name}.pad", dtype=b.dtype)(x)
+    return b.keras.layers.Conv2D(m.out_channels, m.kernel_size, strides=m.stride, padding="valid", groups=m.groups,
+                                 use_bias=m.bias is not None, name=b.name, dtype=b.dtype)(x)
+
+
+# (out, in/groups, kh, kw) <-> Keras's (kh, kw, in/groups, out)
+_register(nn.Conv2d, _conv2d, {"weight": WeightLink("kernel", lambda w: np.transpose(w, (2, 3, 1, 0)),
+                                                    lambda k: np.transpose(k, (3, 2, 0, 1))),
+                               "bias": WeightLink("bias")})
+
+
+def _pool(keras_name: str):
+    def build(m, x, b: Build):
+        return getattr(b.keras.layers, keras_name)(m.kernel_size, strides=m.stride, padding="valid", name=b.name,
+                                                   dtype=b.dtype)(x)
+    return build
+
+
+_register(nn.MaxPool2d, _pool("MaxPooling2D"))
+_register(nn.AvgPool2d, _pool("AveragePooling2D"))
+_register(nn.GlobalAvgPool2d, lambda m, x, b: b.keras.layers.GlobalAveragePooling2D(name=b.name, dtype=b.dtype)(x))
+# instance norm is group norm with one channel per group
+_register(
+    nn.InstanceNorm2d,
+    lambda m, x, b: b.keras.layers.GroupNormalization(m.num_features, axis=-1, epsilon=m.eps, center=m.affine,
+                                                      scale=m.affine, name=b.name, dtype=b.dtype)(x),
+    {"weight": WeightLink("gamma"), "bias": WeightLink("beta")},
+)
+
+
+def _residual_block(m: nn.ResidualBlock, x, b: Build):
+    layers = b.keras.layers
+    hidden = b.convert(m.bn1, b.convert(m.conv1, x, b.child_name("conv1")), b.child_name("bn1"))
+    hidden = layers.Activation("relu", name=f"{b.name}.relu1", dtype=b.dtype)(hidden)
+    residual = b.convert(m.bn2, b.convert(m.conv2, hidden, b.child_name("conv2")), b.child_name("bn2"))
+    skip = x if m.shortcut is None else b.convert(m.shortcut, x, b.child_name("shortcut"))
+    out = layers.Add(name=f"{b.name}.add", dtype=b.dtype)([residual, skip])
+    return layers.Activation("relu", name=f"{b.name}.relu2", dtype=b.dtype)(out)
+
+
+_register(nn.ResidualBlock, _residual_block)
+
+# The models of normlab.models that are Sequentials with a name compute as Sequentials.
+from normlab.models.cnn import ResNetCNN, ThreeLayerConvNet  # noqa: E402  (interop sits above models)
+from normlab.models.fcnet import FullyConnectedNet  # noqa: E402
+
+for _model_type in (FullyConnectedNet, ThreeLayerConvNet, ResNetCNN):
+    KERAS_CONVERTERS.register(_model_type, KERAS_CONVERTERS.lookup(nn.Sequential))
