@@ -130,9 +130,7 @@ def to_keras(model: nn.Module, input_shape: tuple[int, ...] | None = None):
     inputs = keras.Input(shape=channels_last_shape(input_shape), dtype=dtype, name="input")
     outputs = convert(model, inputs, ROOT_NAME)
     twin = keras.Model(inputs, outputs, name=f"normlab_{type(model).__name__}")
-    state = model.state_dict()
-    for full_name, variable, link in _links(model, twin):
-        variable.assign(link.to_keras(state[full_name]))
+    load_state_dict_into_keras(model, twin, model.state_dict())
     return twin
 
 
@@ -320,3 +318,16 @@ from normlab.models.fcnet import FullyConnectedNet  # noqa: E402
 
 for _model_type in (FullyConnectedNet, ThreeLayerConvNet, ResNetCNN):
     KERAS_CONVERTERS.register(_model_type, KERAS_CONVERTERS.lookup(nn.Sequential))
+
+
+def keras_variables(model: nn.Module, twin) -> dict[str, Any]:
+    """{normlab name: the Keras variable holding it} for the twin `to_keras(model)` built; the layouts
+    differ as `WeightLink`s say (a Linear's weight is the transposed Dense kernel)."""
+    return {name: variable for name, variable, _ in _links(model, twin)}
+
+
+def load_state_dict_into_keras(model: nn.Module, twin, state: Mapping[str, np.ndarray]) -> None:
+    """Assign normlab-named arrays (a state dict of `model`) to the twin's variables, in Keras layouts.
+    Names the twin has no variable for (num_batches_tracked) are skipped."""
+    for full_name, variable, link in _links(model, twin):
+        variable.assign(link.to_keras(np.asarray(state[full_name])))

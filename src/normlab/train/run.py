@@ -1,4 +1,5 @@
-"""Execute a TrainConfig with the NumPy models: data -> model -> optimizer -> Trainer -> run directory.
+"""Execute a TrainConfig with the NumPy models (or their torch / TensorFlow twins, `config.framework`):
+data -> model -> optimizer -> Trainer -> run directory.
 
 The run directory gets config.json (at the start), checkpoint.safetensors and model.safetensors and
 history.json (every epoch, see `normlab.train.trainer`), and curves.png (at the end, or when stopped).
@@ -114,8 +115,14 @@ def run_training(config: TrainConfig, run_dir: str | os.PathLike, *, resume: boo
     data = prepare_data(config, np.random.default_rng(split_seed), data_dir, download)
     model = build_model(config.model, input_shape=data.input_shape, num_classes=len(data.classes),
                         rng=np.random.default_rng(init_seed), **config.model_options)
-    optimizer = build_optimizer(config, model)
-    trainer = Trainer(model, optimizer, data.x_train, data.y_train, data.x_val, data.y_val,
+    if config.framework == "numpy":
+        trainer_class, optimizer = Trainer, build_optimizer(config, model)
+    else:  # the same model, data and loop; the steps run in the model's torch or Keras twin
+        from normlab.train.frameworks import FrameworkTrainer, framework_steps
+
+        trainer_class = FrameworkTrainer
+        optimizer = framework_steps(config.framework, model, config, data.input_shape)
+    trainer = trainer_class(model, optimizer, data.x_train, data.y_train, data.x_val, data.y_val,
                       epochs=config.epochs, batch_size=config.batch_size, rng=np.random.default_rng(train_seed),
                       augment=augmentation(config, data.input_shape), run_dir=run_dir, callbacks=callbacks,
                       progress=progress, log=log)
@@ -125,7 +132,7 @@ def run_training(config: TrainConfig, run_dir: str | os.PathLike, *, resume: boo
     n_params = sum(p.data.size for p in model.parameters())
     log(f"{config.model} ({n_params:,} parameters) on {config.dataset}: {len(data.x_train)} training, "
         f"{len(data.x_val)} validation, {len(data.x_test)} test examples; {config.optimizer} lr {config.lr:g}, "
-        f"batch {config.batch_size}, {config.epochs} epochs -> {run_dir}")
+        f"batch {config.batch_size}, {config.epochs} epochs, {config.framework} -> {run_dir}")
     fit = trainer.fit(resume=resume, max_steps=max_steps)
     test_acc = None
     if fit.status == "completed":
