@@ -258,12 +258,15 @@ def _layernorm(m: nn.LayerNorm, x, b: Build):
 
 _register(nn.LayerNorm, _layernorm, {"weight": WeightLink("gamma", _channels_last, _channels_first),
                                      "bias": WeightLink("beta", _channels_last, _channels_first)})
-_register(
-    nn.GroupNorm,
-    lambda m, x, b: b.keras.layers.GroupNormalization(m.num_groups, axis=-1, epsilon=m.eps, center=m.affine,
-                                                      scale=m.affine, name=b.name, dtype=b.dtype)(x),
-    {"weight": WeightLink("gamma"), "bias": WeightLink("beta")},
-)
+_GROUPNORM_WEIGHTS = {"weight": WeightLink("gamma"), "bias": WeightLink("beta")}
+
+
+def _group_normalization(groups: int, m, x, b: Build):
+    return b.keras.layers.GroupNormalization(groups, axis=-1, epsilon=m.eps, center=m.affine, scale=m.affine,
+                                             name=b.name, dtype=b.dtype)(x)
+
+
+_register(nn.GroupNorm, lambda m, x, b: _group_normalization(m.num_groups, m, x, b), _GROUPNORM_WEIGHTS)
 
 
 # -- convolutional layers -------------------------------------------------------------------------------
@@ -292,12 +295,7 @@ _register(nn.MaxPool2d, _pool("MaxPooling2D"))
 _register(nn.AvgPool2d, _pool("AveragePooling2D"))
 _register(nn.GlobalAvgPool2d, lambda m, x, b: b.keras.layers.GlobalAveragePooling2D(name=b.name, dtype=b.dtype)(x))
 # instance norm is group norm with one channel per group
-_register(
-    nn.InstanceNorm2d,
-    lambda m, x, b: b.keras.layers.GroupNormalization(m.num_features, axis=-1, epsilon=m.eps, center=m.affine,
-                                                      scale=m.affine, name=b.name, dtype=b.dtype)(x),
-    {"weight": WeightLink("gamma"), "bias": WeightLink("beta")},
-)
+_register(nn.InstanceNorm2d, lambda m, x, b: _group_normalization(m.num_features, m, x, b), _GROUPNORM_WEIGHTS)
 
 
 def _residual_block(m: nn.ResidualBlock, x, b: Build):
