@@ -89,3 +89,20 @@ def test_torch_cnn_run_follows_the_numpy_run(toy_fashion, tmp_path):
 def test_unknown_framework_is_refused():
     with pytest.raises(ValueError, match=r"framework must be one of .*'torch'.*got 'jax'"):
         TrainConfig(framework="jax")
+
+
+def test_torch_run_resumes_to_the_uninterrupted_result(toy_fashion, tmp_path):
+    """The checkpoint holds the torch optimizer's state (momentum buffers) and the pulled-back weights."""
+    pytest.importorskip("torch")
+    options = dict(optimizer="adam", lr=1e-3, schedule="cosine")
+    whole = _run(toy_fashion, tmp_path / "whole", "torch", **options)
+    paused = _run(toy_fashion, tmp_path / "parts", "torch", max_steps=4, **options)
+    assert paused.status == "paused"
+    config = TrainConfig(model="fcnet", model_options={"hidden_dims": (16,)}, momentum=0.9, epochs=1, batch_size=32,
+                         limit=300, framework="torch", **options)
+    resumed = run_training(config, paused.run_dir, resume=True, data_dir=toy_fashion, download=False,
+                           progress=False, log=lambda _: None)
+    assert resumed.history.loss == whole.history.loss
+    a, _ = load_tensors(whole.run_dir / "model.safetensors")
+    b, _ = load_tensors(resumed.run_dir / "model.safetensors")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
