@@ -16,7 +16,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 NORMS = ("batch", "layer", "group")
-KINDS = ("mlp", "image")  # image: (N, 4, 3, 3) inputs through a 2-D norm and Flatten (no convolutions yet)
+KINDS = ("mlp", "image", "cnn")  # image: (N, 4, 3, 3) inputs through a 2-D norm and Flatten; cnn: convolutions
 CASES = [(kind, norm) for kind in KINDS for norm in NORMS]
 BATCH, CLASSES = 10, 3
 
@@ -101,6 +101,10 @@ def build(kind: str, norm: str, *, dtype=np.float32, convention: str = "pytorch"
 
     mlp:   Linear(6, 8) - norm - ReLU - Linear(8, 8) - norm - Tanh - Linear(8, 3)
     image: norm over (4, 3, 3) - ReLU - Flatten - Linear(36, 8) - norm - Sigmoid - Linear(8, 3)
+    cnn:   (3, 8, 8) inputs: Conv2d(3, 4, 3, padding=1) - norm - ReLU - MaxPool2d(2) - ResidualBlock(4, 6)
+           (with a shortcut) - AvgPool2d(2) - ResidualBlock(6, 6) (identity skip) - GlobalAvgPool2d -
+           Linear(6, 3); the blocks' norms are norm2d's: BatchNorm2d, GroupNorm(gcd(C, 8), C) or
+           GroupNorm(1, C)
     """
     rng = np.random.default_rng(seed)
     if kind == "mlp":
@@ -108,12 +112,31 @@ def build(kind: str, norm: str, *, dtype=np.float32, convention: str = "pytorch"
                   nn.Linear(8, 8, rng=rng, dtype=dtype), _norm(norm, (8,), dtype, convention), nn.Tanh(),
                   nn.Linear(8, CLASSES, rng=rng, dtype=dtype)]
         input_shape = (6,)
+    elif kind == "cnn":
+        input_shape = (3, 8, 8)
+        if norm == "batch" and convention != "pytorch":
+            block_norm = lambda block: _with_convention(block, convention)  # noqa: E731
+        else:
+            block_norm = lambda block: block  # noqa: E731
+        layers = [nn.Conv2d(3, 4, 3, padding=1, rng=rng, dtype=dtype), _norm(norm, (4, 8, 8), dtype, convention),
+                  nn.ReLU(), nn.MaxPool2d(2),
+                  block_norm(nn.ResidualBlock(4, 6, normalization=norm, rng=rng, dtype=dtype)), nn.AvgPool2d(2),
+                  block_norm(nn.ResidualBlock(6, 6, normalization=norm, rng=rng, dtype=dtype)),
+                  nn.GlobalAvgPool2d(), nn.Linear(6, CLASSES, rng=rng, dtype=dtype)]
     else:
         input_shape = (4, 3, 3)
         layers = [_norm(norm, input_shape, dtype, convention), nn.ReLU(), nn.Flatten(),
                   nn.Linear(36, 8, rng=rng, dtype=dtype), _norm(norm, (8,), dtype, convention), nn.Sigmoid(),
                   nn.Linear(8, CLASSES, rng=rng, dtype=dtype)]
     return randomize(nn.Sequential(*layers), rng), input_shape
+
+
+def _with_convention(block: nn.ResidualBlock, convention: str) -> nn.ResidualBlock:
+    """The block with its batch norms' running-variance convention set (norm2d builds PyTorch's)."""
+    for module in block.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.convention = convention
+    return block
 
 
 def batch(input_shape, seed: int, dtype=np.float32):

@@ -18,7 +18,7 @@ HELP = "train a network on Fashion-MNIST, MNIST or CIFAR-10 and write a run dire
 # Options that change the result: taken from config.json when resuming, so they may not be given then.
 CONFIG_OPTIONS = ("dataset", "model", "hidden", "normalization", "dropout", "weight_scale", "weight_decay",
                   "optimizer", "lr", "momentum", "nesterov", "schedule", "warmup", "step_epochs", "step_gamma",
-                  "epochs", "batch_size", "seed", "val_size", "limit", "augment")
+                  "epochs", "batch_size", "seed", "val_size", "limit", "augment", "framework")
 
 
 def _weight_scale(text: str):
@@ -77,6 +77,9 @@ def add_arguments(parser) -> None:
     opt.add_argument("--seed", type=int, help=f"seed of the split, the initialization and the order (default {d.seed})")
 
     run = parser.add_argument_group("run")
+    run.add_argument("--framework", choices=("numpy", "torch", "tensorflow"),
+                     help="train normlab's model (numpy, the default) or its twin in torch or tensorflow: same data, "
+                          "initial weights, hyperparameters and run files")
     run.add_argument("--out", metavar="DIR", help="run directory (default runs/<date-time>)")
     run.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint, with "
                                                       "its saved configuration")
@@ -110,7 +113,7 @@ def config_from_args(args):
               "momentum": args.momentum, "nesterov": args.nesterov, "schedule": args.schedule,
               "warmup_epochs": args.warmup, "step_epochs": args.step_epochs, "step_gamma": args.step_gamma,
               "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed, "val_size": args.val_size,
-              "limit": args.limit}
+              "limit": args.limit, "framework": args.framework}
     return TrainConfig(model=model, model_options=model_options(model, given), augment=augment,
                        weight_decay=0.0 if in_model else weight_decay,
                        **{k: v for k, v in fields.items() if v is not None})

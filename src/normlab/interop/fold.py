@@ -14,12 +14,8 @@ stay the same. One matrix product less per layer, same predictions.
 Which layers fold into what is three small tables, matched by exact type: `FOLD_TARGETS`, the affine
 layer types; `FOLD_NORMS`, the batch norms (plain, renorm, ghost: all evaluate as plain batch norm); and
 `FOLD_PAIRS`, for container types other than Sequential, which (affine child, norm child) name pairs
-follow each other in their forward pass. A future Conv2d and ResidualBlock register with
-
-    register_fold_target(Conv2d)
-    register_fold_pairs(ResidualBlock, lambda block: [("conv1", "bn1"), ("conv2", "bn2")])
-
-(the block's `shortcut`, a Sequential, folds by the Sequential rule).
+follow each other in their forward pass. Conv2d and ResidualBlock register at the end of this file (the
+block's `shortcut`, a Sequential, folds by the Sequential rule); other layers register the same way.
 """
 
 from __future__ import annotations
@@ -104,3 +100,7 @@ def _fold_into(affine: nn.Module, norm: nn.Module) -> None:
     bias = f64(affine.bias.data) if affine.bias is not None else np.zeros(c)  # (C,)
     affine.weight = nn.Parameter((w * scale.reshape((c,) + (1,) * (w.ndim - 1))).astype(dtype))
     affine.bias = nn.Parameter((bias * scale + shift).astype(dtype))
+
+
+register_fold_target(nn.Conv2d)
+register_fold_pairs(nn.ResidualBlock, lambda block: [("conv1", "bn1"), ("conv2", "bn2")])

@@ -130,9 +130,7 @@ def to_keras(model: nn.Module, input_shape: tuple[int, ...] | None = None):
     inputs = keras.Input(shape=channels_last_shape(input_shape), dtype=dtype, name="input")
     outputs = convert(model, inputs, ROOT_NAME)
     twin = keras.Model(inputs, outputs, name=f"normlab_{type(model).__name__}")
-    state = model.state_dict()
-    for full_name, variable, link in _links(model, twin):
-        variable.assign(link.to_keras(state[full_name]))
+    load_state_dict_into_keras(model, twin, model.state_dict())
     return twin
 
 
@@ -260,9 +258,74 @@ def _layernorm(m: nn.LayerNorm, x, b: Build):
 
 _register(nn.LayerNorm, _layernorm, {"weight": WeightLink("gamma", _channels_last, _channels_first),
                                      "bias": WeightLink("beta", _channels_last, _channels_first)})
-_register(
-    nn.GroupNorm,
-    lambda m, x, b: b.keras.layers.GroupNormalization(m.num_groups, axis=-1, epsilon=m.eps, center=m.affine,
-                                                      scale=m.affine, name=b.name, dtype=b.dtype)(x),
-    {"weight": WeightLink("gamma"), "bias": WeightLink("beta")},
-)
+_GROUPNORM_WEIGHTS = {"weight": WeightLink("gamma"), "bias": WeightLink("beta")}
+
+
+def _group_normalization(groups: int, m, x, b: Build):
+    return b.keras.layers.GroupNormalization(groups, axis=-1, epsilon=m.eps, center=m.affine, scale=m.affine,
+                                             name=b.name, dtype=b.dtype)(x)
+
+
+_register(nn.GroupNorm, lambda m, x, b: _group_normalization(m.num_groups, m, x, b), _GROUPNORM_WEIGHTS)
+
+
+# -- convolutional layers -------------------------------------------------------------------------------
+
+def _conv2d(m: nn.Conv2d, x, b: Build):
+    if m.padding != (0, 0):  # Keras's padding="same" is not torch's for stride > 1; pad explicitly
+        x = b.keras.layers.ZeroPadding2D(m.padding, name=f"{b.name}.pad", dtype=b.dtype)(x)
+    return b.keras.layers.Conv2D(m.out_channels, m.kernel_size, strides=m.stride, padding="valid", groups=m.groups,
+                                 use_bias=m.bias is not None, name=b.name, dtype=b.dtype)(x)
+
+
+# (out, in/groups, kh, kw) <-> Keras's (kh, kw, in/groups, out)
+_register(nn.Conv2d, _conv2d, {"weight": WeightLink("kernel", lambda w: np.transpose(w, (2, 3, 1, 0)),
+                                                    lambda k: np.transpose(k, (3, 2, 0, 1))),
+                               "bias": WeightLink("bias")})
+
+
+def _pool(keras_name: str):
+    def build(m, x, b: Build):
+        return getattr(b.keras.layers, keras_name)(m.kernel_size, strides=m.stride, padding="valid", name=b.name,
+                                                   dtype=b.dtype)(x)
+    return build
+
+
+_register(nn.MaxPool2d, _pool("MaxPooling2D"))
+_register(nn.AvgPool2d, _pool("AveragePooling2D"))
+_register(nn.GlobalAvgPool2d, lambda m, x, b: b.keras.layers.GlobalAveragePooling2D(name=b.name, dtype=b.dtype)(x))
+# instance norm is group norm with one channel per group
+_register(nn.InstanceNorm2d, lambda m, x, b: _group_normalization(m.num_features, m, x, b), _GROUPNORM_WEIGHTS)
+
+
+def _residual_block(m: nn.ResidualBlock, x, b: Build):
+    layers = b.keras.layers
+    hidden = b.convert(m.bn1, b.convert(m.conv1, x, b.child_name("conv1")), b.child_name("bn1"))
+    hidden = layers.Activation("relu", name=f"{b.name}.relu1", dtype=b.dtype)(hidden)
+    residual = b.convert(m.bn2, b.convert(m.conv2, hidden, b.child_name("conv2")), b.child_name("bn2"))
+    skip = x if m.shortcut is None else b.convert(m.shortcut, x, b.child_name("shortcut"))
+    out = layers.Add(name=f"{b.name}.add", dtype=b.dtype)([residual, skip])
+    return layers.Activation("relu", name=f"{b.name}.relu2", dtype=b.dtype)(out)
+
+
+_register(nn.ResidualBlock, _residual_block)
+
+# The models of normlab.models that are Sequentials with a name compute as Sequentials.
+from normlab.models.cnn import ResNetCNN, ThreeLayerConvNet  # noqa: E402  (interop sits above models)
+from normlab.models.fcnet import FullyConnectedNet  # noqa: E402
+
+for _model_type in (FullyConnectedNet, ThreeLayerConvNet, ResNetCNN):
+    KERAS_CONVERTERS.register(_model_type, KERAS_CONVERTERS.lookup(nn.Sequential))
+
+
+def keras_variables(model: nn.Module, twin) -> dict[str, Any]:
+    """{normlab name: the Keras variable holding it} for the twin `to_keras(model)` built; the layouts
+    differ as `WeightLink`s say (a Linear's weight is the transposed Dense kernel)."""
+    return {name: variable for name, variable, _ in _links(model, twin)}
+
+
+def load_state_dict_into_keras(model: nn.Module, twin, state: Mapping[str, np.ndarray]) -> None:
+    """Assign normlab-named arrays (a state dict of `model`) to the twin's variables, in Keras layouts.
+    Names the twin has no variable for (num_batches_tracked) are skipped."""
+    for full_name, variable, link in _links(model, twin):
+        variable.assign(link.to_keras(np.asarray(state[full_name])))

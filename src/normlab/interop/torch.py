@@ -215,3 +215,136 @@ _register(
     lambda m, c: c.torch.nn.GroupNorm(m.num_groups, m.num_channels, eps=m.eps, affine=m.affine),
     lambda t, c: nn.GroupNorm(t.num_groups, t.num_channels, eps=t.eps, affine=t.affine, dtype=c.dtype),
 )
+
+
+# -- convolutional layers -------------------------------------------------------------------------------
+
+def _conv2d_from_torch(t, c: Conversion) -> nn.Conv2d:
+    if tuple(t.dilation) != (1, 1):
+        raise ValueError(f"normlab's Conv2d has no dilation; got torch Conv2d(dilation={t.dilation})")
+    if t.padding_mode != "zeros" or isinstance(t.padding, str):
+        raise ValueError("normlab's Conv2d pads with zeros by an explicit amount; got torch Conv2d("
+                         f"padding={t.padding!r}, padding_mode={t.padding_mode!r})")
+    return nn.Conv2d(t.in_channels, t.out_channels, t.kernel_size, t.stride, t.padding, bias=t.bias is not None,
+                     groups=t.groups, rng=c.rng, dtype=c.dtype)
+
+
+_register(
+    nn.Conv2d, "Conv2d",
+    lambda m, c: c.torch.nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding,
+                                   groups=m.groups, bias=m.bias is not None),
+    _conv2d_from_torch,
+)
+
+
+def _pool_twin(normlab_type: type, torch_name: str) -> None:
+    def from_torch(t, c: Conversion):
+        unsupported = {"padding": (getattr(t, "padding", 0), (0, (0, 0))),
+                       "dilation": (getattr(t, "dilation", 1), (1, (1, 1))),
+                       "ceil_mode": (t.ceil_mode, (False,)),
+                       "divisor_override": (getattr(t, "divisor_override", None), (None,))}
+        for name, (value, allowed) in unsupported.items():
+            if value not in allowed:
+                raise ValueError(f"normlab's {normlab_type.__name__} has no {name}; got torch {torch_name}({name}={value!r})")
+        return normlab_type(t.kernel_size, t.stride)
+
+    _register(normlab_type, torch_name, lambda m, c: getattr(c.torch.nn, torch_name)(m.kernel_size, m.stride),
+              from_torch)
+
+
+_pool_twin(nn.MaxPool2d, "MaxPool2d")
+_pool_twin(nn.AvgPool2d, "AvgPool2d")
+
+
+def _instancenorm_from_torch(t, c: Conversion) -> nn.InstanceNorm2d:
+    if t.track_running_stats:
+        raise ValueError("normlab's InstanceNorm2d keeps no running statistics; got torch "
+                         "InstanceNorm2d(track_running_stats=True)")
+    return nn.InstanceNorm2d(t.num_features, eps=t.eps, affine=t.affine, dtype=c.dtype)
+
+
+_register(
+    nn.InstanceNorm2d, "InstanceNorm2d",
+    lambda m, c: c.torch.nn.InstanceNorm2d(m.num_features, eps=m.eps, affine=m.affine, track_running_stats=False),
+    _instancenorm_from_torch,
+)
+
+# torch has no layer for these two; their twin classes are defined once, on first use, so importing this
+# module does not import torch.
+_TWIN_CLASSES: dict[str, type] = {}
+
+
+def _global_avg_pool_class(torch: ModuleType) -> type:
+    if "GlobalAvgPool2d" not in _TWIN_CLASSES:
+        class GlobalAvgPool2d(torch.nn.Module):
+            """(N, C, H, W) -> (N, C): the mean of each channel, as normlab.nn.GlobalAvgPool2d."""
+
+            def forward(self, x):
+                return x.mean(dim=(2, 3))
+
+        _TWIN_CLASSES["GlobalAvgPool2d"] = GlobalAvgPool2d
+    return _TWIN_CLASSES["GlobalAvgPool2d"]
+
+
+def _residual_block_class(torch: ModuleType) -> type:
+    if "ResidualBlock" not in _TWIN_CLASSES:
+        class ResidualBlock(torch.nn.Module):
+            """normlab.nn.ResidualBlock's twin: the same children in the same order (conv1, bn1, conv2,
+            bn2, shortcut or None), out = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))."""
+
+            def __init__(self, conv1, bn1, conv2, bn2, shortcut):
+                super().__init__()
+                self.conv1, self.bn1, self.conv2, self.bn2, self.shortcut = conv1, bn1, conv2, bn2, shortcut
+
+            def forward(self, x):
+                hidden = torch.relu(self.bn1(self.conv1(x)))
+                skip = x if self.shortcut is None else self.shortcut(x)
+                return torch.relu(self.bn2(self.conv2(hidden)) + skip)
+
+        _TWIN_CLASSES["ResidualBlock"] = ResidualBlock
+    return _TWIN_CLASSES["ResidualBlock"]
+
+
+TORCH_TWINS.register(nn.GlobalAvgPool2d, TorchTwin(_global_avg_pool_class, lambda m, c: _global_avg_pool_class(c.torch)(),
+                                                   lambda t, c: nn.GlobalAvgPool2d()))
+
+
+def _residual_to_torch(m: nn.ResidualBlock, c: Conversion):
+    shortcut = None if m.shortcut is None else c.convert(m.shortcut)
+    return _residual_block_class(c.torch)(c.convert(m.conv1), c.convert(m.bn1), c.convert(m.conv2),
+                                          c.convert(m.bn2), shortcut)
+
+
+def _residual_from_torch(t, c: Conversion) -> nn.ResidualBlock:
+    """Builds the block from conv1's channels and stride, then puts in the converted children, so their
+    options (norm groups, eps, biases) are torch's and not norm2d's defaults."""
+    torch_norms = {c.torch.nn.BatchNorm2d: "batch", c.torch.nn.GroupNorm: "group",
+                   c.torch.nn.InstanceNorm2d: "instance", c.torch.nn.Identity: "none"}
+    if type(t.bn1) not in torch_norms:
+        raise ValueError(f"ResidualBlock's bn1 must be one of {', '.join(k.__name__ for k in torch_norms)}, "
+                         f"got {type(t.bn1).__name__}")
+    normalization = torch_norms[type(t.bn1)]
+    if normalization == "group" and t.bn1.num_groups == 1:
+        normalization = "layer"  # norm2d's "layer" is GroupNorm(1, C)
+    stride = t.conv1.stride[0]
+    block = nn.ResidualBlock(t.conv1.in_channels, t.conv2.out_channels, stride, normalization,
+                             rng=c.rng, dtype=c.dtype)
+    if (t.shortcut is None) != (block.shortcut is None):
+        raise ValueError(f"ResidualBlock({t.conv1.in_channels}, {t.conv2.out_channels}, stride={stride}) "
+                         f"{'needs' if block.shortcut is not None else 'has no'} shortcut, got {t.shortcut!r}")
+    for name in ("conv1", "bn1", "conv2", "bn2"):
+        setattr(block, name, c.convert(getattr(t, name)))
+    if t.shortcut is not None:
+        block.shortcut = c.convert(t.shortcut)
+    return block
+
+
+TORCH_TWINS.register(nn.ResidualBlock, TorchTwin(_residual_block_class, _residual_to_torch, _residual_from_torch))
+
+# The models of normlab.models that are Sequentials with a name and a constructor: their twin is a
+# torch Sequential, and from_torch gives back a plain normlab Sequential with the same children.
+from normlab.models.cnn import ResNetCNN, ThreeLayerConvNet  # noqa: E402  (interop sits above models)
+from normlab.models.fcnet import FullyConnectedNet  # noqa: E402
+
+for _model_type in (FullyConnectedNet, ThreeLayerConvNet, ResNetCNN):
+    TORCH_TWINS.register(_model_type, TORCH_TWINS.lookup(nn.Sequential))

@@ -42,12 +42,15 @@ class TrainConfig:
     val_size: int | None = None  # training examples held out for validation; None: min(5000, a tenth)
     limit: int | None = None  # use only the first `limit` training examples (quick runs)
     augment: bool = False  # random crop (padding 4 for 32x32 images, 2 otherwise) and horizontal flip
+    framework: str = "numpy"  # numpy, or train the model's twin in torch or tensorflow
 
     def __post_init__(self) -> None:
         from normlab.optim import OPTIMIZERS
 
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.framework not in ("numpy", "torch", "tensorflow"):
+            raise ValueError(f"framework must be one of ('numpy', 'torch', 'tensorflow'), got {self.framework!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         for name in ("epochs", "batch_size", "step_epochs"):

@@ -1,7 +1,8 @@
-"""Execute a TrainConfig with the NumPy models: data -> model -> optimizer -> Trainer -> run directory.
+"""Execute a TrainConfig with the NumPy models (or their torch / TensorFlow twins, `config.framework`):
+data -> model -> optimizer -> Trainer -> run directory.
 
-The run directory gets config.json (and distributed.json for a data-parallel run) at the start, checkpoint.safetensors and model.safetensors and
-history.json (every epoch, see `normlab.train.trainer`), and curves.png (at the end, or when stopped).
+The run directory gets config.json (and distributed.json for a data-parallel run) at the start,
+checkpoint.safetensors and model.safetensors and history.json (every epoch, see `normlab.train.trainer`), and curves.png (at the end, or when stopped).
 """
 
 from __future__ import annotations
@@ -132,9 +133,16 @@ def run_training(config: TrainConfig, run_dir: str | os.PathLike, *, resume: boo
     common = {"epochs": config.epochs, "batch_size": config.batch_size, "rng": np.random.default_rng(train_seed),
               "augment": augmentation(config, data.input_shape), "run_dir": run_dir, "callbacks": callbacks,
               "progress": progress, "log": log}
-    if comm is None:
+    if comm is not None and config.framework != "numpy":
+        raise ValueError(f"--distributed trains the NumPy models only; got framework {config.framework!r}")
+    if comm is None and config.framework == "numpy":
         optimizer = build_optimizer(config, model)
         trainer = Trainer(model, optimizer, data.x_train, data.y_train, data.x_val, data.y_val, **common)
+    elif comm is None:  # the same model, data and loop; the steps run in the model's torch or Keras twin
+        from normlab.train.frameworks import FrameworkTrainer, framework_steps
+
+        optimizer = framework_steps(config.framework, model, config, data.input_shape)
+        trainer = FrameworkTrainer(model, optimizer, data.x_train, data.y_train, data.x_val, data.y_val, **common)
     else:
         from normlab.distributed import broadcast_state, convert_sync_batchnorm
         from normlab.train.distributed_trainer import DistributedTrainer
@@ -156,7 +164,7 @@ def run_training(config: TrainConfig, run_dir: str | os.PathLike, *, resume: boo
         f" on {comm.size} processes ({'synchronized' if sync_batchnorm else 'local'} batch norm)")
     log(f"{config.model} ({n_params:,} parameters) on {config.dataset}: {len(data.x_train)} training, "
         f"{len(data.x_val)} validation, {len(data.x_test)} test examples; {config.optimizer} lr {config.lr:g}, "
-        f"batch {config.batch_size}, {config.epochs} epochs{processes} -> {run_dir}")
+        f"batch {config.batch_size}, {config.epochs} epochs, {config.framework}{processes} -> {run_dir}")
     fit = trainer.fit(resume=resume, max_steps=max_steps)
     test_acc = None
     if fit.status == "completed" and root:  # rank 0 alone holds the best weights' file
