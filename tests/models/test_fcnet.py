@@ -10,7 +10,19 @@ from normlab.functional import softmax_cross_entropy
 from normlab.gradcheck import numerical_gradient, relative_error
 from normlab.models import FullyConnectedNet, available_models, build_model, model_builder
 from normlab.models.regularization import decay_groups, weight_parameters
-from normlab.nn import BatchNorm1d, Dropout, GroupNorm, LayerNorm, Linear
+from normlab.nn import (
+    BatchNorm1d,
+    BatchRenorm1d,
+    Dropout,
+    GhostBatchNorm1d,
+    GroupNorm,
+    LayerNorm,
+    Linear,
+    ReLU,
+    RenormSchedule,
+    Sigmoid,
+    Tanh,
+)
 from normlab.optim import Adam
 from normlab.train import Trainer
 
@@ -50,11 +62,13 @@ def test_overfits_fifty_examples(normalization):
     assert trainer.accuracy(x, y) == 1.0
 
 
-@pytest.mark.parametrize("normalization", ["batch", "layer", "group"])
-def test_six_layer_net_passes_a_float64_gradient_check_on_every_parameter(normalization):
+@pytest.mark.parametrize("normalization, activation", [("batch", "relu"), ("layer", "relu"), ("group", "relu"),
+                                                       ("ghost", "relu"), ("batch", "sigmoid"), ("none", "tanh")])
+def test_six_layer_net_passes_a_float64_gradient_check_on_every_parameter(normalization, activation):
     rng = np.random.default_rng(5)
     net = FullyConnectedNet(12, (10, 8, 8, 6, 6), 5, normalization=normalization, num_groups=2, reg=0.3,
-                            weight_scale=0.5, rng=rng, dtype=np.float64)
+                            weight_scale=0.5, activation=activation, virtual_batch_size=4, rng=rng,
+                            dtype=np.float64)
     assert sum(isinstance(m, Linear) for m in net.modules()) == 6
     for p in net.parameters():
         if p.data.ndim == 1:  # gamma, beta, biases away from 1 and 0 so their gradients are not special
@@ -62,7 +76,8 @@ def test_six_layer_net_passes_a_float64_gradient_check_on_every_parameter(normal
     x = rng.standard_normal((7, 12))
     y = rng.integers(0, 5, 7)
     loss_and_backward(net, x, y)
-    biases_before_batchnorm = {f"{i}.bias" for i in range(len(net) - 1) if isinstance(net[i + 1], BatchNorm1d)}
+    biases_before_batchnorm = {f"{i}.bias" for i in range(len(net) - 1)
+                               if isinstance(net[i + 1], (BatchNorm1d, GhostBatchNorm1d))}
     for name, p in net.named_parameters():
         def loss(_):
             return softmax_cross_entropy(net.forward(x), y)[0] + net.regularization_loss()
@@ -112,8 +127,37 @@ def test_l2_leaves_gamma_beta_and_biases_alone(rng):
     assert len(groups[0]["params"]) + len(groups[1]["params"]) == len(net.parameters())
 
 
+def test_renorm_ghost_and_activation_options_pick_their_layers(rng):
+    short = RenormSchedule(warmup_steps=10, rmax_full_at=100, dmax_full_at=50)
+    net = FullyConnectedNet(8, (6, 4), 3, normalization="renorm", renorm_schedule=short, activation="sigmoid",
+                            rng=rng)
+    renorms = [m for m in net.modules() if isinstance(m, BatchRenorm1d)]
+    assert [m.num_features for m in renorms] == [6, 4] and all(m.schedule is short for m in renorms)
+    assert sum(isinstance(m, Sigmoid) for m in net.modules()) == 2 and not any(isinstance(m, ReLU) for m in net)
+    ghost = FullyConnectedNet(8, (6,), 3, normalization="ghost", virtual_batch_size=4, activation="tanh", rng=rng)
+    assert isinstance(ghost[2], GhostBatchNorm1d) and ghost[2].virtual_batch_size == 4
+    assert isinstance(ghost[3], Tanh)
+    default = build_model("fcnet", input_shape=(1, 2, 4), num_classes=3, rng=rng, normalization="renorm")
+    assert default[2].schedule == RenormSchedule()  # Ioffe's 40000-step relaxation unless told otherwise
+
+
+@pytest.mark.parametrize("normalization", ["renorm", "ghost"])
+def test_l2_leaves_renorm_and_ghost_gamma_alone(normalization, rng):
+    net = FullyConnectedNet(6, (5, 4), 3, normalization=normalization, reg=0.5, rng=rng)
+    assert [p.shape for p in weight_parameters(net)] == [(5, 6), (4, 5), (3, 4)]
+
+
+def test_ghost_net_trains_with_batches_split_into_virtual_batches():
+    rng = np.random.default_rng(3)
+    net = FullyConnectedNet(6, (5,), 3, normalization="ghost", virtual_batch_size=4, rng=rng, dtype=np.float64)
+    x = rng.standard_normal((10, 6))
+    net.forward(x)
+    assert int(net[2].num_batches_tracked) == 3  # chunks of 4, 4 and 2
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"normalization": "instance"}, "normalization must be one of"),
+    ({"activation": "gelu"}, r"activation must be one of \('relu', 'sigmoid', 'tanh'\), got 'gelu'"),
     ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
     ({"weight_scale": "xavier"}, "weight_scale must be 'he' or a positive number, got 'xavier'"),
     ({"reg": -1.0}, "reg must be >= 0"),

@@ -5,9 +5,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from normlab.nn import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, Module, Parameter
+from normlab.nn import (
+    BatchNorm1d,
+    BatchNorm2d,
+    BatchRenorm1d,
+    BatchRenorm2d,
+    GhostBatchNorm1d,
+    GhostBatchNorm2d,
+    GroupNorm,
+    LayerNorm,
+    Module,
+    Parameter,
+)
 
-NORMALIZATION_MODULES = (BatchNorm1d, BatchNorm2d, LayerNorm, GroupNorm)
+NORMALIZATION_MODULES = (BatchNorm1d, BatchNorm2d, BatchRenorm1d, BatchRenorm2d, GhostBatchNorm1d, GhostBatchNorm2d,
+                         LayerNorm, GroupNorm)
 
 
 def weight_parameters(model: Module) -> list[Parameter]:

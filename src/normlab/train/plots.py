@@ -12,12 +12,9 @@ from normlab.train.history import History
 
 
 def plot_curves(history: History, path: str | os.PathLike, title: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; never needs a display
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
+    plt = pyplot()
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
     loss = np.asarray(history.loss, dtype=float)
     steps = np.arange(1, len(loss) + 1)
@@ -39,8 +36,23 @@ def plot_curves(history: History, path: str | os.PathLike, title: str = "") -> N
     ax_acc.legend()
     if title:
         fig.suptitle(title)
+    save_figure(fig, path)
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend: figures go to files and never need a display."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> None:
+    """Lay out `fig`, write it as a PNG atomically, and close it."""
     fig.tight_layout()
     png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=100)
-    plt.close(fig)
+    fig.savefig(png, format="png", dpi=dpi)
+    pyplot().close(fig)
     atomic_write_bytes(path, png.getvalue())

@@ -1,0 +1,28 @@
+"""Setting OpenBLAS's thread count at run time, and restoring it."""
+
+import numpy as np
+import pytest
+
+from normlab.blas import blas_threads, limited_blas_threads
+
+
+def test_limited_blas_threads_sets_and_restores_the_thread_count():
+    before = blas_threads()
+    if before is None:
+        pytest.skip("NumPy does not use OpenBLAS here")
+    with limited_blas_threads(1) as inside:
+        assert inside == 1 == blas_threads()
+        a = np.ones((200, 200))
+        np.testing.assert_allclose(a @ a, 200.0)
+    assert blas_threads() == before
+
+
+def test_limited_blas_threads_restores_after_an_error_and_checks_n():
+    before = blas_threads()
+    with pytest.raises(RuntimeError, match="inside"):
+        with limited_blas_threads(1):
+            raise RuntimeError("inside")
+    assert blas_threads() == before
+    with pytest.raises(ValueError, match="n must be a positive integer number of threads, got 0"):
+        with limited_blas_threads(0):
+            pass
