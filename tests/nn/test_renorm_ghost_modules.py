@@ -16,11 +16,8 @@ from normlab.nn import (
 )
 
 
-@pytest.fixture(autouse=True)
-def numpy_backend(monkeypatch):
-    """These tests compare layers with batch norm bit for bit, so every layer must do the same arithmetic:
-    the NumPy path. The compiled twin is held to the NumPy path in tests/kernels."""
-    monkeypatch.setenv("NORMLAB_BACKEND", "numpy")
+# Bit-for-bit comparisons with batch norm: every layer must do the same arithmetic (see tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("numpy_backend")
 
 
 BN_KEYS = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
