@@ -116,7 +116,7 @@ def test_batch_size(outputs):
     settings, r = results["settings"], results["results"]
     assert settings["batch_sizes"] == [2, 8, 32, 128] and settings["virtual_batch_size"] == 16
     assert list(r["runs"]) == ["batch", "layer", "group", "renorm", "ghost"]
-    for norm, runs in r["runs"].items():
+    for runs in r["runs"].values():
         assert list(runs) == ["2", "8", "32", "128"]
         assert all(is_accuracy(x["val_error"]) for x in runs.values())
     # Up to its virtual batch size ghost batch norm is batch norm, computation for computation.
