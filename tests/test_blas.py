@@ -19,10 +19,9 @@ def test_limited_blas_threads_sets_and_restores_the_thread_count():
 
 def test_limited_blas_threads_restores_after_an_error_and_checks_n():
     before = blas_threads()
-    with pytest.raises(RuntimeError, match="inside"):
-        with limited_blas_threads(1):
-            raise RuntimeError("inside")
+    with pytest.raises(RuntimeError, match="inside"), limited_blas_threads(1):
+        raise RuntimeError("inside")
     assert blas_threads() == before
-    with pytest.raises(ValueError, match="n must be a positive integer number of threads, got 0"):
-        with limited_blas_threads(0):
-            pass
+    with pytest.raises(ValueError, match="n must be a positive integer number of threads, got 0"), \
+            limited_blas_threads(0):
+        pass

@@ -61,7 +61,7 @@ random inputs of each shape, (N, D) and (N, C, H, W); median of {settings['repea
 call, the two timed in turn, on this machine ({os.cpu_count()} CPUs; a sample repeats a call until it lasts
 about 2 ms), in a separate process whose malloc keeps freed memory (glibc's
 `MALLOC_MMAP_THRESHOLD_` and `MALLOC_TRIM_THRESHOLD_` at 1 GiB): otherwise the page faults of fresh temporaries,
-which the staged backward makes about three times as many of, vary with the allocator's history. Times and "speed-up" are medians; "speed-up of fastest samples" divides the two minima, which is
+which the staged backward makes several times as many of, vary with the allocator's history. Times and "speed-up" are medians; "speed-up of fastest samples" divides the two minima, which is
 the measure the verdict uses: load from other processes only ever adds time to a sample, so on a shared
 machine the minima are the steadier estimate of the computation. The last column is the largest relative error between the two sets of
 gradients (dx, dgamma, dbeta).
@@ -72,23 +72,34 @@ gradients (dx, dgamma, dbeta).
 
 
 def _plot(ctx: Context, results: dict) -> None:
+    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
+
     plt = pyplot()
-    fig, (ax_time, ax_speed) = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig, (ax_time, ax_speed) = plt.subplots(1, 2, figsize=(12, 4.4))
     colors = {"float32": "tab:blue", "float64": "tab:orange"}
     for dtype, color in colors.items():
-        rows = sorted((r for r in results["timings"] if r["dtype"] == dtype), key=lambda r: r["elements"])
-        n = [r["elements"] for r in rows]
-        ax_time.plot(n, [r["staged_ms"] for r in rows], "o--", color=color, label=f"staged, {dtype}")
-        ax_time.plot(n, [r["simplified_ms"] for r in rows], "s-", color=color, label=f"simplified, {dtype}")
-        ax_speed.plot(n, [r["speedup"] for r in rows], "o-", color=color, label=f"{dtype}, medians")
-        ax_speed.plot(n, [r["speedup_of_fastest"] for r in rows], "x:", color=color, label=f"{dtype}, fastest samples")
+        for ndim, marker, kind in ((2, "o", "(N, D)"), (4, "s", "(N, C, H, W)")):
+            rows = sorted((r for r in results["timings"] if r["dtype"] == dtype and len(r["shape"]) == ndim),
+                          key=lambda r: r["elements"])
+            if not rows:
+                continue
+            n = [r["elements"] for r in rows]
+            ax_time.plot(n, [r["staged_ms"] for r in rows], marker + "--", color=color, mfc="none",
+                         label=f"staged, {dtype} {kind}")
+            ax_time.plot(n, [r["simplified_ms"] for r in rows], marker + "-", color=color,
+                         label=f"simplified, {dtype} {kind}")
+            ax_speed.plot(n, [r["speedup_of_fastest"] for r in rows], marker + "-", color=color,
+                          label=f"{dtype} {kind}")
     ax_time.set(xscale="log", yscale="log", xlabel="elements in x", ylabel="milliseconds (median)",
-                title="backward time")
-    ax_time.legend(fontsize="small")
-    ax_speed.axhline(1, color="gray", lw=0.8)
+                title="backward time (dashed, open: staged)")
+    ax_time.legend(fontsize="x-small", ncol=2)
     ax_speed.axhspan(1.7, 2.1, color="gray", alpha=0.15, label="CS231n's 1.7-2.1x")
+    top = max(r["speedup_of_fastest"] for r in results["timings"])
     ax_speed.set(xscale="log", yscale="log", xlabel="elements in x", ylabel="staged time / simplified time",
-                 title="speed-up of the simplified backward")
-    ax_speed.legend(fontsize="small")
+                 title="speed-up of the simplified backward (fastest samples)", ylim=(1, max(5, 1.3 * top)))
+    ax_speed.yaxis.set_major_locator(FixedLocator([1, 1.5, 2, 3, 4, 5, 7, 10, 15, 20, 30, 50, 70, 100]))
+    ax_speed.yaxis.set_major_formatter(ScalarFormatter())
+    ax_speed.yaxis.set_minor_formatter(NullFormatter())
+    ax_speed.legend(fontsize="small", loc="lower right")
     fig.suptitle("Batch norm backward: staged (node by node) against simplified (closed form)")
     ctx.save_figure(fig, "backward_speed.png")

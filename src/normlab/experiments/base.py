@@ -188,7 +188,7 @@ def train(model: Module, optimizer: Optimizer, data: PreparedData, *, batch_size
     started = time.perf_counter()
     with np.errstate(over="ignore", invalid="ignore"):  # a run that blows up is reported as "diverged"
         fit = trainer.fit(max_steps=steps)
-    if probe is not None and not fit.status == "diverged" and probes[-1]["step"] != trainer.iteration:
+    if probe is not None and fit.status != "diverged" and probes[-1]["step"] != trainer.iteration:
         measure(trainer, trainer.iteration)
     status = "diverged" if fit.status == "diverged" else "completed"
     return TrainedRun(status, fit.history, probes, trainer.iteration, time.perf_counter() - started, trainer)

@@ -93,9 +93,17 @@ def _summary(ctx: Context, settings: dict, results: dict) -> str:
     for norm in ("layer", "group", "renorm", "ghost"):
         if norm in runs and bn:
             mine, theirs = runs[norm][small]["val_error"], bn[small]["val_error"]
-            better = mine is not None and (theirs is None or mine < theirs)
+            own_large = runs[norm][large]["val_error"]
+            if norm == "ghost" and int(small) <= VIRTUAL_BATCH:
+                verdict = (f"the same computation as batch norm, since the batch fits in one virtual batch of "
+                           f"{VIRTUAL_BATCH}")
+            else:
+                better = mine is not None and (theirs is None or mine < theirs - 0.01)
+                steady = mine is not None and own_large is not None and mine <= own_large + 0.01
+                verdict = (f"{'better' if better else 'not better'}, and "
+                           f"{'no worse than' if steady else 'worse than'} its own {pct(own_large)} % at batch {large}")
             lines.append(f"- {LABELS[norm].capitalize()} at batch {small}: {pct(mine)} % against batch norm's "
-                         f"{pct(theirs)} %: {'better' if better else 'not better'}.")
+                         f"{pct(theirs)} %: {verdict}.")
     n_train = settings["n_train"]
     return f"""Setting: {ctx.dataset}, {n_train} training and {settings['n_val']} validation images, a fully connected network
 of two hidden layers of 256 ReLU units with each normalization after each hidden layer, SGD with momentum 0.9,

@@ -26,14 +26,14 @@ def run(ctx: Context) -> Report:
     data = ctx.data(settings["n_train"], settings["n_val"])
     runs: dict[str, list[dict]] = {"none": [], "batch": []}
     for scale in scales:
-        for norm in runs:
+        for norm, rows in runs.items():
             model = FullyConnectedNet(int(np.prod(data.input_shape)), HIDDEN, len(data.classes), normalization=norm,
                                       weight_scale=float(scale), rng=ctx.rng("init"))
             r = train(model, Adam(model.parameters(), lr=1e-3), data, batch_size=50, rng=ctx.rng("order"),
                       epochs=settings["epochs"])
             epochs = r.history.epochs
             last = r.history.loss[-settings["final_loss_steps"]:]
-            runs[norm].append({
+            rows.append({
                 "weight_scale": float(scale), "status": r.status,
                 "best_val_acc": max((e.val_acc for e in epochs), default=None),
                 "best_train_acc": max((e.train_acc for e in epochs), default=None),

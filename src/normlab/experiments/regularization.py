@@ -69,13 +69,14 @@ def _summary(ctx: Context, settings: dict, results: dict) -> str:
     val = compare(bn["best_val_acc"], base["best_val_acc"], ("lower", "higher"))
     verdict = {2: "holds", 1: "holds in part", 0: "does not hold here"}[(gap == "smaller") + (val == "higher")]
     with_dropout = compare(both["best_val_acc"], bn["best_val_acc"], ("lower", "higher"))
+    than = "as" if with_dropout == "about the same" else "than"
     lines = [
-        f"- Batch norm alone against the baseline: final gap {fmt(bn['final_gap'])} against {fmt(base['final_gap'])} "
-        f"({gap}), best validation accuracy {fmt(bn['best_val_acc'])} against {fmt(base['best_val_acc'])} ({val}). "
-        f"The regularization claim {verdict}.",
+        (f"- Batch norm alone against the baseline: final gap {fmt(bn['final_gap'])} against "
+         f"{fmt(base['final_gap'])} ({gap}), best validation accuracy {fmt(bn['best_val_acc'])} against "
+         f"{fmt(base['best_val_acc'])} ({val}). The regularization claim {verdict}."),
         f"- Dropout alone: final gap {fmt(drop['final_gap'])}, best validation accuracy {fmt(drop['best_val_acc'])}.",
-        f"- Batch norm with dropout: final gap {fmt(both['final_gap'])}, best validation accuracy "
-        f"{fmt(both['best_val_acc'])} ({with_dropout} than batch norm alone).",
+        (f"- Batch norm with dropout: final gap {fmt(both['final_gap'])}, best validation accuracy "
+         f"{fmt(both['best_val_acc'])} ({with_dropout} {than} batch norm alone)."),
     ]
     return f"""Setting: {ctx.dataset}, {settings['n_train']} training images (few, so that the networks overfit) and
 {settings['n_val']} validation images, a fully connected network of two hidden layers of 512 ReLU units (He
