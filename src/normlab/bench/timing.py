@@ -28,13 +28,10 @@ class PassTimes:
         return self.forward + self.backward
 
 
-def time_passes(contenders: Mapping[str, Pass], repeats: int, warmup: int = 1, settle: float = 0.01
-                ) -> dict[str, PassTimes]:
+def time_passes(contenders: Mapping[str, Pass], repeats: int, warmup: int = 1) -> dict[str, PassTimes]:
     """Median forward and backward time of every contender, the contenders taking turns repetition by
     repetition. Each repetition runs a fresh forward, then the backward on its result, as in training
-    (so outputs are allocated anew each time, as they would be). Between turns the bench sleeps `settle`
-    seconds: OpenMP threads (torch's) spin for a while after their work, and would otherwise take the
-    cores from whoever runs next."""
+    (so outputs are allocated anew each time, as they would be)."""
     samples = {name: ([], []) for name in contenders}
     for rep in range(warmup + repeats):
         for name, (forward, backward) in contenders.items():
@@ -44,7 +41,6 @@ def time_passes(contenders: Mapping[str, Pass], repeats: int, warmup: int = 1, s
             backward(state)
             t2 = time.perf_counter()
             del state
-            time.sleep(settle)
             if rep >= warmup:
                 samples[name][0].append(t1 - t0)
                 samples[name][1].append(t2 - t1)
