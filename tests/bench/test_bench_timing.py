@@ -35,3 +35,11 @@ def test_copy_bandwidth_measures_both_copies():
     bw = copy_bandwidth(1 << 20, repeats=2, threads=1)
     assert bw.numpy_one_thread > 0 and np.isfinite(bw.numpy_one_thread)
     assert bw.parallel is None or bw.parallel > 0
+
+
+def test_pass_times_measure_what_ran():
+    import time
+
+    times = time_passes({"sleepy": (lambda: time.sleep(0.002), lambda _: time.sleep(0.004))}, repeats=3)["sleepy"]
+    assert 0.002 <= times.forward < 0.05 and 0.004 <= times.backward < 0.05
+    assert 0.006 <= times.best_total <= 3 * times.total

@@ -65,3 +65,19 @@ print(json.dumps({f.__name__: [f.stats.cache_hits.total(), f.stats.cache_misses.
     stats = json.loads(second.stdout.strip().splitlines()[-1])
     for name, (hits, misses) in stats.items():
         assert hits >= 1 and misses == 0, f"{name} compiled again: {hits} cache hits, {misses} misses"
+
+
+def test_auto_compiles_only_inputs_large_enough_to_repay_a_call(monkeypatch):
+    pytest.importorskip("numba")
+    monkeypatch.delenv("NORMLAB_BACKEND", raising=False)
+    small = np.ones((4, backend.AUTO_MIN_ELEMENTS // 4 - 1), np.float32)
+    large = np.random.default_rng(0).standard_normal((4, backend.AUTO_MIN_ELEMENTS // 4)).astype(np.float32)
+    assert F.batchnorm_forward(small, np.ones(small.shape[1], np.float32), np.zeros(small.shape[1], np.float32)
+                               )[1].compiled is None
+    assert F.batchnorm_forward(large, np.ones(large.shape[1], np.float32), np.zeros(large.shape[1], np.float32)
+                               )[1].compiled is not None
+    # An explicit choice, by argument or environment, holds at any size.
+    assert F.layernorm_forward(small, np.ones(small.shape[1]), np.zeros(small.shape[1]), backend="numba"
+                               )[1].compiled is not None
+    monkeypatch.setenv("NORMLAB_BACKEND", "numba")
+    assert backend.resolve_backend("auto", size=1) == "numba"

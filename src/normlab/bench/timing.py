@@ -16,10 +16,12 @@ Pass = tuple[Callable[[], object], Callable[[object], object]]
 
 @dataclass(frozen=True)
 class PassTimes:
-    """Median seconds of a forward and of the backward that follows it."""
+    """Median seconds of a forward and of the backward that follows it, and the fastest forward +
+    backward (on a shared machine, the run least disturbed by others)."""
 
     forward: float
     backward: float
+    best_total: float
 
     @property
     def total(self) -> float:
@@ -42,7 +44,10 @@ def time_passes(contenders: Mapping[str, Pass], repeats: int, warmup: int = 1) -
             if rep >= warmup:
                 samples[name][0].append(t1 - t0)
                 samples[name][1].append(t2 - t1)
-    return {name: PassTimes(statistics.median(f), statistics.median(b)) for name, (f, b) in samples.items()}
+    return {
+        name: PassTimes(statistics.median(f), statistics.median(b), min(map(sum, zip(f, b))))
+        for name, (f, b) in samples.items()
+    }
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:

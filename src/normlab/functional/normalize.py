@@ -238,9 +238,10 @@ def _sum_of_squares(a: np.ndarray, axes: Axes) -> np.ndarray:
 
 def compiled_twin(backend: str, x: np.ndarray) -> ModuleType | None:
     """The compiled kernels module when `backend` ("auto", "numpy" or "numba"; see
-    `normlab.kernels.backend`) resolves to numba and x is float32 or float64; None means: run NumPy.
+    `normlab.kernels.backend`: "auto" compiles only large inputs) resolves to numba for x and x is float32
+    or float64; None means: run NumPy.
 
     An unknown backend raises whatever the dtype, so a typo never goes unnoticed.
     """
-    kernels = compiled_kernels(backend)
+    kernels = compiled_kernels(backend, x.size)
     return kernels if x.dtype in COMPILED_DTYPES else None

@@ -60,7 +60,8 @@ BLOCK_ROWS = 64  # fewest rows per block of the (N, D) column reductions: each b
 TILE = 512  # columns per tile of the (N, D) column reductions: two float64 accumulators fit in L1
 ROWS_AT_ONCE = 4  # (N, D) rows per pass over the per-column vectors: their loads are shared
 MAX_BLOCKS = 64  # row blocks whose partial sums are merged after the parallel loop
-MAX_PARTIALS = 1 << 22  # float64 values per partial-sum array (32 MiB), whatever the shape
+ELEMENTS_PER_PARTIAL = 16  # at least this many input elements per partial sum: zeroing, writing and
+#                            summing the partials stays a small fraction of the traffic
 
 # Reductions may be reassociated so LLVM vectorizes them; elementwise kernels stay strict IEEE, which
 # keeps ((x - p) - shift) from being rewritten as x - (p + shift). The reductions that form it too are
@@ -462,10 +463,12 @@ def _input_grad_rows(dout2, x2, pivot, shift, rstd, gamma2, channel_size, bounds
 # Python entry points
 
 
-def _row_blocks(rows: int, values_per_row: int, min_rows: int = 1) -> np.ndarray:
+def _row_blocks(rows: int, partials_per_block: int, elements: int, min_rows: int = 1) -> np.ndarray:
     """Bounds of the row blocks whose partial sums are merged after a parallel loop: at most MAX_BLOCKS,
-    at least `min_rows` rows each where there are enough, and never more than MAX_PARTIALS partials."""
-    blocks = min(MAX_BLOCKS, max(1, rows // min_rows), max(1, MAX_PARTIALS // max(values_per_row, 1)))
+    at least `min_rows` rows each where there are enough, and ELEMENTS_PER_PARTIAL input elements per
+    partial sum (so a (64, 8192) layer norm gets 4 blocks, not 64 with as many partials as inputs)."""
+    by_traffic = elements // (ELEMENTS_PER_PARTIAL * max(partials_per_block, 1))
+    blocks = min(MAX_BLOCKS, max(1, rows // min_rows), max(1, by_traffic))
     return np.linspace(0, rows, blocks + 1).astype(np.int64)  # (blocks + 1,)
 
 
@@ -499,7 +502,7 @@ def normalize_channels(
     out3 = np.empty_like(x3)
     if s == 1:
         x2, out2 = x3.reshape(n, c), out3.reshape(n, c)
-        bounds = _row_blocks(n, c, BLOCK_ROWS)
+        bounds = _row_blocks(n, c, x3.size, BLOCK_ROWS)
         shift, m2 = np.zeros((len(bounds) - 1, c)), np.zeros((len(bounds) - 1, c))  # per block of rows
         _column_block_moments(x2, bounds, shift, m2)
         shift, var = _merge_blocks(np.diff(bounds).astype(np.float64), shift, m2)
@@ -536,7 +539,7 @@ def normalize_channels_backward(
     dx3 = np.empty_like(x3)
     if s == 1:
         x2, dout2, dx2 = x3.reshape(n, c), dout3.reshape(n, c), dx3.reshape(n, c)
-        bounds = _row_blocks(n, c, BLOCK_ROWS)
+        bounds = _row_blocks(n, c, x3.size, BLOCK_ROWS)
         dout_sum, centered_sum = np.zeros((len(bounds) - 1, c)), np.zeros((len(bounds) - 1, c))  # per block
         _column_block_grad_sums(dout2, x2, stats.pivot, stats.shift, bounds, dout_sum, centered_sum)
         dout_sum, centered_sum = dout_sum.sum(axis=0), centered_sum.sum(axis=0)
@@ -585,7 +588,7 @@ def normalize_rows_backward(
     (dout2, x2), (gamma2,) = _contiguous(dout2, x2), _params(gamma2)
     r, _ = x2.shape
     dx2 = np.empty_like(x2)
-    bounds = _row_blocks(r, gamma2.size)
+    bounds = _row_blocks(r, gamma2.size, x2.size)
     blocks = bounds.shape[0] - 1
     dgamma = np.zeros((blocks, *gamma2.shape))
     dbeta = np.zeros((blocks, *gamma2.shape))
