@@ -32,12 +32,15 @@ def staged_vs_simplified(shapes, repeats, rng):
         print(f"{str(shape):>20} {staged * 1e3:>10.2f} {simplified * 1e3:>14.2f} {staged / simplified:>8.2f}x")
 
 
-def numpy_vs_torch(shape, repeats, threads, rng):
+def backends_vs_torch(shape, repeats, threads, rng):
+    """normlab's NumPy path and (when numba is installed) its compiled twin against torch, in one run."""
     try:
         import torch
     except ImportError:
         print("torch not installed: pip install 'normlab[torch]' to compare")
         return
+    from normlab.kernels.backend import numba_available
+
     torch.set_num_threads(threads)
     x = rng.standard_normal(shape, dtype=np.float32)
     dout = rng.standard_normal(shape, dtype=np.float32)
@@ -45,31 +48,36 @@ def numpy_vs_torch(shape, repeats, threads, rng):
     gamma, beta = np.ones(c, np.float32), np.zeros(c, np.float32)
     running_mean, running_var = np.zeros(c, np.float32), np.ones(c, np.float32)
 
-    def ours_forward():
-        return F.batchnorm_forward(x, gamma, beta, running_mean, running_var)
-
-    def ours_both():
-        _, cache = ours_forward()
-        F.batchnorm_backward(dout, cache)
+    def ours(backend, backward):
+        def run():
+            _, cache = F.batchnorm_forward(x, gamma, beta, running_mean, running_var, backend=backend)
+            if backward:
+                F.batchnorm_backward(dout, cache)
+        return run
 
     tx = torch.from_numpy(x).requires_grad_()
     tg, tb = torch.ones(c, requires_grad=True), torch.zeros(c, requires_grad=True)
     t_mean, t_var, t_dout = torch.zeros(c), torch.ones(c), torch.from_numpy(dout)
 
-    def torch_forward():
-        with torch.no_grad():
-            torch.nn.functional.batch_norm(tx, t_mean, t_var, tg, tb, training=True)
+    def theirs(backward):
+        def run():
+            if not backward:
+                with torch.no_grad():
+                    torch.nn.functional.batch_norm(tx, t_mean, t_var, tg, tb, training=True)
+                return
+            tx.grad = tg.grad = tb.grad = None
+            torch.nn.functional.batch_norm(tx, t_mean, t_var, tg, tb, training=True).backward(t_dout)
+        return run
 
-    def torch_both():
-        tx.grad = tg.grad = tb.grad = None
-        torch.nn.functional.batch_norm(tx, t_mean, t_var, tg, tb, training=True).backward(t_dout)
-
-    rows = [("forward", ours_forward, torch_forward), ("forward + backward", ours_both, torch_both)]
+    backends = ["numpy"] + (["numba"] if numba_available() else [])
     print(f"\nbatch norm, float32 {shape}, torch threads={torch.get_num_threads()}")
-    print(f"{'pass':>20} {'normlab ms':>11} {'torch ms':>9} {'normlab speed-up':>17}")
-    for name, ours, theirs in rows:
-        a, b = median_seconds(ours, repeats), median_seconds(theirs, repeats)
-        print(f"{name:>20} {a * 1e3:>11.2f} {b * 1e3:>9.2f} {b / a:>16.2f}x")
+    print(f"{'pass':>20} {'backend':>8} {'normlab ms':>11} {'torch ms':>9} {'normlab speed-up':>17}")
+    for name, backward in (("forward", False), ("forward + backward", True)):
+        torch_time = median_seconds(theirs(backward), repeats)
+        for backend in backends:
+            our_time = median_seconds(ours(backend, backward), repeats)
+            print(f"{name:>20} {backend:>8} {our_time * 1e3:>11.2f} {torch_time * 1e3:>9.2f} "
+                  f"{torch_time / our_time:>16.2f}x")
 
 
 def main() -> None:
@@ -80,7 +88,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     print("staged vs simplified batch norm backward (float64; CS231n reports the closed form 1.7-2.1x faster)")
     staged_vs_simplified([(100, 500), (128, 1024), (64, 16, 32, 32)], args.repeats, rng)
-    numpy_vs_torch((128, 64, 32, 32), args.repeats, args.threads, rng)
+    backends_vs_torch((128, 64, 32, 32), args.repeats, args.threads, rng)
 
 
 if __name__ == "__main__":

@@ -5,28 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from normlab.nn import (
-    BatchNorm1d,
-    BatchNorm2d,
-    BatchRenorm1d,
-    BatchRenorm2d,
-    GhostBatchNorm1d,
-    GhostBatchNorm2d,
-    GroupNorm,
-    LayerNorm,
-    Module,
-    Parameter,
-)
+from normlab.nn import Conv2d, Linear, Module, Parameter
 
-NORMALIZATION_MODULES = (BatchNorm1d, BatchNorm2d, BatchRenorm1d, BatchRenorm2d, GhostBatchNorm1d, GhostBatchNorm2d,
-                         LayerNorm, GroupNorm)
+# The layers whose `weight` is a weight matrix or filter bank. Chosen by inclusion: a normalization layer
+# (batch, renorm, ghost, sync, layer, group, instance norm, and any added later) keeps its gamma undecayed.
+WEIGHT_LAYERS = (Linear, Conv2d)
 
 
 def weight_parameters(model: Module) -> list[Parameter]:
-    """The parameters named `weight` of every module that is not a normalization layer: the weights of
-    Linear (and convolution) layers. Biases and gamma / beta are not among them."""
-    return [p for _, m in model.named_modules() if not isinstance(m, NORMALIZATION_MODULES)
-            for name, p in m._parameters.items() if name == "weight" and p is not None]
+    """The `weight` of every Linear and Conv2d layer in the model. Biases and gamma / beta are not among them."""
+    return [m.weight for _, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)]
 
 
 def l2_penalty(model: Module, reg: float) -> float:
