@@ -69,6 +69,8 @@ def test_covariate_shift(outputs):
     for run in r["runs"].values():
         assert run["status"] == "completed" and run["steps"][0] == 0 and run["steps"][-1] == settings["steps"]
         assert all(b > a for a, b in zip(run["steps"], run["steps"][1:]))
+        early = settings["early_records"]
+        assert early and run["steps"][:len(early) + 2] == [0, *early, settings["every"]]
         assert all(is_accuracy(a) for a in run["test_acc"]) and run["final_test_acc"] == run["test_acc"][-1]
         q = run["unit_percentiles"]
         assert len(q["15"]) == len(run["steps"])

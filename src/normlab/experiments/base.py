@@ -158,9 +158,11 @@ class TrainedRun:
 
 def train(model: Module, optimizer: Optimizer, data: PreparedData, *, batch_size: int, rng: np.random.Generator,
           steps: int | None = None, epochs: int | None = None, schedule: Schedule | None = None,
-          probe: Probe | None = None, every: int = 0, train_eval_size: int = 10000) -> TrainedRun:
+          probe: Probe | None = None, every: int = 0, at: Sequence[int] = (),
+          train_eval_size: int = 10000) -> TrainedRun:
     """Train with the Trainer for `steps` steps or `epochs` epochs (exactly one of them), calling
-    probe(trainer) at step 0 (before training) and after every `every`-th step, and after the last one.
+    probe(trainer) at step 0 (before training), after every `every`-th step and the steps listed in `at`,
+    and after the last one.
 
     The Trainer evaluates after every epoch (accuracy on up to train_eval_size training examples and on
     the validation set, in eval mode); a NaN or infinite loss stops the run with status "diverged". When
@@ -175,8 +177,10 @@ def train(model: Module, optimizer: Optimizer, data: PreparedData, *, batch_size
     def measure(trainer: Trainer, step: int) -> None:
         probes.append({"step": step, **probe(trainer)})
 
+    extra = set(at)
+
     def callback(trainer: Trainer, info: StepInfo) -> None:
-        if every and info.iteration % every == 0:
+        if (every and info.iteration % every == 0) or info.iteration in extra:
             measure(trainer, info.iteration)
 
     trainer = Trainer(model, optimizer, data.x_train, data.y_train, data.x_val, data.y_val,

@@ -64,7 +64,11 @@ def shift_statistics(quantiles: np.ndarray) -> dict[str, np.ndarray]:
 def run(ctx: Context) -> Report:
     steps = ctx.count(50_000, 3_000, minimum=20)
     every = max(1, steps // 100)
+    # Extra records at steps spaced evenly on a log scale before the first regular one: the plots' step axis
+    # is logarithmic, and the networks differ most in those first steps.
+    early = sorted({int(s) for s in np.geomspace(10, every, 8).round() if s < every}) if every > 10 else []
     settings = {"hidden": HIDDEN, "activation": "sigmoid", "batch_size": 60, "steps": steps, "every": every,
+                "early_records": early,
                 "optimizer": "sgd", "lr": 0.1, "momentum": 0.0, "weight_scale": 0.1,
                 "n_train": ctx.count(None, 10_000, minimum=200), "n_val": ctx.count(5000, 1000, minimum=100),
                 "n_test": ctx.count(10_000, 2000, minimum=200), "n_probe": ctx.count(1000, 500, minimum=100),
@@ -82,7 +86,7 @@ def run(ctx: Context) -> Report:
             return {"test_acc": trainer.accuracy(data.x_test, data.y_test)}
 
         runs[norm] = train(model, SGD(model.parameters(), lr=settings["lr"]), data, batch_size=60,
-                           rng=ctx.rng("order"), steps=steps, probe=probe, every=every)
+                           rng=ctx.rng("order"), steps=steps, probe=probe, every=every, at=early)
         quantiles[norm] = np.stack(recorded)  # (T, 3, U)
         ctx.log(f"covariate-shift: {LABELS[norm]}: test accuracy {runs[norm].probes[-1]['test_acc']:.4f} after "
                 f"{runs[norm].steps} steps ({runs[norm].seconds:.0f} s)")
@@ -152,7 +156,7 @@ def _summary(ctx: Context, settings: dict, results: dict) -> str:
 norm), plain SGD at learning rate {settings['lr']}, batches of 60, {settings['steps']} steps. Test accuracy on
 {settings['n_test']} test images and the percentiles of each last-layer sigmoid input on {settings['n_probe']}
 fixed test images (one batch, normalized with its own statistics as in training) are recorded every
-{settings['every']} steps. The shown unit is the one
+{settings['every']} steps, and at steps {', '.join(map(str, settings['early_records'])) or 'none'} before that. The shown unit is the one
 whose median moves the median distance in the network without batch norm.
 
 "Median travel" is the range of a unit's median over training divided by its mean 15th-85th percentile
@@ -186,11 +190,14 @@ def _plot(ctx: Context, results: dict, steps: int) -> None:
         ax.set(xlabel="training step (log scale)", ylabel=f"input of sigmoid unit {results['unit']}",
                title=f"({letter}) {LABELS[norm]}: 15th, 50th, 85th percentiles", ylim=(lo - pad, hi + pad))
         ax.title.set_fontsize("medium")
-    every = results["runs"]["none"]["steps"][1] if len(results["runs"]["none"]["steps"]) > 1 else 1
+    first = results["runs"]["none"]["steps"][1] if len(results["runs"]["none"]["steps"]) > 1 else 1
+    ticks = [0, *[10**k for k in range(1, 7) if first <= 10**k <= steps]]
     for ax in axes:
         # Logarithmic from the first recorded step on: the early steps, where the networks differ most, and
-        # the long end both show; step 0 sits on the linear stretch before it.
-        ax.set_xscale("symlog", linthresh=every, linscale=0.3)
+        # the long end both show; step 0 sits on a short linear stretch before it.
+        ax.set_xscale("symlog", linthresh=first, linscale=0.2)
         ax.set_xlim(0, steps)
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.xaxis.set_minor_locator(plt.NullLocator())
     fig.suptitle(f"Internal covariate shift: 3 x 100 sigmoid units, batch 60, {steps} steps ({ctx.dataset})")
     ctx.save_figure(fig, "covariate_shift.png")
