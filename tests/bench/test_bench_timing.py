@@ -1,6 +1,7 @@
 """The timing helpers: medians of interleaved repetitions, and the bandwidth limit."""
 
 import numpy as np
+import pytest
 
 from normlab.bench.timing import Bandwidth, copy_bandwidth, time_passes
 
@@ -43,3 +44,24 @@ def test_pass_times_measure_what_ran():
     times = time_passes({"sleepy": (lambda: time.sleep(0.002), lambda _: time.sleep(0.004))}, repeats=3)["sleepy"]
     assert 0.002 <= times.forward < 0.05 and 0.004 <= times.backward < 0.05
     assert 0.006 <= times.best_total <= 3 * times.total
+
+
+def test_the_settle_pause_comes_before_every_turn_and_is_not_timed():
+    import time
+
+    starts = []
+
+    def forward():
+        starts.append(time.perf_counter())
+
+    times = time_passes({"a": (forward, lambda _: None), "b": (forward, lambda _: None)}, repeats=2, warmup=0,
+                        settle=0.02)
+    gaps = np.diff(starts)
+    assert len(starts) == 4 and gaps.min() >= 0.02  # a pause before each turn, the other contender's too
+    assert all(t.forward < 0.02 and t.total < 0.02 for t in times.values())  # the pause is not in the times
+
+
+def test_a_negative_settle_is_refused():
+
+    with pytest.raises(ValueError, match="settle must be >= 0 seconds, got -1"):
+        time_passes({"a": (lambda: None, lambda _: None)}, repeats=1, settle=-1)

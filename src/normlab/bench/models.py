@@ -11,7 +11,7 @@ from types import ModuleType
 
 import numpy as np
 
-from normlab.bench.timing import Pass, PassTimes, time_passes
+from normlab.bench.timing import SETTLE_SECONDS, Pass, PassTimes, time_passes
 
 
 class NotAvailable(Exception):
@@ -79,10 +79,11 @@ def cnn_step_passes(torch: ModuleType | None, batch: int, rng: np.random.Generat
     return passes
 
 
-def measure_optional(build, repeats: int) -> dict[str, PassTimes] | str:
-    """Times of the passes `build()` returns, or the reason they cannot run."""
+def measure_optional(build, repeats: int, settle: float = SETTLE_SECONDS) -> dict[str, PassTimes] | str:
+    """Times of the passes `build()` returns (`settle` seconds of idle before each turn), or the reason
+    they cannot run."""
     try:
-        return time_passes(build(), repeats)
+        return time_passes(build(), repeats, settle=settle)
     except NotAvailable as e:
         return str(e)
     except Exception as e:  # noqa: BLE001 - an API that moved under us: report it, do not sink the bench

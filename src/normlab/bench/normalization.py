@@ -20,7 +20,7 @@ from types import ModuleType
 import numpy as np
 
 from normlab import functional as F
-from normlab.bench.timing import Pass, PassTimes, time_passes
+from normlab.bench.timing import SETTLE_SECONDS, Pass, PassTimes, time_passes
 
 
 @dataclass(frozen=True)
@@ -87,8 +87,9 @@ def _torch_pass(torch: ModuleType, case: NormCase, x: np.ndarray, dout: np.ndarr
 
 
 def measure_norm(case: NormCase, backend: str, torch: ModuleType | None, repeats: int,
-                 rng: np.random.Generator) -> dict[str, PassTimes]:
-    """Times of the case on `backend` ("numba" or "numpy"), on NumPy for reference, and on torch.
+                 rng: np.random.Generator, settle: float = SETTLE_SECONDS) -> dict[str, PassTimes]:
+    """Times of the case on `backend` ("numba" or "numpy"), on NumPy for reference, and on torch, with
+    `settle` seconds of idle before each turn (see `time_passes`).
 
     Returns {"normlab": ..., "numpy": ..., "torch": ...}, without the entries that do not apply.
     """
@@ -99,4 +100,4 @@ def measure_norm(case: NormCase, backend: str, torch: ModuleType | None, repeats
         contenders["numpy"] = _normlab_pass(case, x, dout, "numpy")
     if torch is not None:
         contenders["torch"] = _torch_pass(torch, case, x, dout)
-    return time_passes(contenders, repeats)
+    return time_passes(contenders, repeats, settle=settle)

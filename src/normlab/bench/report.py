@@ -14,7 +14,7 @@ import numpy as np
 
 from normlab.bench.models import cnn_step_passes, conv2d_passes, measure_optional
 from normlab.bench.normalization import FULL_CASES, QUICK_CASES, measure_norm
-from normlab.bench.timing import PassTimes, copy_bandwidth
+from normlab.bench.timing import SETTLE_SECONDS, PassTimes, copy_bandwidth
 from normlab.kernels.backend import resolve_backend
 
 MIB = 1 << 20
@@ -113,14 +113,16 @@ def run_bench(quick: bool = False, backend: str = "auto", seed: int = 0, threads
 
 def _measure(quick: bool, backend: str, rng: np.random.Generator, threads: int, torch: ModuleType | None) -> dict:
     repeats = 3 if quick else 15
+    settle = 0.001 if quick else SETTLE_SECONDS
     bandwidth = copy_bandwidth((16 if quick else 512) * MIB, repeats, threads)
     cases = QUICK_CASES if quick else FULL_CASES
-    rows = [_norm_row(case, measure_norm(case, backend, torch, repeats, rng), bandwidth.limit) for case in cases]
-    conv_shape, conv_filters = ((4, 8, 16, 16), 8) if quick else ((64, 32, 32, 32), 64)
-    conv = measure_optional(lambda: conv2d_passes(torch, conv_shape, conv_filters, rng), repeats)
+    rows = [_norm_row(case, measure_norm(case, backend, torch, repeats, rng, settle), bandwidth.limit)
+            for case in cases]
+    conv_shape, conv_filters = ((4, 8, 16, 16), 8) if quick else ((64, 64, 32, 32), 64)
+    conv = measure_optional(lambda: conv2d_passes(torch, conv_shape, conv_filters, rng), repeats, settle)
     rows.append(_model_row("conv2d 3x3", f"{conv_shape} -> {conv_filters} filters", conv))
     batch = 4 if quick else 64
-    step = measure_optional(lambda: cnn_step_passes(torch, batch, rng), repeats)
+    step = measure_optional(lambda: cnn_step_passes(torch, batch, rng), repeats, settle)
     rows.append(_model_row("bn-cnn training step", f"({batch}, 1, 28, 28)", step))
     return {
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
@@ -128,6 +130,7 @@ def _measure(quick: bool, backend: str, rng: np.random.Generator, threads: int, 
         "backend": backend,
         "quick": quick,
         "repeats": repeats,
+        "settle_seconds": settle,
         "bandwidth_gbps": {**asdict(bandwidth), "limit": bandwidth.limit},
         "rows": rows,
     }
@@ -178,6 +181,8 @@ def format_report(report: dict) -> str:
         "norm keep a row in cache). % limit: forward + backward bytes / median time / copy limit; best %: the",
         "same for the fastest run. numpy and torch ms: forward + backward on NumPy and on torch's CPU kernels;",
         "x torch: torch time / normlab time (medians).",
+        (f"Each turn starts after {report['settle_seconds']} s idle, so the thread pools of the turn before "
+         "(OpenBLAS, torch's OpenMP) have stopped spinning."),
     ]
     for row in report["rows"]:
         if not row.get("available", True):

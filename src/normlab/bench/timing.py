@@ -28,13 +28,32 @@ class PassTimes:
         return self.forward + self.backward
 
 
-def time_passes(contenders: Mapping[str, Pass], repeats: int, warmup: int = 1) -> dict[str, PassTimes]:
+# Seconds to wait before a contender's turn: longer than the busy-wait of the thread pools the previous
+# contender woke. OpenBLAS's workers spin (yielding) for about 2**28 cycles (~0.1 s) after a product, and
+# torch's OpenMP workers spin after every parallel region; on a 2-core machine those spinners hold a core
+# that the next contender's own threads need, and a product waiting for a descheduled thread takes a
+# scheduler slice instead of its time. Back to back, a bn-cnn step (batch 64, 2 threads) measured 1296 ms
+# for normlab and 1404 ms for torch on 2 shared cores; with this pause, 136 to 355 ms and ~1030 ms.
+SETTLE_SECONDS = 0.15
+
+
+def time_passes(contenders: Mapping[str, Pass], repeats: int, warmup: int = 1,
+                settle: float = SETTLE_SECONDS) -> dict[str, PassTimes]:
     """Median forward and backward time of every contender, the contenders taking turns repetition by
     repetition. Each repetition runs a fresh forward, then the backward on its result, as in training
-    (so outputs are allocated anew each time, as they would be)."""
+    (so outputs are allocated anew each time, as they would be).
+
+    settle: seconds slept, untimed, before each turn, so that the thread pools the previous turn woke
+    (OpenBLAS, torch's OpenMP, numba's) are asleep again and each contender is timed on idle cores, as
+    in a process of its own.
+    """
+    if settle < 0:
+        raise ValueError(f"settle must be >= 0 seconds, got {settle}")
     samples = {name: ([], []) for name in contenders}
     for rep in range(warmup + repeats):
         for name, (forward, backward) in contenders.items():
+            if settle:
+                time.sleep(settle)
             t0 = time.perf_counter()
             state = forward()
             t1 = time.perf_counter()
