@@ -49,6 +49,7 @@ def test_bench_runs_on_the_threads_asked_for(tmp_path):
     assert main(["bench", "--quick", "--threads", "1", "--json", str(path)]) == 0
     report = json.loads(path.read_text())
     assert report["threads"]["normlab"] == 1 and report["bandwidth_gbps"]["threads"] == 1
+    assert report["threads"]["blas"] in (1, None)  # None: no OpenBLAS in this NumPy
     assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS  # restored after the run
     if report["machine"]["torch"] is not None:
         assert report["threads"]["torch"] == 1

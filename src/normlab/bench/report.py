@@ -15,6 +15,7 @@ import numpy as np
 from normlab.bench.models import cnn_step_passes, conv2d_passes, measure_optional
 from normlab.bench.normalization import FULL_CASES, QUICK_CASES, measure_norm
 from normlab.bench.timing import SETTLE_SECONDS, PassTimes, copy_bandwidth
+from normlab.blas import blas_threads, limited_blas_threads
 from normlab.kernels.backend import resolve_backend
 
 MIB = 1 << 20
@@ -29,9 +30,9 @@ def _import_or_none(name: str) -> ModuleType | None:
 
 @contextmanager
 def _same_threads(backend: str, threads: int | None) -> Iterator[tuple[int, ModuleType | None]]:
-    """Run the kernels and torch on one thread count (`threads`, default numba's: every core; 1 for
-    the NumPy backend, whose elementwise work is single-threaded); yields (threads, torch or None) and
-    restores both counts after."""
+    """Run the kernels, NumPy's OpenBLAS (at most its own count) and torch on one thread count (`threads`,
+    default numba's: every core; 1 for the NumPy backend, whose elementwise work is single-threaded);
+    yields (threads, torch or None) and restores all three counts after."""
     numba = import_module("numba") if backend == "numba" else None
     torch = _import_or_none("torch")
     saved = (numba and numba.get_num_threads(), torch and torch.get_num_threads())
@@ -41,7 +42,8 @@ def _same_threads(backend: str, threads: int | None) -> Iterator[tuple[int, Modu
         count = numba.get_num_threads() if numba is not None else 1
         if torch is not None:
             torch.set_num_threads(count)
-        yield count, torch
+        with limited_blas_threads(count):  # the convolution and CNN rows are NumPy matrix products
+            yield count, torch
     finally:
         if numba is not None:
             numba.set_num_threads(saved[0])
@@ -107,7 +109,8 @@ def run_bench(quick: bool = False, backend: str = "auto", seed: int = 0, threads
     backend = resolve_backend(backend)
     with _same_threads(backend, threads) as (count, torch):
         report = _measure(quick, backend, np.random.default_rng(seed), count, torch)
-        report["threads"] = {"normlab": count, "torch": torch.get_num_threads() if torch is not None else None}
+        report["threads"] = {"normlab": count, "torch": torch.get_num_threads() if torch is not None else None,
+                             "blas": blas_threads()}
     return report
 
 
