@@ -152,3 +152,16 @@ def test_real_fashion_mnist_subset_learns(tmp_path, capsys):
     assert train("--data-dir", REAL, "--limit", 2000, "--epochs", 1, "--out", tmp_path / "run") == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert float(last.split()[2]) > 0.65  # chance is 0.1
+
+
+@pytest.mark.parametrize("model", ["bn-cnn", "convnet3"])
+def test_the_cnns_name_their_options(model, capsys):
+    # The CNNs have no L2 `reg`: weight decay goes to the optimizer, not into the builder's keywords.
+    config = config_for("--model", model, "--optimizer", "sgd", "--weight-decay", "5e-4")
+    assert config.weight_decay == 5e-4 and "reg" not in config.model_options
+    assert train("--model", model, "--hidden", "64") == 2
+    assert f"model '{model}' does not take the option 'hidden_dims'" in capsys.readouterr().err
+
+
+def test_the_bn_cnn_takes_a_normalization():
+    assert config_for("--model", "bn-cnn", "--normalization", "group").model_options == {"normalization": "group"}

@@ -118,15 +118,20 @@ class ResNetCNN(Sequential):
 
 
 @register_model("convnet3")
-def build_convnet3(*, input_shape, num_classes, rng, **options) -> ThreeLayerConvNet:
-    """CS231n's ThreeLayerConvNet; options: num_filters, filter_size, hidden_dim, weight_scale, dtype."""
-    return ThreeLayerConvNet(input_shape, num_classes=num_classes, rng=rng, **options)
+def build_convnet3(*, input_shape, num_classes, rng, num_filters: int = 32, filter_size: int = 7,
+                   hidden_dim: int = 100, weight_scale: float | None = None, dtype=np.float32) -> ThreeLayerConvNet:
+    """CS231n's ThreeLayerConvNet. The options are named, not **kwargs, so `normlab train` can tell which
+    of its options the model takes (an L2 `reg`, for one, it does not: weight decay goes to the optimizer)."""
+    return ThreeLayerConvNet(input_shape, num_filters=num_filters, filter_size=filter_size, hidden_dim=hidden_dim,
+                             num_classes=num_classes, weight_scale=weight_scale, rng=rng, dtype=dtype)
 
 
 @register_model("bn-cnn")
-def build_bn_cnn(*, input_shape, num_classes, rng, **options) -> ResNetCNN:
-    """The small ResNet; options: normalization (batch|group|layer|instance|none), widths, dtype."""
-    return ResNetCNN(input_shape, num_classes=num_classes, rng=rng, **options)
+def build_bn_cnn(*, input_shape, num_classes, rng, normalization: str = "batch", widths=(32, 64, 128),
+                 dtype=np.float32) -> ResNetCNN:
+    """The small ResNet; normalization is batch|group|layer|instance|none. Named options, as above."""
+    return ResNetCNN(input_shape, num_classes=num_classes, widths=widths, normalization=normalization, rng=rng,
+                     dtype=dtype)
 
 
 # Trainers read this: random crops and flips help this model, so `normlab train` turns them on by default.
