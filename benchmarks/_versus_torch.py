@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
+from normlab.bench.timing import SETTLE_SECONDS
+
 
 def import_torch(threads: int):
     """torch, set to `threads` intra-op threads, or exit with an install hint."""
@@ -40,14 +42,20 @@ class Timing(NamedTuple):
 
 
 def paired_medians(ours: Callable[[], object], theirs: Callable[[], object], repeats: int = 7,
-                   warmup: int = 1) -> tuple[Timing, Timing]:
-    """Medians for `ours` and for `theirs`, timed alternately after `warmup` calls of each."""
+                   warmup: int = 1, settle: float = SETTLE_SECONDS) -> tuple[Timing, Timing]:
+    """Medians for `ours` and for `theirs`, timed alternately after `warmup` calls of each.
+
+    Each turn starts after `settle` seconds idle: OpenBLAS's and torch's OpenMP worker threads keep spinning
+    for about 0.1 s after their work, and without the pause they hold a core the next contender needs
+    (without it, torch's bn-cnn step measured 2.4x slower, which made normlab look 1.16x faster than torch
+    when it is 0.42x)."""
     for _ in range(warmup):
         ours()
         theirs()
     samples: tuple[list, list] = ([], [])
     for _ in range(repeats):
         for fn, bucket in ((ours, samples[0]), (theirs, samples[1])):
+            time.sleep(settle)
             wall, cpu = time.perf_counter(), time.process_time()
             fn()
             bucket.append((time.perf_counter() - wall, time.process_time() - cpu))
