@@ -39,6 +39,7 @@ def main() -> None:
     tf.config.threading.set_inter_op_parallelism_threads(1)
     torch.set_num_threads(args.threads)
 
+    from normlab.bench.timing import SETTLE_SECONDS
     from normlab.models import build_model
     from normlab.train.config import TrainConfig
     from normlab.train.frameworks import KerasSteps, TorchSteps
@@ -66,6 +67,7 @@ def main() -> None:
     cpu: dict[str, list[float]] = {name: [] for name in steps}  # CPU time over wall time: threads really used
     for _ in range(args.repeats):
         for name, step in steps.items():
+            time.sleep(SETTLE_SECONDS)  # the previous framework's spinning thread pools stop first
             start, start_cpu = time.perf_counter(), time.process_time()
             losses[name] = step()
             times[name].append(time.perf_counter() - start)
