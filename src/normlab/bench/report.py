@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import platform
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict
 from importlib import import_module
@@ -110,43 +108,25 @@ def run_bench(quick: bool = False, backend: str = "auto", seed: int = 0, threads
     """
     backend = resolve_backend(backend)
     with _same_threads(backend, threads) as (count, torch):
-        report = _measure(quick, backend, seed, count, torch)
+        report = _measure(quick, backend, np.random.default_rng(seed), count, torch)
         report["threads"] = {"normlab": count, "torch": torch.get_num_threads() if torch is not None else None,
                              "blas": blas_threads()}
     return report
 
 
-def _model_rows_in_fresh_process(quick: bool, backend: str, seed: int, threads: int, repeats: int,
-                                 settle: float) -> list[dict]:
-    """The conv2d and CNN-step rows, measured in a new process. In the bench's own process, after the
-    normalization rows (and the 512 MiB bandwidth buffers), the CNN step measured about 3x slower than in a
-    fresh process or in benchmarks/cnn_step_vs_torch.py, for a reason not yet pinned down (allocator state
-    is the suspect); a fresh process measures what a user's training process sees."""
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(_model_rows, quick, backend, seed, threads, repeats, settle).result()
-
-
-def _model_rows(quick: bool, backend: str, seed: int, threads: int, repeats: int, settle: float) -> list[dict]:
-    with _same_threads(backend, threads) as (_, torch):
-        rng = np.random.default_rng(seed + 1)
-        conv_shape, conv_filters = ((4, 8, 16, 16), 8) if quick else ((64, 64, 32, 32), 64)
-        conv = measure_optional(lambda: conv2d_passes(torch, conv_shape, conv_filters, rng), repeats, settle)
-        batch = 4 if quick else 64
-        step = measure_optional(lambda: cnn_step_passes(torch, batch, rng), repeats, settle)
-        return [_model_row("conv2d 3x3", f"{conv_shape} -> {conv_filters} filters", conv),
-                _model_row("bn-cnn training step", f"({batch}, 1, 28, 28)", step)]
-
-
-def _measure(quick: bool, backend: str, seed: int, threads: int, torch: ModuleType | None) -> dict:
-    rng = np.random.default_rng(seed)
+def _measure(quick: bool, backend: str, rng: np.random.Generator, threads: int, torch: ModuleType | None) -> dict:
     repeats = 3 if quick else 15
     settle = 0.001 if quick else SETTLE_SECONDS
     bandwidth = copy_bandwidth((16 if quick else 512) * MIB, repeats, threads)
     cases = QUICK_CASES if quick else FULL_CASES
     rows = [_norm_row(case, measure_norm(case, backend, torch, repeats, rng, settle), bandwidth.limit)
             for case in cases]
-    rows += _model_rows_in_fresh_process(quick, backend, seed, threads, repeats, settle)
+    conv_shape, conv_filters = ((4, 8, 16, 16), 8) if quick else ((64, 64, 32, 32), 64)
+    conv = measure_optional(lambda: conv2d_passes(torch, conv_shape, conv_filters, rng), repeats, settle)
+    rows.append(_model_row("conv2d 3x3", f"{conv_shape} -> {conv_filters} filters", conv))
+    batch = 4 if quick else 64
+    step = measure_optional(lambda: cnn_step_passes(torch, batch, rng), repeats, settle)
+    rows.append(_model_row("bn-cnn training step", f"({batch}, 1, 28, 28)", step))
     return {
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                     "numpy": np.__version__, "torch": getattr(torch, "__version__", None)},
