@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from normlab.cli import build_parser, main
-from normlab.data.idx import write_idx
 from normlab.models import register_model
 from normlab.models.registry import available_models
 from normlab.nn import Flatten, Linear, Sequential
@@ -25,21 +24,6 @@ if "test-linear" not in available_models():
         return Sequential(Flatten(), Linear(int(np.prod(input_shape)), num_classes, rng=rng))
 
     build_test_linear.default_augment = True
-
-
-@pytest.fixture(scope="module")
-def toy_fashion(tmp_path_factory):
-    """Fashion-MNIST's four IDX files, 400 + 100 examples of a learnable toy problem."""
-    d = tmp_path_factory.mktemp("fashion")
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 400), ("t10k", 100)):
-        y = rng.integers(0, 10, n)
-        x = rng.integers(0, 60, (n, 28, 28))
-        for k in range(10):  # class k brightens row band k
-            x[y == k, 2 * k:2 * k + 3, :] += 150
-        write_idx(d / f"{prefix}-images-idx3-ubyte.gz", x.astype(np.uint8))
-        write_idx(d / f"{prefix}-labels-idx1-ubyte.gz", y.astype(np.uint8))
-    return d
 
 
 def train(*args):

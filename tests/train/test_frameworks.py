@@ -7,28 +7,12 @@ import os
 import numpy as np
 import pytest
 
-from normlab.data.idx import write_idx
 from normlab.models import build_model
 from normlab.train import load_tensors
 from normlab.train.config import TrainConfig
 from normlab.train.run import run_training
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-@pytest.fixture(scope="module")
-def toy_fashion(tmp_path_factory):
-    """Fashion-MNIST's four IDX files: 300 + 60 examples, class k brightens row band k."""
-    d = tmp_path_factory.mktemp("fashion")
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 300), ("t10k", 60)):
-        y = rng.integers(0, 10, n)
-        x = rng.integers(0, 60, (n, 28, 28))
-        for k in range(10):
-            x[y == k, 2 * k:2 * k + 3, :] += 150
-        write_idx(d / f"{prefix}-images-idx3-ubyte.gz", x.astype(np.uint8))
-        write_idx(d / f"{prefix}-labels-idx1-ubyte.gz", y.astype(np.uint8))
-    return d
 
 
 def _run(toy, tmp_path, framework, max_steps=None, **options):
