@@ -4,11 +4,20 @@ NumPy core in `normlab.functional.normalize`.
 - `backend`: which implementation runs (argument, NORMLAB_BACKEND, or auto-detection of numba).
 - `normalize_numba`: the compiled twin of the core for batch norm's channels layout and the per-row
   layout of layer, group and instance norm (imported only when the numba backend is chosen).
+- `im2col_numba`: the copies around a convolution's matrix products (im2col, its adjoint, and the
+  transposes between (N, F, P) images and (F, N*P) products), one chunk of images per thread.
 - `copy_numba`: a parallel copy on the kernels' threads, the yardstick of `normlab bench`.
 
 The functional layers dispatch here; nothing here imports `normlab.functional`.
 """
 
-from normlab.kernels.backend import BACKENDS, ENV_VAR, compiled_kernels, numba_available, resolve_backend
+from normlab.kernels.backend import (
+    BACKENDS,
+    ENV_VAR,
+    compiled_conv_kernels,
+    compiled_kernels,
+    numba_available,
+    resolve_backend,
+)
 
-__all__ = ["BACKENDS", "ENV_VAR", "compiled_kernels", "numba_available", "resolve_backend"]
+__all__ = ["BACKENDS", "ENV_VAR", "compiled_conv_kernels", "compiled_kernels", "numba_available", "resolve_backend"]

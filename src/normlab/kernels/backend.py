@@ -66,3 +66,13 @@ def compiled_kernels(backend: str = "auto", size: int | None = None) -> ModuleTy
     from normlab.kernels import normalize_numba
 
     return normalize_numba
+
+
+def compiled_conv_kernels(backend: str = "auto") -> ModuleType | None:
+    """The compiled convolution copies (`normlab.kernels.im2col_numba`) when `backend` resolves to numba,
+    else None. At any size: they run one chunk per thread, with no parallel region to start."""
+    if resolve_backend(backend) != "numba":
+        return None
+    from normlab.kernels import im2col_numba
+
+    return im2col_numba

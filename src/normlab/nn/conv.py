@@ -20,9 +20,6 @@ class Conv2d(Module):
     fan_in = in_channels // groups * kh * kw (torch's kaiming_uniform_ with a = sqrt(5)). The models in
     `normlab.models` re-initialize their convolutions with He's normal initialization. `rng` draws the
     initial values (a fresh unseeded generator if None).
-
-    In training mode the forward keeps the im2col matrix for the backward (kh*kw times the input's
-    memory); in evaluation mode it does not, and a backward (rarely wanted there) rebuilds it.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, bias: bool = True,
@@ -50,7 +47,7 @@ class Conv2d(Module):
                              f"channels in dimension 1, got input of shape {x.shape}")
         out, self._cache = conv2d_forward(
             x, self.weight.data, None if self.bias is None else self.bias.data,
-            self.stride, self.padding, self.groups, keep_cols=self.training,
+            self.stride, self.padding, self.groups,
         )
         return out
 

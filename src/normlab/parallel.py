@@ -1,0 +1,55 @@
+"""Split a batch over threads, each running NumPy code with BLAS on one thread.
+
+Why: a convolution done as one big im2col and one big matrix product writes a column matrix kh*kw times
+the input's size (151 MB for a (64, 64, 32, 32) float32 input and 3x3 filters) to main memory, page-faults
+it in, and reads it back; the copy itself runs on one thread while BLAS's threads wait. Done image by image,
+each image's columns (2.4 MB) stay in cache and the copy and the product run on every core at once, one
+image per thread. NumPy releases the GIL in both, so Python threads suffice.
+
+How many threads: as many as NumPy's OpenBLAS would use (`OPENBLAS_NUM_THREADS`, or what
+`normlab.blas.limited_blas_threads` set), so one setting governs both; BLAS is held to one thread per
+worker meanwhile, so the machine is never oversubscribed. Without OpenBLAS (MKL, Accelerate) the work runs
+in the calling thread and the BLAS library keeps its own threads.
+
+The threads share OpenBLAS's thread setting, which is global: two batches split from two different user
+threads at the same time would restore each other's setting in an undefined order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import TypeVar
+
+from normlab.blas import blas_threads, limited_blas_threads
+
+T = TypeVar("T")
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def worker_count() -> int:
+    """Threads a batch is split over: OpenBLAS's thread count, or 1 without OpenBLAS."""
+    return blas_threads() or 1
+
+
+def split_over_threads(work: Callable[[int, int], T], n: int) -> list[T]:
+    """Run work(start, stop) on contiguous blocks covering range(n), one block per thread; the calling
+    thread takes the first block.
+
+    Returns the blocks' results in block order (so sums of them are deterministic for a given thread
+    count). An exception raised in a block is raised here, after every block has finished.
+    """
+    workers = min(worker_count(), n)
+    if workers <= 1:
+        return [work(0, n)]
+    bounds = [n * k // workers for k in range(workers + 1)]
+    pool = _pools.get(workers)
+    if pool is None:
+        pool = _pools[workers] = ThreadPoolExecutor(workers - 1, thread_name_prefix="normlab")
+    with limited_blas_threads(1):
+        futures = [pool.submit(work, start, stop) for start, stop in zip(bounds[1:-1], bounds[2:])]
+        try:
+            first = work(bounds[0], bounds[1])
+        finally:
+            wait(futures)
+    return [first, *(future.result() for future in futures)]
