@@ -92,7 +92,8 @@ def main() -> None:
         logits = model.forward(x)
         _, dlogits = F.softmax_cross_entropy(logits, labels)
         model.zero_grad()
-        model.backward(dlogits)
+        with nn.input_grad_skipped(model):  # as torch, whose input does not require grad
+            model.backward(dlogits)
         for p in model.parameters():
             v = velocity[id(p)]
             v *= momentum

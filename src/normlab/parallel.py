@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
+from itertools import pairwise
 from typing import TypeVar
 
 from normlab.blas import blas_threads, limited_blas_threads
@@ -47,7 +48,7 @@ def split_over_threads(work: Callable[[int, int], T], n: int) -> list[T]:
     if pool is None:
         pool = _pools[workers] = ThreadPoolExecutor(workers - 1, thread_name_prefix="normlab")
     with limited_blas_threads(1):
-        futures = [pool.submit(work, start, stop) for start, stop in zip(bounds[1:-1], bounds[2:])]
+        futures = [pool.submit(work, start, stop) for start, stop in pairwise(bounds[1:])]
         try:
             first = work(bounds[0], bounds[1])
         finally:

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from torch_oracle import assert_close, torch, torch_run
 
 from normlab import functional as F
+from normlab.blas import limited_blas_threads
 from normlab.gradcheck import check_layer, relative_error
 
 TF = torch.nn.functional
@@ -85,18 +86,60 @@ def test_conv2d_gradients_match_numerical_gradients(x_shape, w_shape, stride, pa
         assert max(errors.values()) < 1e-8, errors
 
 
-def test_backward_without_kept_columns_rebuilds_them():
+@settings(max_examples=30, deadline=None)
+@given(case=conv_cases())
+def test_compiled_and_numpy_copies_give_identical_results(case):
+    """The numba copies (im2col, col2im, the transposes) move the same numbers as NumPy's, and the products
+    are the same products: the results are equal bit for bit."""
+    pytest.importorskip("numba")
+    rng, x, weight, bias = draw_arrays(case)
+    stride, padding, groups = conv_args(case)
+    results, dout = [], None
+    for backend in ("numpy", "numba"):
+        out, cache = F.conv2d_forward(x, weight, bias, stride, padding, groups, backend=backend)
+        dout = rng.standard_normal(out.shape) if dout is None else dout
+        results.append((out, *F.conv2d_backward(dout, cache)))
+    for name, a, b in zip(("out", "dx", "dweight", "dbias"), *results):
+        if a is None:
+            assert b is None
+        else:
+            np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding", [
+    ((7, 3, 32, 32), (4, 3, 3, 3), 1, 1),  # 2 images per chunk: 4 chunks over 2 threads, the last one short
+    ((25, 2, 9, 9), (3, 2, 3, 3), 2, 1),  # 25x25 positions: 82 images per chunk, fewer than a thread's block
+])
+def test_results_do_not_depend_on_threads_or_chunks(backend, x_shape, w_shape, stride, padding):
+    """Split over 2 threads and chunks of images, or all in one thread: the same convolution (dweight sums
+    its blocks in another order, so within rounding)."""
+    if backend == "numba":
+        pytest.importorskip("numba")
+    rng = np.random.default_rng(3)
+    x, weight, bias = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
+    runs = []
+    for threads in (1, 2):
+        with limited_blas_threads(threads):
+            out, cache = F.conv2d_forward(x, weight, bias, stride, padding, backend=backend)
+            runs.append((out, *F.conv2d_backward(np.cos(out), cache)))
+    loop_out, loop_cache = F.conv2d_forward_loop(x, weight, bias, stride, padding)
+    reference = (loop_out, *F.conv2d_backward_loop(np.cos(loop_out), loop_cache))
+    for run in runs:
+        for name, a, b in zip(("out", "dx", "dweight", "dbias"), run, reference):
+            assert_close(a, b, name, 1e-12)
+
+
+def test_backward_without_input_grad_skips_dx_only():
     rng = np.random.default_rng(1)
-    x, weight = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))
-    out, kept = F.conv2d_forward(x, weight, None, 2, 1)
-    out_light, light = F.conv2d_forward(x, weight, None, 2, 1, keep_cols=False)
-    assert kept.cols is not None and light.cols is None
-    np.testing.assert_array_equal(out, out_light)
+    x, weight, bias = rng.standard_normal((3, 2, 6, 6)), rng.standard_normal((4, 2, 3, 3)), rng.standard_normal(4)
+    out, cache = F.conv2d_forward(x, weight, bias, 1, 1)
     dout = rng.standard_normal(out.shape)
-    dx, dweight, dbias = F.conv2d_backward(dout, light)
-    assert dbias is None
-    np.testing.assert_array_equal(dx, F.conv2d_backward(dout, kept)[0])
-    np.testing.assert_array_equal(dweight, F.conv2d_backward(dout, kept)[1])
+    dx, dweight, dbias = F.conv2d_backward(dout, cache)
+    none, dweight_only, dbias_only = F.conv2d_backward(dout, cache, input_grad=False)
+    assert none is None and dx is not None
+    np.testing.assert_array_equal(dweight_only, dweight)
+    np.testing.assert_array_equal(dbias_only, dbias)
 
 
 @pytest.mark.parametrize("stride", [1, 2])

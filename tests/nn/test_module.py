@@ -161,3 +161,22 @@ def test_modules_preserve_float32(rng):
     assert out.dtype == np.float32
     net.backward(np.ones_like(out))
     assert all(p.grad.dtype == np.float32 for p in net.parameters())
+
+
+def test_input_grad_skipped_spares_the_first_layer_only_and_restores_it(rng):
+    """Inside `input_grad_skipped`, a model returns no input gradient (its first layer with parameters, a
+    Linear after a Flatten or a Conv2d, skips that product) and every parameter gradient is unchanged;
+    afterwards the model returns dx again."""
+    for net, x in ((make_net(rng), rng.standard_normal((4, 2, 3))),
+                   (nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, rng=rng, dtype=np.float64), nn.ReLU()),
+                    rng.standard_normal((2, 2, 5, 5)))):
+        dout = rng.standard_normal(net.forward(x).shape)
+        dx = net.backward(dout)
+        full = {name: p.grad.copy() for name, p in net.named_parameters()}
+        net.zero_grad()
+        with nn.input_grad_skipped(net):
+            assert net.backward(dout) is None
+        for name, p in net.named_parameters():
+            np.testing.assert_array_equal(p.grad, full[name], err_msg=name)
+        assert net.needs_input_grad and all(m.needs_input_grad for m in net.modules())
+        np.testing.assert_array_equal(net.backward(dout), dx)

@@ -51,6 +51,7 @@ def cnn_step_passes(torch: ModuleType | None, batch: int, rng: np.random.Generat
     try:
         from normlab.functional import softmax_cross_entropy
         from normlab.models import build_model
+        from normlab.nn import input_grad_skipped
         model = build_model("bn-cnn", input_shape=(1, 28, 28), num_classes=10, rng=rng)
     except (ImportError, ValueError) as e:
         raise NotAvailable("not available: no 'bn-cnn' model in normlab.models") from e
@@ -60,7 +61,8 @@ def cnn_step_passes(torch: ModuleType | None, batch: int, rng: np.random.Generat
 
     def backward(logits):
         model.zero_grad()
-        model.backward(softmax_cross_entropy(logits, labels)[1])
+        with input_grad_skipped(model):  # as torch, whose input does not require grad
+            model.backward(softmax_cross_entropy(logits, labels)[1])
 
     passes = {"normlab": (lambda: model.forward(x), backward)}
     if torch is not None:

@@ -33,7 +33,7 @@ import numpy as np
 
 from normlab.distributed.comm import Communicator, world
 from normlab.distributed.sync_batchnorm import convert_sync_batchnorm
-from normlab.nn.module import Module
+from normlab.nn.module import Module, input_grad_skipped
 
 LossFunction = Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]
 
@@ -222,7 +222,8 @@ class DataParallel:
         self.model.zero_grad()
         output = self.model.forward(x)
         loss, doutput = loss_fn(output, y)
-        self.model.backward(doutput * weight)
+        with input_grad_skipped(self.model):  # the inputs are data: no gradient
+            self.model.backward(doutput * weight)
         share = loss * weight if len(x) else 0.0  # an empty part's mean loss is NaN, and its share nothing
         (global_loss,) = allreduce_gradients(self.model, self.comm, extras=[share], workspace=self._workspace)
         return StepResult(float(global_loss), output, len(x), n)

@@ -33,9 +33,11 @@ from types import ModuleType
 
 import numpy as np
 
+from normlab import memory
 from normlab.functional._checks import check_float_array, check_param, check_same_shape
 from normlab.functional._windows import Pair, as_pair, fold_windows, output_size, pad_spatial, sliding_windows
-from normlab.kernels.backend import compiled_conv_kernels
+from normlab.functional.conv_winograd import winograd_applies, winograd_backward, winograd_forward
+from normlab.kernels.backend import compiled_conv_kernels, compiled_winograd_kernels
 from normlab.parallel import split_over_threads
 
 
@@ -50,6 +52,7 @@ class Conv2dCache:
     padding: Pair
     groups: int
     kernels: ModuleType | None = None  # normlab.kernels.im2col_numba, or None for NumPy's copies
+    winograd: ModuleType | None = None  # normlab.kernels.winograd_numba when the forward took that path
 
 
 def conv2d_geometry(x, weight, bias, stride, padding, groups) -> tuple[np.ndarray, np.ndarray, Pair, Pair, Pair]:
@@ -197,9 +200,13 @@ def conv2d_forward(
     kernels = compiled_conv_kernels(backend)
     x = np.ascontiguousarray(x)
     f, _, kh, kw = weight.shape
-    out = np.empty((x.shape[0], f, ho, wo), dtype=x.dtype)
-    w_g = weight.reshape(groups, f // groups, -1)  # (G, F/G, C/G*kh*kw)
     b = np.zeros(f, x.dtype) if bias is None else bias.astype(x.dtype, copy=False)
+    winograd = compiled_winograd_kernels(backend)
+    if winograd_applies(weight.shape, stride, groups, winograd):
+        out = winograd_forward(x, weight, b, padding, (ho, wo), winograd)
+        return out, Conv2dCache(x, weight, bias is not None, stride, padding, groups, kernels, winograd)
+    out = memory.empty((x.shape[0], f, ho, wo), x.dtype)
+    w_g = weight.reshape(groups, f // groups, -1)  # (G, F/G, C/G*kh*kw)
     chunk = images_per_chunk(ho * wo)
 
     def images(start: int, stop: int) -> None:
@@ -213,16 +220,18 @@ def conv2d_forward(
     return out, Conv2dCache(x, weight, bias is not None, stride, padding, groups, kernels)
 
 
-def conv2d_backward(dout: np.ndarray, cache: Conv2dCache) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, *, input_grad: bool = True
+                    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
     """2-D convolution backward pass (see the module docstring for the products), chunk by chunk on
     threads like the forward.
 
     Inputs:
     - dout: (N, F, Ho, Wo), the upstream gradient.
     - cache: from `conv2d_forward` (or `conv2d_forward_loop`).
+    - input_grad: False skips dx (the input is data, as for a network's first convolution).
 
-    Returns (dx, dweight, dbias): dx (N, C, H, W), dweight (F, C // groups, kh, kw), dbias (F,) or None
-    when the forward had no bias.
+    Returns (dx, dweight, dbias): dx (N, C, H, W) or None when input_grad is False, dweight
+    (F, C // groups, kh, kw), dbias (F,) or None when the forward had no bias.
     """
     x, weight, groups, stride, padding = cache.x, cache.weight, cache.groups, cache.stride, cache.padding
     kernels = cache.kernels
@@ -231,8 +240,11 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache) -> tuple[np.ndarray, n
     (ph, pw), fg = padding, f // groups
     ho, wo = output_size((h + 2 * ph, w + 2 * pw), (kh, kw), stride)
     dout = np.ascontiguousarray(check_same_shape("dout", dout, (n, f, ho, wo)))
+    if cache.winograd is not None:
+        dx, dweight, dbias = winograd_backward(dout, x, weight, padding, cache.winograd, input_grad)
+        return dx, dweight, dbias if cache.has_bias else None
     dout3 = dout.reshape(n, f, ho * wo)
-    dx = np.empty_like(x)
+    dx = memory.empty_like(x) if input_grad else None
     chunk = images_per_chunk(ho * wo)
     # A stride-1 convolution's input gradient is the "full" convolution of dout with the filters flipped in
     # space and transposed in channels: an im2col and one product, like the forward. Unless dout has more
@@ -246,7 +258,7 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache) -> tuple[np.ndarray, n
 
     def images(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         x_work = Chunk((c, h, w), chunk, (kh, kw), stride, padding, groups, x.dtype, kernels)
-        if full:
+        if input_grad and full:
             dout_work = Chunk((f, ho, wo), chunk, (kh, kw), (1, 1), (kh - 1 - ph, kw - 1 - pw), groups, x.dtype, kernels)
         dweight = np.zeros((groups, fg, x_work.rows // groups), dtype=x.dtype)  # (G, F/G, C/G*kh*kw)
         dbias = np.zeros(f, dtype=x.dtype)
@@ -256,10 +268,10 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache) -> tuple[np.ndarray, n
             dbias += d.sum(axis=1)
             d = d.reshape(groups, fg, -1)  # (G, F/G, n*Ho*Wo)
             dweight += np.matmul(d, x_work.columns(x, first, last).transpose(0, 2, 1))
-            if full:
+            if input_grad and full:
                 product = np.matmul(w_dx, dout_work.columns(dout, first, last))  # (G, C/G, n*H*W)
                 dout_work.to_images(product.reshape(c, -1), no_bias, dx.reshape(n, c, h * w), first)
-            else:
+            elif input_grad:
                 dcols = np.matmul(w_t, d).reshape(c * kh * kw, -1)  # (C*kh*kw, n*Ho*Wo)
                 col2im_chunk(dcols, dx, first, last, (kh, kw), stride, padding, kernels)
         return dweight, dbias

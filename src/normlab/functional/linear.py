@@ -40,10 +40,14 @@ def linear_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -
     return out, LinearCache(x2d, weight, x.shape)
 
 
-def linear_backward(dout: np.ndarray, cache: LinearCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Returns (dx, dweight, dbias): dx like the input, dweight (M, D), dbias (M,)."""
+def linear_backward(dout: np.ndarray, cache: LinearCache, *, input_grad: bool = True
+                    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """Returns (dx, dweight, dbias): dx like the input (None when input_grad is False: the input is data),
+    dweight (M, D), dbias (M,)."""
     dout = check_same_shape("dout", dout, (cache.x2d.shape[0], cache.weight.shape[0]))
-    dx = (dout @ cache.weight.astype(dout.dtype, copy=False)).reshape(cache.input_shape)  # (N, D)
+    dx = None
+    if input_grad:
+        dx = (dout @ cache.weight.astype(dout.dtype, copy=False)).reshape(cache.input_shape)  # (N, D)
     dweight = dout.T @ cache.x2d  # (M, D)
     dbias = dout.sum(axis=0)  # (M,)
     return dx, dweight, dbias

@@ -76,3 +76,13 @@ def compiled_conv_kernels(backend: str = "auto") -> ModuleType | None:
     from normlab.kernels import im2col_numba
 
     return im2col_numba
+
+
+def compiled_winograd_kernels(backend: str = "auto") -> ModuleType | None:
+    """The compiled Winograd tile transforms (`normlab.kernels.winograd_numba`) when `backend` resolves to
+    numba, else None."""
+    if resolve_backend(backend) != "numba":
+        return None
+    from normlab.kernels import winograd_numba
+
+    return winograd_numba

@@ -31,65 +31,72 @@ def _valid_columns(j, pw, sw, w, wo):
 
 @numba.njit(nogil=True, cache=True)
 def im2col(x, first, last, kh, kw, sh, sw, ph, pw, cols):
-    """cols[(c, i, j), (m, y, xo)] = x[first + m, c, y*sh + i - ph, xo*sw + j - pw], 0 outside x."""
+    """cols[(c, i, j), (m, y, xo)] = x[first + m, c, y*sh + i - ph, xo*sw + j - pw], 0 outside x.
+
+    One image plane at a time (it stays in L1 for its kh*kw rows of columns). The inner copies index with
+    unsigned integers: with signed ones numba must allow for negative (wrap-around) indices, which kept
+    the loop from vectorizing and made it 4-5x slower than NumPy's copy."""
     _, channels, h, w = x.shape
     n = last - first
     positions = cols.shape[1] // n
     ho = (h + 2 * ph - kh) // sh + 1
     wo = positions // ho
-    for c in range(channels):
-        for i in range(kh):
-            for j in range(kw):
-                row = cols[(c * kh + i) * kw + j]
-                lo, hi = _valid_columns(j, pw, sw, w, wo)
-                for m in range(n):
-                    image = x[first + m, c]
+    for m in range(n):
+        for c in range(channels):
+            plane = x[first + m, c]
+            for i in range(kh):
+                for j in range(kw):
+                    row = cols[(c * kh + i) * kw + j]
+                    lo, hi = _valid_columns(j, pw, sw, w, wo)
                     for y in range(ho):
-                        base = (m * ho + y) * wo
+                        start = np.uint64((m * ho + y) * wo)
                         iy = y * sh + i - ph
                         if iy < 0 or iy >= h:
-                            for xo in range(wo):
-                                row[base + xo] = 0
+                            for k in range(np.uint64(wo)):
+                                row[start + k] = 0
                             continue
-                        source = image[iy]
-                        for xo in range(lo):
-                            row[base + xo] = 0
+                        source = plane[iy]
+                        for k in range(np.uint64(lo)):
+                            row[start + k] = 0
+                        read = np.uint64(lo * sw + j - pw)
                         if sw == 1:  # a contiguous run: the loop vectorizes
-                            shift = j - pw
-                            for xo in range(lo, hi):
-                                row[base + xo] = source[xo + shift]
+                            for k in range(np.uint64(hi - lo)):
+                                row[start + np.uint64(lo) + k] = source[read + k]
                         else:
-                            for xo in range(lo, hi):
-                                row[base + xo] = source[xo * sw + j - pw]
-                        for xo in range(hi, wo):
-                            row[base + xo] = 0
+                            step = np.uint64(sw)
+                            for k in range(np.uint64(hi - lo)):
+                                row[start + np.uint64(lo) + k] = source[read + k * step]
+                        for k in range(np.uint64(hi), np.uint64(wo)):
+                            row[start + k] = 0
 
 
 @numba.njit(nogil=True, cache=True)
 def col2im(dcols, first, last, kh, kw, sh, sw, ph, pw, dx):
     """The adjoint of `im2col`: dx[first:last] = the sums of every column entry onto the input position
-    it was read from (dx's other images untouched)."""
+    it was read from (dx's other images untouched). Same loop order and unsigned indexing as `im2col`."""
     _, channels, h, w = dx.shape
     n = last - first
     positions = dcols.shape[1] // n
     ho = (h + 2 * ph - kh) // sh + 1
     wo = positions // ho
-    dx[first:last] = 0
-    for c in range(channels):
-        for i in range(kh):
-            for j in range(kw):
-                row = dcols[(c * kh + i) * kw + j]
-                lo, hi = _valid_columns(j, pw, sw, w, wo)
-                for m in range(n):
-                    image = dx[first + m, c]
+    for m in range(n):
+        for c in range(channels):
+            plane = dx[first + m, c]
+            plane[:, :] = 0
+            for i in range(kh):
+                for j in range(kw):
+                    row = dcols[(c * kh + i) * kw + j]
+                    lo, hi = _valid_columns(j, pw, sw, w, wo)
+                    step = np.uint64(sw)
                     for y in range(ho):
                         iy = y * sh + i - ph
                         if iy < 0 or iy >= h:
                             continue
-                        base = (m * ho + y) * wo
-                        target = image[iy]
-                        for xo in range(lo, hi):
-                            target[xo * sw + j - pw] += row[base + xo]
+                        start = np.uint64((m * ho + y) * wo + lo)
+                        target = plane[iy]
+                        write = np.uint64(lo * sw + j - pw)
+                        for k in range(np.uint64(hi - lo)):
+                            target[write + k * step] += row[start + k]
 
 
 @numba.njit(nogil=True, cache=True)

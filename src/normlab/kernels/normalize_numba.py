@@ -53,6 +53,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from normlab import memory
 from normlab.kernels.statistics import GroupStatistics
 
 CHUNK = 4096  # elements per shifted-sum chunk: bounds the rounding of the one-pass sums
@@ -499,7 +500,7 @@ def normalize_channels(
     """
     (x3,), (gamma, beta) = _contiguous(x3), _params(gamma, beta)
     n, c, s = x3.shape
-    out3 = np.empty_like(x3)
+    out3 = memory.empty_like(x3)
     if s == 1:
         x2, out2 = x3.reshape(n, c), out3.reshape(n, c)
         bounds = _row_blocks(n, c, x3.size, BLOCK_ROWS)
@@ -536,7 +537,7 @@ def normalize_channels_backward(
     Returns (dx3 in x3's dtype, dgamma (C,), dbeta (C,) in float64)."""
     (dout3, x3), (gamma,) = _contiguous(dout3, x3), _params(gamma)
     n, c, s = x3.shape
-    dx3 = np.empty_like(x3)
+    dx3 = memory.empty_like(x3)
     if s == 1:
         x2, dout2, dx2 = x3.reshape(n, c), dout3.reshape(n, c), dx3.reshape(n, c)
         bounds = _row_blocks(n, c, x3.size, BLOCK_ROWS)
@@ -566,7 +567,7 @@ def normalize_rows(
     Returns (out2 (R, K) in x2's dtype, GroupStatistics with one group per row).
     """
     (x2,), (gamma2, beta2) = _contiguous(x2), _params(gamma2, beta2)
-    out2 = np.empty_like(x2)
+    out2 = memory.empty_like(x2)
     pivot, shift, var, rstd = _normalize_rows(x2, gamma2, beta2, channel_size, eps, out2)
     return out2, GroupStatistics(pivot, shift, var, rstd)
 
@@ -587,7 +588,7 @@ def normalize_rows_backward(
     Returns (dx2 in x2's dtype, dgamma2 and dbeta2 shaped like gamma2, in float64)."""
     (dout2, x2), (gamma2,) = _contiguous(dout2, x2), _params(gamma2)
     r, _ = x2.shape
-    dx2 = np.empty_like(x2)
+    dx2 = memory.empty_like(x2)
     bounds = _row_blocks(r, gamma2.size, x2.size)
     blocks = bounds.shape[0] - 1
     dgamma = np.zeros((blocks, *gamma2.shape))

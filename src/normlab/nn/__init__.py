@@ -8,7 +8,7 @@ from normlab.nn.conv import Conv2d
 from normlab.nn.dropout import Dropout
 from normlab.nn.ghostbatchnorm import GhostBatchNorm1d, GhostBatchNorm2d
 from normlab.nn.linear import Linear
-from normlab.nn.module import Module, Parameter
+from normlab.nn.module import Module, Parameter, input_grad_skipped
 from normlab.nn.normalization import (
     NORMALIZATIONS_2D,
     BatchNorm1d,
@@ -23,6 +23,7 @@ from normlab.nn.residual import ResidualBlock
 
 __all__ = [
     "NORMALIZATIONS_2D",
+    "input_grad_skipped",
     "AvgPool2d",
     "BatchNorm1d",
     "BatchNorm2d",

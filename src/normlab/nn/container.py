@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from normlab.nn.module import Module
+from normlab.nn.module import Module, input_grad_skipped
 
 
 class Sequential(Module):
@@ -35,10 +35,21 @@ class Sequential(Module):
             x = m.forward(x)
         return x
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
-        for m in reversed(self._modules.values()):
+    def backward(self, dout: np.ndarray) -> np.ndarray | None:
+        modules = list(self._modules.values())
+        if self.needs_input_grad:
+            for m in reversed(modules):
+                dout = m.backward(dout)
+            return dout
+        # Without an input gradient, the layers before the first one with parameters have nothing to
+        # compute, and that one need not compute its own input gradient.
+        first = next((i for i, m in enumerate(modules) if m.parameters()), len(modules))
+        for m in reversed(modules[first + 1 :]):
             dout = m.backward(dout)
-        return dout
+        if first < len(modules):
+            with input_grad_skipped(modules[first]):
+                modules[first].backward(dout)
+        return None
 
 
 class Flatten(Module):

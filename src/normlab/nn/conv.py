@@ -51,8 +51,8 @@ class Conv2d(Module):
         )
         return out
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
-        dx, dweight, dbias = conv2d_backward(dout, self._cache_or_raise(self._cache))
+    def backward(self, dout: np.ndarray) -> np.ndarray | None:
+        dx, dweight, dbias = conv2d_backward(dout, self._cache_or_raise(self._cache), input_grad=self.needs_input_grad)
         self.weight.accumulate_grad(dweight)
         if self.bias is not None:
             self.bias.accumulate_grad(dbias)

@@ -32,8 +32,8 @@ class Linear(Module):
         out, self._cache = linear_forward(x, self.weight.data, None if self.bias is None else self.bias.data)
         return out
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
-        dx, dweight, dbias = linear_backward(dout, self._cache_or_raise(self._cache))
+    def backward(self, dout: np.ndarray) -> np.ndarray | None:
+        dx, dweight, dbias = linear_backward(dout, self._cache_or_raise(self._cache), input_grad=self.needs_input_grad)
         self.weight.accumulate_grad(dweight)
         if self.bias is not None:
             self.bias.accumulate_grad(dbias)

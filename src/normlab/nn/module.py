@@ -9,6 +9,7 @@ their `.grad`. State dicts use PyTorch's names (`weight`, `bias`, `running_mean`
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping
 
 import numpy as np
@@ -45,13 +46,20 @@ class Parameter:
 
 class Module:
     """Base class. Subclasses set parameters, buffers and children as attributes (buffers through
-    `register_buffer`) and implement `forward(x)` and `backward(dout)`."""
+    `register_buffer`) and implement `forward(x)` and `backward(dout)`.
+
+    `needs_input_grad` (True by default) says whether `backward` must return the gradient with respect to
+    the input. When it is False a layer may skip that product and return None, as PyTorch skips it for an
+    input that does not require grad: Linear and Conv2d do, and Sequential runs no backward before its first
+    layer with parameters and tells that layer. `input_grad_skipped(model)` sets it for one backward.
+    """
 
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", {})
         object.__setattr__(self, "_buffers", {})
         object.__setattr__(self, "_modules", {})
         object.__setattr__(self, "training", True)
+        object.__setattr__(self, "needs_input_grad", True)
 
     # -- registration -------------------------------------------------------------------------------
     def __setattr__(self, name: str, value) -> None:
@@ -186,3 +194,16 @@ class Module:
                 lines.append(f"\n  ({name}): {child_repr}")
             lines.append("\n")
         return "".join(lines) + ")"
+
+
+@contextlib.contextmanager
+def input_grad_skipped(model: Module) -> Iterator[None]:
+    """Within the block, `model.backward` need not compute the gradient with respect to its input (see
+    `Module`). For a training step, whose input is data: a first convolution's input gradient is a product
+    as large as its weight gradient, and nothing reads it."""
+    before = model.needs_input_grad
+    model.needs_input_grad = False
+    try:
+        yield
+    finally:
+        model.needs_input_grad = before

@@ -37,6 +37,7 @@ import numpy as np
 
 from normlab.distributed import Communicator, allreduce_gradients, gradient_workspace_size, loss_weight, shard
 from normlab.functional import softmax_cross_entropy
+from normlab.nn import input_grad_skipped
 from normlab.train.checkpoint import load_tensors
 from normlab.train.trainer import CHECKPOINT, Callback, FitResult, NonFiniteLossError, StepInfo, Trainer
 
@@ -75,7 +76,8 @@ class DistributedTrainer(Trainer):
         scores = self.model.forward(x)  # (n_r, K)
         loss, dscores = softmax_cross_entropy(scores, y)
         share = loss * weight if len(x) else 0.0  # an empty part's mean loss is NaN, and its share nothing
-        self.model.backward(dscores * weight)
+        with input_grad_skipped(self.model):  # the images need no gradient
+            self.model.backward(dscores * weight)
         regularized = hasattr(self.model, "regularization_loss")
         if regularized and self.comm.is_root:
             self.model.regularization_backward()

@@ -31,7 +31,7 @@ import numpy as np
 from normlab.data.loader import batch_indices, epoch_order, num_batches
 from normlab.files import atomic_write_json
 from normlab.functional import softmax_cross_entropy
-from normlab.nn import Module
+from normlab.nn import Module, input_grad_skipped
 from normlab.optim import Optimizer, Schedule
 from normlab.optim.schedules import Constant
 from normlab.train.checkpoint import load_meta, load_model, load_tensors, save_model, save_tensors
@@ -138,7 +138,8 @@ class Trainer:
             loss += self.model.regularization_loss()
         if not math.isfinite(loss):
             raise NonFiniteLossError(f"loss is {loss}")
-        self.model.backward(dscores)
+        with input_grad_skipped(self.model):  # the images need no gradient
+            self.model.backward(dscores)
         if regularized:
             self.model.regularization_backward()
         self.after_backward()
