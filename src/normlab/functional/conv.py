@@ -202,7 +202,7 @@ def conv2d_forward(
     f, _, kh, kw = weight.shape
     b = np.zeros(f, x.dtype) if bias is None else bias.astype(x.dtype, copy=False)
     winograd = compiled_winograd_kernels(backend)
-    if winograd_applies(weight.shape, stride, groups, winograd):
+    if winograd_applies(weight.shape, stride, groups, (ho, wo), winograd):
         out = winograd_forward(x, weight, b, padding, (ho, wo), winograd)
         return out, Conv2dCache(x, weight, bias is not None, stride, padding, groups, kernels, winograd)
     out = memory.empty((x.shape[0], f, ho, wo), x.dtype)

@@ -43,9 +43,17 @@ G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0
 TILES_PER_PRODUCT = 1024  # columns of each of the 16 products per chunk
 
 
-def winograd_applies(weight_shape: tuple[int, ...], stride: tuple[int, int], groups: int, kernels) -> bool:
-    """Whether `conv2d_forward` takes this path: compiled transforms, 3x3 filters, stride 1, no groups."""
-    return kernels is not None and weight_shape[2:] == (3, 3) and stride == (1, 1) and groups == 1
+MIN_CHANNELS = 16  # fewer input or output channels and the 16 products are too thin to pay for the transforms
+MIN_OUTPUT_SIZE = 8  # smaller maps and the per-plane work of the transforms outweighs the saving
+
+
+def winograd_applies(weight_shape: tuple[int, ...], stride: tuple[int, int], groups: int,
+                     out_size: tuple[int, int], kernels) -> bool:
+    """Whether `conv2d_forward` takes this path: compiled transforms, 3x3 filters, stride 1, no groups, and
+    channels and maps large enough for it to be the faster (measured on 2 cores: 1.7x faster than im2col
+    for 32x32 and 14x14 maps, slower for 7x7 and 4x4, and for a first layer's single input channel)."""
+    return (kernels is not None and weight_shape[2:] == (3, 3) and stride == (1, 1) and groups == 1
+            and min(weight_shape[:2]) >= MIN_CHANNELS and min(out_size) >= MIN_OUTPUT_SIZE)
 
 
 def tile_grid(out_size: tuple[int, int]) -> tuple[int, int]:
