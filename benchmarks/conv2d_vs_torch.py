@@ -1,7 +1,10 @@
 """conv2d and pooling speed: normlab's NumPy im2col convolution (forward + backward) against
 torch.nn.functional on the CPU with the same thread count, float32.
 
-    python3 benchmarks/conv2d_vs_torch.py [--repeats 7] [--threads 2]
+    python3 benchmarks/conv2d_vs_torch.py [--repeats 7] [--threads 2] [--pool-backends numpy,numba]
+
+Pooling rows come once per backend in --pool-backends (the NumPy path and the compiled kernels, when numba
+imports); convolution rows run the default backend.
 
 Prints a table of medians, the two sides timed alternately: ratio = normlab time / torch time (lower is
 better; the target for the 3x3 conv is <= 1.5x), on the wall clock and in process CPU time (the steadier
@@ -21,6 +24,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _versus_torch import blas_threads, import_torch, paired_medians
 
 from normlab import functional as F
+from normlab.kernels import numba_available
 
 # (name, input shape, weight shape, stride, padding); the first is the issue's acceptance case.
 CONV_CASES = [
@@ -29,7 +33,8 @@ CONV_CASES = [
     ("1x1 s1 p0", (64, 64, 32, 32), (64, 64, 1, 1), 1, 0),
     ("3x3 s1 p1, C=1 (first layer)", (128, 1, 28, 28), (32, 1, 3, 3), 1, 1),
 ]
-POOL_CASES = [("2x2 s2", (64, 64, 32, 32), 2, None), ("3x3 s2", (64, 64, 32, 32), 3, 2)]
+POOL_CASES = [("2x2 s2 (bn-cnn)", (128, 32, 28, 28), 2, None), ("2x2 s2", (64, 64, 32, 32), 2, None),
+              ("3x3 s2", (64, 64, 32, 32), 3, 2)]
 
 
 def conv_rows(torch, rng, name, xs, ws, stride, padding, repeats):
@@ -60,17 +65,17 @@ def conv_rows(torch, rng, name, xs, ws, stride, padding, repeats):
     yield f"conv2d {name} {xs} fwd+bwd", *paired_medians(ours_both, torch_both, repeats)
 
 
-def pool_row(torch, rng, kind, xs, k, s, repeats):
-    """Timings of one pooling, forward + backward."""
+def pool_row(torch, rng, kind, xs, k, s, repeats, backend):
+    """Timings of one pooling, forward + backward, normlab's on `backend`."""
     forward, backward = getattr(F, f"{kind}_forward"), getattr(F, f"{kind}_backward")
     torch_pool = getattr(torch.nn.functional, kind)
     x = rng.standard_normal(xs, dtype=np.float32)
-    out, _ = forward(x, k, s)
+    out, _ = forward(x, k, s, backend=backend)
     dout = rng.standard_normal(out.shape, dtype=np.float32)
     tx, tdout = torch.from_numpy(x).requires_grad_(), torch.from_numpy(dout)
 
     def ours():
-        backward(dout, forward(x, k, s)[1])
+        backward(dout, forward(x, k, s, backend=backend)[1])
 
     def theirs():
         tx.grad = None
@@ -83,15 +88,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2, help="torch threads; match NumPy's BLAS threads")
+    parser.add_argument("--pool-backends", default="numpy,numba" if numba_available() else "numpy",
+                        help="comma-separated backends for the pooling rows (default: %(default)s)")
     args = parser.parse_args()
+    pool_backends = args.pool_backends.split(",")
     torch = import_torch(args.threads)
     rng = np.random.default_rng(0)
     print(f"torch threads {torch.get_num_threads()}, NumPy BLAS threads: {blas_threads()}, float32, "
           f"median of {args.repeats}")
     print(f"{'case':<58} {'normlab ms':>10} {'torch ms':>9} {'ratio':>6} | {'CPU: normlab':>12} {'torch':>7} {'ratio':>6}")
     rows = [row for case in CONV_CASES for row in conv_rows(torch, rng, *case, args.repeats)]
-    rows += [(f"{kind} {name} {xs} fwd+bwd", *pool_row(torch, rng, kind, xs, k, s, args.repeats))
-             for name, xs, k, s in POOL_CASES for kind in ("max_pool2d", "avg_pool2d")]
+    rows += [(f"{kind} {name} {xs} fwd+bwd {backend}", *pool_row(torch, rng, kind, xs, k, s, args.repeats, backend))
+             for name, xs, k, s in POOL_CASES for kind in ("max_pool2d", "avg_pool2d") for backend in pool_backends]
     for label, ours, theirs in rows:
         print(f"{label:<58} {ours.wall * 1e3:>10.1f} {theirs.wall * 1e3:>9.1f} {ours.wall / theirs.wall:>5.2f}x | "
               f"{ours.cpu * 1e3:>12.1f} {theirs.cpu * 1e3:>7.1f} {ours.cpu / theirs.cpu:>5.2f}x")

@@ -34,18 +34,20 @@ def test_conv2d_default_initialization_is_torchs():
     assert abs(conv.weight.data.std() - bound / np.sqrt(3)) < 0.05 * bound
 
 
-def test_conv2d_keeps_columns_only_in_training():
+def test_conv2d_backward_skips_only_the_input_gradient_when_told():
     rng = np.random.default_rng(1)
     conv = nn.Conv2d(2, 3, 3, padding=1, rng=rng, dtype=np.float64)
     x = rng.standard_normal((2, 2, 4, 4))
     dout = rng.standard_normal((2, 3, 4, 4))
     conv(x)
-    assert conv._cache.cols is not None
-    dx_train = conv.backward(dout)
-    conv.eval()
-    conv(x)
-    assert conv._cache.cols is None
-    np.testing.assert_allclose(conv.backward(dout), dx_train, rtol=1e-12)
+    dx = conv.backward(dout)
+    grads = [p.grad.copy() for p in conv.parameters()]
+    conv.zero_grad()
+    with nn.input_grad_skipped(conv):
+        assert conv.backward(dout) is None
+    for p, g in zip(conv.parameters(), grads):
+        np.testing.assert_array_equal(p.grad, g)
+    np.testing.assert_array_equal(conv.backward(dout), dx)
 
 
 @pytest.mark.parametrize("call, error, message", [

@@ -86,3 +86,13 @@ def compiled_winograd_kernels(backend: str = "auto") -> ModuleType | None:
     from normlab.kernels import winograd_numba
 
     return winograd_numba
+
+
+def compiled_pool_kernels(backend: str = "auto") -> ModuleType | None:
+    """The compiled max and average pooling (`normlab.kernels.pool_numba`) when `backend` resolves to
+    numba, else None. At any size, like the convolution copies: one block of planes per thread."""
+    if resolve_backend(backend) != "numba":
+        return None
+    from normlab.kernels import pool_numba
+
+    return pool_numba
