@@ -52,9 +52,9 @@ class ResidualBlock(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         hidden, mask1 = F.relu_forward(self.bn1(self.conv1(x)))  # (N, out, H', W')
-        residual = self.bn2(self.conv2(hidden))
-        skip = x if self.shortcut is None else self.shortcut(x)
-        out, mask2 = F.relu_forward(residual + skip)
+        total = self.bn2(self.conv2(hidden))  # a fresh array no module keeps (bn2 may be Identity: conv2's output)
+        total += x if self.shortcut is None else self.shortcut(x)
+        out, mask2 = F.relu_forward(total)
         self._masks = (mask1, mask2)
         return out
 
