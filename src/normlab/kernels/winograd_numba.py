@@ -16,7 +16,9 @@ image; tile (ty, tx) reads padded input rows 2ty..2ty+3 and columns 2tx..2tx+3 a
 scratch plane with a zero border, so the tile loops need no bounds checks, and one row of tiles at a time
 in two steps, the row combinations for every column, then the column combinations for every tile, each
 an inner loop over a whole row that vectorizes (unsigned indices: numba's wrap-around check for signed
-ones would stop that). Serial and `nogil`: `normlab.parallel` runs one chunk per thread.
+ones would stop that). The loops index the arrays in full rather than through row views: a view costs a
+reference count update, and on 4x4 maps, with two tiles per row, those dominated. Serial and `nogil`:
+`normlab.parallel` runs one chunk per thread.
 """
 
 from __future__ import annotations
@@ -30,30 +32,28 @@ def input_tiles(x, first, last, ph, pw, th, tw, scratch, v):
     """v (16, C, n*th*tw) <- the transformed input tiles of images x[first:last] (N, C, H, W).
     scratch: (2*th + 2, 2*tw + 2) in x's dtype; its border must stay 0 (it is zeroed here)."""
     _, channels, h, w = x.shape
-    width = np.uint64(scratch.shape[1])
-    tiles = np.uint64(tw)
+    width, tiles = np.uint64(scratch.shape[1]), np.uint64(tw)
     u = np.empty((4, scratch.shape[1]), scratch.dtype)  # Bt d for one row of tiles
     scratch[:, :] = 0
     for m in range(last - first):
         for c in range(channels):
-            plane = x[first + m, c]
             for r in range(h):
-                scratch[r + ph, pw : pw + w] = plane[r]
+                for s in range(w):
+                    scratch[r + ph, s + pw] = x[first + m, c, r, s]
             for ty in range(th):
-                d0, d1, d2, d3 = scratch[2 * ty], scratch[2 * ty + 1], scratch[2 * ty + 2], scratch[2 * ty + 3]
-                u0, u1, u2, u3 = u[0], u[1], u[2], u[3]
+                r0 = np.uint64(2 * ty)
                 for s in range(width):  # u = Bt d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3
-                    u0[s], u1[s], u2[s], u3[s] = d0[s] - d2[s], d1[s] + d2[s], d2[s] - d1[s], d1[s] - d3[s]
+                    d0, d1, d2, d3 = scratch[r0, s], scratch[r0 + 1, s], scratch[r0 + 2, s], scratch[r0 + 3, s]
+                    u[0, s], u[1, s], u[2, s], u[3, s] = d0 - d2, d1 + d2, d2 - d1, d1 - d3
                 base = np.uint64((m * th + ty) * tw)
                 for a in range(4):  # V = u Bt^T: the same combinations across the columns of each tile
-                    ua = u[a]
-                    v0, v1, v2, v3 = v[4 * a, c], v[4 * a + 1, c], v[4 * a + 2, c], v[4 * a + 3, c]
+                    k = np.uint64(4 * a)
                     for tx in range(tiles):
-                        s = 2 * tx
-                        v0[base + tx] = ua[s] - ua[s + 2]
-                        v1[base + tx] = ua[s + 1] + ua[s + 2]
-                        v2[base + tx] = ua[s + 2] - ua[s + 1]
-                        v3[base + tx] = ua[s + 1] - ua[s + 3]
+                        t, s = base + tx, 2 * tx
+                        v[k, c, t] = u[a, s] - u[a, s + 2]
+                        v[k + 1, c, t] = u[a, s + 1] + u[a, s + 2]
+                        v[k + 2, c, t] = u[a, s + 2] - u[a, s + 1]
+                        v[k + 3, c, t] = u[a, s + 1] - u[a, s + 3]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -62,39 +62,32 @@ def input_tiles_adjoint(dv, first, last, ph, pw, th, tw, scratch, dx):
     scratch: (2*th + 2, 2*tw + 2) in dx's dtype."""
     _, channels, h, w = dx.shape
     tiles = np.uint64(tw)
-    q = np.empty((4, tw), scratch.dtype)  # one row of Bt^T dV, for one column index b of every tile
+    q = np.empty((4, 4, tw), scratch.dtype)  # Bt^T dV for one row of tiles: q[a, b] over the tiles
     for m in range(last - first):
         for c in range(channels):
             scratch[:, :] = 0
             for ty in range(th):
                 base = np.uint64((m * th + ty) * tw)
-                rows = (scratch[2 * ty], scratch[2 * ty + 1], scratch[2 * ty + 2], scratch[2 * ty + 3])
+                for b in range(4):  # q = Bt^T e: rows e0, e1 - e2 + e3, e1 + e2 - e0, -e3 (e_i the i-th row of 4)
+                    for tx in range(tiles):
+                        t = base + tx
+                        e0, e1, e2, e3 = dv[b, c, t], dv[4 + b, c, t], dv[8 + b, c, t], dv[12 + b, c, t]
+                        q[0, b, tx], q[1, b, tx], q[2, b, tx], q[3, b, tx] = e0, e1 - e2 + e3, e1 + e2 - e0, -e3
                 for a in range(4):
-                    # q[b] = row a of Bt^T e, at column b of each tile: e0, e1 - e2 + e3, e1 + e2 - e0, -e3
-                    for b in range(4):
-                        qb, e0, e1, e2, e3 = q[b], dv[b, c], dv[4 + b, c], dv[8 + b, c], dv[12 + b, c]
-                        for tx in range(tiles):
-                            t = base + tx
-                            if a == 0:
-                                qb[tx] = e0[t]
-                            elif a == 1:
-                                qb[tx] = e1[t] - e2[t] + e3[t]
-                            elif a == 2:
-                                qb[tx] = e1[t] + e2[t] - e0[t]
-                            else:
-                                qb[tx] = -e3[t]
                     # dd = q Bt across each tile's columns, added onto the patch; two passes, because
                     # neighbouring tiles' patches share two columns
-                    row, q0, q1, q2, q3 = rows[a], q[0], q[1], q[2], q[3]
+                    r = np.uint64(2 * ty + a)
                     for tx in range(tiles):
-                        row[2 * tx] += q0[tx]
-                        row[2 * tx + 1] += q1[tx] - q2[tx] + q3[tx]
+                        s = 2 * tx
+                        scratch[r, s] += q[a, 0, tx]
+                        scratch[r, s + 1] += q[a, 1, tx] - q[a, 2, tx] + q[a, 3, tx]
                     for tx in range(tiles):
-                        row[2 * tx + 2] += q1[tx] + q2[tx] - q0[tx]
-                        row[2 * tx + 3] -= q3[tx]
-            plane = dx[first + m, c]
+                        s = 2 * tx
+                        scratch[r, s + 2] += q[a, 1, tx] + q[a, 2, tx] - q[a, 0, tx]
+                        scratch[r, s + 3] -= q[a, 3, tx]
             for r in range(h):
-                plane[r] = scratch[r + ph, pw : pw + w]
+                for s in range(w):
+                    dx[first + m, c, r, s] = scratch[r + ph, s + pw]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -106,24 +99,23 @@ def output_tiles(mm, bias, first, last, th, tw, scratch, out):
     r = np.empty((2, 4, tw), scratch.dtype)  # At m for one row of tiles: r[i, b] over the tiles
     for m in range(last - first):
         for f in range(filters):
-            b = bias[f]
+            bf = bias[f]
             for ty in range(th):
                 base = np.uint64((m * th + ty) * tw)
-                for col in range(4):  # r = At m: rows m0 + m1 + m2 and m1 - m2 - m3
-                    r0, r1 = r[0, col], r[1, col]
-                    m0, m1, m2, m3 = mm[col, f], mm[4 + col, f], mm[8 + col, f], mm[12 + col, f]
+                for b in range(4):  # r = At m: rows m0 + m1 + m2 and m1 - m2 - m3
                     for tx in range(tiles):
                         t = base + tx
-                        r0[tx] = m0[t] + m1[t] + m2[t]
-                        r1[tx] = m1[t] - m2[t] - m3[t]
+                        m0, m1, m2, m3 = mm[b, f, t], mm[4 + b, f, t], mm[8 + b, f, t], mm[12 + b, f, t]
+                        r[0, b, tx], r[1, b, tx] = m0 + m1 + m2, m1 - m2 - m3
                 for i in range(2):  # y = r At^T, plus the bias
-                    y, ri0, ri1, ri2, ri3 = scratch[2 * ty + i], r[i, 0], r[i, 1], r[i, 2], r[i, 3]
+                    row = np.uint64(2 * ty + i)
                     for tx in range(tiles):
-                        y[2 * tx] = ri0[tx] + ri1[tx] + ri2[tx] + b
-                        y[2 * tx + 1] = ri1[tx] - ri2[tx] - ri3[tx] + b
-            plane = out[first + m, f]
+                        s = 2 * tx
+                        scratch[row, s] = r[i, 0, tx] + r[i, 1, tx] + r[i, 2, tx] + bf
+                        scratch[row, s + 1] = r[i, 1, tx] - r[i, 2, tx] - r[i, 3, tx] + bf
             for row in range(ho):
-                plane[row] = scratch[row, :wo]
+                for s in range(wo):
+                    out[first + m, f, row, s] = scratch[row, s]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -131,27 +123,24 @@ def output_tiles_adjoint(dout, first, last, th, tw, scratch, dmm):
     """dmm (16, F, n*th*tw) <- the adjoint of `output_tiles` applied to dout[first:last] (N, F, Ho, Wo).
     scratch: (2*th, 2*tw) in dout's dtype; its rows and columns past Ho, Wo stay 0."""
     _, filters, ho, wo = dout.shape
-    width = np.uint64(2 * tw)
-    tiles = np.uint64(tw)
+    width, tiles = np.uint64(2 * tw), np.uint64(tw)
     q = np.empty((4, 2 * tw), scratch.dtype)  # At^T dy for one row of tiles
     scratch[:, :] = 0
     for m in range(last - first):
         for f in range(filters):
-            plane = dout[first + m, f]
             for row in range(ho):
-                scratch[row, :wo] = plane[row]
+                for s in range(wo):
+                    scratch[row, s] = dout[first + m, f, row, s]
             for ty in range(th):
-                g0, g1 = scratch[2 * ty], scratch[2 * ty + 1]
-                q0, q1, q2, q3 = q[0], q[1], q[2], q[3]
+                r0 = np.uint64(2 * ty)
                 for s in range(width):  # q = At^T dy: rows dy0, dy0 + dy1, dy0 - dy1, -dy1
-                    q0[s], q1[s], q2[s], q3[s] = g0[s], g0[s] + g1[s], g0[s] - g1[s], -g1[s]
+                    g0, g1 = scratch[r0, s], scratch[r0 + 1, s]
+                    q[0, s], q[1, s], q[2, s], q[3, s] = g0, g0 + g1, g0 - g1, -g1
                 base = np.uint64((m * th + ty) * tw)
                 for a in range(4):  # dM = q At: columns q0, q0 + q1, q0 - q1, -q1 of each tile
-                    qa = q[a]
-                    d0, d1, d2, d3 = dmm[4 * a, f], dmm[4 * a + 1, f], dmm[4 * a + 2, f], dmm[4 * a + 3, f]
+                    k = np.uint64(4 * a)
                     for tx in range(tiles):
-                        left, right = qa[2 * tx], qa[2 * tx + 1]
-                        d0[base + tx] = left
-                        d1[base + tx] = left + right
-                        d2[base + tx] = left - right
-                        d3[base + tx] = -right
+                        t = base + tx
+                        left, right = q[a, 2 * tx], q[a, 2 * tx + 1]
+                        dmm[k, f, t], dmm[k + 1, f, t], dmm[k + 2, f, t], dmm[k + 3, f, t] = (
+                            left, left + right, left - right, -right)
