@@ -2,17 +2,28 @@
 against an identical PyTorch model (same layers, same weights) on the CPU, in images per second.
 
     python3 benchmarks/cnn_step_vs_torch.py [--batch 128] [--repeats 7] [--threads 2] [--normalization batch]
+    python3 benchmarks/cnn_step_vs_torch.py --separate [--rounds 3] ...
 
 The torch twin is built here from normlab's module tree and loaded with normlab's state dict; the script
 first checks that the two compute the same logits. Target: normlab >= 0.7x torch's images per second.
 Set OPENBLAS_NUM_THREADS (or OMP_NUM_THREADS) to --threads for NumPy's BLAS.
+
+Two ways to time. By default the two sides alternate in one process (paired_medians), which cancels slow
+drifts of a shared machine but lets the libraries' thread pools meet: torch's speed there was seen to swing
+by up to 3x with the state of NumPy's OpenBLAS threads. `--separate` times each side alone, steps back to
+back, in its own fresh process (`--only normlab|torch`), alternating processes for `--rounds` rounds, and
+reports the medians.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
+import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -72,18 +83,24 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads; match NumPy's BLAS threads")
     parser.add_argument("--normalization", default="batch")
     parser.add_argument("--input-shape", type=int, nargs=3, default=(1, 28, 28), metavar=("C", "H", "W"))
+    parser.add_argument("--separate", action="store_true", help="time each side alone in its own process")
+    parser.add_argument("--rounds", type=int, default=3, help="with --separate: processes per side")
+    parser.add_argument("--only", choices=("normlab", "torch"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    torch = import_torch(args.threads)
+    if args.separate:
+        return run_separately(args)
+    torch = None if args.only == "normlab" else import_torch(args.threads)
     rng = np.random.default_rng(0)
     model = build_model("bn-cnn", input_shape=args.input_shape, num_classes=10, rng=rng,
                         normalization=args.normalization)
-    twin = torch_twin(model, torch)
     x = rng.standard_normal((args.batch, *args.input_shape), dtype=np.float32)
     labels = rng.integers(0, 10, args.batch)
-    tx, tlabels = torch.from_numpy(x), torch.from_numpy(labels)
-
-    gap = np.abs(model.forward(x) - twin(tx).detach().numpy()).max()
-    print(f"same model: largest |logit difference| {gap:.1e} on the first forward (float32)")
+    if torch is not None:
+        twin = torch_twin(model, torch)
+        tx, tlabels = torch.from_numpy(x), torch.from_numpy(labels)
+        if args.only is None:
+            gap = np.abs(model.forward(x) - twin(tx).detach().numpy()).max()
+            print(f"same model: largest |logit difference| {gap:.1e} on the first forward (float32)")
 
     lr, momentum = 0.01, 0.9
     velocity = {id(p): np.zeros_like(p.data) for p in model.parameters()}
@@ -100,6 +117,8 @@ def main() -> None:
             v += p.grad
             p.data -= lr * v
 
+    if args.only == "normlab":
+        return print(json.dumps({"seconds": back_to_back_median(ours, args.repeats)}))
     optimizer = torch.optim.SGD(twin.parameters(), lr=lr, momentum=momentum)
 
     def theirs():
@@ -107,6 +126,8 @@ def main() -> None:
         torch.nn.functional.cross_entropy(twin(tx), tlabels).backward()
         optimizer.step()
 
+    if args.only == "torch":
+        return print(json.dumps({"seconds": back_to_back_median(theirs, args.repeats)}))
     ours_s, theirs_s = paired_medians(ours, theirs, args.repeats)
     print(f"torch threads {torch.get_num_threads()}, NumPy BLAS threads: {blas_threads()}, float32, "
           f"batch {args.batch}, input {tuple(args.input_shape)}, normalization {args.normalization!r}, "
@@ -116,6 +137,37 @@ def main() -> None:
         print(f"{name:<10} {timing.wall * 1e3:>9.1f} {args.batch / timing.wall:>10.0f} {timing.cpu * 1e3:>9.1f}")
     print(f"normlab / torch images per second: {theirs_s.wall / ours_s.wall:.2f}x wall clock, "
           f"{theirs_s.cpu / ours_s.cpu:.2f}x by CPU time (target >= 0.7x)")
+
+
+def back_to_back_median(step, repeats: int, warmup: int = 2) -> float:
+    """Median seconds of `step` called back to back, as in training, after `warmup` calls."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run_separately(args) -> None:
+    """Each side alone in fresh processes, alternating, `args.rounds` each; print the medians."""
+    command = [sys.executable, __file__, "--batch", str(args.batch), "--repeats", str(args.repeats),
+               "--threads", str(args.threads), "--normalization", args.normalization,
+               "--input-shape", *map(str, args.input_shape)]
+    seconds = {"normlab": [], "torch": []}
+    for _ in range(args.rounds):
+        for side in seconds:
+            done = subprocess.run([*command, "--only", side], capture_output=True, text=True, check=True)
+            seconds[side].append(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
+    ours, theirs = (statistics.median(seconds[side]) for side in ("normlab", "torch"))
+    print(f"each side alone in its own process, {args.rounds} processes each, median of {args.repeats} steps back "
+          f"to back; torch threads {args.threads}, NumPy BLAS threads: {blas_threads()}, batch {args.batch}")
+    for side in seconds:
+        print(f"{side:<10} step ms per process: {', '.join(f'{s * 1e3:.1f}' for s in seconds[side])}")
+    print(f"normlab / torch images per second: {theirs / ours:.2f}x (medians {ours * 1e3:.1f} and "
+          f"{theirs * 1e3:.1f} ms; target >= 0.7x)")
 
 
 if __name__ == "__main__":

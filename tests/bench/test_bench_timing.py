@@ -65,3 +65,21 @@ def test_a_negative_settle_is_refused():
 
     with pytest.raises(ValueError, match="settle must be >= 0 seconds, got -1"):
         time_passes({"a": (lambda: None, lambda _: None)}, repeats=1, settle=-1)
+
+
+def test_a_burst_times_its_passes_back_to_back_after_an_untimed_one():
+    import time
+
+    calls = []
+
+    def forward():
+        calls.append(time.perf_counter())
+        time.sleep(0.02 if len(calls) % 4 == 1 else 0.001)  # the first pass of each turn is slow
+
+    times = time_passes({"a": (forward, lambda _: None)}, repeats=2, warmup=0, settle=0.03, burst=3)["a"]
+    assert len(calls) == 8  # 2 turns of 1 untimed + 3 timed passes
+    assert times.forward < 0.015  # the slow first passes are not among the timed ones
+    gaps = np.diff(calls)
+    assert gaps[[0, 1, 2, 4, 5, 6]].max() < 0.03 and gaps[3] >= 0.03  # back to back within a turn
+    with pytest.raises(ValueError, match="burst must be >= 1 pass, got 0"):
+        time_passes({"a": (forward, lambda _: None)}, repeats=1, burst=0)

@@ -81,11 +81,12 @@ def cnn_step_passes(torch: ModuleType | None, batch: int, rng: np.random.Generat
     return passes
 
 
-def measure_optional(build, repeats: int, settle: float = SETTLE_SECONDS) -> dict[str, PassTimes] | str:
+def measure_optional(build, repeats: int, settle: float = SETTLE_SECONDS, burst: int = 1
+                     ) -> dict[str, PassTimes] | str:
     """Times of the passes `build()` returns (`settle` seconds of idle before each turn), or the reason
     they cannot run."""
     try:
-        return time_passes(build(), repeats, settle=settle)
+        return time_passes(build(), repeats, settle=settle, burst=burst)
     except NotAvailable as e:
         return str(e)
     except Exception as e:  # noqa: BLE001 - an API that moved under us: report it, do not sink the bench

@@ -87,7 +87,7 @@ def _torch_pass(torch: ModuleType, case: NormCase, x: np.ndarray, dout: np.ndarr
 
 
 def measure_norm(case: NormCase, backend: str, torch: ModuleType | None, repeats: int,
-                 rng: np.random.Generator, settle: float = SETTLE_SECONDS) -> dict[str, PassTimes]:
+                 rng: np.random.Generator, settle: float = SETTLE_SECONDS, burst: int = 1) -> dict[str, PassTimes]:
     """Times of the case on `backend` ("numba" or "numpy"), on NumPy for reference, and on torch, with
     `settle` seconds of idle before each turn (see `time_passes`).
 
@@ -100,4 +100,4 @@ def measure_norm(case: NormCase, backend: str, torch: ModuleType | None, repeats
         contenders["numpy"] = _normlab_pass(case, x, dout, "numpy")
     if torch is not None:
         contenders["torch"] = _torch_pass(torch, case, x, dout)
-    return time_passes(contenders, repeats, settle=settle)
+    return time_passes(contenders, repeats, settle=settle, burst=burst)

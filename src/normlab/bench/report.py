@@ -115,17 +115,18 @@ def run_bench(quick: bool = False, backend: str = "auto", seed: int = 0, threads
 
 
 def _measure(quick: bool, backend: str, rng: np.random.Generator, threads: int, torch: ModuleType | None) -> dict:
-    repeats = 3 if quick else 15
+    repeats = 3 if quick else 5
+    burst = 1 if quick else 4  # timed passes per turn, back to back (see time_passes)
     settle = 0.001 if quick else SETTLE_SECONDS
     bandwidth = copy_bandwidth((16 if quick else 512) * MIB, repeats, threads)
     cases = QUICK_CASES if quick else FULL_CASES
-    rows = [_norm_row(case, measure_norm(case, backend, torch, repeats, rng, settle), bandwidth.limit)
+    rows = [_norm_row(case, measure_norm(case, backend, torch, repeats, rng, settle, burst), bandwidth.limit)
             for case in cases]
     conv_shape, conv_filters = ((4, 8, 16, 16), 8) if quick else ((64, 64, 32, 32), 64)
-    conv = measure_optional(lambda: conv2d_passes(torch, conv_shape, conv_filters, rng), repeats, settle)
+    conv = measure_optional(lambda: conv2d_passes(torch, conv_shape, conv_filters, rng), repeats, settle, burst)
     rows.append(_model_row("conv2d 3x3", f"{conv_shape} -> {conv_filters} filters", conv))
     batch = 4 if quick else 64
-    step = measure_optional(lambda: cnn_step_passes(torch, batch, rng), repeats, settle)
+    step = measure_optional(lambda: cnn_step_passes(torch, batch, rng), repeats, settle, burst)
     rows.append(_model_row("bn-cnn training step", f"({batch}, 1, 28, 28)", step))
     return {
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
@@ -133,6 +134,7 @@ def _measure(quick: bool, backend: str, rng: np.random.Generator, threads: int, 
         "backend": backend,
         "quick": quick,
         "repeats": repeats,
+        "burst": burst,
         "settle_seconds": settle,
         "bandwidth_gbps": {**asdict(bandwidth), "limit": bandwidth.limit},
         "rows": rows,
@@ -152,7 +154,7 @@ def format_report(report: dict) -> str:
     quick = " (quick: small shapes, figures indicative only)" if report["quick"] else ""
     lines = [
         (f"normlab bench: backend {report['backend']} on {threads['normlab']} thread(s), {torch_threads} "
-         f"thread(s); median of {report['repeats']} runs{quick}"),
+         f"thread(s); median of {report['repeats'] * report['burst']} runs{quick}"),
         (f"copy bandwidth (read + write): numpy 1 thread {bw['numpy_one_thread']:.1f} GB/s, "
          f"parallel {bw['threads']} threads {parallel} GB/s -> limit {bw['limit']:.1f} GB/s"),
         "",
@@ -185,7 +187,8 @@ def format_report(report: dict) -> str:
         "same for the fastest run. numpy and torch ms: forward + backward on NumPy and on torch's CPU kernels;",
         "x torch: torch time / normlab time (medians).",
         (f"Each turn starts after {report['settle_seconds']} s idle, so the thread pools of the turn before "
-         "(OpenBLAS, torch's OpenMP) have stopped spinning."),
+         f"(OpenBLAS, torch's OpenMP) have stopped spinning, then runs {report['burst']} timed passes back to back"
+         + (" after an untimed one." if report["burst"] > 1 else ".")),
     ]
     for row in report["rows"]:
         if not row.get("available", True):

@@ -38,7 +38,7 @@ SETTLE_SECONDS = 0.15
 
 
 def time_passes(contenders: Mapping[str, Pass], repeats: int, warmup: int = 1,
-                settle: float = SETTLE_SECONDS) -> dict[str, PassTimes]:
+                settle: float = SETTLE_SECONDS, burst: int = 1) -> dict[str, PassTimes]:
     """Median forward and backward time of every contender, the contenders taking turns repetition by
     repetition. Each repetition runs a fresh forward, then the backward on its result, as in training
     (so outputs are allocated anew each time, as they would be).
@@ -46,23 +46,30 @@ def time_passes(contenders: Mapping[str, Pass], repeats: int, warmup: int = 1,
     settle: seconds slept, untimed, before each turn, so that the thread pools the previous turn woke
     (OpenBLAS, torch's OpenMP, numba's) are asleep again and each contender is timed on idle cores, as
     in a process of its own.
+    burst: passes per turn, run back to back after one untimed pass, each timed: a pass straight after the
+    pause pays for waking threads and cold caches (3x for a layer norm here), which a training loop,
+    calling layer after layer, does not. With burst 1 (and warmup turns aside), the single pass of each
+    turn is timed, pause and all.
     """
     if settle < 0:
         raise ValueError(f"settle must be >= 0 seconds, got {settle}")
+    if burst < 1:
+        raise ValueError(f"burst must be >= 1 pass, got {burst}")
     samples = {name: ([], []) for name in contenders}
     for rep in range(warmup + repeats):
         for name, (forward, backward) in contenders.items():
             if settle:
                 time.sleep(settle)
-            t0 = time.perf_counter()
-            state = forward()
-            t1 = time.perf_counter()
-            backward(state)
-            t2 = time.perf_counter()
-            del state
-            if rep >= warmup:
-                samples[name][0].append(t1 - t0)
-                samples[name][1].append(t2 - t1)
+            for j in range(burst + 1 if burst > 1 else 1):
+                t0 = time.perf_counter()
+                state = forward()
+                t1 = time.perf_counter()
+                backward(state)
+                t2 = time.perf_counter()
+                del state
+                if rep >= warmup and (burst == 1 or j > 0):
+                    samples[name][0].append(t1 - t0)
+                    samples[name][1].append(t2 - t1)
     return {
         name: PassTimes(statistics.median(f), statistics.median(b), min(map(sum, zip(f, b))))
         for name, (f, b) in samples.items()
