@@ -23,11 +23,11 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
+from _timing import median_seconds
 from _versus_torch import blas_threads, import_torch, paired_medians
 
 from normlab import functional as F
@@ -118,7 +118,7 @@ def main() -> None:
             p.data -= lr * v
 
     if args.only == "normlab":
-        return print(json.dumps({"seconds": back_to_back_median(ours, args.repeats)}))
+        return print(json.dumps({"seconds": median_seconds(ours, args.repeats, warmup=2)}))
     optimizer = torch.optim.SGD(twin.parameters(), lr=lr, momentum=momentum)
 
     def theirs():
@@ -127,7 +127,7 @@ def main() -> None:
         optimizer.step()
 
     if args.only == "torch":
-        return print(json.dumps({"seconds": back_to_back_median(theirs, args.repeats)}))
+        return print(json.dumps({"seconds": median_seconds(theirs, args.repeats, warmup=2)}))
     ours_s, theirs_s = paired_medians(ours, theirs, args.repeats)
     print(f"torch threads {torch.get_num_threads()}, NumPy BLAS threads: {blas_threads()}, float32, "
           f"batch {args.batch}, input {tuple(args.input_shape)}, normalization {args.normalization!r}, "
@@ -139,18 +139,6 @@ def main() -> None:
           f"{theirs_s.cpu / ours_s.cpu:.2f}x by CPU time (target >= 0.7x)")
 
 
-def back_to_back_median(step, repeats: int, warmup: int = 2) -> float:
-    """Median seconds of `step` called back to back, as in training, after `warmup` calls."""
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def run_separately(args) -> None:
     """Each side alone in fresh processes, alternating, `args.rounds` each; print the medians."""
     command = [sys.executable, __file__, "--batch", str(args.batch), "--repeats", str(args.repeats),
@@ -158,14 +146,14 @@ def run_separately(args) -> None:
                "--input-shape", *map(str, args.input_shape)]
     seconds = {"normlab": [], "torch": []}
     for _ in range(args.rounds):
-        for side in seconds:
+        for side, times in seconds.items():
             done = subprocess.run([*command, "--only", side], capture_output=True, text=True, check=True)
-            seconds[side].append(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
+            times.append(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
     ours, theirs = (statistics.median(seconds[side]) for side in ("normlab", "torch"))
     print(f"each side alone in its own process, {args.rounds} processes each, median of {args.repeats} steps back "
           f"to back; torch threads {args.threads}, NumPy BLAS threads: {blas_threads()}, batch {args.batch}")
-    for side in seconds:
-        print(f"{side:<10} step ms per process: {', '.join(f'{s * 1e3:.1f}' for s in seconds[side])}")
+    for side, times in seconds.items():
+        print(f"{side:<10} step ms per process: {', '.join(f'{t * 1e3:.1f}' for t in times)}")
     print(f"normlab / torch images per second: {theirs / ours:.2f}x (medians {ours * 1e3:.1f} and "
           f"{theirs * 1e3:.1f} ms; target >= 0.7x)")
 

@@ -30,6 +30,13 @@ def _valid_columns(j, pw, sw, w, wo):
 
 
 @numba.njit(nogil=True, cache=True)
+def _output_size(h, kh, sh, ph, positions):
+    """(Ho, Wo) of a convolution over height h whose output has `positions` = Ho * Wo per image."""
+    ho = (h + 2 * ph - kh) // sh + 1
+    return ho, positions // ho
+
+
+@numba.njit(nogil=True, cache=True)
 def im2col(x, first, last, kh, kw, sh, sw, ph, pw, cols):
     """cols[(c, i, j), (m, y, xo)] = x[first + m, c, y*sh + i - ph, xo*sw + j - pw], 0 outside x.
 
@@ -38,9 +45,7 @@ def im2col(x, first, last, kh, kw, sh, sw, ph, pw, cols):
     the loop from vectorizing and made it 4-5x slower than NumPy's copy."""
     _, channels, h, w = x.shape
     n = last - first
-    positions = cols.shape[1] // n
-    ho = (h + 2 * ph - kh) // sh + 1
-    wo = positions // ho
+    ho, wo = _output_size(h, kh, sh, ph, cols.shape[1] // n)
     for m in range(n):
         for c in range(channels):
             plane = x[first + m, c]
@@ -76,9 +81,7 @@ def col2im(dcols, first, last, kh, kw, sh, sw, ph, pw, dx):
     it was read from (dx's other images untouched). Same loop order and unsigned indexing as `im2col`."""
     _, channels, h, w = dx.shape
     n = last - first
-    positions = dcols.shape[1] // n
-    ho = (h + 2 * ph - kh) // sh + 1
-    wo = positions // ho
+    ho, wo = _output_size(h, kh, sh, ph, dcols.shape[1] // n)
     for m in range(n):
         for c in range(channels):
             plane = dx[first + m, c]
