@@ -88,7 +88,8 @@ def main() -> None:
     parser.add_argument("--only", choices=("normlab", "torch"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.separate:
-        return run_separately(args)
+        run_separately(args)
+        return
     torch = None if args.only == "normlab" else import_torch(args.threads)
     rng = np.random.default_rng(0)
     model = build_model("bn-cnn", input_shape=args.input_shape, num_classes=10, rng=rng,
@@ -118,7 +119,8 @@ def main() -> None:
             p.data -= lr * v
 
     if args.only == "normlab":
-        return print(json.dumps({"seconds": median_seconds(ours, args.repeats, warmup=2)}))
+        print(json.dumps({"seconds": median_seconds(ours, args.repeats, warmup=2)}))
+        return
     optimizer = torch.optim.SGD(twin.parameters(), lr=lr, momentum=momentum)
 
     def theirs():
@@ -127,7 +129,8 @@ def main() -> None:
         optimizer.step()
 
     if args.only == "torch":
-        return print(json.dumps({"seconds": median_seconds(theirs, args.repeats, warmup=2)}))
+        print(json.dumps({"seconds": median_seconds(theirs, args.repeats, warmup=2)}))
+        return
     ours_s, theirs_s = paired_medians(ours, theirs, args.repeats)
     print(f"torch threads {torch.get_num_threads()}, NumPy BLAS threads: {blas_threads()}, float32, "
           f"batch {args.batch}, input {tuple(args.input_shape)}, normalization {args.normalization!r}, "

@@ -46,3 +46,34 @@ def test_an_error_in_a_block_is_raised_after_every_block_finished():
         split_over_threads(work, 4)
     assert finished == [2]
     assert blas_threads() == before
+
+
+def _conv_in_child(queue):
+    import numpy as np
+
+    from normlab import functional as F
+
+    x = np.ones((4, 2, 8, 8), np.float32)
+    queue.put(float(F.conv2d_forward(x, np.ones((3, 2, 3, 3), np.float32), None, 1, 1)[0].sum()))
+
+
+def test_a_forked_child_splits_batches_on_threads_of_its_own():
+    """The parent's worker threads do not survive a fork; a child that reused their pool would wait forever."""
+    import multiprocessing
+
+    import numpy as np
+
+    from normlab import functional as F
+
+    x = np.ones((4, 2, 8, 8), np.float32)
+    with limited_blas_threads(2):
+        expected = float(F.conv2d_forward(x, np.ones((3, 2, 3, 3), np.float32), None, 1, 1)[0].sum())
+        context = multiprocessing.get_context("fork")
+        queue = context.Queue()
+        child = context.Process(target=_conv_in_child, args=(queue,))
+        child.start()
+        child.join(timeout=60)
+        if child.is_alive():
+            child.kill()
+            pytest.fail("the forked child hung in split_over_threads")
+    assert queue.get(timeout=5) == expected

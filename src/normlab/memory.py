@@ -118,6 +118,8 @@ def _idle(size: int) -> np.ndarray | None:
 def _new(size: int, cap: int) -> np.ndarray | None:
     """A new pooled buffer of `size` bytes after releasing idle ones to fit under `cap`, or None when even
     then it would not fit."""
+    if size > cap:
+        return None  # it could never fit: keep the idle buffers
     held = sum(buffer.nbytes for buffer in _buffers.values())
     idle_flags = _is_idle(_buffers)
     for key in [key for key, idle in zip(_buffers, idle_flags) if idle]:

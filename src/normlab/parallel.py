@@ -11,12 +11,14 @@ How many threads: as many as NumPy's OpenBLAS would use (`OPENBLAS_NUM_THREADS`,
 worker meanwhile, so the machine is never oversubscribed. Without OpenBLAS (MKL, Accelerate) the work runs
 in the calling thread and the BLAS library keeps its own threads.
 
-The threads share OpenBLAS's thread setting, which is global: two batches split from two different user
-threads at the same time would restore each other's setting in an undefined order.
+OpenBLAS's thread setting is process-wide, so batches split from several user threads at once take turns
+(a lock). After a fork the child starts its own worker threads.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from itertools import pairwise
@@ -25,7 +27,18 @@ from typing import TypeVar
 from normlab.blas import blas_threads, limited_blas_threads
 
 T = TypeVar("T")
-_pools: dict[int, ThreadPoolExecutor] = {}
+_lock = threading.Lock()  # one batch at a time: OpenBLAS's thread count is process-wide
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+
+
+def _forget_pool() -> None:
+    """In a forked child the parent's worker threads do not exist: start a new pool when one is needed."""
+    global _pool, _pool_size
+    _pool, _pool_size = None, 0
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 def worker_count() -> int:
@@ -38,17 +51,18 @@ def split_over_threads(work: Callable[[int, int], T], n: int) -> list[T]:
     thread takes the first block.
 
     Returns the blocks' results in block order (so sums of them are deterministic for a given thread
-    count). An exception raised in a block is raised here, after every block has finished.
+    count). An exception raised in a block is raised here, after every block has finished. Batches split
+    from several threads at once take turns; `work` must not split another batch itself.
     """
+    global _pool, _pool_size
     workers = min(worker_count(), n)
     if workers <= 1:
         return [work(0, n)]
     bounds = [n * k // workers for k in range(workers + 1)]
-    pool = _pools.get(workers)
-    if pool is None:
-        pool = _pools[workers] = ThreadPoolExecutor(workers - 1, thread_name_prefix="normlab")
-    with limited_blas_threads(1):
-        futures = [pool.submit(work, start, stop) for start, stop in pairwise(bounds[1:])]
+    with _lock, limited_blas_threads(1):
+        if _pool is None or _pool_size < workers - 1:
+            _pool, _pool_size = ThreadPoolExecutor(workers - 1, thread_name_prefix="normlab"), workers - 1
+        futures = [_pool.submit(work, start, stop) for start, stop in pairwise(bounds[1:])]
         try:
             first = work(bounds[0], bounds[1])
         finally:

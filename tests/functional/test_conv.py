@@ -199,3 +199,29 @@ def test_bad_input_is_rejected_with_a_clear_message(call, error, message):
         return
     with pytest.raises(error, match=message):
         call()
+
+
+def test_float16_runs_on_numpy_copies_and_stays_float16():
+    """numba compiles float32 and float64 only: other dtypes take the NumPy copies whatever the backend."""
+    rng = np.random.default_rng(4)
+    x, weight = rng.standard_normal((2, 3, 8, 8)).astype(np.float16), rng.standard_normal((16, 3, 3, 3)).astype(np.float16)
+    out, cache = F.conv2d_forward(x, weight, None, 1, 1)
+    assert out.dtype == np.float16 and not cache.compiled and not cache.winograd
+    dx, dweight, _ = F.conv2d_backward(np.ones_like(out), cache)
+    assert dx.dtype == dweight.dtype == np.float16
+    reference, _ = F.conv2d_forward_loop(x.astype(np.float64), weight.astype(np.float64), None, 1, 1)
+    assert relative_error(out, reference) < 1e-2
+
+
+def test_caches_deep_copy_so_models_can_be_folded_after_training():
+    """The caches name the compiled path with flags, not module objects, which deepcopy cannot copy
+    (fold_batchnorm deep-copies the model)."""
+    import copy
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 16, 8, 8), dtype=np.float32)
+    out, cache = F.conv2d_forward(x, rng.standard_normal((16, 16, 3, 3), dtype=np.float32), None, 1, 1)
+    _, pool_cache = F.max_pool2d_forward(out, 2)
+    for c in (cache, pool_cache):
+        twin = copy.deepcopy(c)
+        assert twin.kernels is c.kernels

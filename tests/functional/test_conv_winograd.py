@@ -42,6 +42,17 @@ def test_winograd_equals_the_loop_reference_and_torch(n, c, f, h, w, ph, pw, see
         assert_close(a, b, f"torch {name}", 1e-12)
 
 
+def test_winograd_without_input_grad_skips_dx_only():
+    rng = np.random.default_rng(3)
+    x, weight = rng.standard_normal((3, 2, 6, 7)), rng.standard_normal((4, 2, 3, 3))
+    dout = rng.standard_normal((3, 4, 6, 7))
+    dx, dweight, dbias = W.winograd_backward(dout, x, weight, (1, 1), winograd_numba, input_grad=True)
+    none, dweight_only, dbias_only = W.winograd_backward(dout, x, weight, (1, 1), winograd_numba, input_grad=False)
+    assert none is None and dx is not None
+    np.testing.assert_array_equal(dweight_only, dweight)
+    np.testing.assert_array_equal(dbias_only, dbias)
+
+
 def test_winograd_gradients_match_numerical_gradients():
     rng = np.random.default_rng(0)
     inputs = {"x": rng.standard_normal((2, 2, 5, 6)), "weight": rng.standard_normal((3, 2, 3, 3)),
@@ -66,7 +77,7 @@ def test_many_chunks_and_threads_and_float32():
     weight = rng.standard_normal((16, 16, 3, 3), dtype=np.float32) * 0.2
     bias = rng.standard_normal(16, dtype=np.float32)
     out, cache = F.conv2d_forward(x, weight, bias, 1, 1)
-    assert cache.winograd is not None and out.dtype == np.float32
+    assert cache.winograd and out.dtype == np.float32
     dout = rng.standard_normal(out.shape, dtype=np.float32)
     grads = F.conv2d_backward(dout, cache)
     out64, cache64 = F.conv2d_forward(*(a.astype(np.float64) for a in (x, weight, bias)), 1, 1, backend="numpy")
@@ -89,6 +100,6 @@ def test_conv2d_takes_winograd_only_where_it_pays(x_shape, w_shape, stride, grou
     rng = np.random.default_rng(2)
     x, weight = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
     out, cache = F.conv2d_forward(x, weight, None, stride, 1, groups, backend=backend)
-    assert (cache.winograd is not None) == expected
+    assert cache.winograd == expected
     loop_out, _ = F.conv2d_forward_loop(x, weight, None, stride, 1, groups)
     assert_close(out, loop_out, "out", 1e-12)

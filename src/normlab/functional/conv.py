@@ -2,28 +2,31 @@
 
 Two implementations with one contract:
 
-- `conv2d_forward` / `conv2d_backward`: the fast path. im2col lays every receptive field of an image out as
-  a column of a (C*kh*kw, Ho*Wo) matrix, built from `sliding_window_view` (a view) with a single copy, so
-  the image's convolution is ONE matrix product with the (F, C*kh*kw) filter matrix, in the input's dtype
-  (float32 stays float32). The memory order (C*kh*kw, Ho*Wo) keeps W innermost on both sides of the copy,
-  and the product's (F, Ho*Wo) result is already the image's slice of the NCHW output, so nothing is
-  transposed. With d = dout[n] as (F, Ho*Wo), the backward is, per image,
+- `conv2d_forward` / `conv2d_backward`: the fast path, a chunk of images at a time (about
+  COLUMNS_PER_PRODUCT output positions: 2 images of 32x32, 11 of 14x14). im2col lays every receptive
+  field of the chunk out as a column of a (C*kh*kw, n*Ho*Wo) matrix with a single copy (from a
+  `sliding_window_view`, or compiled loops with numba), so the chunk's convolution is ONE matrix product
+  with the (F, C*kh*kw) filter matrix, in the input's dtype (float32 stays float32); its (F, n*Ho*Wo)
+  result is transposed into the NCHW output. The memory order keeps W innermost on both sides of the
+  copy. With d = the chunk of dout as (F, n*Ho*Wo), the backward is, per chunk,
 
-      dW += d @ cols.T                                      the columns rebuilt from x[n]
-      dx[n] = col2im(W2.T @ d)                              strided convolutions
-      dx[n] = conv(dout[n], W flipped and transposed, pad k-1-p)    stride 1: an im2col and a product again
+      dW += d @ cols.T                                      the columns rebuilt from x
+      dx = col2im(W2.T @ d)                                 strided convolutions
+      dx = conv(dout, W flipped and transposed, pad k-1-p)  stride 1, F <= C: an im2col and a product again
 
-  Why per image and not one (C*kh*kw, N*Ho*Wo) matrix for the whole batch: that matrix is kh*kw times the
+  Why chunks and not one (C*kh*kw, N*Ho*Wo) matrix for the whole batch: that matrix is kh*kw times the
   input (151 MB for (64, 64, 32, 32) float32 and 3x3 filters), so building it meant page-faulting it in,
-  writing it to main memory on one thread and reading it back; an image's columns (2.4 MB) stay in cache.
-  The images are split over threads (`normlab.parallel`), each with BLAS on one thread, so the copies run
-  in parallel too. Measured on 2 cores: forward + backward 2x faster than the whole-batch version
-  (benchmarks/conv2d_vs_torch.py).
+  writing it to main memory on one thread and reading it back; a chunk's columns (4.7 MB there) stay in
+  cache. The chunks are split over threads (`normlab.parallel`), each with BLAS on one thread, so the
+  copies run in parallel too. Measured on 2 cores: forward + backward 2x faster than the whole-batch
+  version (benchmarks/conv2d_vs_torch.py).
+- 3x3 stride-1 layers with 16+ channels on 8x8+ maps take Winograd's F(2x2, 3x3) instead when numba is
+  installed (`normlab.functional.conv_winograd`): 2.25x fewer multiplications, same contract.
 - `conv2d_forward_loop` / `conv2d_backward_loop`: the direct definition, a Python loop over output
   positions. Slow; kept as the reference the tests hold the fast path to.
 
 Grouped convolution (groups > 1) splits the channels into `groups` independent convolutions; the fast
-path then does one batched product over the groups per image.
+path then does one batched product over the groups per chunk.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from normlab import memory
 from normlab.functional._checks import check_float_array, check_param, check_same_shape
 from normlab.functional._windows import Pair, as_pair, fold_windows, output_size, pad_spatial, sliding_windows
 from normlab.functional.conv_winograd import winograd_applies, winograd_backward, winograd_forward
+from normlab.functional.normalize import COMPILED_DTYPES
 from normlab.kernels.backend import compiled_conv_kernels, compiled_winograd_kernels
 from normlab.parallel import split_over_threads
 
@@ -51,8 +55,13 @@ class Conv2dCache:
     stride: Pair
     padding: Pair
     groups: int
-    kernels: ModuleType | None = None  # normlab.kernels.im2col_numba, or None for NumPy's copies
-    winograd: ModuleType | None = None  # normlab.kernels.winograd_numba when the forward took that path
+    compiled: bool = False  # the copies ran compiled (flags, not modules: caches must deep-copy)
+    winograd: bool = False  # the forward took the Winograd path
+
+    @property
+    def kernels(self) -> ModuleType | None:
+        """`normlab.kernels.im2col_numba` when the copies ran compiled, else None."""
+        return compiled_conv_kernels("numba") if self.compiled else None
 
 
 def conv2d_geometry(x, weight, bias, stride, padding, groups) -> tuple[np.ndarray, np.ndarray, Pair, Pair, Pair]:
@@ -96,9 +105,9 @@ def images_per_chunk(positions_per_image: int) -> int:
 
 class Chunk:
     """One thread's workspace for a chunk of images at a time: their im2col columns, and the transposes
-    between (n, F, P) images and an (F, n*P) matrix, rebuilt in place. A chunk's columns take a few MB (2
-    images of 64 channels, 32x32, 3x3 filters: 4.7 MB), so they are written and read by the product in
-    cache.
+    between (n, F, P) images and an (F, n*P) matrix, rebuilt in place. A chunk's columns take C*kh*kw *
+    COLUMNS_PER_PRODUCT values (2 images of 64 channels, 32x32, 3x3 filters: 4.7 MB), in cache up to a few
+    hundred channels.
 
     With `kernels` (`normlab.kernels.im2col_numba`) the copies are compiled loops; without, NumPy copies
     from transposed views (a per-run cost that dominates on maps of 14x14 and smaller).
@@ -197,14 +206,15 @@ def conv2d_forward(
     which is cheaper than writing them to main memory and reading them back.
     """
     x, weight, stride, padding, (ho, wo) = conv2d_geometry(x, weight, bias, stride, padding, groups)
-    kernels = compiled_conv_kernels(backend)
+    compiled = x.dtype in COMPILED_DTYPES  # numba compiles float32 and float64 only
+    kernels = compiled_conv_kernels(backend) if compiled else None
     x = np.ascontiguousarray(x)
     f, _, kh, kw = weight.shape
     b = np.zeros(f, x.dtype) if bias is None else bias.astype(x.dtype, copy=False)
-    winograd = compiled_winograd_kernels(backend)
+    winograd = compiled_winograd_kernels(backend) if compiled else None
     if winograd_applies(weight.shape, stride, groups, (ho, wo), winograd):
         out = winograd_forward(x, weight, b, padding, (ho, wo), winograd)
-        return out, Conv2dCache(x, weight, bias is not None, stride, padding, groups, kernels, winograd)
+        return out, Conv2dCache(x, weight, bias is not None, stride, padding, groups, True, True)
     out = memory.empty((x.shape[0], f, ho, wo), x.dtype)
     w_g = weight.reshape(groups, f // groups, -1)  # (G, F/G, C/G*kh*kw)
     chunk = images_per_chunk(ho * wo)
@@ -217,7 +227,7 @@ def conv2d_forward(
             work.to_images(product.reshape(f, -1), b, out.reshape(-1, f, ho * wo), first)
 
     split_over_threads(images, x.shape[0])
-    return out, Conv2dCache(x, weight, bias is not None, stride, padding, groups, kernels)
+    return out, Conv2dCache(x, weight, bias is not None, stride, padding, groups, kernels is not None)
 
 
 def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, *, input_grad: bool = True
@@ -240,8 +250,9 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, *, input_grad: bool = 
     (ph, pw), fg = padding, f // groups
     ho, wo = output_size((h + 2 * ph, w + 2 * pw), (kh, kw), stride)
     dout = np.ascontiguousarray(check_same_shape("dout", dout, (n, f, ho, wo)))
-    if cache.winograd is not None:
-        dx, dweight, dbias = winograd_backward(dout, x, weight, padding, cache.winograd, input_grad)
+    if cache.winograd:
+        dx, dweight, dbias = winograd_backward(dout, x, weight, padding, compiled_winograd_kernels("numba"),
+                                               input_grad)
         return dx, dweight, dbias if cache.has_bias else None
     dout3 = dout.reshape(n, f, ho * wo)
     dx = memory.empty_like(x) if input_grad else None

@@ -26,8 +26,10 @@ Exact algebra: the result equals the direct convolution up to rounding (F(2x2, 3
 powers of two, so it adds little; the tests hold it to the loop reference at 1e-12 in float64).
 
 The tile transforms are compiled loops (`normlab.kernels.winograd_numba`), so this path exists with numba
-only; `conv2d_forward` uses it for 3x3, stride-1, ungrouped convolutions whenever numba is there. Like the
-im2col path it works through chunks of images on threads, each chunk's V and M in cache.
+only; `conv2d_forward` uses it for 3x3, stride-1, ungrouped float32 or float64 convolutions with 16 or more
+input and output channels and maps of 8x8 or more (`winograd_applies`). Like the im2col path it works
+through chunks of images on threads, TILES_PER_PRODUCT tiles each (V and M of a few MB for up to ~64
+channels, in cache; proportionally more for wider layers).
 """
 
 from __future__ import annotations

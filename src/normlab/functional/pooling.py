@@ -43,7 +43,12 @@ class PoolCache:
     kernel: Pair
     stride: Pair
     argmax: np.ndarray | None  # (N, C, Ho, Wo) index of each window's first maximum (uint8 up to 256 offsets); None for average
-    kernels: ModuleType | None = None  # normlab.kernels.pool_numba when the forward ran compiled, else None
+    compiled: bool = False  # the forward ran the compiled kernels (a flag, not the module: caches must deep-copy)
+
+    @property
+    def kernels(self) -> ModuleType | None:
+        """`normlab.kernels.pool_numba` when the forward ran compiled, else None."""
+        return compiled_pool_kernels("numba") if self.compiled else None
 
 
 def pool_geometry(x, kernel_size, stride) -> tuple[np.ndarray, Pair, Pair, Pair]:
@@ -139,7 +144,7 @@ def max_pool2d_forward(x: np.ndarray, kernel_size: int | Pair, stride: int | Pai
         x3, out3, argmax3 = _planes(x), _planes(out), _planes(argmax)  # (N*C, H, W), (N*C, Ho, Wo) x 2
         _over_planes(lambda start, stop: kernels.max_pool_forward(
             x3, *kernel, *stride, start, stop, out3, argmax3), n * c, x.size)
-        return out, PoolCache(x.shape, kernel, stride, argmax, kernels)
+        return out, PoolCache(x.shape, kernel, stride, argmax, compiled=True)
     windows = _windows(x, kernel, stride, out_size)  # (N, C, Ho, Wo, kh, kw)
     out = windows[..., 0, 0].copy()  # (N, C, Ho, Wo), the running maximum
     argmax = np.zeros(out.shape, dtype=index)
@@ -179,7 +184,7 @@ def avg_pool2d_forward(x: np.ndarray, kernel_size: int | Pair, stride: int | Pai
         x3, out3 = _planes(x), _planes(out)  # (N*C, H, W), (N*C, Ho, Wo)
         _over_planes(lambda start, stop: kernels.avg_pool_forward(
             x3, *kernel, *stride, start, stop, out3), len(x3), x.size)
-        return out, PoolCache(x.shape, kernel, stride, None, kernels)
+        return out, PoolCache(x.shape, kernel, stride, None, compiled=True)
     windows = _windows(x, kernel, stride, out_size)  # (N, C, Ho, Wo, kh, kw)
     out = windows[..., 0, 0].copy()  # (N, C, Ho, Wo), the running sum
     for offset in range(1, kernel[0] * kernel[1]):

@@ -24,7 +24,7 @@ import numpy as np
 @numba.njit(nogil=True, cache=True)
 def _valid_columns(j, pw, sw, w, wo):
     """Output columns xo whose input column xo*sw + j - pw lies inside [0, w): the range [lo, hi)."""
-    lo = max(0, -((j - pw) // sw))  # ceil((pw - j) / sw)
+    lo = min(wo, max(0, -((j - pw) // sw)))  # ceil((pw - j) / sw), at most wo (padding wider than x)
     hi = min(wo, (w - 1 + pw - j) // sw + 1)
     return lo, max(lo, hi)
 

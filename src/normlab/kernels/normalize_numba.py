@@ -417,8 +417,9 @@ def _normalize_row(x, p, shift, rstd, gamma, beta, channel_size, out):
 def _normalize_rows(x2, gamma2, beta2, channel_size, eps, out2):
     """Statistics of every row and out = gamma * xhat + beta, the row read from memory once.
 
-    With one gamma per element (layer norm's elementwise affine, channel_size 1) gamma2 and beta2 come in
-    x2's dtype and the output is formed in that precision (`_normalize_row_working`); otherwise in float64."""
+    With one gamma per element (channel_size 1: layer norm's elementwise affine, and group or instance norm
+    whose channels hold one value each) gamma2 and beta2 come in x2's dtype and the output is formed in
+    that precision (`_normalize_row_working`); otherwise in float64."""
     r_ = x2.shape[0]
     groups = gamma2.shape[0]
     pivot = np.empty(r_, x2.dtype)
@@ -586,7 +587,7 @@ def normalize_rows(
     Returns (out2 (R, K) in x2's dtype, GroupStatistics with one group per row).
     """
     (x2,), (gamma2, beta2) = _contiguous(x2), _params(gamma2, beta2)
-    if channel_size == 1:  # layer norm's elementwise affine: the output is formed in x2's precision
+    if channel_size == 1:  # one gamma per element: the output is formed in x2's precision
         gamma2, beta2 = gamma2.astype(x2.dtype), beta2.astype(x2.dtype)
     out2 = memory.empty_like(x2)
     pivot, shift, var, rstd = _normalize_rows(x2, gamma2, beta2, channel_size, eps, out2)

@@ -23,7 +23,6 @@ from normlab.nn.residual import ResidualBlock
 
 __all__ = [
     "NORMALIZATIONS_2D",
-    "input_grad_skipped",
     "AvgPool2d",
     "BatchNorm1d",
     "BatchNorm2d",
@@ -49,5 +48,6 @@ __all__ = [
     "Sequential",
     "Sigmoid",
     "Tanh",
+    "input_grad_skipped",
     "norm2d",
 ]

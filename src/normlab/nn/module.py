@@ -52,7 +52,12 @@ class Module:
     the input. When it is False a layer may skip that product and return None, as PyTorch skips it for an
     input that does not require grad: Linear and Conv2d do, and Sequential runs no backward before its first
     layer with parameters and tells that layer. `input_grad_skipped(model)` sets it for one backward.
+
+    A module keeps what its backward needs from its input, never its output array: the caller owns the
+    output and may change it in place (ResidualBlock adds the skip connection into bn2's output).
     """
+
+    needs_input_grad: bool = True
 
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", {})
