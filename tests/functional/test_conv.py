@@ -225,3 +225,10 @@ def test_caches_deep_copy_so_models_can_be_folded_after_training():
     for c in (cache, pool_cache):
         twin = copy.deepcopy(c)
         assert twin.kernels is c.kernels
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_an_unknown_backend_is_named_whatever_the_dtype(dtype):
+    x, weight = np.ones((1, 2, 4, 4), dtype), np.ones((3, 2, 3, 3), dtype)
+    with pytest.raises(ValueError, match=r"backend must be one of \('auto', 'numpy', 'numba'\), got 'gpu'"):
+        F.conv2d_forward(x, weight, None, 1, 1, backend="gpu")

@@ -207,11 +207,12 @@ def conv2d_forward(
     """
     x, weight, stride, padding, (ho, wo) = conv2d_geometry(x, weight, bias, stride, padding, groups)
     compiled = x.dtype in COMPILED_DTYPES  # numba compiles float32 and float64 only
-    kernels = compiled_conv_kernels(backend) if compiled else None
+    kernels = compiled_conv_kernels(backend)  # resolved (and the name checked) whatever the dtype
+    kernels = kernels if compiled else None
     x = np.ascontiguousarray(x)
     f, _, kh, kw = weight.shape
     b = np.zeros(f, x.dtype) if bias is None else bias.astype(x.dtype, copy=False)
-    winograd = compiled_winograd_kernels(backend) if compiled else None
+    winograd = compiled_winograd_kernels(backend) if kernels is not None else None
     if winograd_applies(weight.shape, stride, groups, (ho, wo), winograd):
         out = winograd_forward(x, weight, b, padding, (ho, wo), winograd)
         return out, Conv2dCache(x, weight, bias is not None, stride, padding, groups, True, True)

@@ -595,7 +595,9 @@ def normalize_rows(
 
 
 def normalized_rows(x2: np.ndarray, stats: GroupStatistics) -> np.ndarray:
-    """xhat (R, K) recomputed from x2 and the forward's statistics, exactly as the forward formed it."""
+    """xhat (R, K) recomputed from x2 and the forward's statistics, in float64 and then rounded to x2's
+    dtype. For channel_size > 1 that is exactly the xhat the forward formed; with one gamma per element the
+    forward formed it in x2's precision (`_normalize_row_working`), within a few ulps of this."""
     (x2,) = _contiguous(x2)
     xhat = np.empty_like(x2)
     ones, zeros = np.ones((1, x2.shape[1])), np.zeros((1, x2.shape[1]))
