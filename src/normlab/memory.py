@@ -1,4 +1,5 @@
-"""Recycled output arrays: large outputs reuse the memory of earlier, dead outputs instead of fresh pages.
+"""Recycled arrays: large outputs and work buffers reuse the memory of earlier, dead ones instead of fresh
+pages.
 
 Why: memory fresh from the kernel is zeroed page by page on first touch. glibc hands allocations above its
 mmap threshold (at most 32 MB) back to the kernel when they are freed, so a layer whose output is that
@@ -72,6 +73,15 @@ def empty(shape: tuple[int, ...], dtype) -> np.ndarray:
 def empty_like(x: np.ndarray) -> np.ndarray:
     """`empty(x.shape, x.dtype)`."""
     return empty(x.shape, x.dtype)
+
+
+def zeros(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """`empty(shape, dtype)` filled with zeros: a recycled buffer is zeroed in cache, where a fresh one
+    from `np.zeros` of a few MB is zeroed page by page by the kernel on every call (the work buffers of
+    the convolutions page-faulted 1650 times per call that way)."""
+    out = empty(shape, dtype)
+    out.fill(0)
+    return out
 
 
 def held_bytes() -> int:

@@ -13,25 +13,35 @@ from normlab.functional import conv_winograd as W
 from normlab.gradcheck import check_layer, relative_error
 
 pytest.importorskip("numba")
-from normlab.kernels import winograd_numba  # noqa: E402
+from normlab.kernels import winograd_numba, winograd_pixels_numba  # noqa: E402
+
+LAYOUTS = {"planes": (W.winograd_forward, W.winograd_backward, winograd_numba),
+           "pixels": (W.winograd_pixels_forward, W.winograd_pixels_backward, winograd_pixels_numba)}
 
 
-def forward(x, weight, bias, padding):
+def forward(x, weight, bias, padding, layout="planes"):
     ho, wo = x.shape[2] + 2 * padding[0] - 2, x.shape[3] + 2 * padding[1] - 2
-    return W.winograd_forward(x, weight, bias, padding, (ho, wo), winograd_numba)
+    run, _, kernels = LAYOUTS[layout]
+    return run(x, weight, bias, padding, (ho, wo), kernels)
 
 
-@settings(max_examples=40, deadline=None)
+def backward(dout, x, weight, padding, layout="planes", input_grad=True):
+    _, run, kernels = LAYOUTS[layout]
+    return run(dout, x, weight, padding, kernels, input_grad)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@settings(max_examples=30, deadline=None)
 @given(n=st.integers(1, 3), c=st.integers(1, 3), f=st.integers(1, 3), h=st.integers(1, 9), w=st.integers(1, 9),
        ph=st.integers(0, 2), pw=st.integers(0, 2), seed=st.integers(0, 2**31))
-def test_winograd_equals_the_loop_reference_and_torch(n, c, f, h, w, ph, pw, seed):
+def test_winograd_equals_the_loop_reference_and_torch(layout, n, c, f, h, w, ph, pw, seed):
     if h + 2 * ph < 3 or w + 2 * pw < 3:
         return  # no 3x3 window fits
     rng = np.random.default_rng(seed)
     x, weight, bias = rng.standard_normal((n, c, h, w)), rng.standard_normal((f, c, 3, 3)), rng.standard_normal(f)
-    out = forward(x, weight, bias, (ph, pw))
+    out = forward(x, weight, bias, (ph, pw), layout)
     dout = rng.standard_normal(out.shape)
-    dx, dweight, dbias = W.winograd_backward(dout, x, weight, (ph, pw), winograd_numba, input_grad=True)
+    dx, dweight, dbias = backward(dout, x, weight, (ph, pw), layout)
     loop_out, cache = F.conv2d_forward_loop(x, weight, bias, 1, (ph, pw))
     for name, a, b in zip(("out", "dx", "dweight", "dbias"), (out, dx, dweight, dbias),
                           (loop_out, *F.conv2d_backward_loop(dout, cache))):
@@ -42,42 +52,46 @@ def test_winograd_equals_the_loop_reference_and_torch(n, c, f, h, w, ph, pw, see
         assert_close(a, b, f"torch {name}", 1e-12)
 
 
-def test_winograd_without_input_grad_skips_dx_only():
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_winograd_without_input_grad_skips_dx_only(layout):
     rng = np.random.default_rng(3)
     x, weight = rng.standard_normal((3, 2, 6, 7)), rng.standard_normal((4, 2, 3, 3))
     dout = rng.standard_normal((3, 4, 6, 7))
-    dx, dweight, dbias = W.winograd_backward(dout, x, weight, (1, 1), winograd_numba, input_grad=True)
-    none, dweight_only, dbias_only = W.winograd_backward(dout, x, weight, (1, 1), winograd_numba, input_grad=False)
+    dx, dweight, dbias = backward(dout, x, weight, (1, 1), layout)
+    none, dweight_only, dbias_only = backward(dout, x, weight, (1, 1), layout, input_grad=False)
     assert none is None and dx is not None
     np.testing.assert_array_equal(dweight_only, dweight)
     np.testing.assert_array_equal(dbias_only, dbias)
 
 
-def test_winograd_gradients_match_numerical_gradients():
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_winograd_gradients_match_numerical_gradients(layout):
     rng = np.random.default_rng(0)
     inputs = {"x": rng.standard_normal((2, 2, 5, 6)), "weight": rng.standard_normal((3, 2, 3, 3)),
               "bias": rng.standard_normal(3)}
 
-    def backward(dout, cache):
+    def layer_backward(dout, cache):
         x, weight = cache
-        return W.winograd_backward(dout, x, weight, (1, 1), winograd_numba, input_grad=True)
+        return backward(dout, x, weight, (1, 1), layout)
 
     def layer(x, weight, bias):
-        return forward(x, weight, bias, (1, 1)), (x, weight)
+        return forward(x, weight, bias, (1, 1), layout), (x, weight)
 
-    errors = check_layer(layer, backward, inputs, rng=rng)
+    errors = check_layer(layer, layer_backward, inputs, rng=rng)
     assert max(errors.values()) < 1e-8, errors
 
 
-def test_many_chunks_and_threads_and_float32():
-    """Chunks of images (64 tiles per 16x16 image: 16 images per chunk) spread over threads, in float32:
-    within float32 rounding of the float64 result."""
+@pytest.mark.parametrize("size", [8, 16])
+def test_many_chunks_and_threads_and_float32(size):
+    """Chunks of images (16 or 64 tiles per image: 64 or 16 images per chunk) spread over threads, in
+    float32, in both layouts (8x8 maps go channels-last, 16x16 ones stay on planes): within float32
+    rounding of the float64 result."""
     rng = np.random.default_rng(1)
-    x = rng.standard_normal((37, 16, 16, 16), dtype=np.float32)
-    weight = rng.standard_normal((16, 16, 3, 3), dtype=np.float32) * 0.2
-    bias = rng.standard_normal(16, dtype=np.float32)
+    x = rng.standard_normal((37, 16, size, size), dtype=np.float32)
+    weight = rng.standard_normal((24, 16, 3, 3), dtype=np.float32) * 0.2
+    bias = rng.standard_normal(24, dtype=np.float32)
     out, cache = F.conv2d_forward(x, weight, bias, 1, 1)
-    assert cache.winograd and out.dtype == np.float32
+    assert cache.winograd and cache.channels_last == (size == 8) and out.dtype == np.float32
     dout = rng.standard_normal(out.shape, dtype=np.float32)
     grads = F.conv2d_backward(dout, cache)
     out64, cache64 = F.conv2d_forward(*(a.astype(np.float64) for a in (x, weight, bias)), 1, 1, backend="numpy")
@@ -94,7 +108,8 @@ def test_many_chunks_and_threads_and_float32():
     ((2, 16, 8, 8), (16, 8, 3, 3), 1, 2, "auto", False),  # grouped
     ((2, 16, 8, 8), (16, 16, 5, 5), 1, 1, "auto", False),  # not 3x3
     ((2, 1, 8, 8), (32, 1, 3, 3), 1, 1, "auto", False),  # one input channel: the products are too thin
-    ((2, 16, 7, 7), (16, 16, 3, 3), 1, 1, "auto", False),  # 7x7 output: too small a map
+    ((2, 16, 4, 4), (16, 16, 3, 3), 1, 1, "auto", True),  # channels-last tiles: small maps too
+    ((2, 16, 3, 3), (16, 16, 3, 3), 1, 1, "auto", False),  # 3x3 output: 4 tiles save next to nothing
 ])
 def test_conv2d_takes_winograd_only_where_it_pays(x_shape, w_shape, stride, groups, backend, expected):
     rng = np.random.default_rng(2)

@@ -20,8 +20,12 @@ Two implementations with one contract:
   cache. The chunks are split over threads (`normlab.parallel`), each with BLAS on one thread, so the
   copies run in parallel too. Measured on 2 cores: forward + backward 2x faster than the whole-batch
   version (benchmarks/conv2d_vs_torch.py).
-- 3x3 stride-1 layers with 16+ channels on 8x8+ maps take Winograd's F(2x2, 3x3) instead when numba is
-  installed (`normlab.functional.conv_winograd`): 2.25x fewer multiplications, same contract.
+- With numba installed, 3x3 stride-1 layers with 16+ channels on 4x4+ maps take Winograd's F(2x2, 3x3)
+  (`normlab.functional.conv_winograd`: 2.25x fewer multiplications), and layers with 16+ channels and
+  kernels larger than 1x1 on maps of up to 8x8 go channels-last (`normlab.functional.conv_channels_last`):
+  Winograd in its pixels
+  layout, the others by im2row, which copies runs of kw*C contiguous values where im2col's are Wo long.
+  Same contract.
 - `conv2d_forward_loop` / `conv2d_backward_loop`: the direct definition, a Python loop over output
   positions. Slow; kept as the reference the tests hold the fast path to.
 
@@ -39,7 +43,19 @@ import numpy as np
 from normlab import memory
 from normlab.functional._checks import check_float_array, check_param, check_same_shape
 from normlab.functional._windows import Pair, as_pair, fold_windows, output_size, pad_spatial, sliding_windows
-from normlab.functional.conv_winograd import winograd_applies, winograd_backward, winograd_forward
+from normlab.functional.conv_channels_last import (
+    channels_last_applies,
+    channels_last_backward,
+    channels_last_forward,
+    channels_last_pays,
+)
+from normlab.functional.conv_winograd import (
+    winograd_applies,
+    winograd_backward,
+    winograd_forward,
+    winograd_pixels_backward,
+    winograd_pixels_forward,
+)
 from normlab.functional.normalize import COMPILED_DTYPES
 from normlab.kernels.backend import compiled_conv_kernels, compiled_winograd_kernels
 from normlab.parallel import split_over_threads
@@ -57,6 +73,7 @@ class Conv2dCache:
     groups: int
     compiled: bool = False  # the copies ran compiled (flags, not modules: caches must deep-copy)
     winograd: bool = False  # the forward took the Winograd path
+    channels_last: bool = False  # the forward's data went channels-last: im2row, or Winograd's pixels layout
 
     @property
     def kernels(self) -> ModuleType | None:
@@ -153,13 +170,22 @@ class Chunk:
             np.add(product.reshape(f, n, positions).transpose(1, 0, 2), bias[:, None], out=out[first : first + n])
 
 
-def images_to_channels(x: np.ndarray, first: int, last: int, kernels) -> np.ndarray:
-    """x[first:last] of a C-contiguous (N, F, P) array as a new (F, n*P) matrix."""
+def images_to_channels(x: np.ndarray, first: int, last: int, kernels, buffer: np.ndarray) -> np.ndarray:
+    """x[first:last] of a C-contiguous (N, F, P) array as an (F, n*P) matrix, written into the front of the
+    flat `buffer`."""
+    out = buffer[: x.shape[1] * (last - first) * x.shape[2]].reshape(x.shape[1], -1)
     if kernels is None:
-        return np.ascontiguousarray(x[first:last].transpose(1, 0, 2)).reshape(x.shape[1], -1)
-    out = np.empty((x.shape[1], (last - first) * x.shape[2]), x.dtype)
-    kernels.images_to_channels(x, first, last, out)
+        np.copyto(out.reshape(x.shape[1], last - first, -1), x[first:last].transpose(1, 0, 2))
+    else:
+        kernels.images_to_channels(x, first, last, out)
     return out
+
+
+def product_into(a: np.ndarray, b: np.ndarray, buffer: np.ndarray) -> np.ndarray:
+    """np.matmul(a, b) for stacks of matrices (G, m, k) and (G, k, n), written into the front of the flat
+    `buffer`: work memory recycled chunk after chunk, where a fresh result of a few MB page-faults."""
+    shape = (a.shape[0], a.shape[1], b.shape[2])
+    return np.matmul(a, b, out=buffer[: shape[0] * shape[1] * shape[2]].reshape(shape))
 
 
 def col2im_chunk(dcols: np.ndarray, dx: np.ndarray, first: int, last: int, kernel: Pair, stride: Pair,
@@ -214,17 +240,25 @@ def conv2d_forward(
     b = np.zeros(f, x.dtype) if bias is None else bias.astype(x.dtype, copy=False)
     winograd = compiled_winograd_kernels(backend) if kernels is not None else None
     if winograd_applies(weight.shape, stride, groups, (ho, wo), winograd):
-        out = winograd_forward(x, weight, b, padding, (ho, wo), winograd)
-        return out, Conv2dCache(x, weight, bias is not None, stride, padding, groups, True, True)
+        pixels = channels_last_pays(x.shape[1], (kh, kw), (ho, wo))
+        if pixels:
+            out = winograd_pixels_forward(x, weight, b, padding, (ho, wo), compiled_winograd_kernels("numba", "pixels"))
+        else:
+            out = winograd_forward(x, weight, b, padding, (ho, wo), winograd)
+        return out, Conv2dCache(x, weight, bias is not None, stride, padding, groups, True, True, pixels)
+    if channels_last_applies(x.shape, (kh, kw), groups, (ho, wo), kernels):
+        out = channels_last_forward(x, weight, b, stride, padding, (ho, wo))
+        return out, Conv2dCache(x, weight, bias is not None, stride, padding, groups, True, channels_last=True)
     out = memory.empty((x.shape[0], f, ho, wo), x.dtype)
     w_g = weight.reshape(groups, f // groups, -1)  # (G, F/G, C/G*kh*kw)
     chunk = images_per_chunk(ho * wo)
 
     def images(start: int, stop: int) -> None:
         work = Chunk(x.shape[1:], chunk, (kh, kw), stride, padding, groups, x.dtype, kernels)
+        products = memory.empty((f * chunk * ho * wo,), x.dtype)
         for first in range(start, stop, chunk):
             last = min(first + chunk, stop)
-            product = np.matmul(w_g, work.columns(x, first, last))  # (G, F/G, n*Ho*Wo)
+            product = product_into(w_g, work.columns(x, first, last), products)  # (G, F/G, n*Ho*Wo)
             work.to_images(product.reshape(f, -1), b, out.reshape(-1, f, ho * wo), first)
 
     split_over_threads(images, x.shape[0])
@@ -251,9 +285,16 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, *, input_grad: bool = 
     (ph, pw), fg = padding, f // groups
     ho, wo = output_size((h + 2 * ph, w + 2 * pw), (kh, kw), stride)
     dout = np.ascontiguousarray(check_same_shape("dout", dout, (n, f, ho, wo)))
+    if cache.winograd and cache.channels_last:
+        dx, dweight, dbias = winograd_pixels_backward(dout, x, weight, padding,
+                                                      compiled_winograd_kernels("numba", "pixels"), input_grad)
+        return dx, dweight, dbias if cache.has_bias else None
     if cache.winograd:
         dx, dweight, dbias = winograd_backward(dout, x, weight, padding, compiled_winograd_kernels("numba"),
                                                input_grad)
+        return dx, dweight, dbias if cache.has_bias else None
+    if cache.channels_last:
+        dx, dweight, dbias = channels_last_backward(dout, x, weight, stride, padding, input_grad)
         return dx, dweight, dbias if cache.has_bias else None
     dout3 = dout.reshape(n, f, ho * wo)
     dx = memory.empty_like(x) if input_grad else None
@@ -274,17 +315,19 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, *, input_grad: bool = 
             dout_work = Chunk((f, ho, wo), chunk, (kh, kw), (1, 1), (kh - 1 - ph, kw - 1 - pw), groups, x.dtype, kernels)
         dweight = np.zeros((groups, fg, x_work.rows // groups), dtype=x.dtype)  # (G, F/G, C/G*kh*kw)
         dbias = np.zeros(f, dtype=x.dtype)
+        douts = memory.empty((f * chunk * ho * wo,), x.dtype)
+        products = memory.empty((c * chunk * (h * w if full else kh * kw * ho * wo),), x.dtype) if input_grad else None
         for first in range(start, stop, chunk):
             last = min(first + chunk, stop)
-            d = images_to_channels(dout3, first, last, kernels)  # (F, n*Ho*Wo)
+            d = images_to_channels(dout3, first, last, kernels, douts)  # (F, n*Ho*Wo)
             dbias += d.sum(axis=1)
             d = d.reshape(groups, fg, -1)  # (G, F/G, n*Ho*Wo)
             dweight += np.matmul(d, x_work.columns(x, first, last).transpose(0, 2, 1))
             if input_grad and full:
-                product = np.matmul(w_dx, dout_work.columns(dout, first, last))  # (G, C/G, n*H*W)
+                product = product_into(w_dx, dout_work.columns(dout, first, last), products)  # (G, C/G, n*H*W)
                 dout_work.to_images(product.reshape(c, -1), no_bias, dx.reshape(n, c, h * w), first)
             elif input_grad:
-                dcols = np.matmul(w_t, d).reshape(c * kh * kw, -1)  # (C*kh*kw, n*Ho*Wo)
+                dcols = product_into(w_t, d, products).reshape(c * kh * kw, -1)  # (C*kh*kw, n*Ho*Wo)
                 col2im_chunk(dcols, dx, first, last, (kh, kw), stride, padding, kernels)
         return dweight, dbias
 

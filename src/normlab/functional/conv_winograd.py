@@ -8,7 +8,7 @@ into 2x2 tiles; tile t of image n reads the 4x4 input patch d at its top-left co
     Y = At [ (G g G^T) * (Bt d Bt^T) ] At^T          (* elementwise on 4x4)
 
 with G (4x3), Bt (4x4) and At (2x4) fixed matrices of 0, +-1 and +-1/2 (the transforms are additions).
-Summed over input channels c, position xi of the 4x4 product becomes a matrix product:
+Summed over input channels c, position xi of the 4x4 product becomes a matrix product (T tiles):
 
     U[xi] = (G g G^T)[xi]      (F, C)     the filters, transformed once per call
     V[xi] = (Bt d Bt^T)[xi]    (C, T)     every tile's input patch, transformed
@@ -25,11 +25,24 @@ The backward is the adjoint of each linear step, in reverse:
 Exact algebra: the result equals the direct convolution up to rounding (F(2x2, 3x3)'s constants are
 powers of two, so it adds little; the tests hold it to the loop reference at 1e-12 in float64).
 
-The tile transforms are compiled loops (`normlab.kernels.winograd_numba`), so this path exists with numba
-only; `conv2d_forward` uses it for 3x3, stride-1, ungrouped float32 or float64 convolutions with 16 or more
-input and output channels and maps of 8x8 or more (`winograd_applies`). Like the im2col path it works
-through chunks of images on threads, TILES_PER_PRODUCT tiles each (V and M of a few MB for up to ~64
-channels, in cache; proportionally more for wider layers).
+Two layouts of the same algorithm, the tile transforms compiled loops either way (so this path exists
+with numba only):
+
+- planes (`winograd_forward` / `winograd_backward`, `normlab.kernels.winograd_numba`): the transforms
+  read and write NCHW planes directly; V and M are (16, C, T) and (16, F, T). Best on large maps, whose
+  rows are long runs.
+- pixels (`winograd_pixels_forward` / `winograd_pixels_backward`, `normlab.kernels.winograd_pixels_numba`):
+  each chunk is first copied into padded channels-last pixels (`normlab.kernels.pixels_numba`), V and M are
+  (16, T, C) and (16, T, F) (the same products, transposed), and every transform combines runs of C or F
+  contiguous values, however small the map. On 7x7 and 4x4 maps the planes' rows are 2 to 4 tiles long
+  and their per-row cost dominated: the pixels layout was 1.5-2x faster there, and about 15% slower on
+  32x32 maps, where it pays for the two extra copies.
+
+`conv2d_forward` takes this path for 3x3, stride-1, ungrouped float32 or float64 convolutions with 16 or
+more input and output channels and maps of 4x4 or more (`winograd_applies`), in the layout
+`normlab.functional.conv_channels_last.channels_last_pays` picks. The filter transforms are one small product
+with kron(G, G) (16, 9), each 3x3 filter being a row of 9 values. Like the im2col path it works through
+chunks of images on threads, about TILES_PER_PRODUCT tiles per chunk.
 """
 
 from __future__ import annotations
@@ -39,21 +52,20 @@ from types import ModuleType
 import numpy as np
 
 from normlab import memory
+from normlab.kernels.backend import compiled_pixel_kernels
 from normlab.parallel import split_over_threads
 
 G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])  # (4, 3)
-TILES_PER_PRODUCT = 1024  # columns of each of the 16 products per chunk
-
-
+GG = np.kron(G, G)  # (16, 9): (G g G^T)[a, b] = GG[4a + b] @ g.ravel() for a 3x3 filter g
+TILES_PER_PRODUCT = 1024  # rows of each of the 16 products per chunk
 MIN_CHANNELS = 16  # fewer input or output channels and the 16 products are too thin to pay for the transforms
-MIN_OUTPUT_SIZE = 8  # smaller maps and the per-plane work of the transforms outweighs the saving
+MIN_OUTPUT_SIZE = 4  # on a 3x3 map the 4 tiles do 64 multiplications for 81 outputs: hardly fewer
 
 
 def winograd_applies(weight_shape: tuple[int, ...], stride: tuple[int, int], groups: int,
                      out_size: tuple[int, int], kernels) -> bool:
     """Whether `conv2d_forward` takes this path: compiled transforms, 3x3 filters, stride 1, no groups, and
-    channels and maps large enough for it to be the faster (measured on 2 cores: 1.7x faster than im2col
-    for 32x32 and 14x14 maps, slower for 7x7 and 4x4, and for a first layer's single input channel)."""
+    channels and maps large enough for it to be the faster (a first layer's single input channel is not)."""
     return (kernels is not None and weight_shape[2:] == (3, 3) and stride == (1, 1) and groups == 1
             and min(weight_shape[:2]) >= MIN_CHANNELS and min(out_size) >= MIN_OUTPUT_SIZE)
 
@@ -64,31 +76,73 @@ def tile_grid(out_size: tuple[int, int]) -> tuple[int, int]:
 
 
 def transformed_filters(weight: np.ndarray) -> np.ndarray:
-    """U (16, F, C) = G g G^T for every (filter, channel), in weight's dtype."""
-    u = np.einsum("ai,fcij,bj->abfc", G, weight, G)  # (4, 4, F, C)
-    return u.reshape(16, *weight.shape[:2]).astype(weight.dtype)
+    """U (16, F, C) = G g G^T for every (filter, channel), in weight's dtype: one (16, 9) @ (9, F*C) product."""
+    f, c = weight.shape[:2]
+    return (GG.astype(weight.dtype) @ weight.reshape(f * c, 9).T).reshape(16, f, c)
+
+
+def filter_gradient(du: np.ndarray) -> np.ndarray:
+    """dW (F, C, 3, 3) = G^T dU G for dU (16, F, C): the adjoint of `transformed_filters`."""
+    f, c = du.shape[1:]
+    return (du.reshape(16, f * c).T @ GG.astype(du.dtype)).reshape(f, c, 3, 3)
+
+
+class TileWork:
+    """The pixels layout's buffers for one thread's chunks of `images` images: the padded input pixels
+    (their zero border is written once), the transformed tiles V and M, the output (or output-gradient)
+    pixels, and the transforms' scratch: rows of a row of tiles, and one tile's rows for `output_tiles`."""
+
+    def __init__(self, images: int, channels: int, filters: int, grid: tuple[int, int], dtype):
+        th, tw = grid
+        tiles = images * th * tw
+        self.grid, self.images = grid, images
+        self.pixels = memory.zeros((images, 2 * th + 2, 2 * tw + 2, channels), dtype)
+        self.out_pixels = memory.zeros((images, 2 * th, 2 * tw, filters), dtype)  # 0 past the output's edge
+        self.v_buffer = memory.empty((16 * tiles * channels,), dtype)
+        self.m_buffer = memory.empty((16 * tiles * filters,), dtype)
+        self.rows = np.empty((4, (2 * tw + 2) * channels), dtype)
+        self.out_rows = np.empty((4, 2 * tw * filters), dtype)
+        self.tile_rows = np.empty((2, 4, filters), dtype)
+
+    def v(self, n: int) -> np.ndarray:
+        """V for n images: (16, T, C)."""
+        tiles = n * self.grid[0] * self.grid[1]
+        return self.v_buffer[: self.v_buffer.size // self.images * n].reshape(16, tiles, -1)
+
+    def m(self, n: int) -> np.ndarray:
+        """M (or dM) for n images: (16, T, F)."""
+        tiles = n * self.grid[0] * self.grid[1]
+        return self.m_buffer[: self.m_buffer.size // self.images * n].reshape(16, tiles, -1)
+
+
+def chunk_images(grid: tuple[int, int], start: int, stop: int) -> int:
+    """Images per chunk: about TILES_PER_PRODUCT tiles, at most the thread's own images."""
+    return min(max(1, TILES_PER_PRODUCT // (grid[0] * grid[1])), stop - start)
 
 
 def winograd_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, padding: tuple[int, int],
                      out_size: tuple[int, int], kernels: ModuleType) -> np.ndarray:
-    """The convolution of x (N, C, H, W) with 3x3 filters weight (F, C, 3, 3), stride 1, plus bias (F,).
-    Returns (N, F, Ho, Wo) in x's dtype."""
+    """The convolution of x (N, C, H, W) with 3x3 filters weight (F, C, 3, 3), stride 1, plus bias (F,), in
+    the planes layout. Returns (N, F, Ho, Wo) in x's dtype."""
     n, c = x.shape[:2]
     f = weight.shape[0]
     th, tw = tile_grid(out_size)
-    chunk = max(1, TILES_PER_PRODUCT // (th * tw))
     u = transformed_filters(weight)  # (16, F, C)
     out = memory.empty((n, f, *out_size), x.dtype)
 
     def images(start: int, stop: int) -> None:
+        chunk = chunk_images((th, tw), start, stop)
         x_scratch = np.empty((2 * th + 2, 2 * tw + 2), x.dtype)
         out_scratch = np.empty((2 * th, 2 * tw), x.dtype)
-        v_buffer = np.empty(16 * c * chunk * th * tw, x.dtype)
+        v_buffer = memory.empty((16 * c * chunk * th * tw,), x.dtype)
+        m_buffer = memory.empty((16 * f * chunk * th * tw,), x.dtype)
         for first in range(start, stop, chunk):
             last = min(first + chunk, stop)
-            v = v_buffer[: 16 * c * (last - first) * th * tw].reshape(16, c, -1)  # (16, C, T)
+            t = (last - first) * th * tw
+            v, m = v_buffer[: 16 * c * t].reshape(16, c, t), m_buffer[: 16 * f * t].reshape(16, f, t)
             kernels.input_tiles(x, first, last, *padding, th, tw, x_scratch, v)
-            kernels.output_tiles(np.matmul(u, v), bias, first, last, th, tw, out_scratch, out)  # M: (16, F, T)
+            np.matmul(u, v, out=m)  # (16, F, T)
+            kernels.output_tiles(m, bias, first, last, th, tw, out_scratch, out)
 
     split_over_threads(images, n)
     return out
@@ -101,15 +155,15 @@ def winograd_backward(dout: np.ndarray, x: np.ndarray, weight: np.ndarray, paddi
     n, c = x.shape[:2]
     f = weight.shape[0]
     th, tw = tile_grid(dout.shape[2:])
-    chunk = max(1, TILES_PER_PRODUCT // (th * tw))
     u_t = transformed_filters(weight).transpose(0, 2, 1)  # (16, C, F)
     dx = memory.empty_like(x) if input_grad else None
 
-    def images(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    def images(start: int, stop: int) -> np.ndarray:
+        chunk = chunk_images((th, tw), start, stop)
         x_scratch = np.empty((2 * th + 2, 2 * tw + 2), x.dtype)
         dout_scratch = np.empty((2 * th, 2 * tw), x.dtype)
         tiles = chunk * th * tw
-        v_buffer, dm_buffer = np.empty(16 * c * tiles, x.dtype), np.empty(16 * f * tiles, x.dtype)
+        v_buffer, dm_buffer = memory.empty((16 * c * tiles,), x.dtype), memory.empty((16 * f * tiles,), x.dtype)
         du = np.zeros((16, f, c), x.dtype)
         for first in range(start, stop, chunk):
             last = min(first + chunk, stop)
@@ -124,5 +178,64 @@ def winograd_backward(dout: np.ndarray, x: np.ndarray, weight: np.ndarray, paddi
         return du
 
     du = sum(split_over_threads(images, n))  # (16, F, C)
-    dweight = np.einsum("ai,abfc,bj->fcij", G, du.reshape(4, 4, f, c), G).astype(x.dtype)  # (F, C, 3, 3)
-    return dx, dweight, dout.sum(axis=(0, 2, 3))
+    return dx, filter_gradient(du), dout.sum(axis=(0, 2, 3))
+
+
+def winograd_pixels_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, padding: tuple[int, int],
+                            out_size: tuple[int, int], kernels: ModuleType) -> np.ndarray:
+    """`winograd_forward` in the pixels layout: same inputs and result, `kernels` the pixels transforms."""
+    n, c = x.shape[:2]
+    f = weight.shape[0]
+    grid = th, tw = tile_grid(out_size)
+    u_t = transformed_filters(weight).transpose(0, 2, 1)  # (16, C, F)
+    out = memory.empty((n, f, *out_size), x.dtype)
+    pixels = compiled_pixel_kernels("numba")
+
+    def images(start: int, stop: int) -> None:
+        work = TileWork(chunk_images(grid, start, stop), c, f, grid, x.dtype)
+        for first in range(start, stop, work.images):
+            last = min(first + work.images, stop)
+            pixels.to_pixels(x, first, last, *padding, work.pixels)
+            v = work.v(last - first)  # (16, T, C)
+            kernels.input_tiles(work.pixels, last - first, th, tw, work.rows, v)
+            m = np.matmul(v, u_t, out=work.m(last - first))  # (16, T, F)
+            kernels.output_tiles(m, last - first, th, tw, work.tile_rows, work.out_pixels)
+            pixels.from_pixels(work.out_pixels, bias, first, last, 0, 0, out)
+
+    split_over_threads(images, n)
+    return out
+
+
+def winograd_pixels_backward(dout: np.ndarray, x: np.ndarray, weight: np.ndarray, padding: tuple[int, int],
+                      kernels: ModuleType, input_grad: bool) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """Gradients of `winograd_pixels_forward` for dout (N, F, Ho, Wo), C-contiguous. Returns (dx (N, C, H, W) or
+    None when input_grad is False, dweight (F, C, 3, 3), dbias (F,))."""
+    n, c = x.shape[:2]
+    f = weight.shape[0]
+    grid = th, tw = tile_grid(dout.shape[2:])
+    u = transformed_filters(weight)  # (16, F, C)
+    dx = memory.empty_like(x) if input_grad else None
+    no_bias = np.zeros(c, x.dtype)
+    pixels = compiled_pixel_kernels("numba")
+
+    def images(start: int, stop: int) -> np.ndarray:
+        work = TileWork(chunk_images(grid, start, stop), c, f, grid, x.dtype)
+        dx_pixels = memory.empty_like(work.pixels) if input_grad else None
+        du = np.zeros((16, f, c), x.dtype)
+        for first in range(start, stop, work.images):
+            last = min(first + work.images, stop)
+            pixels.to_pixels(dout, first, last, 0, 0, work.out_pixels)
+            dm = work.m(last - first)  # (16, T, F)
+            kernels.output_tiles_adjoint(work.out_pixels, last - first, th, tw, work.out_rows, dm)
+            pixels.to_pixels(x, first, last, *padding, work.pixels)
+            v = work.v(last - first)  # (16, T, C)
+            kernels.input_tiles(work.pixels, last - first, th, tw, work.rows, v)
+            du += np.matmul(dm.transpose(0, 2, 1), v)  # (16, F, C)
+            if input_grad:
+                dv = np.matmul(dm, u, out=v)  # (16, T, C), over V: read by the product above already
+                kernels.input_tiles_adjoint(dv, last - first, th, tw, work.rows, dx_pixels)
+                pixels.from_pixels(dx_pixels, no_bias, first, last, *padding, dx)
+        return du
+
+    du = sum(split_over_threads(images, n))  # (16, F, C)
+    return dx, filter_gradient(du), dout.sum(axis=(0, 2, 3))

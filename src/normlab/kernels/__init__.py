@@ -6,7 +6,10 @@ NumPy core in `normlab.functional.normalize`.
   layout of layer, group and instance norm (imported only when the numba backend is chosen).
 - `im2col_numba`: the copies around a convolution's matrix products (im2col, its adjoint, and the
   transposes between (N, F, P) images and (F, N*P) products), one chunk of images per thread.
-- `winograd_numba`: the tile transforms of the Winograd convolution F(2x2, 3x3), one chunk per thread.
+- `pixels_numba`: channels-last copies for convolutions: NCHW images to and from padded "pixels"
+  (n, Hp, Wp, C), and im2row, the columns of a chunk as one row of kh*kw*C values per output position.
+- `winograd_numba`: the channels-last tile transforms of the Winograd convolution F(2x2, 3x3), one chunk
+  per thread.
 - `pool_numba`: max and average pooling (forward and backward), one block of (image, channel) planes per
   thread.
 - `copy_numba`: a parallel copy on the kernels' threads, the yardstick of `normlab bench`.
@@ -19,6 +22,7 @@ from normlab.kernels.backend import (
     ENV_VAR,
     compiled_conv_kernels,
     compiled_kernels,
+    compiled_pixel_kernels,
     compiled_pool_kernels,
     compiled_winograd_kernels,
     numba_available,
@@ -30,6 +34,7 @@ __all__ = [
     "ENV_VAR",
     "compiled_conv_kernels",
     "compiled_kernels",
+    "compiled_pixel_kernels",
     "compiled_pool_kernels",
     "compiled_winograd_kernels",
     "numba_available",

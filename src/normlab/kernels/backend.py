@@ -14,6 +14,7 @@ numba until a forward pass needs the choice, so `import normlab` stays fast.
 
 from __future__ import annotations
 
+import importlib
 import os
 from functools import cache
 from types import ModuleType
@@ -68,31 +69,35 @@ def compiled_kernels(backend: str = "auto", size: int | None = None) -> ModuleTy
     return normalize_numba
 
 
+def _compiled(module: str, backend: str) -> ModuleType | None:
+    """`normlab.kernels.<module>` when `backend` resolves to numba (at any size), else None."""
+    if resolve_backend(backend) != "numba":
+        return None
+    return importlib.import_module(f"normlab.kernels.{module}")
+
+
 def compiled_conv_kernels(backend: str = "auto") -> ModuleType | None:
     """The compiled convolution copies (`normlab.kernels.im2col_numba`) when `backend` resolves to numba,
     else None. At any size: they run one chunk per thread, with no parallel region to start."""
-    if resolve_backend(backend) != "numba":
-        return None
-    from normlab.kernels import im2col_numba
-
-    return im2col_numba
+    return _compiled("im2col_numba", backend)
 
 
-def compiled_winograd_kernels(backend: str = "auto") -> ModuleType | None:
-    """The compiled Winograd tile transforms (`normlab.kernels.winograd_numba`) when `backend` resolves to
-    numba, else None."""
-    if resolve_backend(backend) != "numba":
-        return None
-    from normlab.kernels import winograd_numba
+def compiled_winograd_kernels(backend: str = "auto", layout: str = "planes") -> ModuleType | None:
+    """The compiled Winograd tile transforms when `backend` resolves to numba, else None: for NCHW planes
+    (`normlab.kernels.winograd_numba`) or, with layout="pixels", channels-last
+    (`normlab.kernels.winograd_pixels_numba`)."""
+    if layout not in ("planes", "pixels"):
+        raise ValueError(f"layout must be 'planes' or 'pixels', got {layout!r}")
+    return _compiled("winograd_numba" if layout == "planes" else "winograd_pixels_numba", backend)
 
-    return winograd_numba
+
+def compiled_pixel_kernels(backend: str = "auto") -> ModuleType | None:
+    """The compiled channels-last copies (`normlab.kernels.pixels_numba`) when `backend` resolves to numba,
+    else None. At any size, like the convolution copies."""
+    return _compiled("pixels_numba", backend)
 
 
 def compiled_pool_kernels(backend: str = "auto") -> ModuleType | None:
     """The compiled max and average pooling (`normlab.kernels.pool_numba`) when `backend` resolves to
     numba, else None. At any size, like the convolution copies: one block of planes per thread."""
-    if resolve_backend(backend) != "numba":
-        return None
-    from normlab.kernels import pool_numba
-
-    return pool_numba
+    return _compiled("pool_numba", backend)
