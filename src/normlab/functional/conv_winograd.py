@@ -52,6 +52,7 @@ from types import ModuleType
 import numpy as np
 
 from normlab import memory
+from normlab.blas import limited_blas_threads
 from normlab.kernels.backend import compiled_pixel_kernels
 from normlab.parallel import split_over_threads
 
@@ -76,15 +77,21 @@ def tile_grid(out_size: tuple[int, int]) -> tuple[int, int]:
 
 
 def transformed_filters(weight: np.ndarray) -> np.ndarray:
-    """U (16, F, C) = G g G^T for every (filter, channel), in weight's dtype: one (16, 9) @ (9, F*C) product."""
+    """U (16, F, C) = G g G^T for every (filter, channel), in weight's dtype: one (16, 9) @ (9, F*C) product.
+
+    On one BLAS thread, as every product of a step: after a product on several threads OpenBLAS keeps its
+    threads spinning for a while, and they took a core from the convolutions' workers (a bn-cnn step used
+    40% more CPU time)."""
     f, c = weight.shape[:2]
-    return (GG.astype(weight.dtype) @ weight.reshape(f * c, 9).T).reshape(16, f, c)
+    with limited_blas_threads(1):
+        return (GG.astype(weight.dtype) @ weight.reshape(f * c, 9).T).reshape(16, f, c)
 
 
 def filter_gradient(du: np.ndarray) -> np.ndarray:
-    """dW (F, C, 3, 3) = G^T dU G for dU (16, F, C): the adjoint of `transformed_filters`."""
+    """dW (F, C, 3, 3) = G^T dU G for dU (16, F, C): the adjoint of `transformed_filters`, on one BLAS thread."""
     f, c = du.shape[1:]
-    return (du.reshape(16, f * c).T @ GG.astype(du.dtype)).reshape(f, c, 3, 3)
+    with limited_blas_threads(1):
+        return (du.reshape(16, f * c).T @ GG.astype(du.dtype)).reshape(f, c, 3, 3)
 
 
 class TileWork:
