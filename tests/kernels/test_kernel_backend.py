@@ -52,11 +52,11 @@ def test_a_second_process_loads_the_compiled_kernels_from_the_disk_cache():
 import json, numpy as np
 from normlab import functional as F
 from normlab.kernels import normalize_numba as K
-x = np.random.default_rng(0).standard_normal((4, 3, 5))
+x = np.random.default_rng(0).standard_normal((4, 3, 5))  # small planes: blocks of images, columns
 _, cache = F.batchnorm_forward(x, np.ones(3), np.zeros(3), backend="numba")
 F.batchnorm_backward(x, cache)
 print(json.dumps({f.__name__: [f.stats.cache_hits.total(), f.stats.cache_misses.total()]
-                  for f in (K._plane_moments, K._normalize_planes, K._plane_grad_sums, K._input_grad_planes)}))
+                  for f in (K._image_block_moments, K._normalize_columns, K._image_block_grad_sums, K._input_grad_columns)}))
 """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     first = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)

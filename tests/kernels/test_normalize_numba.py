@@ -249,3 +249,46 @@ def test_constant_channels_normalize_to_beta():
     out, stats = K.normalize_channels(x, np.ones(3), np.zeros(3), 1e-5)
     assert stats.pivot.shape == stats.shift.shape == stats.var.shape == stats.rstd.shape == (3,)
     np.testing.assert_array_equal(out, np.zeros_like(x))  # constant channels normalize to beta
+
+
+@st.composite
+def small_plane_shapes(draw):
+    """(N, C, H, W) whose planes take the blocks-of-images paths: S up to COLUMN_PLANE (elementwise as
+    (N, C * S) columns), up to SMALL_PLANE (one image per task), and N large enough for several blocks."""
+    plane = draw(st.sampled_from([(1, 2), (4, 4), (7, 7), (5, 13), (10, 20), (16, 16)]))
+    n = draw(st.sampled_from([2, 3, 9, 45]))  # 45 planes of 200 or 256: three blocks of images
+    return (n, draw(st.integers(1, 4)), *plane)
+
+
+@settings(max_examples=30, deadline=None)
+@given(small_plane_shapes(), dtypes, offsets, scales, st.booleans(), st.integers(0, 2**32 - 1))
+def test_small_planes_compiled_equal_numpy(shape, dtype, offset, scale, constant, seed):
+    x, dout, rng = _draw_input(shape, dtype, offset, scale, constant, seed, (slice(None), 0))
+    gamma, beta = rng.standard_normal(shape[1]).astype(dtype), rng.standard_normal(shape[1]).astype(dtype)
+    out, cache = F.batchnorm_forward(x, gamma, beta, backend="numba")
+    ref, ref_cache = F.batchnorm_forward(*_f64(x, gamma, beta), backend="numpy")
+    _assert_close(dtype, out=(out, ref), var=(cache.var, ref_cache.var), rstd=(cache.rstd, ref_cache.rstd),
+                  xhat=(cache.xhat, ref_cache.xhat))
+    _assert_close_on_scale(dtype, np.abs(x).max(), mean=(cache.mean, ref_cache.mean))
+    _grads_close(dtype, F.batchnorm_backward(dout, cache), F.batchnorm_backward(*_f64(dout), ref_cache),
+                 _dx_terms(dout, ref_cache))
+
+
+@pytest.mark.parametrize("shape", [(45, 3, 7, 7), (45, 3, 16, 16), (3, 2, 40, 40)])
+def test_channel_results_do_not_depend_on_the_thread_count(shape):
+    numba = pytest.importorskip("numba")
+    rng = np.random.default_rng(7)
+    x = (1e3 + rng.standard_normal(shape)).astype(np.float32).reshape(shape[0], shape[1], -1)
+    dout = rng.standard_normal(x.shape).astype(np.float32)
+    gamma, beta = rng.standard_normal(shape[1]), rng.standard_normal(shape[1])
+    saved = numba.get_num_threads()
+    results = []
+    try:
+        for threads in sorted({1, saved}):
+            numba.set_num_threads(threads)
+            out, stats = K.normalize_channels(x, gamma, beta, 1e-5)
+            results.append((out, *stats, *K.normalize_channels_backward(dout, x, stats, gamma)))
+    finally:
+        numba.set_num_threads(saved)
+    for a, b in zip(results[0], results[-1]):
+        np.testing.assert_array_equal(a, b)
