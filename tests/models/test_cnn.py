@@ -57,6 +57,20 @@ def test_he_initialization_of_the_deeper_cnn():
     assert isinstance(model[-2], nn.GlobalAvgPool2d) and model[-1].in_features == 64
 
 
+def test_the_stem_pools_before_its_relu_with_the_same_result():
+    """relu(max_pool(z)) = max_pool(relu(z)), and the gradients agree too, on windows with ties, zeros and
+    only negative values (where relu-then-pool routes the gradient to a zero it then masks)."""
+    model = ResNetCNN((1, 8, 8), widths=(4,), rng=np.random.default_rng(2))
+    assert [type(m) for m in model[:4]] == [nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.ReLU]
+    rng = np.random.default_rng(3)
+    z = rng.integers(-2, 3, (3, 4, 8, 8)).astype(np.float64)  # many ties and zeros
+    z[0, 0, :2, :2] = -1.0  # one window all negative and tied
+    dout = rng.standard_normal((3, 4, 4, 4))
+    pool_first, relu_first = nn.Sequential(nn.MaxPool2d(2), nn.ReLU()), nn.Sequential(nn.ReLU(), nn.MaxPool2d(2))
+    np.testing.assert_array_equal(pool_first(z), relu_first(z))
+    np.testing.assert_array_equal(pool_first.backward(dout), relu_first.backward(dout))
+
+
 def loss_of(model, x, labels):
     return F.softmax_cross_entropy(model.forward(x), labels)[0]
 

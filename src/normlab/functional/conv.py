@@ -285,17 +285,14 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, *, input_grad: bool = 
     (ph, pw), fg = padding, f // groups
     ho, wo = output_size((h + 2 * ph, w + 2 * pw), (kh, kw), stride)
     dout = np.ascontiguousarray(check_same_shape("dout", dout, (n, f, ho, wo)))
+    dbias = dout.sum(axis=(0, 2, 3)) if cache.has_bias else None
     if cache.winograd and cache.channels_last:
-        dx, dweight, dbias = winograd_pixels_backward(dout, x, weight, padding,
-                                                      compiled_winograd_kernels("numba", "pixels"), input_grad)
-        return dx, dweight, dbias if cache.has_bias else None
+        kernels = compiled_winograd_kernels("numba", "pixels")
+        return *winograd_pixels_backward(dout, x, weight, padding, kernels, input_grad), dbias
     if cache.winograd:
-        dx, dweight, dbias = winograd_backward(dout, x, weight, padding, compiled_winograd_kernels("numba"),
-                                               input_grad)
-        return dx, dweight, dbias if cache.has_bias else None
+        return *winograd_backward(dout, x, weight, padding, compiled_winograd_kernels("numba"), input_grad), dbias
     if cache.channels_last:
-        dx, dweight, dbias = channels_last_backward(dout, x, weight, stride, padding, input_grad)
-        return dx, dweight, dbias if cache.has_bias else None
+        return *channels_last_backward(dout, x, weight, stride, padding, input_grad), dbias
     dout3 = dout.reshape(n, f, ho * wo)
     dx = memory.empty_like(x) if input_grad else None
     chunk = images_per_chunk(ho * wo)
@@ -309,19 +306,16 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, *, input_grad: bool = 
     else:
         w_t = weight.reshape(groups, fg, -1).transpose(0, 2, 1)  # (G, C/G*kh*kw, F/G)
 
-    def images(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    def images(start: int, stop: int) -> np.ndarray:
         x_work = Chunk((c, h, w), chunk, (kh, kw), stride, padding, groups, x.dtype, kernels)
         if input_grad and full:
             dout_work = Chunk((f, ho, wo), chunk, (kh, kw), (1, 1), (kh - 1 - ph, kw - 1 - pw), groups, x.dtype, kernels)
         dweight = np.zeros((groups, fg, x_work.rows // groups), dtype=x.dtype)  # (G, F/G, C/G*kh*kw)
-        dbias = np.zeros(f, dtype=x.dtype)
         douts = memory.empty((f * chunk * ho * wo,), x.dtype)
         products = memory.empty((c * chunk * (h * w if full else kh * kw * ho * wo),), x.dtype) if input_grad else None
         for first in range(start, stop, chunk):
             last = min(first + chunk, stop)
-            d = images_to_channels(dout3, first, last, kernels, douts)  # (F, n*Ho*Wo)
-            dbias += d.sum(axis=1)
-            d = d.reshape(groups, fg, -1)  # (G, F/G, n*Ho*Wo)
+            d = images_to_channels(dout3, first, last, kernels, douts).reshape(groups, fg, -1)  # (G, F/G, n*Ho*Wo)
             dweight += np.matmul(d, x_work.columns(x, first, last).transpose(0, 2, 1))
             if input_grad and full:
                 product = product_into(w_dx, dout_work.columns(dout, first, last), products)  # (G, C/G, n*H*W)
@@ -329,11 +323,9 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, *, input_grad: bool = 
             elif input_grad:
                 dcols = product_into(w_t, d, products).reshape(c * kh * kw, -1)  # (C*kh*kw, n*Ho*Wo)
                 col2im_chunk(dcols, dx, first, last, (kh, kw), stride, padding, kernels)
-        return dweight, dbias
+        return dweight
 
-    blocks = split_over_threads(images, n)
-    dweight = sum(block[0] for block in blocks).reshape(weight.shape)
-    dbias = sum(block[1] for block in blocks) if cache.has_bias else None
+    dweight = sum(split_over_threads(images, n)).reshape(weight.shape)
     return dx, dweight, dbias
 
 

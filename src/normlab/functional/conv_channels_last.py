@@ -101,9 +101,9 @@ def channels_last_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, s
 
 
 def channels_last_backward(dout: np.ndarray, x: np.ndarray, weight: np.ndarray, stride: Pair, padding: Pair,
-                           input_grad: bool) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+                           input_grad: bool) -> tuple[np.ndarray | None, np.ndarray]:
     """Gradients of `channels_last_forward` for dout (N, F, Ho, Wo), C-contiguous. Returns (dx (N, C, H, W)
-    or None when input_grad is False, dweight (F, C, kh, kw), dbias (F,))."""
+    or None when input_grad is False, dweight (F, C, kh, kw)); the bias's gradient is conv2d_backward's."""
     n, c = x.shape[:2]
     f, (kh, kw), out_size = weight.shape[0], weight.shape[2:], dout.shape[2:]
     wr = reordered_filters(weight)  # (F, K)
@@ -131,4 +131,4 @@ def channels_last_backward(dout: np.ndarray, x: np.ndarray, weight: np.ndarray, 
 
     dwr = sum(split_over_threads(images, n))  # (F, K)
     dweight = np.ascontiguousarray(dwr.reshape(f, kh, kw, c).transpose(0, 3, 1, 2))  # (F, C, kh, kw)
-    return dx, dweight, dout.sum(axis=(0, 2, 3))
+    return dx, dweight

@@ -156,9 +156,9 @@ def winograd_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, paddin
 
 
 def winograd_backward(dout: np.ndarray, x: np.ndarray, weight: np.ndarray, padding: tuple[int, int],
-                      kernels: ModuleType, input_grad: bool) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+                      kernels: ModuleType, input_grad: bool) -> tuple[np.ndarray | None, np.ndarray]:
     """Gradients of `winograd_forward` for dout (N, F, Ho, Wo), C-contiguous. Returns (dx (N, C, H, W) or
-    None when input_grad is False, dweight (F, C, 3, 3), dbias (F,))."""
+    None when input_grad is False, dweight (F, C, 3, 3)); the bias's gradient is conv2d_backward's."""
     n, c = x.shape[:2]
     f = weight.shape[0]
     th, tw = tile_grid(dout.shape[2:])
@@ -185,7 +185,7 @@ def winograd_backward(dout: np.ndarray, x: np.ndarray, weight: np.ndarray, paddi
         return du
 
     du = sum(split_over_threads(images, n))  # (16, F, C)
-    return dx, filter_gradient(du), dout.sum(axis=(0, 2, 3))
+    return dx, filter_gradient(du)
 
 
 def winograd_pixels_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, padding: tuple[int, int],
@@ -245,4 +245,4 @@ def winograd_pixels_backward(dout: np.ndarray, x: np.ndarray, weight: np.ndarray
         return du
 
     du = sum(split_over_threads(images, n))  # (16, F, C)
-    return dx, filter_gradient(du), dout.sum(axis=(0, 2, 3))
+    return dx, filter_gradient(du)

@@ -80,13 +80,15 @@ class ThreeLayerConvNet(Sequential):
 class ResNetCNN(Sequential):
     """A small ResNet with a choice of normalization (batch by default):
 
-        stem:   conv 3x3 (widths[0]) - norm - relu - 2x2 max pool          H/2
+        stem:   conv 3x3 (widths[0]) - norm - 2x2 max pool - relu          H/2
         stages: one ResidualBlock per width; the first keeps the size, each later one halves it
         head:   global average pool - linear (num_classes)
 
     With the default widths (32, 64, 128), a 28x28 image runs at 14x14, 7x7 and 4x4: about 10 M
-    multiply-adds per image, cheap enough to train on two CPU cores. Children: 0 Conv2d, 1 norm, 2 ReLU,
-    3 MaxPool2d, 4.. ResidualBlocks, then GlobalAvgPool2d and Linear.
+    multiply-adds per image, cheap enough to train on two CPU cores. Children: 0 Conv2d, 1 norm, 2 MaxPool2d,
+    3 ReLU, 4.. ResidualBlocks, then GlobalAvgPool2d and Linear. The stem pools before its ReLU: max and
+    ReLU commute (relu(max(a, b)) = max(relu(a), relu(b)), and the gradient goes to the same element or
+    nowhere), and the ReLU then runs on a quarter of the values.
 
     - normalization: "batch", "group", "layer", "instance" or "none" (see `normlab.nn.norm2d`); with
       "none" the convolutions get biases.
@@ -105,8 +107,8 @@ class ResNetCNN(Sequential):
         layers = [
             Conv2d(c, widths[0], 3, 1, 1, bias=normalization == "none", rng=rng, dtype=dtype),
             norm2d(normalization, widths[0], dtype=dtype),
-            ReLU(),
             MaxPool2d(2),
+            ReLU(),
         ]
         for i, width in enumerate(widths):
             stride = 1 if i == 0 else 2
