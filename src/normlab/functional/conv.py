@@ -21,11 +21,10 @@ Two implementations with one contract:
   copies run in parallel too. Measured on 2 cores: forward + backward 2x faster than the whole-batch
   version (benchmarks/conv2d_vs_torch.py).
 - With numba installed, 3x3 stride-1 layers with 16+ channels on 4x4+ maps take Winograd's F(2x2, 3x3)
-  (`normlab.functional.conv_winograd`: 2.25x fewer multiplications), and layers with 16+ channels and
-  kernels larger than 1x1 on maps of up to 8x8 go channels-last (`normlab.functional.conv_channels_last`):
-  Winograd in its pixels
-  layout, the others by im2row, which copies runs of kw*C contiguous values where im2col's are Wo long.
-  Same contract.
+  (`normlab.functional.conv_winograd`: 2.25x fewer multiplications, data channels-last), and other layers
+  with 16+ channels and kernels larger than 1x1 on maps of up to 8x8 take im2row
+  (`normlab.functional.conv_channels_last`), which copies runs of kw*C contiguous values where im2col's
+  are Wo long. Same contract.
 - `conv2d_forward_loop` / `conv2d_backward_loop`: the direct definition, a Python loop over output
   positions. Slow; kept as the reference the tests hold the fast path to.
 
@@ -43,19 +42,8 @@ import numpy as np
 from normlab import memory
 from normlab.functional._checks import check_float_array, check_param, check_same_shape
 from normlab.functional._windows import Pair, as_pair, fold_windows, output_size, pad_spatial, sliding_windows
-from normlab.functional.conv_channels_last import (
-    channels_last_applies,
-    channels_last_backward,
-    channels_last_forward,
-    channels_last_pays,
-)
-from normlab.functional.conv_winograd import (
-    winograd_applies,
-    winograd_backward,
-    winograd_forward,
-    winograd_pixels_backward,
-    winograd_pixels_forward,
-)
+from normlab.functional.conv_channels_last import channels_last_applies, channels_last_backward, channels_last_forward
+from normlab.functional.conv_winograd import winograd_applies, winograd_backward, winograd_forward
 from normlab.functional.normalize import COMPILED_DTYPES
 from normlab.kernels.backend import compiled_conv_kernels, compiled_winograd_kernels
 from normlab.parallel import split_over_threads
@@ -73,7 +61,7 @@ class Conv2dCache:
     groups: int
     compiled: bool = False  # the copies ran compiled (flags, not modules: caches must deep-copy)
     winograd: bool = False  # the forward took the Winograd path
-    channels_last: bool = False  # the forward's data went channels-last: im2row, or Winograd's pixels layout
+    channels_last: bool = False  # the forward took the im2row path
 
     @property
     def kernels(self) -> ModuleType | None:
@@ -240,12 +228,8 @@ def conv2d_forward(
     b = np.zeros(f, x.dtype) if bias is None else bias.astype(x.dtype, copy=False)
     winograd = compiled_winograd_kernels(backend) if kernels is not None else None
     if winograd_applies(weight.shape, stride, groups, (ho, wo), winograd):
-        pixels = channels_last_pays(x.shape[1], (kh, kw), (ho, wo))
-        if pixels:
-            out = winograd_pixels_forward(x, weight, b, padding, (ho, wo), compiled_winograd_kernels("numba", "pixels"))
-        else:
-            out = winograd_forward(x, weight, b, padding, (ho, wo), winograd)
-        return out, Conv2dCache(x, weight, bias is not None, stride, padding, groups, True, True, pixels)
+        out = winograd_forward(x, weight, b, padding, (ho, wo), winograd)
+        return out, Conv2dCache(x, weight, bias is not None, stride, padding, groups, True, True)
     if channels_last_applies(x.shape, (kh, kw), groups, (ho, wo), kernels):
         out = channels_last_forward(x, weight, b, stride, padding, (ho, wo))
         return out, Conv2dCache(x, weight, bias is not None, stride, padding, groups, True, channels_last=True)
@@ -286,9 +270,6 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, *, input_grad: bool = 
     ho, wo = output_size((h + 2 * ph, w + 2 * pw), (kh, kw), stride)
     dout = np.ascontiguousarray(check_same_shape("dout", dout, (n, f, ho, wo)))
     dbias = dout.sum(axis=(0, 2, 3)) if cache.has_bias else None
-    if cache.winograd and cache.channels_last:
-        kernels = compiled_winograd_kernels("numba", "pixels")
-        return *winograd_pixels_backward(dout, x, weight, padding, kernels, input_grad), dbias
     if cache.winograd:
         return *winograd_backward(dout, x, weight, padding, compiled_winograd_kernels("numba"), input_grad), dbias
     if cache.channels_last:

@@ -34,13 +34,12 @@ MAX_POSITIONS = 8 * 8  # larger maps have long enough runs for im2col, which ski
 
 
 def channels_last_pays(channels: int, kernel: Pair, out_size: Pair) -> bool:
-    """Whether a layer's data are better copied channels-last: 16 or more input channels, a kernel larger
-    than 1x1 and at most 8x8 output positions per image. The rule for im2row against im2col here, and for
-    Winograd's pixels layout against its planes (`normlab.functional.conv_winograd`).
+    """Whether im2row beats im2col for a layer: 16 or more input channels, a kernel larger than 1x1 and at
+    most 8x8 output positions per image.
 
-    Measured on one thread, 64 images, forward and backward (time channels-last / NCHW): 3x3 layers on
-    7x7 and 4x4 outputs 0.4-0.9x; on 14x14 (32 channels) 1.0-1.06x; 1x1 layers with stride 2 1.3-2.2x, as
-    their im2col is a plain subsampling copy while the pixels still hold the whole input."""
+    Measured on one thread, 64 images, forward and backward (time im2row / im2col): 3x3 stride-2 layers
+    onto 7x7 and 4x4 outputs 0.6-0.9x; 1x1 layers with stride 2 1.3-2.2x, as their im2col is a plain
+    subsampling copy while the pixels still hold the whole input."""
     return (channels >= MIN_CHANNELS and kernel[0] * kernel[1] > 1
             and out_size[0] * out_size[1] <= MAX_POSITIONS)
 

@@ -8,41 +8,40 @@ into 2x2 tiles; tile t of image n reads the 4x4 input patch d at its top-left co
     Y = At [ (G g G^T) * (Bt d Bt^T) ] At^T          (* elementwise on 4x4)
 
 with G (4x3), Bt (4x4) and At (2x4) fixed matrices of 0, +-1 and +-1/2 (the transforms are additions).
-Summed over input channels c, position xi of the 4x4 product becomes a matrix product (T tiles):
+Summed over input channels c, position xi of the 4x4 product becomes a matrix product (T tiles, one row
+per tile, channels-last as the data are laid out):
 
-    U[xi] = (G g G^T)[xi]      (F, C)     the filters, transformed once per call
-    V[xi] = (Bt d Bt^T)[xi]    (C, T)     every tile's input patch, transformed
-    M[xi] = U[xi] @ V[xi]      (F, T)     16 products
-    Y     = At M At^T          per tile and filter
+    U[xi] = (G g G^T)[xi]          (F, C)     the filters, transformed once per call
+    V[xi] = (Bt d Bt^T)[xi]        (T, C)     every tile's input patch, transformed
+    M[xi] = V[xi] @ U[xi]^T        (T, F)     16 products
+    Y     = At M At^T              per tile and filter
 
 The backward is the adjoint of each linear step, in reverse:
 
-    dM[xi] = (At^T dY At)[xi]                  dout's tiles, 2x2 -> 4x4
-    dV[xi] = U[xi]^T @ dM[xi],   dU[xi] = dM[xi] @ V[xi]^T
-    dx     = sum over tiles of Bt^T dV Bt      (patches overlap by 2 rows and columns: added)
-    dW     = G^T dU G                          4x4 -> 3x3 per (filter, channel)
+    dM[xi] = (At^T dY At)[xi]                      dout's tiles, 2x2 -> 4x4
+    dV[xi] = dM[xi] @ U[xi],   dU[xi] = dM[xi]^T @ V[xi]
+    dx     = sum over tiles of Bt^T dV Bt          (patches overlap by 2 rows and columns: added)
+    dW     = G^T dU G                              4x4 -> 3x3 per (filter, channel)
 
 Exact algebra: the result equals the direct convolution up to rounding (F(2x2, 3x3)'s constants are
 powers of two, so it adds little; the tests hold it to the loop reference at 1e-12 in float64).
 
-Two layouts of the same algorithm, the tile transforms compiled loops either way (so this path exists
-with numba only):
+The data go channels-last: each chunk of images is copied into padded pixels (n, Hp, Wp, C)
+(`normlab.kernels.pixels_numba`), and every tile transform (`normlab.kernels.winograd_numba`) combines runs of C
+or F contiguous values, however small the map. An earlier version transformed NCHW planes in place, row
+by row of tiles: on the 7x7 and 4x4 maps of a small ResNet a row is 2 to 4 tiles, and the per-row cost
+made it 1.3-2.5x slower than this one; on 14x14 maps 1.2-1.35x slower; on 32x32 maps it was 4% faster (it
+skips the two copies), not worth a second implementation. The transforms exist compiled only, so this
+path needs numba; `conv2d_forward` takes it for 3x3, stride-1, ungrouped float32 or float64
+convolutions with 16 or more input and output channels and maps of 4x4 or more (`winograd_applies`). The
+filter transforms are one small product with kron(G, G) (16, 9), each 3x3 filter being a row of 9
+values. Like the im2col path it works through chunks of images on threads, about TILES_PER_PRODUCT tiles
+per chunk.
 
-- planes (`winograd_forward` / `winograd_backward`, `normlab.kernels.winograd_numba`): the transforms
-  read and write NCHW planes directly; V and M are (16, C, T) and (16, F, T). Best on large maps, whose
-  rows are long runs.
-- pixels (`winograd_pixels_forward` / `winograd_pixels_backward`, `normlab.kernels.winograd_pixels_numba`):
-  each chunk is first copied into padded channels-last pixels (`normlab.kernels.pixels_numba`), V and M are
-  (16, T, C) and (16, T, F) (the same products, transposed), and every transform combines runs of C or F
-  contiguous values, however small the map. On 7x7 and 4x4 maps the planes' rows are 2 to 4 tiles long
-  and their per-row cost dominated: the pixels layout was 1.5-2x faster there, and about 15% slower on
-  32x32 maps, where it pays for the two extra copies.
-
-`conv2d_forward` takes this path for 3x3, stride-1, ungrouped float32 or float64 convolutions with 16 or
-more input and output channels and maps of 4x4 or more (`winograd_applies`), in the layout
-`normlab.functional.conv_channels_last.channels_last_pays` picks. The filter transforms are one small product
-with kron(G, G) (16, 9), each 3x3 filter being a row of 9 values. Like the im2col path it works through
-chunks of images on threads, about TILES_PER_PRODUCT tiles per chunk.
+Also measured and not kept: F(4x4, 3x3) (36 products per 4x4 tile: 1.8x fewer multiplications than
+F(2x2, 3x3) on 7x7 and 4x4 maps). It was 24% faster on 7x7 maps, slower on 4x4 (one tile per image: thin
+products) and 14x14 ones (heavier transforms, a quarter of the tiles' outputs past the map's edge), and
+5-7x less accurate in float32.
 """
 
 from __future__ import annotations
@@ -95,7 +94,7 @@ def filter_gradient(du: np.ndarray) -> np.ndarray:
 
 
 class TileWork:
-    """The pixels layout's buffers for one thread's chunks of `images` images: the padded input pixels
+    """The buffers for one thread's chunks of `images` images: the padded input pixels
     (their zero border is written once), the transformed tiles V and M, the output (or output-gradient)
     pixels, and the transforms' scratch: rows of a row of tiles, and one tile's rows for `output_tiles`."""
 
@@ -128,69 +127,10 @@ def chunk_images(grid: tuple[int, int], start: int, stop: int) -> int:
 
 
 def winograd_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, padding: tuple[int, int],
-                     out_size: tuple[int, int], kernels: ModuleType) -> np.ndarray:
-    """The convolution of x (N, C, H, W) with 3x3 filters weight (F, C, 3, 3), stride 1, plus bias (F,), in
-    the planes layout. Returns (N, F, Ho, Wo) in x's dtype."""
-    n, c = x.shape[:2]
-    f = weight.shape[0]
-    th, tw = tile_grid(out_size)
-    u = transformed_filters(weight)  # (16, F, C)
-    out = memory.empty((n, f, *out_size), x.dtype)
-
-    def images(start: int, stop: int) -> None:
-        chunk = chunk_images((th, tw), start, stop)
-        x_scratch = np.empty((2 * th + 2, 2 * tw + 2), x.dtype)
-        out_scratch = np.empty((2 * th, 2 * tw), x.dtype)
-        v_buffer = memory.empty((16 * c * chunk * th * tw,), x.dtype)
-        m_buffer = memory.empty((16 * f * chunk * th * tw,), x.dtype)
-        for first in range(start, stop, chunk):
-            last = min(first + chunk, stop)
-            t = (last - first) * th * tw
-            v, m = v_buffer[: 16 * c * t].reshape(16, c, t), m_buffer[: 16 * f * t].reshape(16, f, t)
-            kernels.input_tiles(x, first, last, *padding, th, tw, x_scratch, v)
-            np.matmul(u, v, out=m)  # (16, F, T)
-            kernels.output_tiles(m, bias, first, last, th, tw, out_scratch, out)
-
-    split_over_threads(images, n)
-    return out
-
-
-def winograd_backward(dout: np.ndarray, x: np.ndarray, weight: np.ndarray, padding: tuple[int, int],
-                      kernels: ModuleType, input_grad: bool) -> tuple[np.ndarray | None, np.ndarray]:
-    """Gradients of `winograd_forward` for dout (N, F, Ho, Wo), C-contiguous. Returns (dx (N, C, H, W) or
-    None when input_grad is False, dweight (F, C, 3, 3)); the bias's gradient is conv2d_backward's."""
-    n, c = x.shape[:2]
-    f = weight.shape[0]
-    th, tw = tile_grid(dout.shape[2:])
-    u_t = transformed_filters(weight).transpose(0, 2, 1)  # (16, C, F)
-    dx = memory.empty_like(x) if input_grad else None
-
-    def images(start: int, stop: int) -> np.ndarray:
-        chunk = chunk_images((th, tw), start, stop)
-        x_scratch = np.empty((2 * th + 2, 2 * tw + 2), x.dtype)
-        dout_scratch = np.empty((2 * th, 2 * tw), x.dtype)
-        tiles = chunk * th * tw
-        v_buffer, dm_buffer = memory.empty((16 * c * tiles,), x.dtype), memory.empty((16 * f * tiles,), x.dtype)
-        du = np.zeros((16, f, c), x.dtype)
-        for first in range(start, stop, chunk):
-            last = min(first + chunk, stop)
-            t = (last - first) * th * tw
-            v, dm = v_buffer[: 16 * c * t].reshape(16, c, t), dm_buffer[: 16 * f * t].reshape(16, f, t)
-            kernels.input_tiles(x, first, last, *padding, th, tw, x_scratch, v)
-            kernels.output_tiles_adjoint(dout, first, last, th, tw, dout_scratch, dm)
-            du += np.matmul(dm, v.transpose(0, 2, 1))  # (16, F, C)
-            if input_grad:
-                dv = np.matmul(u_t, dm, out=v)  # (16, C, T), over V: read by the product above already
-                kernels.input_tiles_adjoint(dv, first, last, *padding, th, tw, x_scratch, dx)
-        return du
-
-    du = sum(split_over_threads(images, n))  # (16, F, C)
-    return dx, filter_gradient(du)
-
-
-def winograd_pixels_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, padding: tuple[int, int],
                             out_size: tuple[int, int], kernels: ModuleType) -> np.ndarray:
-    """`winograd_forward` in the pixels layout: same inputs and result, `kernels` the pixels transforms."""
+    """The convolution of x (N, C, H, W) with 3x3 filters weight (F, C, 3, 3), stride 1, plus bias (F,).
+    `kernels`: the compiled tile transforms (`normlab.kernels.winograd_numba`). Returns (N, F, Ho, Wo) in x's
+    dtype."""
     n, c = x.shape[:2]
     f = weight.shape[0]
     grid = th, tw = tile_grid(out_size)
@@ -213,10 +153,10 @@ def winograd_pixels_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray,
     return out
 
 
-def winograd_pixels_backward(dout: np.ndarray, x: np.ndarray, weight: np.ndarray, padding: tuple[int, int],
-                      kernels: ModuleType, input_grad: bool) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-    """Gradients of `winograd_pixels_forward` for dout (N, F, Ho, Wo), C-contiguous. Returns (dx (N, C, H, W) or
-    None when input_grad is False, dweight (F, C, 3, 3), dbias (F,))."""
+def winograd_backward(dout: np.ndarray, x: np.ndarray, weight: np.ndarray, padding: tuple[int, int],
+                      kernels: ModuleType, input_grad: bool) -> tuple[np.ndarray | None, np.ndarray]:
+    """Gradients of `winograd_forward` for dout (N, F, Ho, Wo), C-contiguous. Returns (dx (N, C, H, W) or
+    None when input_grad is False, dweight (F, C, 3, 3)); the bias's gradient is conv2d_backward's."""
     n, c = x.shape[:2]
     f = weight.shape[0]
     grid = th, tw = tile_grid(dout.shape[2:])

@@ -8,8 +8,8 @@ NumPy core in `normlab.functional.normalize`.
   transposes between (N, F, P) images and (F, N*P) products), one chunk of images per thread.
 - `pixels_numba`: channels-last copies for convolutions: NCHW images to and from padded "pixels"
   (n, Hp, Wp, C), and im2row, the columns of a chunk as one row of kh*kw*C values per output position.
-- `winograd_numba`: the channels-last tile transforms of the Winograd convolution F(2x2, 3x3), one chunk
-  per thread.
+- `winograd_numba`: the tile transforms of the Winograd convolution F(2x2, 3x3) on pixels, one chunk per
+  thread.
 - `pool_numba`: max and average pooling (forward and backward), one block of (image, channel) planes per
   thread.
 - `copy_numba`: a parallel copy on the kernels' threads, the yardstick of `normlab bench`.

@@ -82,13 +82,10 @@ def compiled_conv_kernels(backend: str = "auto") -> ModuleType | None:
     return _compiled("im2col_numba", backend)
 
 
-def compiled_winograd_kernels(backend: str = "auto", layout: str = "planes") -> ModuleType | None:
-    """The compiled Winograd tile transforms when `backend` resolves to numba, else None: for NCHW planes
-    (`normlab.kernels.winograd_numba`) or, with layout="pixels", channels-last
-    (`normlab.kernels.winograd_pixels_numba`)."""
-    if layout not in ("planes", "pixels"):
-        raise ValueError(f"layout must be 'planes' or 'pixels', got {layout!r}")
-    return _compiled("winograd_numba" if layout == "planes" else "winograd_pixels_numba", backend)
+def compiled_winograd_kernels(backend: str = "auto") -> ModuleType | None:
+    """The compiled Winograd tile transforms (`normlab.kernels.winograd_numba`) when `backend` resolves to
+    numba, else None."""
+    return _compiled("winograd_numba", backend)
 
 
 def compiled_pixel_kernels(backend: str = "auto") -> ModuleType | None:
