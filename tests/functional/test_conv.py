@@ -138,7 +138,7 @@ def test_backward_without_input_grad_skips_dx_only():
     dx, dweight, dbias = F.conv2d_backward(dout, cache)
     none, dweight_only, dbias_only = F.conv2d_backward(dout, cache, input_grad=False)
     assert none is None and dx is not None
-    np.testing.assert_array_equal(dweight_only, dweight)
+    assert_close(dweight_only, dweight, "dweight", 1e-14)  # summed image by image without dx: another order
     np.testing.assert_array_equal(dbias_only, dbias)
 
 

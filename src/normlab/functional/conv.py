@@ -10,7 +10,8 @@ Two implementations with one contract:
   result is transposed into the NCHW output. The memory order keeps W innermost on both sides of the
   copy. With d = the chunk of dout as (F, n*Ho*Wo), the backward is, per chunk,
 
-      dW += d @ cols.T                                      the columns rebuilt from x
+      dW += d @ cols.T                                      the columns rebuilt from x (when d is not needed
+                                                            for dx, image by image from dout as it is)
       dx = col2im(W2.T @ d)                                 strided convolutions
       dx = conv(dout, W flipped and transposed, pad k-1-p)  stride 1, F <= C: an im2col and a product again
 
@@ -296,8 +297,14 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, *, input_grad: bool = 
         products = memory.empty((c * chunk * (h * w if full else kh * kw * ho * wo),), x.dtype) if input_grad else None
         for first in range(start, stop, chunk):
             last = min(first + chunk, stop)
-            d = images_to_channels(dout3, first, last, kernels, douts).reshape(groups, fg, -1)  # (G, F/G, n*Ho*Wo)
-            dweight += np.matmul(d, x_work.columns(x, first, last).transpose(0, 2, 1))
+            cols = x_work.columns(x, first, last)  # (G, C/G*kh*kw, n*Ho*Wo)
+            if groups == 1 and not (input_grad and not full):  # dout's images as they are: no (F, n*P) copy
+                per_image = cols.reshape(-1, last - first, ho * wo).transpose(1, 2, 0)  # (n, Ho*Wo, C*kh*kw)
+                dweight[0] += np.matmul(dout3[first:last], per_image).sum(axis=0)
+                d = None
+            else:
+                d = images_to_channels(dout3, first, last, kernels, douts).reshape(groups, fg, -1)  # (G, F/G, n*P)
+                dweight += np.matmul(d, cols.transpose(0, 2, 1))
             if input_grad and full:
                 product = product_into(w_dx, dout_work.columns(dout, first, last), products)  # (G, C/G, n*H*W)
                 dout_work.to_images(product.reshape(c, -1), no_bias, dx.reshape(n, c, h * w), first)
