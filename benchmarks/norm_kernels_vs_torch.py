@@ -52,10 +52,18 @@ def _torch_pass(torch, kind, x, dout):
         weight = torch.ones(x.shape[1:], requires_grad=True)
         bias = torch.zeros(x.shape[1:], requires_grad=True)
         forward = lambda: torch.nn.functional.layer_norm(xt, x.shape[1:], weight, bias)  # noqa: E731
+        leaves = (xt, weight, bias)
     else:
         layer = torch.nn.BatchNorm2d(x.shape[1])
         forward = lambda: layer(xt)  # noqa: E731
-    return forward, lambda out: out.backward(doutt)
+        leaves = (xt, *layer.parameters())
+
+    def backward(out):
+        for leaf in leaves:
+            leaf.grad = None  # a fresh gradient each pass, as zero_grad leaves it: else torch adds into the old one
+        out.backward(doutt)
+
+    return forward, backward
 
 
 def _passes(sides, kind, shape, threads):

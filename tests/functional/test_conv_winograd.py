@@ -13,7 +13,7 @@ from normlab.functional import conv_winograd as W
 from normlab.gradcheck import check_layer, relative_error
 
 pytest.importorskip("numba")
-from normlab.kernels import winograd_numba  # noqa: E402
+from normlab.kernels import winograd_numba
 
 
 def forward(x, weight, bias, padding):

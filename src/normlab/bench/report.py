@@ -125,7 +125,7 @@ def _measure(quick: bool, backend: str, rng: np.random.Generator, threads: int, 
     conv_shape, conv_filters = ((4, 8, 16, 16), 8) if quick else ((64, 64, 32, 32), 64)
     conv = measure_optional(lambda: conv2d_passes(torch, conv_shape, conv_filters, rng), repeats, settle, burst)
     rows.append(_model_row("conv2d 3x3", f"{conv_shape} -> {conv_filters} filters", conv))
-    batch = 4 if quick else 64
+    batch = 4 if quick else 128  # the batch of the step target and of benchmarks/cnn_step_vs_torch.py
     step = measure_optional(lambda: cnn_step_passes(torch, batch, rng), repeats, settle, burst)
     rows.append(_model_row("bn-cnn training step", f"({batch}, 1, 28, 28)", step))
     return {

@@ -94,9 +94,10 @@ def filter_gradient(du: np.ndarray) -> np.ndarray:
 
 
 class TileWork:
-    """The buffers for one thread's chunks of `images` images: the padded input pixels
-    (their zero border is written once), the transformed tiles V and M, the output (or output-gradient)
-    pixels, and the transforms' scratch: rows of a row of tiles, and one tile's rows for `output_tiles`."""
+    """The buffers for one thread's chunks of `images` images: the padded input pixels (their zero border
+    is written once), the transformed tiles V and M, the output (or output-gradient) pixels, and the
+    transforms' scratch: rows of a row of tiles, and one tile's rows for `output_tiles`. Recycled
+    (`normlab.memory`): fresh buffers of a few MB page-faulted on every call."""
 
     def __init__(self, images: int, channels: int, filters: int, grid: tuple[int, int], dtype):
         th, tw = grid
@@ -127,7 +128,7 @@ def chunk_images(grid: tuple[int, int], start: int, stop: int) -> int:
 
 
 def winograd_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, padding: tuple[int, int],
-                            out_size: tuple[int, int], kernels: ModuleType) -> np.ndarray:
+                     out_size: tuple[int, int], kernels: ModuleType) -> np.ndarray:
     """The convolution of x (N, C, H, W) with 3x3 filters weight (F, C, 3, 3), stride 1, plus bias (F,).
     `kernels`: the compiled tile transforms (`normlab.kernels.winograd_numba`). Returns (N, F, Ho, Wo) in x's
     dtype."""
