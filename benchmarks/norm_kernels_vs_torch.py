@@ -51,11 +51,11 @@ def _torch_pass(torch, kind, x, dout):
     if kind == "layernorm":
         weight = torch.ones(x.shape[1:], requires_grad=True)
         bias = torch.zeros(x.shape[1:], requires_grad=True)
-        forward = lambda: torch.nn.functional.layer_norm(xt, x.shape[1:], weight, bias)  # noqa: E731
+        forward = lambda: torch.nn.functional.layer_norm(xt, x.shape[1:], weight, bias)
         leaves = (xt, weight, bias)
     else:
         layer = torch.nn.BatchNorm2d(x.shape[1])
-        forward = lambda: layer(xt)  # noqa: E731
+        forward = lambda: layer(xt)
         leaves = (xt, *layer.parameters())
 
     def backward(out):
@@ -75,6 +75,9 @@ def _passes(sides, kind, shape, threads):
         if side == "normlab":
             import numba
 
+            from normlab.kernels import numba_available
+
+            numba_available()  # chooses normlab's threading layer before set_num_threads starts numba's threads
             numba.set_num_threads(threads)
             passes[side] = _normlab_pass(kind, x, dout)
         else:

@@ -26,12 +26,26 @@ AUTO_MIN_ELEMENTS = 1 << 17  # measured crossover: batch and layer norm, forward
 
 @cache
 def numba_available() -> bool:
-    """True when numba imports (the first call imports it: about half a second)."""
+    """True when numba imports (the first call imports it: about half a second). Also chooses numba's
+    threading layer (`choose_threading_layer`), so that whatever starts numba's threads first, a kernel or
+    a `numba.set_num_threads`, gets the layer normlab measured for."""
     try:
-        import numba  # noqa: F401
+        import numba
     except Exception:  # noqa: BLE001 - not installed, or broken against this NumPy: not usable
         return False
+    choose_threading_layer(numba)
     return True
+
+
+def choose_threading_layer(numba: ModuleType) -> None:
+    """Unless NUMBA_THREADING_LAYER says otherwise, ask numba for its "workqueue" layer. Its threads sleep
+    between parallel regions; OpenMP's spin, and on 2 cores shared with the convolutions' worker threads
+    they took a core from them (a bn-cnn step's convolutions ran 1.6x slower next to them); on a machine
+    whose cores are shared with other processes, OpenMP's barrier also waited a scheduler tick for a
+    descheduled thread at every region (median 8 ms for a 1.4 ms kernel). The choice is process-wide and
+    only takes effect if nothing has started numba's threads yet."""
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        numba.config.THREADING_LAYER = "workqueue"
 
 
 def resolve_backend(backend: str = "auto", size: int | None = None) -> str:

@@ -45,23 +45,19 @@ neither a task nor a merge of its own (measured 2-3x faster forward than plane b
 their elementwise passes run one image per task, or for S <= COLUMN_PLANE as the (N, C * S) column kernels
 with the per-channel values repeated over each plane. Larger planes go plane by plane, CHUNK at a time.
 
-Threads: unless NUMBA_THREADING_LAYER says otherwise, this module asks numba for its own "workqueue"
-layer. On a machine whose cores are shared with other processes, OpenMP's barrier waits a scheduler
-tick for a descheduled thread at every region (median 8 ms for a 1.4 ms kernel, measured on 2 shared
-cores); the workqueue does not. The choice is numba's, process-wide, and only takes effect if nothing
-has run a parallel numba function yet.
+Threads: numba's "workqueue" layer unless NUMBA_THREADING_LAYER says otherwise
+(`normlab.kernels.backend.choose_threading_layer`, which says why), chosen on import here too.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 
-import numba
 import numpy as np
 from numba import njit, prange
 
 from normlab import memory
+from normlab.kernels.backend import numba_available
 from normlab.kernels.statistics import GroupStatistics
 
 CHUNK = 4096  # elements per shifted-sum chunk: bounds the rounding of the one-pass sums
@@ -81,8 +77,7 @@ REDUCE = {"reassoc", "contract"}
 JIT = {"cache": True}
 PARALLEL = {"cache": True, "parallel": True}
 
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
+numba_available()  # chooses numba's threading layer, before any kernel can start its threads
 
 
 # ---------------------------------------------------------------------------------------------------
