@@ -293,18 +293,18 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, *, input_grad: bool = 
         if input_grad and full:
             dout_work = Chunk((f, ho, wo), chunk, (kh, kw), (1, 1), (kh - 1 - ph, kw - 1 - pw), groups, x.dtype, kernels)
         dweight = np.zeros((groups, fg, x_work.rows // groups), dtype=x.dtype)  # (G, F/G, C/G*kh*kw)
-        douts = memory.empty((f * chunk * ho * wo,), x.dtype)
+        copies_dout = groups > 1 or (input_grad and not full)  # d (F, n*P) is needed: by dx, or by grouped dW
+        douts = memory.empty((f * chunk * ho * wo,), x.dtype) if copies_dout else None
         products = memory.empty((c * chunk * (h * w if full else kh * kw * ho * wo),), x.dtype) if input_grad else None
         for first in range(start, stop, chunk):
             last = min(first + chunk, stop)
             cols = x_work.columns(x, first, last)  # (G, C/G*kh*kw, n*Ho*Wo)
-            if groups == 1 and not (input_grad and not full):  # dout's images as they are: no (F, n*P) copy
-                per_image = cols.reshape(-1, last - first, ho * wo).transpose(1, 2, 0)  # (n, Ho*Wo, C*kh*kw)
-                dweight[0] += np.matmul(dout3[first:last], per_image).sum(axis=0)
-                d = None
-            else:
+            if copies_dout:
                 d = images_to_channels(dout3, first, last, kernels, douts).reshape(groups, fg, -1)  # (G, F/G, n*P)
                 dweight += np.matmul(d, cols.transpose(0, 2, 1))
+            else:  # dW image by image from dout as it is: no (F, n*P) copy
+                per_image = cols.reshape(-1, last - first, ho * wo).transpose(1, 2, 0)  # (n, Ho*Wo, C*kh*kw)
+                dweight[0] += np.matmul(dout3[first:last], per_image).sum(axis=0)
             if input_grad and full:
                 product = product_into(w_dx, dout_work.columns(dout, first, last), products)  # (G, C/G, n*H*W)
                 dout_work.to_images(product.reshape(c, -1), no_bias, dx.reshape(n, c, h * w), first)
