@@ -95,3 +95,14 @@ def test_layers_never_overwrite_an_output_someone_holds():
         F.batchnorm_forward(-x, gamma, beta)
     for a, b in zip(held, copies):
         np.testing.assert_array_equal(a, b)
+
+
+def test_zeros_come_zeroed_from_a_dirty_recycled_buffer():
+    dirty = memory.empty(SHAPE, np.float32)
+    dirty[...] = np.nan
+    address = dirty.__array_interface__["data"][0]
+    del dirty
+    zeros = memory.zeros(SHAPE, np.float32)
+    assert zeros.__array_interface__["data"][0] == address  # the same memory, handed out again
+    assert zeros.dtype == np.float32 and zeros.shape == SHAPE
+    np.testing.assert_array_equal(zeros, 0.0)

@@ -40,7 +40,7 @@ def numba_available() -> bool:
 def choose_threading_layer(numba: ModuleType) -> None:
     """Unless NUMBA_THREADING_LAYER says otherwise, ask numba for its "workqueue" layer. Its threads sleep
     between parallel regions; OpenMP's spin, and on 2 cores shared with the convolutions' worker threads
-    they took a core from them (a bn-cnn step's convolutions ran 1.6x slower next to them); on a machine
+    they took a core from them (a bn-cnn step's convolutions ran 1.6-1.75x slower next to them); on a machine
     whose cores are shared with other processes, OpenMP's barrier also waited a scheduler tick for a
     descheduled thread at every region (median 8 ms for a 1.4 ms kernel). The choice is process-wide and
     only takes effect if nothing has started numba's threads yet."""

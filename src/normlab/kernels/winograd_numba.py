@@ -102,7 +102,7 @@ def _accumulate_plus_minus(out, a, b, c):
 @numba.njit(**VECTOR)
 def _columns(row, first, channels):
     """The four pixels first..first+3 of a pixel row (runs of `channels` values), as four slices: reshaping
-    the slice to (4, channels) instead made `input_tiles` 2-3x slower."""
+    the slice to (4, channels) instead made `input_tiles` 1.3-3.4x slower (4x4 to 14x14 maps)."""
     c0 = first * channels
     return (row[c0 : c0 + channels], row[c0 + channels : c0 + 2 * channels],
             row[c0 + 2 * channels : c0 + 3 * channels], row[c0 + 3 * channels : c0 + 4 * channels])
