@@ -8,7 +8,8 @@ Python overhead counts).
 
 Default: normlab and torch take turns in one process (`normlab.bench.timing.time_passes`: a pause, an
 untimed pass, then `burst` passes back to back, each timed). --separate: each side alone in a fresh
-process, sides alternating, `rounds` processes each; the table gives the median of their medians. Compare
+process, sides alternating, `rounds` processes each; the table gives the median of their medians, and the
+median of each round's ratio (its two processes ran back to back, so a slow minute slows both). Compare
 ratios from one run: the machine is shared.
 """
 
@@ -146,6 +147,10 @@ def main() -> int:
         _row(name, sides, medians)
         spread = {s: (min(sum(r) for r in runs[name][s]) * 1e3, max(sum(r) for r in runs[name][s]) * 1e3) for s in sides}
         print(f"{'':>30} totals per process: " + ", ".join(f"{s} {lo:.3f}-{hi:.3f}" for s, (lo, hi) in spread.items()))
+        # Each round's two processes ran one after the other: their ratio shares the machine's state of the moment.
+        paired = [sum(t) / sum(n) for n, t in zip(runs[name]["normlab"], runs[name]["torch"])]
+        print(f"{'':>30} torch/ours per round: " + " ".join(f"{r:.2f}" for r in paired)
+              + f"; median {statistics.median(paired):.2f}x")
     return 0
 
 

@@ -32,6 +32,9 @@ ENV_VAR = "NORMLAB_RECYCLE_BYTES"
 DEFAULT_LIMIT = 1 << 30
 MIN_BYTES = 1 << 20
 ROUND_BYTES = 1 << 21  # a huge page: NumPy asks the kernel for huge pages for large arrays
+ALIGN = 64  # bytes: pooled arrays start on a cache line (NumPy's own large arrays start 16 bytes past one,
+#             so a 64-byte vector load or store of theirs spans two lines: a layer norm forward measured 1.15
+#             against 2.0 ms on a 25 MB output). Each buffer holds ALIGN bytes more than it hands out.
 
 _lock = threading.Lock()
 _buffers: OrderedDict[int, np.ndarray] = OrderedDict()  # id -> uint8 buffer, least recently handed out first
@@ -67,7 +70,8 @@ def empty(shape: tuple[int, ...], dtype) -> np.ndarray:
             _buffers.move_to_end(id(buffer))
     if buffer is None:
         return np.empty(shape, dtype)
-    return buffer[:nbytes].view(dtype).reshape(shape)
+    start = -buffer.ctypes.data % ALIGN
+    return buffer[start : start + nbytes].view(dtype).reshape(shape)
 
 
 def empty_like(x: np.ndarray) -> np.ndarray:
@@ -87,7 +91,7 @@ def zeros(shape: tuple[int, ...], dtype) -> np.ndarray:
 def held_bytes() -> int:
     """Bytes the pool holds, in use or idle."""
     with _lock:
-        return sum(buffer.nbytes for buffer in _buffers.values())
+        return sum(_usable(buffer) for buffer in _buffers.values())
 
 
 def release() -> None:
@@ -116,11 +120,18 @@ def _own_references() -> int:
 _OWN_REFERENCES = _own_references()
 
 
+def _usable(buffer: np.ndarray) -> int:
+    """The bytes a pooled buffer hands out: all but the ALIGN bytes kept to start on a cache line."""
+    return buffer.nbytes - ALIGN
+
+
 def _idle(size: int) -> np.ndarray | None:
-    """An idle buffer of exactly `size` bytes, or None."""
+    """The idle buffer of exactly `size` bytes handed out most recently, or None: its lines are the likeliest
+    to be still in cache (a 25 MB layer's output rewritten from L3 rather than memory), as malloc's
+    last-freed block is."""
     idle_flags = _is_idle(_buffers)  # before anything else refers to the buffers
-    for buffer, idle in zip(_buffers.values(), idle_flags):
-        if idle and buffer.nbytes == size:
+    for buffer, idle in zip(reversed(_buffers.values()), reversed(idle_flags)):
+        if idle and _usable(buffer) == size:
             return buffer
     return None
 
@@ -130,14 +141,14 @@ def _new(size: int, cap: int) -> np.ndarray | None:
     then it would not fit."""
     if size > cap:
         return None  # it could never fit: keep the idle buffers
-    held = sum(buffer.nbytes for buffer in _buffers.values())
+    held = sum(_usable(buffer) for buffer in _buffers.values())
     idle_flags = _is_idle(_buffers)
     for key in [key for key, idle in zip(_buffers, idle_flags) if idle]:
         if held + size <= cap:
             break
-        held -= _buffers.pop(key).nbytes
+        held -= _usable(_buffers.pop(key))
     if held + size > cap:
         return None
-    buffer = np.empty(size, np.uint8)
+    buffer = np.empty(size + ALIGN, np.uint8)  # the owner: every view handed out refers to it
     _buffers[id(buffer)] = buffer
     return buffer

@@ -81,3 +81,39 @@ def test_auto_compiles_only_inputs_large_enough_to_repay_a_call(monkeypatch):
                                )[1].compiled is not None
     monkeypatch.setenv("NORMLAB_BACKEND", "numba")
     assert backend.resolve_backend("auto", size=1) == "numba"
+
+
+_LAYER_PROBE = """
+import json, os, numpy as np
+from normlab.kernels import backend, numba_available
+assert numba_available()
+import numba
+from normlab import functional as F
+x = np.random.default_rng(0).standard_normal((64, 16))
+F.layernorm_forward(x, np.ones(16), np.zeros(16), backend="numba")
+layer = numba.threading_layer()
+child = None
+if hasattr(os, "fork"):  # a forked child runs a parallel kernel too, on threads of its own
+    pid = os.fork()
+    if pid == 0:
+        F.layernorm_backward(x, F.layernorm_forward(x, np.ones(16), np.zeros(16), backend="numba")[1])
+        os._exit(0)
+    child = os.waitpid(pid, 0)[1]
+print(json.dumps({"layer": layer, "tbb": backend.tbb_layer_available(), "child": child}))
+"""
+
+
+@pytest.mark.parametrize("forced", [None, "workqueue"])
+def test_the_threading_layer_is_tbb_where_it_loads_unless_the_environment_says_otherwise(forced):
+    """TBB where its library loads (the `fast` extra installs it on x86-64), else the workqueue; an explicit
+    NUMBA_THREADING_LAYER wins. Checked in fresh processes: the layer is fixed once numba's threads start."""
+    pytest.importorskip("numba")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    if forced:
+        env["NUMBA_THREADING_LAYER"] = forced
+    run = subprocess.run([sys.executable, "-c", _LAYER_PROBE], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    expected = forced or ("tbb" if seen["tbb"] else "workqueue")
+    assert seen["layer"] == expected
+    assert seen["child"] in (None, 0)

@@ -148,6 +148,32 @@ def test_groupnorm_compiled_equals_numpy(case, dtype, offset, scale, constant, s
                  _dx_terms(dout, ref_cache, ref_cache.xhat.shape))
 
 
+@SETTINGS
+@given(st.integers(17, 90), st.sampled_from([1, 3, 8, 33]), st.sampled_from([1, 2, 3]), dtypes, offsets, scales,
+       st.booleans(), st.integers(0, 2**32 - 1))
+def test_many_rows_equal_numpy(rows, width, groups, dtype, offset, scale, constant, seed):
+    """Enough rows that the forward pipelines several rows per block (`_normalize_rows_pipelined`) and the
+    backward flushes its working-precision dgamma / dbeta partials every FLUSH rows of each group: layer
+    norm (N, width) for groups 1, else group norm (N, groups * width, 1, 1), whose rows alternate groups."""
+    if groups == 1:
+        shape, constant_index = (rows, width), 0
+    else:
+        shape, constant_index = (rows, groups * width, 1, 1), (0, slice(0, width))
+    x, dout, rng = _draw_input(shape, dtype, offset, scale, constant, seed, constant_index)
+    gamma, beta = rng.standard_normal(shape[1]).astype(dtype), rng.standard_normal(shape[1]).astype(dtype)
+    if groups == 1:
+        forward = lambda *a, **k: F.layernorm_forward(*a, **k)  # noqa: E731
+        backward = F.layernorm_backward
+    else:
+        forward = lambda *a, **k: F.groupnorm_forward(*a, groups, **k)  # noqa: E731
+        backward = F.groupnorm_backward
+    out, cache = forward(x, gamma, beta, backend="numba")
+    ref, ref_cache = forward(*_f64(x, gamma, beta), backend="numpy")
+    _assert_close(dtype, out=(out, ref), rstd=(cache.rstd, ref_cache.rstd), xhat=(cache.xhat, ref_cache.xhat))
+    _grads_close(dtype, backward(dout, cache), backward(*_f64(dout), ref_cache),
+                 _dx_terms(dout, ref_cache, ref_cache.xhat.shape))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(
     "shape",

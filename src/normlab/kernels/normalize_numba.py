@@ -21,7 +21,8 @@ The statistics take one pass over memory: every chunk (at most CHUNK elements, o
 its count, mean and M2 from float64 sums of x minus the chunk's own first element, and the chunks merge
 with Chan's formula. Nothing forms E[x^2] - E[x]^2 over the group, so a mean far from zero costs nothing;
 within a chunk the shifted sums lose at most a factor of the chunk size in rounding, and only when its
-first element is that far out.
+first element is that far out. x minus that element is formed in x's dtype (exact within a factor of two
+of it, by Sterbenz) and summed in float64.
 
 Backward, with g = dout * gamma:
 
@@ -38,6 +39,13 @@ planes (n, c), rows or blocks of rows; the reductions of a block are written to 
 merged after, so the result does not depend on the thread count. Each call runs two parallel regions
 (rows: one), the fewest that one statistics pass and one elementwise pass allow.
 
+Rows with one gamma per element (layer norm's elementwise affine) do their elementwise work in x's
+precision, around the row's mean rounded to it (`_working_centre`): in float32 that is twice float64's
+vector width and no conversions, and xhat stays within a few float32 ulps of the exact value however far
+the mean is from zero. Their row sums still add in float64; dgamma and dbeta gather at most FLUSH rows in
+x's precision before joining float64 partial sums. The forward sums row r + 1 in the loop that writes row
+r's output (`_normalize_rows_pipelined`), so reads and writes stream together as in a copy.
+
 Channels by plane size S: S = 1 is an (N, D) batch, reduced by blocks of rows and column tiles. Small
 planes (S <= SMALL_PLANE, a small CNN's 4x4 to 16x16 maps) are reduced by (block of images, channel): the
 block's planes of that channel, at most CHUNK elements, form one chunk, so a plane of 16 values costs
@@ -45,8 +53,9 @@ neither a task nor a merge of its own (measured 2-3x faster forward than plane b
 their elementwise passes run one image per task, or for S <= COLUMN_PLANE as the (N, C * S) column kernels
 with the per-channel values repeated over each plane. Larger planes go plane by plane, CHUNK at a time.
 
-Threads: numba's "workqueue" layer unless NUMBA_THREADING_LAYER says otherwise
-(`normlab.kernels.backend.choose_threading_layer`, which says why), chosen on import here too.
+Threads: numba's "tbb" layer where the tbb package loads, else "workqueue", unless NUMBA_THREADING_LAYER
+says otherwise (`normlab.kernels.backend.choose_threading_layer`, which says why), chosen on import here
+too.
 """
 
 from __future__ import annotations
@@ -67,6 +76,8 @@ BLOCK_ROWS = 64  # fewest rows per block of the (N, D) column reductions: each b
 TILE = 512  # columns per tile of the (N, D) column reductions: two float64 accumulators fit in L1
 ROWS_AT_ONCE = 4  # (N, D) rows per pass over the per-column vectors: their loads are shared
 MAX_BLOCKS = 64  # row blocks whose partial sums are merged after the parallel loop
+PIPELINE_BLOCKS = 16  # blocks of rows of the row-statistics forward; the results do not depend on it
+FLUSH = 8  # rows a working-precision (float32) dgamma / dbeta partial sums before it joins the float64 one
 ELEMENTS_PER_PARTIAL = 16  # at least this many input elements per partial sum: zeroing, writing and
 #                            summing the partials stays a small fraction of the traffic
 
@@ -86,11 +97,16 @@ numba_available()  # chooses numba's threading layer, before any kernel can star
 
 @njit(fastmath=REDUCE, **JIT)
 def _sums_about(seg, p):
-    """(sum(x - p), sum((x - p)^2)) of a 1-D segment in float64."""
+    """(sum(x - p), sum((x - p)^2)) of a 1-D segment, summed in float64; p is one of its elements.
+
+    x - p is formed in seg's dtype: exact for x within a factor of two of p (Sterbenz), otherwise within
+    half an ulp of itself, the size of the spread; its float64 square is exact for float32 data. A float32
+    loop so runs at float32's vector width (eight lanes per 256 bits, four float64 sums in 512), where
+    converting each element first ran at float64's."""
     s = 0.0
     q = 0.0
     for i in range(seg.shape[0]):
-        d = np.float64(seg[i]) - p
+        d = np.float64(seg[i] - p)
         s += d
         q += d * d
     return s, q
@@ -99,9 +115,8 @@ def _sums_about(seg, p):
 @njit(**JIT)
 def _shifted_sums(seg):
     """(p, sum(x - p), sum((x - p)^2)) of a 1-D segment in float64, p its first element."""
-    p = np.float64(seg[0])
-    s, q = _sums_about(seg, p)
-    return p, s, q
+    s, q = _sums_about(seg, seg[0])
+    return np.float64(seg[0]), s, q
 
 
 @njit(**JIT)
@@ -147,14 +162,14 @@ def _image_block_moments(x3, bounds, shift, m2):
     for t in prange((bounds.shape[0] - 1) * c_):
         b, c = t // c_, t % c_
         lo, hi = bounds[b], bounds[b + 1]
-        p = np.float64(x3[lo, c, 0])
+        p = x3[lo, c, 0]
         s, q = 0.0, 0.0
         for n in range(lo, hi):
             plane_s, plane_q = _sums_about(x3[n, c], p)
             s += plane_s
             q += plane_q
         chunk_shift = s / ((hi - lo) * x3.shape[2])
-        shift[b, c] = (p - np.float64(x3[0, c, 0])) + chunk_shift
+        shift[b, c] = (np.float64(p) - np.float64(x3[0, c, 0])) + chunk_shift
         m2[b, c] = q - s * chunk_shift
 
 
@@ -235,14 +250,42 @@ def _normalize_segment(x, p, shift, rstd, gamma, beta, out):
 
 
 @njit(**JIT)
-def _normalize_row_working(x, p, shift, rstd, gamma, beta, out):
-    """out = gamma * xhat + beta over one row, every operand in x's precision: p is an element of the
-    row, shift (its mean minus p) and rstd were rounded to it. In float32 that is twice float64's vector
-    width (the layer norm forward measured 40% faster), and xhat stays within a few float32 ulps of the
-    row's spread: x - p is exact for x within a factor of two of p (Sterbenz), and shift is of the size of
-    the spread, however large the mean."""
+def _working_centre(x, p, shift, rstd):
+    """(c, rstd, shift) in x's dtype for xhat = (x - c) * rstd + shift, formed in that precision, of a row
+    whose mean is p + shift (its statistics' pivot and shift).
+
+    c is the mean rounded to x's dtype; the returned shift = -(mean - c) * rstd carries the part of the mean
+    below c's last digit (for float64 the rounding error of p + shift itself, from Knuth's two-sum). x - c
+    is exact for x within a factor of two of c (Sterbenz) and otherwise within an ulp of itself, so xhat
+    stays within a few ulps (of x's precision) of the exact value however far the mean is from zero."""
+    mean = p + shift
+    tail = p - (mean - (mean - p)) + (shift - (mean - p))  # p + shift - mean, exactly
+    c = x.dtype.type(mean)
+    below = (mean - np.float64(c)) + tail  # mean - c: exact (Sterbenz) plus the tail
+    return c, x.dtype.type(rstd), x.dtype.type(-below * rstd)
+
+
+@njit(fastmath={"contract"}, **JIT)
+def _normalize_row_working(x, c, rstd, shift, gamma, beta, out):
+    """out = gamma * xhat + beta over one row with one gamma per element, every operand in x's precision
+    (`_working_centre`). In float32 that is twice float64's vector width, and no conversions."""
     for i in range(x.shape[0]):
-        out[i] = gamma[i] * (((x[i] - p) - shift) * rstd) + beta[i]
+        out[i] = gamma[i] * ((x[i] - c) * rstd + shift) + beta[i]
+
+
+@njit(fastmath=REDUCE, **JIT)
+def _normalize_row_and_sum_next(x, c, rstd, shift, gamma, beta, out, nxt, p):
+    """`_normalize_row_working` over row x, and in the same loop `_sums_about(nxt, p)` of the next row:
+    the loop reads the next row from memory while it writes this one's output, as a copy does, where
+    summing a row and then writing it left the reads and the writes each waiting in turn."""
+    s = 0.0
+    q = 0.0
+    for i in range(x.shape[0]):
+        out[i] = gamma[i] * ((x[i] - c) * rstd + shift) + beta[i]
+        d = np.float64(nxt[i] - p)
+        s += d
+        q += d * d
+    return s, q
 
 
 @njit(**JIT)
@@ -281,12 +324,13 @@ def _input_grad_segment(dout, x, p, shift, rstd, gamma, mean_g, mean_gxhat, dx):
         dx[i] = rstd * (gamma * np.float64(dout[i]) - mean_g - xhat * mean_gxhat)
 
 
-@njit(**JIT)
-def _input_grad_row_elementwise(dout, x, p, shift, rstd, gamma, mean_g, mean_gxhat, dx):
-    """dx over one group (a row) with one gamma per element."""
+@njit(fastmath={"contract"}, **JIT)
+def _input_grad_row_working(dout, x, c, a, b, e, gamma, dx):
+    """dx = a * gamma * dout + b * (x - c) + e over one row, in x's precision: with xhat = (x - c) * rstd
+    + shift (`_working_centre`), a = rstd, b = -rstd^2 * mean(g * xhat) and
+    e = -rstd * (mean(g) + mean(g * xhat) * shift) this is rstd * (g - mean(g) - xhat * mean(g * xhat))."""
     for i in range(x.shape[0]):
-        xhat = ((np.float64(x[i]) - p) - shift) * rstd
-        dx[i] = rstd * (gamma[i] * np.float64(dout[i]) - mean_g - xhat * mean_gxhat)
+        dx[i] = a * (gamma[i] * dout[i]) + (b * (x[i] - c) + e)
 
 
 @njit(**JIT)
@@ -384,19 +428,29 @@ def _column_block_grad_sums(dout2, x2, pivot, shift, bounds, dout_sum, centered_
 
 
 @njit(fastmath=REDUCE, **JIT)
-def _row_grad_sums_elementwise(dout, x, p, shift, rstd, gamma, dgamma, dbeta):
-    """One row with one gamma per element: returns (sum(g), sum(g * xhat)), g = gamma * dout, and adds
-    dout * xhat and dout to the row's block partials dgamma and dbeta."""
+def _row_grad_sums_working(dout, x, c, rstd, shift, gamma, dgamma, dbeta):
+    """One row with one gamma per element: returns (sum(g), sum(g * xhat)) summed in float64, g = gamma *
+    dout and xhat formed in x's precision (`_working_centre`), and adds dout * xhat and dout to the
+    working-precision partials dgamma and dbeta (`_input_grad_rows_working` flushes them)."""
     sum_g = 0.0
     sum_gxhat = 0.0
     for i in range(x.shape[0]):
-        d = np.float64(dout[i])
-        xhat = ((np.float64(x[i]) - p) - shift) * rstd
+        d = dout[i]
+        xhat = (x[i] - c) * rstd + shift
+        g = gamma[i] * d
         dgamma[i] += d * xhat
         dbeta[i] += d
-        sum_g += gamma[i] * d
-        sum_gxhat += gamma[i] * d * xhat
+        sum_g += np.float64(g)
+        sum_gxhat += np.float64(g * xhat)
     return sum_g, sum_gxhat
+
+
+@njit(fastmath=REDUCE, **JIT)
+def _flush(partial, total):
+    """total += partial (in float64), then partial = 0."""
+    for i in range(partial.shape[0]):
+        total[i] += np.float64(partial[i])
+        partial[i] = 0
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -482,32 +536,62 @@ def _normalize_row(x, p, shift, rstd, gamma, beta, channel_size, out):
         _normalize_segment(x[lo:hi], p, shift, rstd, gamma[j], beta[j], out[lo:hi])
 
 
+@njit(**JIT)
+def _normalize_rows_pipelined(x2, gamma2, beta2, eps, lo, hi, pivot, shift, var, rstd, out2):
+    """Rows lo..hi-1 of x2 (R, K) with one gamma per element and K <= CHUNK (each row one chunk of
+    `_segment_moments`, whose statistics these equal exactly): the sums of row r + 1 are taken in the loop
+    that writes row r's output (`_normalize_row_and_sum_next`). Measured: (8192, 768) float32 in 1.0-1.07
+    against 1.17-1.31 ms one row after the other."""
+    k = x2.shape[1]
+    groups = gamma2.shape[0]
+    s, q = _sums_about(x2[lo], x2[lo, 0])
+    for r in range(lo, hi):
+        row = x2[r]
+        pivot[r] = row[0]
+        shift[r] = s / k
+        var[r] = (q - s * shift[r]) / k
+        rstd[r] = 1.0 / np.sqrt(var[r] + eps)
+        c, rs, sh = _working_centre(row, np.float64(row[0]), shift[r], rstd[r])
+        g = r % groups
+        if r + 1 < hi:
+            nxt = x2[r + 1]
+            s, q = _normalize_row_and_sum_next(row, c, rs, sh, gamma2[g], beta2[g], out2[r], nxt, nxt[0])
+        else:
+            _normalize_row_working(row, c, rs, sh, gamma2[g], beta2[g], out2[r])
+
+
 @njit(**PARALLEL)
 def _normalize_rows(x2, gamma2, beta2, channel_size, eps, out2):
     """Statistics of every row and out = gamma * xhat + beta, the row read from memory once.
 
     With one gamma per element (channel_size 1: layer norm's elementwise affine, and group or instance norm
     whose channels hold one value each) gamma2 and beta2 come in x2's dtype and the output is formed in
-    that precision (`_normalize_row_working`); otherwise in float64."""
-    r_ = x2.shape[0]
+    that precision (`_normalize_row_working`), rows of at most CHUNK elements pipelined
+    (`_normalize_rows_pipelined`); otherwise in float64. Parallel over PIPELINE_BLOCKS blocks of rows."""
+    r_, k = x2.shape
     groups = gamma2.shape[0]
     pivot = np.empty(r_, x2.dtype)
     shift = np.empty(r_)
     var = np.empty(r_)
     rstd = np.empty(r_)
-    working = np.empty((r_, 2), x2.dtype)  # each row's shift and rstd rounded to x2's dtype
-    for r in prange(r_):
-        row = x2[r]
-        pivot[r] = row[0]
-        n, row_shift, m2 = _segment_moments(row, np.float64(row[0]))
-        shift[r], var[r] = row_shift, m2 / n
-        rstd[r] = 1.0 / np.sqrt(var[r] + eps)
-        g = r % groups
-        if channel_size == 1:
-            working[r, 0], working[r, 1] = shift[r], rstd[r]
-            _normalize_row_working(row, pivot[r], working[r, 0], working[r, 1], gamma2[g], beta2[g], out2[r])
-        else:
-            _normalize_row(row, np.float64(row[0]), shift[r], rstd[r], gamma2[g], beta2[g], channel_size, out2[r])
+    blocks = min(r_, PIPELINE_BLOCKS)
+    for b in prange(blocks):
+        lo, hi = b * r_ // blocks, (b + 1) * r_ // blocks
+        if channel_size == 1 and k <= CHUNK:
+            _normalize_rows_pipelined(x2, gamma2, beta2, eps, lo, hi, pivot, shift, var, rstd, out2)
+            continue
+        for r in range(lo, hi):
+            row = x2[r]
+            pivot[r] = row[0]
+            n, row_shift, m2 = _segment_moments(row, np.float64(row[0]))
+            shift[r], var[r] = row_shift, m2 / n
+            rstd[r] = 1.0 / np.sqrt(var[r] + eps)
+            g = r % groups
+            if channel_size == 1:
+                c, rs, sh = _working_centre(row, np.float64(row[0]), row_shift, rstd[r])
+                _normalize_row_working(row, c, rs, sh, gamma2[g], beta2[g], out2[r])
+            else:
+                _normalize_row(row, np.float64(row[0]), shift[r], rstd[r], gamma2[g], beta2[g], channel_size, out2[r])
     return pivot, shift, var, rstd
 
 
@@ -523,8 +607,8 @@ def _apply_rows(x2, pivot, shift, rstd, gamma2, beta2, channel_size, out2):
 @njit(**PARALLEL)
 def _input_grad_rows(dout2, x2, pivot, shift, rstd, gamma2, channel_size, bounds, dx2, dgamma, dbeta):
     """dx of every row, and per block of rows the partial sums of dout * xhat and dout per parameter
-    (dgamma and dbeta: (blocks, G, K / channel_size)). Each row is read from memory once; its second
-    pass runs from cache."""
+    (dgamma and dbeta: (blocks, G, K / channel_size)), for channels of channel_size > 1 elements. Each row
+    is read from memory once; its second pass runs from cache."""
     groups = gamma2.shape[0]
     k = x2.shape[1]
     for b in prange(bounds.shape[0] - 1):
@@ -532,10 +616,6 @@ def _input_grad_rows(dout2, x2, pivot, shift, rstd, gamma2, channel_size, bounds
             g = r % groups
             x, dout, gamma, dx = x2[r], dout2[r], gamma2[g], dx2[r]
             p, sh, rs = np.float64(pivot[r]), shift[r], rstd[r]
-            if channel_size == 1:
-                sum_g, sum_gxhat = _row_grad_sums_elementwise(dout, x, p, sh, rs, gamma, dgamma[b, g], dbeta[b, g])
-                _input_grad_row_elementwise(dout, x, p, sh, rs, gamma, sum_g / k, sum_gxhat / k, dx)
-                continue
             sum_g, sum_gxhat = 0.0, 0.0
             for j in range(gamma.shape[0]):
                 lo, hi = j * channel_size, (j + 1) * channel_size
@@ -547,6 +627,31 @@ def _input_grad_rows(dout2, x2, pivot, shift, rstd, gamma2, channel_size, bounds
             for j in range(gamma.shape[0]):
                 lo, hi = j * channel_size, (j + 1) * channel_size
                 _input_grad_segment(dout[lo:hi], x[lo:hi], p, sh, rs, gamma[j], sum_g / k, sum_gxhat / k, dx[lo:hi])
+
+
+@njit(**PARALLEL)
+def _input_grad_rows_working(dout2, x2, pivot, shift, rstd, gamma2, bounds, dx2, dgamma, dbeta):
+    """`_input_grad_rows` for one gamma per element (channel_size 1: layer norm), the elementwise work in
+    x's precision with gamma2 (G, K) in x's dtype. The row sums run in float64; each group's dout * xhat
+    and dout go to working-precision partials that hold at most FLUSH rows before they are added to the
+    float64 block partials dgamma and dbeta (blocks, G, K)."""
+    groups, k = gamma2.shape
+    for b in prange(bounds.shape[0] - 1):
+        lo, hi = bounds[b], bounds[b + 1]
+        dgamma_w, dbeta_w = np.zeros(gamma2.shape, x2.dtype), np.zeros(gamma2.shape, x2.dtype)  # (G, K)
+        for r in range(lo, hi):
+            g = r % groups
+            x, dout, gamma = x2[r], dout2[r], gamma2[g]
+            rs = rstd[r]
+            c, rs_w, sh_w = _working_centre(x, np.float64(pivot[r]), shift[r], rs)
+            sum_g, sum_gxhat = _row_grad_sums_working(dout, x, c, rs_w, sh_w, gamma, dgamma_w[g], dbeta_w[g])
+            mean_g, mean_gxhat = sum_g / k, sum_gxhat / k
+            t = x.dtype.type
+            _input_grad_row_working(dout, x, c, rs_w, t(-rs * rs * mean_gxhat),
+                                    t(-rs * (mean_g + mean_gxhat * np.float64(sh_w))), gamma, dx2[r])
+            if ((r - lo) // groups) % FLUSH == FLUSH - 1 or r + groups >= hi:  # FLUSH rows of group g, or its last
+                _flush(dgamma_w[g], dgamma[b, g])
+                _flush(dbeta_w[g], dbeta[b, g])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -721,12 +826,18 @@ def normalize_rows_backward(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Layer / group / instance norm backward. dout2, x2: (R, K) of one dtype; gamma2: (G, K // channel_size).
     Returns (dx2 in x2's dtype, dgamma2 and dbeta2 shaped like gamma2, in float64)."""
-    (dout2, x2), (gamma2,) = _contiguous(dout2, x2), _params(gamma2)
+    dout2, x2 = _contiguous(dout2, x2)
     r, _ = x2.shape
     dx2 = memory.empty_like(x2)
     bounds = _row_blocks(r, gamma2.size, x2.size)
     blocks = bounds.shape[0] - 1
     dgamma = np.zeros((blocks, *gamma2.shape))
     dbeta = np.zeros((blocks, *gamma2.shape))
-    _input_grad_rows(dout2, x2, stats.pivot, stats.shift, stats.rstd, gamma2, channel_size, bounds, dx2, dgamma, dbeta)
+    if channel_size == 1:  # one gamma per element: the elementwise work in x2's precision
+        gamma2 = np.ascontiguousarray(gamma2, dtype=x2.dtype)
+        _input_grad_rows_working(dout2, x2, stats.pivot, stats.shift, stats.rstd, gamma2, bounds, dx2, dgamma, dbeta)
+    else:
+        (gamma2,) = _params(gamma2)
+        _input_grad_rows(dout2, x2, stats.pivot, stats.shift, stats.rstd, gamma2, channel_size, bounds, dx2,
+                         dgamma, dbeta)
     return dx2, dgamma.sum(axis=0), dbeta.sum(axis=0)
