@@ -106,3 +106,12 @@ def test_zeros_come_zeroed_from_a_dirty_recycled_buffer():
     assert zeros.__array_interface__["data"][0] == address  # the same memory, handed out again
     assert zeros.dtype == np.float32 and zeros.shape == SHAPE
     np.testing.assert_array_equal(zeros, 0.0)
+
+
+def test_arrays_start_on_a_cache_line_and_the_latest_idle_buffer_is_reused_first():
+    arrays = [memory.empty(SHAPE, np.float32) for _ in range(3)]
+    assert all(a.ctypes.data % memory.ALIGN == 0 for a in arrays)
+    assert all(memory.empty(shape, np.float64).ctypes.data % memory.ALIGN == 0 for shape in [(300, 1001), (3, 1 << 18)])
+    addresses = [a.ctypes.data for a in arrays]
+    del arrays[2], arrays[0]  # two idle buffers: the third handed out most recently
+    assert memory.empty(SHAPE, np.float32).ctypes.data == addresses[2]

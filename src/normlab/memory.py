@@ -13,6 +13,10 @@ counts every live array made from it. A buffer some live array still uses is nev
 recycling cannot overwrite a result anyone holds. (Only raw pointers taken with `.ctypes.data` and kept past
 their array's life escape this, as they escape NumPy's own memory management.)
 
+Where: every array handed out starts on a cache line (ALIGN), and of the idle buffers of its size the one
+handed out most recently is reused first, as malloc reuses its last freed block: its lines are the likeliest
+to be still in cache.
+
 Bounds: arrays under MIN_BYTES come from NumPy as usual (malloc reuses small blocks well). The pool holds at
 most `NORMLAB_RECYCLE_BYTES` (default 1 GiB; 0 turns recycling off): past that, idle buffers are released,
 least recently used first, and outputs that still do not fit come from NumPy. Sizes are rounded up to
@@ -32,9 +36,9 @@ ENV_VAR = "NORMLAB_RECYCLE_BYTES"
 DEFAULT_LIMIT = 1 << 30
 MIN_BYTES = 1 << 20
 ROUND_BYTES = 1 << 21  # a huge page: NumPy asks the kernel for huge pages for large arrays
-ALIGN = 64  # bytes: pooled arrays start on a cache line (NumPy's own large arrays start 16 bytes past one,
-#             so a 64-byte vector load or store of theirs spans two lines: a layer norm forward measured 1.15
-#             against 2.0 ms on a 25 MB output). Each buffer holds ALIGN bytes more than it hands out.
+ALIGN = 64  # bytes: pooled arrays start on a cache line, so no 64-byte vector load or store of the compiled
+#             kernels spans two lines (NumPy's own large arrays start 16 bytes past one; torch's start on
+#             one). Each buffer holds ALIGN bytes more than it hands out.
 
 _lock = threading.Lock()
 _buffers: OrderedDict[int, np.ndarray] = OrderedDict()  # id -> uint8 buffer, least recently handed out first
@@ -127,8 +131,7 @@ def _usable(buffer: np.ndarray) -> int:
 
 def _idle(size: int) -> np.ndarray | None:
     """The idle buffer of exactly `size` bytes handed out most recently, or None: its lines are the likeliest
-    to be still in cache (a 25 MB layer's output rewritten from L3 rather than memory), as malloc's
-    last-freed block is."""
+    to be still in cache, as malloc's last freed block's are."""
     idle_flags = _is_idle(_buffers)  # before anything else refers to the buffers
     for buffer, idle in zip(reversed(_buffers.values()), reversed(idle_flags)):
         if idle and _usable(buffer) == size:
