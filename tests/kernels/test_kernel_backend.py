@@ -68,10 +68,14 @@ print(json.dumps({f.__name__: [f.stats.cache_hits.total(), f.stats.cache_misses.
 
 
 def test_auto_compiles_only_inputs_large_enough_to_repay_a_call(monkeypatch):
-    pytest.importorskip("numba")
+    numba = pytest.importorskip("numba")
     monkeypatch.delenv("NORMLAB_BACKEND", raising=False)
-    small = np.ones((4, backend.AUTO_MIN_ELEMENTS // 4 - 1), np.float32)
-    large = np.random.default_rng(0).standard_normal((4, backend.AUTO_MIN_ELEMENTS // 4)).astype(np.float32)
+    assert backend.numba_available()
+    threshold = backend.auto_min_elements()
+    assert threshold == (backend.AUTO_MIN_ELEMENTS if numba.config.THREADING_LAYER == "tbb"
+                         else backend.AUTO_MIN_ELEMENTS_SLEEPING)
+    small = np.ones((4, threshold // 4 - 1), np.float32)
+    large = np.random.default_rng(0).standard_normal((4, threshold // 4)).astype(np.float32)
     assert F.batchnorm_forward(small, np.ones(small.shape[1], np.float32), np.zeros(small.shape[1], np.float32)
                                )[1].compiled is None
     assert F.batchnorm_forward(large, np.ones(large.shape[1], np.float32), np.zeros(large.shape[1], np.float32)

@@ -5,7 +5,7 @@ The choice, strongest first:
 1. the `backend=` argument of a forward function, when it is "numpy" or "numba";
 2. the environment variable NORMLAB_BACKEND ("auto", "numpy" or "numba"), read on every call;
 3. "auto": numba when it imports (`pip install normlab[fast]`) and the input has at least
-   AUTO_MIN_ELEMENTS elements, NumPy otherwise. Below that size a compiled call's fixed cost (its
+   `auto_min_elements()` elements (2^16 on TBB, 2^17 otherwise), NumPy otherwise. Below that size a compiled call's fixed cost (its
    parallel regions and their threads' wake-up) exceeds what NumPy needs for the whole layer.
 
 Asking for "numba" where numba does not import is an error, never a silent fallback. Nothing imports
@@ -21,9 +21,12 @@ from types import ModuleType
 
 BACKENDS = ("auto", "numpy", "numba")
 ENV_VAR = "NORMLAB_BACKEND"
-AUTO_MIN_ELEMENTS = 1 << 16  # measured crossover, float32 forward + backward on 2 cores: on TBB numba wins from
-#                              2**14-2**15 elements (at 2**16: layer norm 96 vs 340 us, batch norm 160 vs 363);
-#                              the workqueue's ~0.1 ms more per region still leaves it ahead at 2**16
+AUTO_MIN_ELEMENTS = 1 << 16  # measured crossover on numba's TBB layer, float32 forward + backward on 2 cores:
+#                              numba wins from 2**14-2**15 elements (at 2**16: layer norm 96 vs 340 us,
+#                              batch norm 160 vs 363 us)
+AUTO_MIN_ELEMENTS_SLEEPING = 1 << 17  # on any other layer, whose ~0.1 ms per region to wake its threads
+#                                       loses at 2**16 (workqueue: layer norm 237 vs 190 us, batch norm 401
+#                                       vs 364) and wins at 2**17 (270 vs 335, 427 vs 668)
 
 
 @cache
@@ -73,7 +76,7 @@ def resolve_backend(backend: str = "auto", size: int | None = None) -> str:
 
     Inputs:
     - backend: "auto", "numpy" or "numba". "auto" defers to NORMLAB_BACKEND, then to whether numba
-      imports and `size` is at least AUTO_MIN_ELEMENTS.
+      imports and `size` is at least `auto_min_elements()`.
     - size: elements of the input, or None for "large enough".
 
     Raises ValueError for an unknown name (naming where it came from) and ImportError when "numba" is
@@ -85,12 +88,20 @@ def resolve_backend(backend: str = "auto", size: int | None = None) -> str:
         backend = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
         if backend not in BACKENDS:
             raise ValueError(f"environment variable {ENV_VAR} must be one of {BACKENDS}, got {backend!r}")
-    if backend == "auto":
+    if backend == "auto":  # the size test first: below every threshold numba is never imported
         large = size is None or size >= AUTO_MIN_ELEMENTS
-        return "numba" if large and numba_available() else "numpy"
+        return "numba" if large and numba_available() and (size is None or size >= auto_min_elements()) else "numpy"
     if backend == "numba" and not numba_available():
         raise ImportError("backend 'numba' needs numba, which does not import: pip install 'normlab[fast]'")
     return backend
+
+
+def auto_min_elements() -> int:
+    """The fewest elements "auto" compiles: AUTO_MIN_ELEMENTS on numba's TBB layer, whose threads are awake
+    within microseconds, AUTO_MIN_ELEMENTS_SLEEPING on any other (call after `numba_available()`)."""
+    import numba
+
+    return AUTO_MIN_ELEMENTS if numba.config.THREADING_LAYER == "tbb" else AUTO_MIN_ELEMENTS_SLEEPING
 
 
 def compiled_kernels(backend: str = "auto", size: int | None = None) -> ModuleType | None:

@@ -101,8 +101,8 @@ def _sums_about(seg, p):
 
     x - p is formed in seg's dtype: exact for x within a factor of two of p (Sterbenz), otherwise within
     half an ulp of itself, the size of the spread; its float64 square is exact for float32 data. A float32
-    loop so runs at float32's vector width (eight lanes per 256 bits, four float64 sums in 512), where
-    converting each element first ran at float64's."""
+    loop so runs at float32's vector width (eight float32 lanes, the float64 sums in 512-bit registers),
+    where converting each element first ran at float64's (four lanes)."""
     s = 0.0
     q = 0.0
     for i in range(seg.shape[0]):
@@ -117,6 +117,13 @@ def _shifted_sums(seg):
     """(p, sum(x - p), sum((x - p)^2)) of a 1-D segment in float64, p its first element."""
     s, q = _sums_about(seg, seg[0])
     return np.float64(seg[0]), s, q
+
+
+@njit(**JIT)
+def _chunk_moments(count, s, q):
+    """(mean - p, M2) of a chunk of `count` values from its sums about p: s = sum(x - p), q = sum((x - p)^2)."""
+    shift = s / count
+    return shift, q - s * shift
 
 
 @njit(**JIT)
@@ -135,8 +142,8 @@ def _segment_moments(seg, origin):
         chunk = seg[lo : lo + CHUNK]
         k = chunk.shape[0]
         p, s, q = _shifted_sums(chunk)
-        chunk_shift = s / k
-        n, shift, m2 = _merge(n, shift, m2, k, (p - origin) + chunk_shift, q - s * chunk_shift)
+        chunk_shift, chunk_m2 = _chunk_moments(k, s, q)
+        n, shift, m2 = _merge(n, shift, m2, k, (p - origin) + chunk_shift, chunk_m2)
     return n, shift, m2
 
 
@@ -168,9 +175,8 @@ def _image_block_moments(x3, bounds, shift, m2):
             plane_s, plane_q = _sums_about(x3[n, c], p)
             s += plane_s
             q += plane_q
-        chunk_shift = s / ((hi - lo) * x3.shape[2])
+        chunk_shift, m2[b, c] = _chunk_moments((hi - lo) * x3.shape[2], s, q)
         shift[b, c] = (np.float64(p) - np.float64(x3[0, c, 0])) + chunk_shift
-        m2[b, c] = q - s * chunk_shift
 
 
 @njit(**JIT)
@@ -217,8 +223,7 @@ def _column_block_moments(x2, bounds, shift, m2):
                 q[i] += d * d
         k = hi - lo
         for i in range(s.shape[0]):
-            block_shift = s[i] / k
-            q[i] -= s[i] * block_shift
+            block_shift, q[i] = _chunk_moments(k, s[i], q[i])
             s[i] = (np.float64(pivot[i]) - np.float64(origin[i])) + block_shift
 
 
@@ -548,8 +553,8 @@ def _normalize_rows_pipelined(x2, gamma2, beta2, eps, lo, hi, pivot, shift, var,
     for r in range(lo, hi):
         row = x2[r]
         pivot[r] = row[0]
-        shift[r] = s / k
-        var[r] = (q - s * shift[r]) / k
+        shift[r], m2 = _chunk_moments(k, s, q)
+        var[r] = m2 / k
         rstd[r] = 1.0 / np.sqrt(var[r] + eps)
         c, rs, sh = _working_centre(row, np.float64(row[0]), shift[r], rstd[r])
         g = r % groups
