@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("numba")
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from normlab import functional as F
@@ -112,6 +112,8 @@ def layernorm_cases(draw):
 
 @SETTINGS
 @given(layernorm_cases(), dtypes, offsets, scales, st.booleans(), st.integers(0, 2**32 - 1))
+@example(case=((5, 1), False), dtype=np.float32, offset=0.0, scale=1e-2, constant=True, seed=3)  # dbeta cancels:
+#   sum(dout) = -0.0097 of terms up to 3.3, where float32 partial sums had lost 3.8e-6 of it
 def test_layernorm_compiled_equals_numpy(case, dtype, offset, scale, constant, seed):
     shape, per_channel = case
     if shape[1:] == (1,):
@@ -152,9 +154,10 @@ def test_groupnorm_compiled_equals_numpy(case, dtype, offset, scale, constant, s
 @given(st.integers(17, 90), st.sampled_from([1, 3, 8, 33]), st.sampled_from([1, 2, 3]), dtypes, offsets, scales,
        st.booleans(), st.integers(0, 2**32 - 1))
 def test_many_rows_equal_numpy(rows, width, groups, dtype, offset, scale, constant, seed):
-    """Enough rows that the forward pipelines several rows per block (`_normalize_rows_pipelined`) and the
-    backward flushes its working-precision dgamma / dbeta partials every FLUSH rows of each group: layer
-    norm (N, width) for groups 1, else group norm (N, groups * width, 1, 1), whose rows alternate groups."""
+    """Enough rows that the forward pipelines several rows per block (`_normalize_rows_pipelined`, each
+    row staged through an aligned buffer) and the backward spreads its dgamma / dbeta partial sums over
+    several blocks: layer norm (N, width) for groups 1, else group norm (N, groups * width, 1, 1), whose
+    rows alternate groups."""
     if groups == 1:
         shape, constant_index = (rows, width), 0
     else:

@@ -18,11 +18,13 @@ Forward, for a group of M elements with pivot p (its first element, as `normaliz
     out   = gamma * xhat + beta
 
 The statistics take one pass over memory: every chunk (at most CHUNK elements, or a block of rows) gives
-its count, mean and M2 from float64 sums of x minus the chunk's own first element, and the chunks merge
-with Chan's formula. Nothing forms E[x^2] - E[x]^2 over the group, so a mean far from zero costs nothing;
-within a chunk the shifted sums lose at most a factor of the chunk size in rounding, and only when its
-first element is that far out. x minus that element is formed in x's dtype (exact within a factor of two
-of it, by Sterbenz) and summed in float64.
+its count, mean and M2 from float64 sums of x minus a pivot, and the chunks merge with Chan's formula.
+Nothing forms E[x^2] - E[x]^2 over the group, so a mean far from zero costs nothing: the shifted sums lose
+only in proportion to how far the pivot lies from the mean, in standard deviations. x minus the pivot is
+formed in x's dtype (exact within a factor of two of it, by Sterbenz) and summed in float64. The pivot is
+the group's first element, shared by its chunks (a block of rows of an (N, D) batch pivots on its own
+first row), and it is never loaded just before the loop that sums about it: a value fresh from memory that
+every element waits for stalled each chunk by a memory latency (see `_normalize_rows_pipelined`).
 
 Backward, with g = dout * gamma:
 
@@ -42,9 +44,9 @@ merged after, so the result does not depend on the thread count. Each call runs 
 Rows with one gamma per element (layer norm's elementwise affine) do their elementwise work in x's
 precision, around the row's mean rounded to it (`_working_centre`): in float32 that is twice float64's
 vector width and no conversions, and xhat stays within a few float32 ulps of the exact value however far
-the mean is from zero. Their row sums still add in float64; dgamma and dbeta gather at most FLUSH rows in
-x's precision before joining float64 partial sums. The forward sums row r + 1 in the loop that writes row
-r's output (`_normalize_rows_pipelined`), so reads and writes stream together as in a copy.
+the mean is from zero. Their row sums, and dgamma and dbeta, still add in float64. The forward sums row
+r + 1 in the loop that writes row r's output (`_normalize_rows_pipelined`), so reads and writes stream
+together as in a copy.
 
 Channels by plane size S: S = 1 is an (N, D) batch, reduced by blocks of rows and column tiles. Small
 planes (S <= SMALL_PLANE, a small CNN's 4x4 to 16x16 maps) are reduced by (block of images, channel): the
@@ -77,7 +79,7 @@ TILE = 512  # columns per tile of the (N, D) column reductions: two float64 accu
 ROWS_AT_ONCE = 4  # (N, D) rows per pass over the per-column vectors: their loads are shared
 MAX_BLOCKS = 64  # row blocks whose partial sums are merged after the parallel loop
 PIPELINE_BLOCKS = 16  # blocks of rows of the row-statistics forward; the results do not depend on it
-FLUSH = 8  # rows a working-precision (float32) dgamma / dbeta partial sums before it joins the float64 one
+LINE = 64  # bytes of a cache line: the forward's staged rows and copies of gamma and beta start on one
 ELEMENTS_PER_PARTIAL = 16  # at least this many input elements per partial sum: zeroing, writing and
 #                            summing the partials stays a small fraction of the traffic
 
@@ -113,13 +115,6 @@ def _sums_about(seg, p):
 
 
 @njit(**JIT)
-def _shifted_sums(seg):
-    """(p, sum(x - p), sum((x - p)^2)) of a 1-D segment in float64, p its first element."""
-    s, q = _sums_about(seg, seg[0])
-    return np.float64(seg[0]), s, q
-
-
-@njit(**JIT)
 def _chunk_moments(count, s, q):
     """(mean - p, M2) of a chunk of `count` values from its sums about p: s = sum(x - p), q = sum((x - p)^2)."""
     shift = s / count
@@ -136,26 +131,29 @@ def _merge(n_a, shift_a, m2_a, n_b, shift_b, m2_b):
 
 @njit(**JIT)
 def _segment_moments(seg, origin):
-    """(count, mean - origin, M2) of a 1-D segment in one pass over memory, CHUNK elements at a time."""
+    """(count, mean - origin, M2) of a 1-D segment in one pass over memory, CHUNK elements at a time, each
+    chunk summed about `origin` (a value in seg's dtype: its group's pivot)."""
     n, shift, m2 = 0.0, 0.0, 0.0
     for lo in range(0, seg.shape[0], CHUNK):
         chunk = seg[lo : lo + CHUNK]
         k = chunk.shape[0]
-        p, s, q = _shifted_sums(chunk)
+        s, q = _sums_about(chunk, origin)
         chunk_shift, chunk_m2 = _chunk_moments(k, s, q)
-        n, shift, m2 = _merge(n, shift, m2, k, (p - origin) + chunk_shift, chunk_m2)
+        n, shift, m2 = _merge(n, shift, m2, k, chunk_shift, chunk_m2)
     return n, shift, m2
 
 
 @njit(**PARALLEL)
 def _plane_moments(x3):
-    """Per plane (n, c) of x3 (N, C, S): mean - pivot_c and M2, with pivot_c = x3[0, c, 0]."""
+    """Per plane (n, c) of x3 (N, C, S): mean - pivot_c and M2, with pivot_c = x3[0, c, 0], which the planes
+    of channel c sum about (after image 0, a line in cache: each plane pivoting on its own first element
+    took 2.1 against 1.1 ms for (128, 64, 32, 32) on one thread, waiting for that element from memory)."""
     n_, c_, _ = x3.shape
     shift = np.empty((n_, c_))
     m2 = np.empty((n_, c_))
     for t in prange(n_ * c_):
         n, c = t // c_, t % c_
-        _, plane_shift, plane_m2 = _segment_moments(x3[n, c], np.float64(x3[0, c, 0]))
+        _, plane_shift, plane_m2 = _segment_moments(x3[n, c], x3[0, c, 0])
         shift[n, c], m2[n, c] = plane_shift, plane_m2
     return shift, m2
 
@@ -163,20 +161,20 @@ def _plane_moments(x3):
 @njit(**PARALLEL)
 def _image_block_moments(x3, bounds, shift, m2):
     """Per block of images and per channel c of x3 (N, C, S): mean - x3[0, c, 0] and M2, into shift and
-    m2 (blocks, C). The block's planes of one channel (at most CHUNK elements) are one chunk, pivoted on
-    its first element; one task per (block, channel), so a small plane costs no division or merge."""
+    m2 (blocks, C). The block's planes of one channel (at most CHUNK elements) are one chunk, summed about
+    the channel's pivot x3[0, c, 0]; one task per (block, channel), so a small plane costs no division or
+    merge."""
     c_ = x3.shape[1]
     for t in prange((bounds.shape[0] - 1) * c_):
         b, c = t // c_, t % c_
         lo, hi = bounds[b], bounds[b + 1]
-        p = x3[lo, c, 0]
+        p = x3[0, c, 0]
         s, q = 0.0, 0.0
         for n in range(lo, hi):
             plane_s, plane_q = _sums_about(x3[n, c], p)
             s += plane_s
             q += plane_q
-        chunk_shift, m2[b, c] = _chunk_moments((hi - lo) * x3.shape[2], s, q)
-        shift[b, c] = (np.float64(p) - np.float64(x3[0, c, 0])) + chunk_shift
+        shift[b, c], m2[b, c] = _chunk_moments((hi - lo) * x3.shape[2], s, q)
 
 
 @njit(**JIT)
@@ -435,27 +433,20 @@ def _column_block_grad_sums(dout2, x2, pivot, shift, bounds, dout_sum, centered_
 @njit(fastmath=REDUCE, **JIT)
 def _row_grad_sums_working(dout, x, c, rstd, shift, gamma, dgamma, dbeta):
     """One row with one gamma per element: returns (sum(g), sum(g * xhat)) summed in float64, g = gamma *
-    dout and xhat formed in x's precision (`_working_centre`), and adds dout * xhat and dout to the
-    working-precision partials dgamma and dbeta (`_input_grad_rows_working` flushes them)."""
+    dout and xhat formed in x's precision (`_working_centre`), and adds dout * xhat and dout to the float64
+    partial sums dgamma and dbeta. (Float32 partials flushed to float64 every 8 rows were 3% faster on one
+    thread, 6% slower on two, and lost up to 4e-6 of dbeta where dout cancels over few rows.)"""
     sum_g = 0.0
     sum_gxhat = 0.0
     for i in range(x.shape[0]):
         d = dout[i]
         xhat = (x[i] - c) * rstd + shift
         g = gamma[i] * d
-        dgamma[i] += d * xhat
-        dbeta[i] += d
+        dgamma[i] += np.float64(d * xhat)
+        dbeta[i] += np.float64(d)
         sum_g += np.float64(g)
         sum_gxhat += np.float64(g * xhat)
     return sum_g, sum_gxhat
-
-
-@njit(fastmath=REDUCE, **JIT)
-def _flush(partial, total):
-    """total += partial (in float64), then partial = 0."""
-    for i in range(partial.shape[0]):
-        total[i] += np.float64(partial[i])
-        partial[i] = 0
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -543,26 +534,57 @@ def _normalize_row(x, p, shift, rstd, gamma, beta, channel_size, out):
 
 @njit(**JIT)
 def _normalize_rows_pipelined(x2, gamma2, beta2, eps, lo, hi, pivot, shift, var, rstd, out2):
-    """Rows lo..hi-1 of x2 (R, K) with one gamma per element and K <= CHUNK (each row one chunk of
-    `_segment_moments`, whose statistics these equal exactly): the sums of row r + 1 are taken in the loop
-    that writes row r's output (`_normalize_row_and_sum_next`). Measured: (8192, 768) float32 in 1.0-1.07
-    against 1.17-1.31 ms one row after the other."""
+    """Rows lo..hi-1 of x2 (R, K) with gamma2 and beta2 (G, >= K) giving one gamma per element (their
+    first K columns) and K <= CHUNK (each row one chunk of `_segment_moments`, whose statistics these equal
+    exactly): the sums of row r + 1 are taken in the loop that writes row r's output
+    (`_normalize_row_and_sum_next`). Measured: (8192, 768) float32 in 1.0-1.07 against 1.17-1.31 ms one row
+    after the other.
+
+    Each row's pivot (its first element) is loaded two rows before the loop that sums about it: loaded
+    just before, it was a miss to memory that the whole loop waited on, once per row, wherever the
+    hardware prefetcher had not fetched that line yet (rows starting in the first 64 bytes of a 256-byte
+    block, as NumPy's arrays at 16 bytes past a page do: their row sums took 1.6 against 0.73 ms)."""
     k = x2.shape[1]
     groups = gamma2.shape[0]
-    s, q = _sums_about(x2[lo], x2[lo, 0])
+    last = hi - 1
+    p = x2[lo, 0]  # pivot of row r
+    p_next = x2[min(lo + 1, last), 0]  # of row r + 1
+    s, q = _sums_about(x2[lo], p)
     for r in range(lo, hi):
-        row = x2[r]
-        pivot[r] = row[0]
+        p_after = x2[min(r + 2, last), 0]  # of row r + 2, two rows ahead of its use
+        pivot[r] = p
         shift[r], m2 = _chunk_moments(k, s, q)
         var[r] = m2 / k
         rstd[r] = 1.0 / np.sqrt(var[r] + eps)
-        c, rs, sh = _working_centre(row, np.float64(row[0]), shift[r], rstd[r])
+        row = x2[r]
+        c, rs, sh = _working_centre(row, np.float64(p), shift[r], rstd[r])
         g = r % groups
-        if r + 1 < hi:
-            nxt = x2[r + 1]
-            s, q = _normalize_row_and_sum_next(row, c, rs, sh, gamma2[g], beta2[g], out2[r], nxt, nxt[0])
+        if r < last:
+            s, q = _normalize_row_and_sum_next(row, c, rs, sh, gamma2[g, :k], beta2[g, :k], out2[r], x2[r + 1],
+                                               p_next)
         else:
-            _normalize_row_working(row, c, rs, sh, gamma2[g], beta2[g], out2[r])
+            _normalize_row_working(row, c, rs, sh, gamma2[g, :k], beta2[g, :k], out2[r])
+        p, p_next = p_next, p_after
+
+
+@njit(**JIT)
+def _aligned_empty(shape, like):
+    """An array of `shape` (rows, columns) and like's dtype whose every row starts on a cache line (LINE
+    bytes): the rows of a (rows, columns_padded) array starting on one, columns_padded a whole number of
+    lines. Each row is C-contiguous."""
+    per_line = LINE // like.itemsize
+    padded = -(-shape[1] // per_line) * per_line
+    raw = np.empty(shape[0] * padded + per_line, like.dtype)
+    start = ((LINE - raw.ctypes.data % LINE) % LINE) // like.itemsize
+    return raw[start : start + shape[0] * padded].reshape((shape[0], padded))
+
+
+@njit(**JIT)
+def _aligned_copy(a2):
+    """A copy of the 2-D array a2 whose rows start on cache lines (`_aligned_empty`), as (rows, padded)."""
+    out = _aligned_empty(a2.shape, a2)
+    out[:, : a2.shape[1]] = a2
+    return out
 
 
 @njit(**PARALLEL)
@@ -580,23 +602,30 @@ def _normalize_rows(x2, gamma2, beta2, channel_size, eps, out2):
     var = np.empty(r_)
     rstd = np.empty(r_)
     blocks = min(r_, PIPELINE_BLOCKS)
+    pipelined = channel_size == 1 and k <= CHUNK
+    # gamma and beta rows on cache lines, as pooled outputs are: (G, K_pad)
+    gamma_lines = _aligned_copy(gamma2) if pipelined else gamma2
+    beta_lines = _aligned_copy(beta2) if pipelined else beta2
     for b in prange(blocks):
         lo, hi = b * r_ // blocks, (b + 1) * r_ // blocks
-        if channel_size == 1 and k <= CHUNK:
-            _normalize_rows_pipelined(x2, gamma2, beta2, eps, lo, hi, pivot, shift, var, rstd, out2)
+        if pipelined:
+            _normalize_rows_pipelined(x2, gamma_lines, beta_lines, eps, lo, hi, pivot, shift, var, rstd, out2)
             continue
+        p, p_next = x2[lo, 0], x2[min(lo + 1, hi - 1), 0]  # pivots loaded two rows ahead of their use
         for r in range(lo, hi):
+            p_after = x2[min(r + 2, hi - 1), 0]
             row = x2[r]
-            pivot[r] = row[0]
-            n, row_shift, m2 = _segment_moments(row, np.float64(row[0]))
+            pivot[r] = p
+            n, row_shift, m2 = _segment_moments(row, p)
             shift[r], var[r] = row_shift, m2 / n
             rstd[r] = 1.0 / np.sqrt(var[r] + eps)
             g = r % groups
             if channel_size == 1:
-                c, rs, sh = _working_centre(row, np.float64(row[0]), row_shift, rstd[r])
+                c, rs, sh = _working_centre(row, np.float64(p), row_shift, rstd[r])
                 _normalize_row_working(row, c, rs, sh, gamma2[g], beta2[g], out2[r])
             else:
-                _normalize_row(row, np.float64(row[0]), shift[r], rstd[r], gamma2[g], beta2[g], channel_size, out2[r])
+                _normalize_row(row, np.float64(p), shift[r], rstd[r], gamma2[g], beta2[g], channel_size, out2[r])
+            p, p_next = p_next, p_after
     return pivot, shift, var, rstd
 
 
@@ -610,13 +639,17 @@ def _apply_rows(x2, pivot, shift, rstd, gamma2, beta2, channel_size, out2):
 
 
 @njit(**PARALLEL)
-def _input_grad_rows(dout2, x2, pivot, shift, rstd, gamma2, channel_size, bounds, dx2, dgamma, dbeta):
-    """dx of every row, and per block of rows the partial sums of dout * xhat and dout per parameter
-    (dgamma and dbeta: (blocks, G, K / channel_size)), for channels of channel_size > 1 elements. Each row
-    is read from memory once; its second pass runs from cache."""
+def _input_grad_rows(dout2, x2, pivot, shift, rstd, gamma2, channel_size, bounds, dx2, partials):
+    """dx of every row, for channels of channel_size > 1 elements, and returns (dgamma, dbeta) (G, K /
+    channel_size): the sums of dout * xhat and dout per parameter, taken per block of rows into
+    `partials` (2, blocks, G, K / channel_size), any contents, and then added in block order. Each row is
+    read from memory once; its second pass runs from cache."""
     groups = gamma2.shape[0]
     k = x2.shape[1]
+    dgamma, dbeta = partials[0], partials[1]
     for b in prange(bounds.shape[0] - 1):
+        dgamma[b] = 0.0
+        dbeta[b] = 0.0
         for r in range(bounds[b], bounds[b + 1]):
             g = r % groups
             x, dout, gamma, dx = x2[r], dout2[r], gamma2[g], dx2[r]
@@ -632,44 +665,59 @@ def _input_grad_rows(dout2, x2, pivot, shift, rstd, gamma2, channel_size, bounds
             for j in range(gamma.shape[0]):
                 lo, hi = j * channel_size, (j + 1) * channel_size
                 _input_grad_segment(dout[lo:hi], x[lo:hi], p, sh, rs, gamma[j], sum_g / k, sum_gxhat / k, dx[lo:hi])
+    return _sum_blocks(dgamma), _sum_blocks(dbeta)
 
 
 @njit(**PARALLEL)
-def _input_grad_rows_working(dout2, x2, pivot, shift, rstd, gamma2, bounds, dx2, dgamma, dbeta):
+def _input_grad_rows_working(dout2, x2, pivot, shift, rstd, gamma2, bounds, dx2, partials):
     """`_input_grad_rows` for one gamma per element (channel_size 1: layer norm), the elementwise work in
-    x's precision with gamma2 (G, K) in x's dtype. The row sums run in float64; each group's dout * xhat
-    and dout go to working-precision partials that hold at most FLUSH rows before they are added to the
-    float64 block partials dgamma and dbeta (blocks, G, K)."""
+    x's precision with gamma2 (G, K) in x's dtype; the row sums and the block partials of dgamma and dbeta
+    (partials: (2, blocks, G, K)) in float64."""
     groups, k = gamma2.shape
+    dgamma, dbeta = partials[0], partials[1]
+    gamma_lines = _aligned_copy(gamma2)  # (G, K_pad): rows on cache lines
     for b in prange(bounds.shape[0] - 1):
-        lo, hi = bounds[b], bounds[b + 1]
-        dgamma_w, dbeta_w = np.zeros(gamma2.shape, x2.dtype), np.zeros(gamma2.shape, x2.dtype)  # (G, K)
-        for r in range(lo, hi):
+        dgamma[b] = 0.0
+        dbeta[b] = 0.0
+        for r in range(bounds[b], bounds[b + 1]):
             g = r % groups
-            x, dout, gamma = x2[r], dout2[r], gamma2[g]
+            x, dout, gamma = x2[r], dout2[r], gamma_lines[g, :k]
             rs = rstd[r]
             c, rs_w, sh_w = _working_centre(x, np.float64(pivot[r]), shift[r], rs)
-            sum_g, sum_gxhat = _row_grad_sums_working(dout, x, c, rs_w, sh_w, gamma, dgamma_w[g], dbeta_w[g])
+            sum_g, sum_gxhat = _row_grad_sums_working(dout, x, c, rs_w, sh_w, gamma, dgamma[b, g], dbeta[b, g])
             mean_g, mean_gxhat = sum_g / k, sum_gxhat / k
             t = x.dtype.type
             _input_grad_row_working(dout, x, c, rs_w, t(-rs * rs * mean_gxhat),
                                     t(-rs * (mean_g + mean_gxhat * np.float64(sh_w))), gamma, dx2[r])
-            if ((r - lo) // groups) % FLUSH == FLUSH - 1 or r + groups >= hi:  # FLUSH rows of group g, or its last
-                _flush(dgamma_w[g], dgamma[b, g])
-                _flush(dbeta_w[g], dbeta[b, g])
+    return _sum_blocks(dgamma), _sum_blocks(dbeta)
+
+
+@njit(**JIT)
+def _sum_blocks(partials):
+    """(G, P) sum over the blocks of (blocks, G, P) partial sums, added in block order (as NumPy's
+    sum(axis=0)). In the kernel, with the zeroing: from Python, they cost ~40 us of cold-cache interpreter
+    time per call."""
+    total = partials[0].copy()
+    for b in range(1, partials.shape[0]):
+        total += partials[b]
+    return total
 
 
 # ---------------------------------------------------------------------------------------------------
 # Python entry points
 
 
+@functools.lru_cache(maxsize=64)
 def _row_blocks(rows: int, partials_per_block: int, elements: int, min_rows: int = 1) -> np.ndarray:
     """Bounds of the row blocks whose partial sums are merged after a parallel loop: at most MAX_BLOCKS,
     at least `min_rows` rows each where there are enough, and ELEMENTS_PER_PARTIAL input elements per
-    partial sum (so a (64, 8192) layer norm gets 4 blocks, not 64 with as many partials as inputs)."""
+    partial sum (so a (64, 8192) layer norm gets 4 blocks, not 64 with as many partials as inputs).
+    Cached (read-only): np.linspace took ~20 us per call after a kernel had left the caches cold."""
     by_traffic = elements // (ELEMENTS_PER_PARTIAL * max(partials_per_block, 1))
     blocks = min(MAX_BLOCKS, max(1, rows // min_rows), max(1, by_traffic))
-    return np.linspace(0, rows, blocks + 1).astype(np.int64)  # (blocks + 1,)
+    bounds = np.linspace(0, rows, blocks + 1).astype(np.int64)  # (blocks + 1,)
+    bounds.setflags(write=False)
+    return bounds
 
 
 @functools.lru_cache(maxsize=64)
@@ -807,9 +855,11 @@ def normalize_rows(
 
     Returns (out2 (R, K) in x2's dtype, GroupStatistics with one group per row).
     """
-    (x2,), (gamma2, beta2) = _contiguous(x2), _params(gamma2, beta2)
+    (x2,) = _contiguous(x2)
     if channel_size == 1:  # one gamma per element: the output is formed in x2's precision
-        gamma2, beta2 = gamma2.astype(x2.dtype), beta2.astype(x2.dtype)
+        gamma2, beta2 = (np.ascontiguousarray(a, dtype=x2.dtype) for a in (gamma2, beta2))
+    else:
+        gamma2, beta2 = _params(gamma2, beta2)
     out2 = memory.empty_like(x2)
     pivot, shift, var, rstd = _normalize_rows(x2, gamma2, beta2, channel_size, eps, out2)
     return out2, GroupStatistics(pivot, shift, var, rstd)
@@ -835,14 +885,13 @@ def normalize_rows_backward(
     r, _ = x2.shape
     dx2 = memory.empty_like(x2)
     bounds = _row_blocks(r, gamma2.size, x2.size)
-    blocks = bounds.shape[0] - 1
-    dgamma = np.zeros((blocks, *gamma2.shape))
-    dbeta = np.zeros((blocks, *gamma2.shape))
+    partials = memory.empty((2, bounds.shape[0] - 1, *gamma2.shape), np.float64)  # zeroed by the kernels
     if channel_size == 1:  # one gamma per element: the elementwise work in x2's precision
         gamma2 = np.ascontiguousarray(gamma2, dtype=x2.dtype)
-        _input_grad_rows_working(dout2, x2, stats.pivot, stats.shift, stats.rstd, gamma2, bounds, dx2, dgamma, dbeta)
+        dgamma, dbeta = _input_grad_rows_working(dout2, x2, stats.pivot, stats.shift, stats.rstd, gamma2, bounds, dx2,
+                                                 partials)
     else:
         (gamma2,) = _params(gamma2)
-        _input_grad_rows(dout2, x2, stats.pivot, stats.shift, stats.rstd, gamma2, channel_size, bounds, dx2,
-                         dgamma, dbeta)
-    return dx2, dgamma.sum(axis=0), dbeta.sum(axis=0)
+        dgamma, dbeta = _input_grad_rows(dout2, x2, stats.pivot, stats.shift, stats.rstd, gamma2, channel_size,
+                                         bounds, dx2, partials)
+    return dx2, dgamma, dbeta
