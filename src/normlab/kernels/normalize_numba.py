@@ -79,7 +79,6 @@ TILE = 512  # columns per tile of the (N, D) column reductions: two float64 accu
 ROWS_AT_ONCE = 4  # (N, D) rows per pass over the per-column vectors: their loads are shared
 MAX_BLOCKS = 64  # row blocks whose partial sums are merged after the parallel loop
 PIPELINE_BLOCKS = 16  # blocks of rows of the row-statistics forward; the results do not depend on it
-LINE = 64  # bytes of a cache line: the forward's staged rows and copies of gamma and beta start on one
 ELEMENTS_PER_PARTIAL = 16  # at least this many input elements per partial sum: zeroing, writing and
 #                            summing the partials stays a small fraction of the traffic
 
@@ -534,16 +533,16 @@ def _normalize_row(x, p, shift, rstd, gamma, beta, channel_size, out):
 
 @njit(**JIT)
 def _normalize_rows_pipelined(x2, gamma2, beta2, eps, lo, hi, pivot, shift, var, rstd, out2):
-    """Rows lo..hi-1 of x2 (R, K) with gamma2 and beta2 (G, >= K) giving one gamma per element (their
-    first K columns) and K <= CHUNK (each row one chunk of `_segment_moments`, whose statistics these equal
-    exactly): the sums of row r + 1 are taken in the loop that writes row r's output
-    (`_normalize_row_and_sum_next`). Measured: (8192, 768) float32 in 1.0-1.07 against 1.17-1.31 ms one row
-    after the other.
+    """Rows lo..hi-1 of x2 (R, K) with one gamma per element and K <= CHUNK (each row one chunk of
+    `_segment_moments`, whose statistics these equal exactly): the sums of row r + 1 are taken in the loop
+    that writes row r's output (`_normalize_row_and_sum_next`). Measured: (8192, 768) float32 in 1.0-1.07
+    against 1.17-1.31 ms one row after the other.
 
     Each row's pivot (its first element) is loaded two rows before the loop that sums about it: loaded
     just before, it was a miss to memory that the whole loop waited on, once per row, wherever the
-    hardware prefetcher had not fetched that line yet (rows starting in the first 64 bytes of a 256-byte
-    block, as NumPy's arrays at 16 bytes past a page do: their row sums took 1.6 against 0.73 ms)."""
+    hardware prefetcher had not fetched that line yet (rows starting in the first 32 bytes of a 256-byte
+    block, as NumPy's arrays at 16 bytes past a page do: their row sums took 1.53-1.58 against 0.72-0.76 ms
+    on one thread; one row ahead was not enough)."""
     k = x2.shape[1]
     groups = gamma2.shape[0]
     last = hi - 1
@@ -560,31 +559,10 @@ def _normalize_rows_pipelined(x2, gamma2, beta2, eps, lo, hi, pivot, shift, var,
         c, rs, sh = _working_centre(row, np.float64(p), shift[r], rstd[r])
         g = r % groups
         if r < last:
-            s, q = _normalize_row_and_sum_next(row, c, rs, sh, gamma2[g, :k], beta2[g, :k], out2[r], x2[r + 1],
-                                               p_next)
+            s, q = _normalize_row_and_sum_next(row, c, rs, sh, gamma2[g], beta2[g], out2[r], x2[r + 1], p_next)
         else:
-            _normalize_row_working(row, c, rs, sh, gamma2[g, :k], beta2[g, :k], out2[r])
+            _normalize_row_working(row, c, rs, sh, gamma2[g], beta2[g], out2[r])
         p, p_next = p_next, p_after
-
-
-@njit(**JIT)
-def _aligned_empty(shape, like):
-    """An array of `shape` (rows, columns) and like's dtype whose every row starts on a cache line (LINE
-    bytes): the rows of a (rows, columns_padded) array starting on one, columns_padded a whole number of
-    lines. Each row is C-contiguous."""
-    per_line = LINE // like.itemsize
-    padded = -(-shape[1] // per_line) * per_line
-    raw = np.empty(shape[0] * padded + per_line, like.dtype)
-    start = ((LINE - raw.ctypes.data % LINE) % LINE) // like.itemsize
-    return raw[start : start + shape[0] * padded].reshape((shape[0], padded))
-
-
-@njit(**JIT)
-def _aligned_copy(a2):
-    """A copy of the 2-D array a2 whose rows start on cache lines (`_aligned_empty`), as (rows, padded)."""
-    out = _aligned_empty(a2.shape, a2)
-    out[:, : a2.shape[1]] = a2
-    return out
 
 
 @njit(**PARALLEL)
@@ -602,14 +580,10 @@ def _normalize_rows(x2, gamma2, beta2, channel_size, eps, out2):
     var = np.empty(r_)
     rstd = np.empty(r_)
     blocks = min(r_, PIPELINE_BLOCKS)
-    pipelined = channel_size == 1 and k <= CHUNK
-    # gamma and beta rows on cache lines, as pooled outputs are: (G, K_pad)
-    gamma_lines = _aligned_copy(gamma2) if pipelined else gamma2
-    beta_lines = _aligned_copy(beta2) if pipelined else beta2
     for b in prange(blocks):
         lo, hi = b * r_ // blocks, (b + 1) * r_ // blocks
-        if pipelined:
-            _normalize_rows_pipelined(x2, gamma_lines, beta_lines, eps, lo, hi, pivot, shift, var, rstd, out2)
+        if channel_size == 1 and k <= CHUNK:
+            _normalize_rows_pipelined(x2, gamma2, beta2, eps, lo, hi, pivot, shift, var, rstd, out2)
             continue
         p, p_next = x2[lo, 0], x2[min(lo + 1, hi - 1), 0]  # pivots loaded two rows ahead of their use
         for r in range(lo, hi):
@@ -675,13 +649,12 @@ def _input_grad_rows_working(dout2, x2, pivot, shift, rstd, gamma2, bounds, dx2,
     (partials: (2, blocks, G, K)) in float64."""
     groups, k = gamma2.shape
     dgamma, dbeta = partials[0], partials[1]
-    gamma_lines = _aligned_copy(gamma2)  # (G, K_pad): rows on cache lines
     for b in prange(bounds.shape[0] - 1):
         dgamma[b] = 0.0
         dbeta[b] = 0.0
         for r in range(bounds[b], bounds[b + 1]):
             g = r % groups
-            x, dout, gamma = x2[r], dout2[r], gamma_lines[g, :k]
+            x, dout, gamma = x2[r], dout2[r], gamma2[g]
             rs = rstd[r]
             c, rs_w, sh_w = _working_centre(x, np.float64(pivot[r]), shift[r], rs)
             sum_g, sum_gxhat = _row_grad_sums_working(dout, x, c, rs_w, sh_w, gamma, dgamma[b, g], dbeta[b, g])
