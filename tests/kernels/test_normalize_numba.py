@@ -151,19 +151,18 @@ def test_groupnorm_compiled_equals_numpy(case, dtype, offset, scale, constant, s
 
 
 @SETTINGS
-@given(st.integers(17, 90), st.sampled_from([1, 3, 8, 33]), st.sampled_from([1, 2, 3]), dtypes, offsets, scales,
-       st.booleans(), st.integers(0, 2**32 - 1))
-def test_many_rows_equal_numpy(rows, width, groups, dtype, offset, scale, constant, seed):
-    """Enough rows that the forward pipelines several rows per block (`_normalize_rows_pipelined`, each
-    row staged through an aligned buffer) and the backward spreads its dgamma / dbeta partial sums over
-    several blocks: layer norm (N, width) for groups 1, else group norm (N, groups * width, 1, 1), whose
-    rows alternate groups."""
-    if groups == 1:
-        shape, constant_index = (rows, width), 0
-    else:
-        shape, constant_index = (rows, groups * width, 1, 1), (0, slice(0, width))
-    x, dout, rng = _draw_input(shape, dtype, offset, scale, constant, seed, constant_index)
-    gamma, beta = rng.standard_normal(shape[1]).astype(dtype), rng.standard_normal(shape[1]).astype(dtype)
+@given(st.integers(17, 90), st.sampled_from([1, 3, 8, 33, 700]), st.sampled_from([1, 2, 3]),
+       st.sampled_from([(1, 1), (2, 3)]), dtypes, offsets, scales, st.booleans(), st.integers(0, 2**32 - 1))
+def test_many_rows_equal_numpy(rows, width, groups, spatial, dtype, offset, scale, constant, seed):
+    """Enough rows that the forwards run several rows per block, each row's pivot loaded two rows ahead,
+    and the backward spreads its dgamma / dbeta partial sums over several blocks: layer norm
+    (N, width, *spatial) with its elementwise affine (pipelined rows; 700 * 6 features exceed CHUNK and
+    take the chunked path), else group norm (N, groups * width, *spatial), whose rows alternate groups and,
+    with 2x3 planes, hold channels of 6 values each."""
+    shape = (rows, groups * width, *spatial)
+    x, dout, rng = _draw_input(shape, dtype, offset, scale, constant, seed, 0 if groups == 1 else (0, slice(0, width)))
+    param_shape = shape[1:] if groups == 1 else shape[1:2]
+    gamma, beta = rng.standard_normal(param_shape).astype(dtype), rng.standard_normal(param_shape).astype(dtype)
     if groups == 1:
         forward = lambda *a, **k: F.layernorm_forward(*a, **k)  # noqa: E731
         backward = F.layernorm_backward
