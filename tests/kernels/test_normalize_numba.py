@@ -164,10 +164,11 @@ def test_many_rows_equal_numpy(rows, width, groups, spatial, dtype, offset, scal
     param_shape = shape[1:] if groups == 1 else shape[1:2]
     gamma, beta = rng.standard_normal(param_shape).astype(dtype), rng.standard_normal(param_shape).astype(dtype)
     if groups == 1:
-        forward = lambda *a, **k: F.layernorm_forward(*a, **k)  # noqa: E731
-        backward = F.layernorm_backward
+        forward, backward = F.layernorm_forward, F.layernorm_backward
     else:
-        forward = lambda *a, **k: F.groupnorm_forward(*a, groups, **k)  # noqa: E731
+        def forward(x, gamma, beta, **kwargs):
+            return F.groupnorm_forward(x, gamma, beta, groups, **kwargs)
+
         backward = F.groupnorm_backward
     out, cache = forward(x, gamma, beta, backend="numba")
     ref, ref_cache = forward(*_f64(x, gamma, beta), backend="numpy")
