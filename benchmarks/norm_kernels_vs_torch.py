@@ -145,7 +145,8 @@ def main() -> int:
         medians = {s: [statistics.median(r[0] for r in runs[name][s]), statistics.median(r[1] for r in runs[name][s])]
                    for s in sides}
         _row(name, sides, medians)
-        spread = {s: (min(sum(r) for r in runs[name][s]) * 1e3, max(sum(r) for r in runs[name][s]) * 1e3) for s in sides}
+        totals = {s: [sum(r) * 1e3 for r in runs[name][s]] for s in sides}
+        spread = {s: (min(t), max(t)) for s, t in totals.items()}
         print(f"{'':>30} totals per process: " + ", ".join(f"{s} {lo:.3f}-{hi:.3f}" for s, (lo, hi) in spread.items()))
         # Each round's two processes ran one after the other: their ratio shares the machine's state of the moment.
         paired = [sum(t) / sum(n) for n, t in zip(runs[name]["normlab"], runs[name]["torch"])]

@@ -152,7 +152,8 @@ def _latest_idle(buffers: OrderedDict, nbytes: int, own: int) -> np.ndarray | No
 def _own_references_scan() -> int:
     """What `_latest_idle` counts for a buffer only its dict holds, measured the same way: the smallest
     `own` at which it finds one."""
-    return next(own for own in range(1, 64) if _latest_idle(OrderedDict(only=np.empty(1, np.uint8)), 1, own) is not None)
+    alone = (own for own in range(1, 64) if _latest_idle(OrderedDict(only=np.empty(1, np.uint8)), 1, own) is not None)
+    return next(alone)
 
 
 _OWN_REFERENCES_SCAN = _own_references_scan()

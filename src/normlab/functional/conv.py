@@ -291,7 +291,8 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, *, input_grad: bool = 
     def images(start: int, stop: int) -> np.ndarray:
         x_work = Chunk((c, h, w), chunk, (kh, kw), stride, padding, groups, x.dtype, kernels)
         if input_grad and full:
-            dout_work = Chunk((f, ho, wo), chunk, (kh, kw), (1, 1), (kh - 1 - ph, kw - 1 - pw), groups, x.dtype, kernels)
+            dout_work = Chunk((f, ho, wo), chunk, (kh, kw), (1, 1), (kh - 1 - ph, kw - 1 - pw), groups, x.dtype,
+                              kernels)
         dweight = np.zeros((groups, fg, x_work.rows // groups), dtype=x.dtype)  # (G, F/G, C/G*kh*kw)
         copies_dout = groups > 1 or (input_grad and not full)  # d (F, n*P) is needed: by dx, or by grouped dW
         douts = memory.empty((f * chunk * ho * wo,), x.dtype) if copies_dout else None

@@ -5,8 +5,9 @@ The choice, strongest first:
 1. the `backend=` argument of a forward function, when it is "numpy" or "numba";
 2. the environment variable NORMLAB_BACKEND ("auto", "numpy" or "numba"), read on every call;
 3. "auto": numba when it imports (`pip install normlab[fast]`) and the input has at least
-   `auto_min_elements()` elements (2^16 on TBB, 2^17 otherwise), NumPy otherwise. Below that size a compiled call's fixed cost (its
-   parallel regions and their threads' wake-up) exceeds what NumPy needs for the whole layer.
+   `auto_min_elements()` elements (2^16 on TBB, 2^17 otherwise), NumPy otherwise. Below that size a
+   compiled call's fixed cost (its parallel regions and their threads' wake-up) exceeds what NumPy needs
+   for the whole layer.
 
 Asking for "numba" where numba does not import is an error, never a silent fallback. Nothing imports
 numba until a forward pass needs the choice, so `import normlab` stays fast.

@@ -23,7 +23,8 @@ one of the vector loops below, with at most three loads and one store; a loop th
 values of a tile at once was 15x slower, because LLVM gives up vectorizing when it would need runtime
 checks that sixteen outputs do not overlap sixteen inputs. The loops take row views starting at their
 first element: the same loops over flat arrays at an offset ran 4-7x slower, not vectorized (LLVM cannot
-prove that an unsigned offset plus the index does not wrap around). Serial and `nogil`: `normlab.parallel` runs one chunk per thread.
+prove that an unsigned offset plus the index does not wrap around). Serial and `nogil`: `normlab.parallel`
+runs one chunk per thread.
 """
 
 from __future__ import annotations
