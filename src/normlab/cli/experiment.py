@@ -1,5 +1,9 @@
 """`normlab experiment NAME|all`: run an experiment that tests one of batch norm's claims and write
-OUT/NAME/results.json, summary.md and PNG plots (see `normlab.experiments`)."""
+OUT/NAME/results.json, summary.md and PNG plots (see `normlab.experiments`).
+
+Its runs (settings x seeds) go through a concurrent.futures executor: `--jobs N` local processes, or, when
+launched as `mpiexec -n K python -m mpi4py.futures -m normlab experiment ...`, the K - 1 MPI workers.
+Finished runs are cached in OUT/NAME/runs/, so an interrupted sweep resumes where it stopped."""
 
 from __future__ import annotations
 
@@ -9,6 +13,16 @@ import time
 
 NAME = "experiment"
 HELP = "test one of batch norm's claims on real data: results.json, plots and a summary table"
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def add_arguments(parser) -> None:
@@ -22,13 +36,19 @@ def add_arguments(parser) -> None:
                         help=f"the experiment ({', '.join(EXPERIMENTS)}), or all of them in turn")
     parser.add_argument("--quick", action="store_true", help="a small version that takes about a minute")
     parser.add_argument("--out", metavar="DIR", default="results",
-                        help="write into DIR/NAME/ (default results/)")
+                        help="write into DIR/NAME/ (default results/); refuses to replace a finished result")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace DIR/NAME/results.json if it exists (cached runs in DIR/NAME/runs/ are reused)")
+    parser.add_argument("--seeds", type=positive_int, default=None, metavar="K",
+                        help="run every setting with K seeds (default 5; 2 with --quick)")
+    parser.add_argument("--seed", type=int, default=0, help="the first seed (default 0): seeds SEED .. SEED+K-1")
+    parser.add_argument("--jobs", type=positive_int, default=1, metavar="N",
+                        help="run N runs at a time in local processes (default 1); ignored under mpi4py.futures")
     parser.add_argument("--dataset", choices=DATASETS, default="fashion-mnist",
                         help="dataset of the training experiments (default fashion-mnist)")
     parser.add_argument("--data-dir", metavar="DIR", default=None,
                         help="where to look for the dataset first (see normlab train --help)")
     parser.add_argument("--no-download", action="store_true", help="never download; fail if the files are missing")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
     # Tests shrink the quick version further; not for users.
     parser.add_argument("--scale", type=float, default=1.0, help=argparse.SUPPRESS)
 
@@ -36,17 +56,28 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from normlab.data import ChecksumError, DataFormatError, DatasetNotFoundError
     from normlab.experiments import EXPERIMENTS, run_experiment
+    from normlab.experiments.base import check_out_dir
+    from normlab.experiments.sweep import make_executor
 
     names = list(EXPERIMENTS) if args.name == "all" else [args.name]
-    for name in names:
-        started = time.perf_counter()
-        print(f"{name}: {EXPERIMENTS[name].claim}{' (quick)' if args.quick else ''}", flush=True)
-        try:
-            out_dir = run_experiment(name, args.out, quick=args.quick, scale=args.scale, dataset=args.dataset,
-                                     data_dir=args.data_dir, download=not args.no_download, seed=args.seed,
-                                     log=lambda line: print(line, flush=True))
-        except (ValueError, DatasetNotFoundError, DataFormatError, ChecksumError) as e:
-            print(f"normlab experiment: error: {e}", file=sys.stderr)
-            return 2
-        print(f"{name}: done in {time.perf_counter() - started:.0f} s; see {out_dir / 'summary.md'}", flush=True)
+    try:
+        for name in names:  # refuse before running anything
+            check_out_dir(name, args.out, args.overwrite)
+        executor = make_executor(args.jobs)
+    except ValueError as e:
+        print(f"normlab experiment: error: {e}", file=sys.stderr)
+        return 2
+    with executor:
+        for name in names:
+            started = time.perf_counter()
+            print(f"{name}: {EXPERIMENTS[name].claim}{' (quick)' if args.quick else ''}", flush=True)
+            try:
+                out_dir = run_experiment(name, args.out, quick=args.quick, scale=args.scale, dataset=args.dataset,
+                                         data_dir=args.data_dir, download=not args.no_download, seed=args.seed,
+                                         seeds=args.seeds, overwrite=args.overwrite, executor=executor,
+                                         log=lambda line: print(line, flush=True))
+            except (ValueError, DatasetNotFoundError, DataFormatError, ChecksumError) as e:
+                print(f"normlab experiment: error: {e}", file=sys.stderr)
+                return 2
+            print(f"{name}: done in {time.perf_counter() - started:.0f} s; see {out_dir / 'summary.md'}", flush=True)
     return 0

@@ -18,6 +18,7 @@ from normlab.distributed.data_parallel import (
     shard_slice,
 )
 from normlab.distributed.moments import merge_moments
+from normlab.distributed.threads import ThreadCommunicator, run_in_threads
 from normlab.distributed.sync_batchnorm import (
     SyncBatchNorm,
     convert_sync_batchnorm,
@@ -32,6 +33,7 @@ __all__ = [
     "SingleProcess",
     "StepResult",
     "SyncBatchNorm",
+    "ThreadCommunicator",
     "abort_on_error",
     "allreduce_gradients",
     "broadcast_state",
@@ -41,6 +43,7 @@ __all__ = [
     "gradient_workspace_size",
     "loss_weight",
     "merge_moments",
+    "run_in_threads",
     "shard",
     "shard_slice",
     "sync_batchnorm_backward",

@@ -27,6 +27,9 @@ from typing import Any
 import numpy as np
 
 from normlab.blas import limited_blas_threads
+from normlab.experiments.stats import VERDICT_RULE
+from normlab.experiments.status import run_status
+from normlab.experiments.sweep import InlineExecutor, RunFunction, RunSpec, Sweep, make_executor
 from normlab.files import atomic_write_bytes
 from normlab.nn import Module
 from normlab.optim import Optimizer, Schedule
@@ -76,12 +79,14 @@ def register_experiment(name: str, claim: str) -> Callable[[Callable[[Context], 
 
 @dataclass
 class Context:
-    """One experiment's run: where its files go and how big it is.
+    """One experiment's run: where its files go, how big it is, its seeds, and where its runs go.
 
     - quick: the small version (about a minute); otherwise the full run.
     - scale: multiplies the quick version's counts (steps, examples); tests pass less than 1 to run the
       same code on even less. The full run ignores it.
-    - seed: every generator is derived from it and a label (`rng`), so a run is a function of the seed.
+    - seeds: every setting is run once per seed (`runs`); a seed varies initialization, data order and
+      the train/validation split.
+    - sweep: runs the runs (an executor and a cache, see `normlab.experiments.sweep`); None runs them here.
     """
 
     name: str
@@ -91,9 +96,14 @@ class Context:
     dataset: str = "fashion-mnist"
     data_dir: str | None = None
     download: bool = True
-    seed: int = 0
+    seeds: tuple[int, ...] = (0,)
+    sweep: Sweep | None = None
     log: Callable[[str], None] = print
     figures: list[str] = field(default_factory=list)
+
+    @property
+    def seed(self) -> int:
+        return self.seeds[0]
 
     def count(self, full: int, quick: int, minimum: int = 1) -> int:
         """`full` in the full run; `quick` times scale (at least `minimum`) in the quick one."""
@@ -106,23 +116,28 @@ class Context:
         return quick if self.quick else full
 
     def rng(self, *labels: object) -> np.random.Generator:
-        """A generator determined by the seed and the labels: the same labels give the same stream, so
-        configurations that should share an initialization or a data order ask for the same labels."""
+        """A generator determined by the first seed and the labels."""
         words = [zlib.crc32(str(label).encode()) for label in labels]
         return np.random.default_rng([self.seed, *words])
 
-    def data(self, n_train: int | None, n_val: int, n_test: int | None = None) -> PreparedData:
-        """The dataset's first n_train + n_val training examples (all of them when n_train is None),
-        split into n_train for training and n_val for validation, and the first n_test test examples;
-        standardized with the training split's statistics."""
-        from normlab.train.config import TrainConfig
+    def spec(self, config: dict[str, Any], seed: int) -> RunSpec:
+        return RunSpec(self.name, config, seed, self.dataset, self.data_dir, self.download)
 
-        limit = None if n_train is None else n_train + n_val
-        config = TrainConfig(dataset=self.dataset, limit=limit, val_size=n_val)
-        data = prepare_data(config, self.rng("split"), self.data_dir, self.download)
-        if n_test is not None:
-            data = dataclasses.replace(data, x_test=data.x_test[:n_test], y_test=data.y_test[:n_test])
-        return data
+    def runs(self, function: RunFunction, configs: Sequence[dict[str, Any]]) -> list[list[Any]]:
+        """function(spec) for every configuration and every seed, through the sweep (in parallel, cached).
+
+        Inputs: configs, JSON-able dicts (everything a run depends on besides the seed).
+        Returns: results[i][j], the result of configs[i] at seeds[j].
+        """
+        specs = [self.spec(dict(config), seed) for config in configs for seed in self.seeds]
+        sweep = self.sweep or Sweep(InlineExecutor(), None, self.log)
+        flat = sweep.map(function, specs)
+        k = len(self.seeds)
+        return [flat[i * k:(i + 1) * k] for i in range(len(configs))]
+
+    def data(self, n_train: int | None, n_val: int, n_test: int | None = None) -> PreparedData:
+        """The first seed's data split (see `RunSpec.data`)."""
+        return self.spec({}, self.seed).data(n_train, n_val, n_test)
 
     def save_figure(self, fig, filename: str) -> None:
         save_figure(fig, self.out_dir / filename)
@@ -198,6 +213,18 @@ def train(model: Module, optimizer: Optimizer, data: PreparedData, *, batch_size
     return TrainedRun(status, fit.history, probes, trainer.iteration, time.perf_counter() - started, trainer)
 
 
+def status_of(run: TrainedRun, key: str | None, chance: float) -> str:
+    """The run's status (`normlab.experiments.status.run_status`) from its probed `key` (accuracy) or, when
+    key is None, from its validation accuracy after each epoch."""
+    if run.diverged:
+        return f"diverged at step {run.steps}"
+    if key is None:
+        per_epoch = run.trainer.steps_per_epoch
+        epochs = run.history.epochs
+        return run_status([e.epoch * per_epoch for e in epochs], [e.val_acc for e in epochs], chance)
+    return run_status(*run.series(key), chance)
+
+
 def first_step_reaching(steps: Sequence[int], values: Sequence[float | None], target: float) -> int | None:
     """The first step whose value is >= target, or None if none is."""
     for step, value in zip(steps, values):
@@ -251,17 +278,42 @@ def command_line(ctx: Context) -> str:
         parts.append("--quick")
     if ctx.dataset != "fashion-mnist":
         parts.append(f"--dataset {ctx.dataset}")
+    parts.append(f"--seeds {len(ctx.seeds)}")
     if ctx.seed:
         parts.append(f"--seed {ctx.seed}")
     parts.append(f"--out {ctx.out_dir.parent}")
     return " ".join(parts)
 
 
+RUNS_DIR = "runs"  # OUT/NAME/runs/: the cache of finished runs
+
+
+class ResultsExist(ValueError):
+    """The output directory already holds a finished result and overwriting was not asked for."""
+
+
+def check_out_dir(name: str, out: str | Path, overwrite: bool) -> Path:
+    """OUT/NAME, after checking that writing there loses nothing: raises ResultsExist when it already
+    holds a results.json and overwrite is False."""
+    out_dir = Path(out) / name
+    if not overwrite and (out_dir / RESULTS).exists():
+        raise ResultsExist(f"{out_dir / RESULTS} already exists: pass --overwrite to replace it (its finished runs "
+                           f"in {out_dir / RUNS_DIR}/ are reused), or choose another --out")
+    return out_dir
+
+
 def run_experiment(name: str, out: str | Path, *, quick: bool = False, scale: float = 1.0,
                    dataset: str = "fashion-mnist", data_dir: str | None = None, download: bool = True, seed: int = 0,
-                   log: Callable[[str], None] = print) -> Path:
+                   seeds: int | None = None, jobs: int = 1, overwrite: bool = False,
+                   executor=None, log: Callable[[str], None] = print) -> Path:
     """Run the experiment `name` and write out/name/: results.json, summary.md and the plots. Returns
-    that directory."""
+    that directory.
+
+    - seeds: how many seeds (seed, seed + 1, ...); default 5, or 2 with quick.
+    - jobs: local worker processes for the runs (ignored when `executor` is given or under mpi4py.futures).
+    - overwrite: replace an existing out/name/results.json (otherwise ResultsExist is raised). Finished
+      runs cached in out/name/runs/ are reused either way: delete that folder to recompute them.
+    """
     import normlab.experiments  # noqa: F401  (registers every experiment)
 
     if name not in EXPERIMENTS:
@@ -270,27 +322,41 @@ def run_experiment(name: str, out: str | Path, *, quick: bool = False, scale: fl
         raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
     if not scale > 0:
         raise ValueError(f"scale must be > 0, got {scale!r}")
+    seeds = (2 if quick else 5) if seeds is None else seeds
+    if not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
     experiment = EXPERIMENTS[name]
-    out_dir = Path(out) / name
+    out_dir = check_out_dir(name, out, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
+    own_executor = executor is None
+    executor = make_executor(jobs) if own_executor else executor
+    sweep = Sweep(executor, out_dir / RUNS_DIR, log)
     ctx = Context(name, out_dir, quick=quick, scale=scale, dataset=dataset, data_dir=data_dir, download=download,
-                  seed=seed, log=log)
+                  seeds=tuple(range(seed, seed + seeds)), sweep=sweep, log=log)
     started = time.perf_counter()
-    with limited_blas_threads(1) as threads:  # small matrices: see normlab.blas
-        report = experiment.run(ctx)
+    try:
+        with limited_blas_threads(1) as threads:  # small matrices: see normlab.blas
+            report = experiment.run(ctx)
+    finally:
+        if own_executor:
+            executor.shutdown()
     seconds = time.perf_counter() - started
     results = {"experiment": name, "claim": experiment.claim, "command": command_line(ctx), "quick": quick,
-               "scale": scale if quick else 1.0, "dataset": dataset, "seed": seed, "seconds": seconds, "blas_threads": threads,
+               "scale": scale if quick else 1.0, "dataset": dataset, "seed": seed, "seeds": list(ctx.seeds),
+               "seconds": seconds, "runs_computed": sweep.computed, "runs_reused": sweep.reused,
+               "executor": type(executor).__name__, "blas_threads": threads,
                "figures": ctx.figures, "settings": report.settings, "results": report.results}
     text = json.dumps(plain_json(results), indent=1, allow_nan=False) + "\n"
     atomic_write_bytes(out_dir / RESULTS, text.encode())
     figures = "\n".join(f"![{f}]({f})" for f in ctx.figures)
-    summary = (f"# {name}: {experiment.claim}\n\n{report.summary.strip()}\n\n{figures}\n\n"
-               f"Made by `{command_line(ctx)}` in {seconds:.0f} s"
+    reused = f", {sweep.reused} of {sweep.reused + sweep.computed} runs read from the cache" if sweep.reused else ""
+    summary = (f"# {name}: {experiment.claim}\n\n{report.summary.strip()}\n\n{VERDICT_RULE}\n\n{figures}\n\n"
+               f"Made by `{command_line(ctx)}` in {seconds:.0f} s ({type(executor).__name__}{reused})"
                f"{' (quick version)' if quick else ''}.\n")
     atomic_write_bytes(out_dir / SUMMARY, summary.encode())
     return out_dir
 
 
-__all__ = ["DATASETS", "EXPERIMENTS", "Context", "Experiment", "Report", "TrainedRun", "first_step_reaching",
-           "fmt", "markdown_table", "plain_json", "pyplot", "register_experiment", "run_experiment", "train"]
+__all__ = ["DATASETS", "EXPERIMENTS", "Context", "Experiment", "Report", "ResultsExist", "RunSpec", "TrainedRun",
+           "check_out_dir", "first_step_reaching", "fmt", "markdown_table", "plain_json", "pyplot",
+           "register_experiment", "run_experiment", "status_of", "train"]

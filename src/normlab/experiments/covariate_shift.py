@@ -3,6 +3,10 @@ three fully connected hidden layers of 100 sigmoid units, batches of 60, the sam
 and without batch norm. It records test accuracy against steps (Fig. 1a) and the 15th, 50th and 85th
 percentiles of the input of last-hidden-layer sigmoids over training (Fig. 1b, c).
 
+Three arms per seed: the paper's small initialization N(0, 0.1^2) without and with batch norm, and a
+Glorot-initialized network without batch norm, so that "batch norm trains faster" can be told apart from
+"the small-init baseline started badly" (it sits at chance for its first ~100 steps).
+
 The percentiles are measured on a fixed batch of test images passed through the network as training
 computes it (batch norm with the statistics of that batch; its running statistics are left unchanged),
 so every point describes the same examples through the network as it is at that step.
@@ -20,15 +24,30 @@ from normlab.experiments.base import (
     markdown_table,
     pyplot,
     register_experiment,
+    status_of,
     train,
 )
+from normlab.experiments.stats import (
+    Interval,
+    format_difference,
+    format_interval,
+    mean_interval,
+    paired_difference,
+    verdict,
+)
+from normlab.experiments.status import failed
+from normlab.experiments.sweep import RunSpec
 from normlab.models import FullyConnectedNet
 from normlab.nn import Sigmoid
 from normlab.optim import SGD
 
 PERCENTILES = (15, 50, 85)
 HIDDEN = (100, 100, 100)
-LABELS = {"none": "without batch norm", "batch": "with batch norm"}
+ARMS = {"small": ("none", "small"), "batch": ("batch", "small"), "glorot": ("none", "glorot")}
+LABELS = {"small": "without batch norm, N(0, 0.1^2) init", "batch": "with batch norm, N(0, 0.1^2) init",
+          "glorot": "without batch norm, Glorot init"}
+THRESHOLDS = (0.75, 0.80, 0.85)
+TRACKED_UNITS = 10  # the percentile curves of units 0..9 are kept (for the plot); the statistics use all 100
 
 
 def last_sigmoid_inputs(model: FullyConnectedNet, x: np.ndarray) -> np.ndarray:
@@ -60,144 +79,184 @@ def shift_statistics(quantiles: np.ndarray) -> dict[str, np.ndarray]:
     return {"median_travel": travel, "width_ratio": width.max(axis=0) / np.maximum(width.min(axis=0), 1e-12)}
 
 
+def glorot_(model: FullyConnectedNet, rng: np.random.Generator) -> None:
+    """Redraw every Linear weight from Glorot's normal N(0, 2 / (fan_in + fan_out))."""
+    from normlab.nn import Linear
+
+    for layer in model:
+        if isinstance(layer, Linear):
+            fan_out, fan_in = layer.weight.data.shape
+            layer.weight.data[...] = rng.standard_normal((fan_out, fan_in)) * np.sqrt(2.0 / (fan_in + fan_out))
+
+
+def train_one(spec: RunSpec) -> dict:
+    """One arm at one seed: the test-accuracy curve and the percentiles of the last sigmoid inputs."""
+    c = spec.config
+    data = spec.data(c["n_train"], c["n_val"], c["n_test"])
+    probe_x = data.x_test[:c["n_probe"]]
+    norm, init = ARMS[c["arm"]]
+    model = FullyConnectedNet(int(np.prod(data.input_shape)), HIDDEN, len(data.classes), normalization=norm,
+                              activation="sigmoid", weight_scale=c["weight_scale"], rng=spec.rng("init"))
+    if init == "glorot":
+        glorot_(model, spec.rng("glorot"))
+    recorded = []
+
+    def probe(trainer):
+        recorded.append(np.percentile(last_sigmoid_inputs(model, probe_x), PERCENTILES, axis=0))  # (3, U)
+        return {"test_acc": trainer.accuracy(data.x_test, data.y_test)}
+
+    r = train(model, SGD(model.parameters(), lr=c["lr"]), data, batch_size=60, rng=spec.rng("order"),
+              steps=c["steps"], probe=probe, every=c["every"], at=c["early_records"])
+    quantiles = np.stack(recorded)  # (T, 3, U)
+    shift = shift_statistics(quantiles)
+    steps, acc = r.series("test_acc")
+    return {"status": status_of(r, "test_acc", 1 / len(data.classes)), "steps": steps, "test_acc": acc,
+            "final_test_acc": acc[-1], "best_test_acc": max(acc), "mean_test_acc": float(np.mean(acc)),
+            "steps_to": {str(t): first_step_reaching(steps, acc, t) for t in THRESHOLDS},
+            "median_travel": float(np.median(shift["median_travel"])),
+            "width_ratio": float(np.median(shift["width_ratio"])),
+            "unit_travel": shift["median_travel"][:TRACKED_UNITS],
+            "unit_percentiles": quantiles[:, :, :TRACKED_UNITS], "seconds": r.seconds}
+
+
 @register_experiment("covariate-shift", claim="batch norm reduces internal covariate shift and trains faster")
 def run(ctx: Context) -> Report:
-    steps = ctx.count(50_000, 3_000, minimum=20)
+    steps = ctx.count(4_000, 1_500, minimum=20)
     every = max(1, steps // 100)
     # Extra records at steps spaced evenly on a log scale before the first regular one: the plots' step axis
     # is logarithmic, and the networks differ most in those first steps.
-    early = sorted({int(s) for s in np.geomspace(10, every, 8).round() if s < every}) if every > 10 else []
+    early = sorted({int(s) for s in np.geomspace(5, every, 6).round() if s < every}) if every > 5 else []
     settings = {"hidden": HIDDEN, "activation": "sigmoid", "batch_size": 60, "steps": steps, "every": every,
-                "early_records": early,
-                "optimizer": "sgd", "lr": 0.1, "momentum": 0.0, "weight_scale": 0.1,
+                "early_records": early, "arms": {a: {"normalization": n, "init": i} for a, (n, i) in ARMS.items()},
+                "optimizer": "sgd", "lr": 0.1, "momentum": 0.0, "weight_scale": 0.1, "thresholds": THRESHOLDS,
                 "n_train": ctx.count(None, 10_000, minimum=200), "n_val": ctx.count(5000, 1000, minimum=100),
-                "n_test": ctx.count(10_000, 2000, minimum=200), "n_probe": ctx.count(1000, 500, minimum=100),
+                "n_test": ctx.count(2000, 1000, minimum=200), "n_probe": ctx.count(500, 300, minimum=100),
                 "percentiles": PERCENTILES}
-    data = ctx.data(settings["n_train"], settings["n_val"], settings["n_test"])
-    probe_x = data.x_test[:settings["n_probe"]]
-    runs, quantiles = {}, {}
-    for norm in ("none", "batch"):
-        model = FullyConnectedNet(int(np.prod(data.input_shape)), HIDDEN, len(data.classes), normalization=norm,
-                                  activation="sigmoid", weight_scale=settings["weight_scale"], rng=ctx.rng("init"))
-        recorded = []
+    base = {k: settings[k] for k in ("steps", "every", "early_records", "lr", "weight_scale", "n_train", "n_val",
+                                      "n_test", "n_probe")}
+    per_arm = ctx.runs(train_one, [{**base, "arm": arm} for arm in ARMS])
+    runs = dict(zip(ARMS, per_arm))
+    for arm, rs in runs.items():
+        ctx.log(f"covariate-shift: {LABELS[arm]}: final test accuracy "
+                f"{format_interval(mean_interval([r['final_test_acc'] for r in rs]), scale=100, unit=' %')}")
 
-        def probe(trainer, model=model, recorded=recorded):
-            recorded.append(np.percentile(last_sigmoid_inputs(model, probe_x), PERCENTILES, axis=0))  # (3, U)
-            return {"test_acc": trainer.accuracy(data.x_test, data.y_test)}
+    def values(arm, key):
+        return [r[key] if not r["status"].startswith("diverged") else None for r in runs[arm]]
 
-        runs[norm] = train(model, SGD(model.parameters(), lr=settings["lr"]), data, batch_size=60,
-                           rng=ctx.rng("order"), steps=steps, probe=probe, every=every, at=early)
-        quantiles[norm] = np.stack(recorded)  # (T, 3, U)
-        ctx.log(f"covariate-shift: {LABELS[norm]}: test accuracy {runs[norm].probes[-1]['test_acc']:.4f} after "
-                f"{runs[norm].steps} steps ({runs[norm].seconds:.0f} s)")
-
-    shifts = {norm: shift_statistics(q) for norm, q in quantiles.items()}
-    # The "typical" sigmoid: the unit whose median travels the median distance in the network without batch
-    # norm; the same unit (same initial weights) is shown for the batch-normalized network.
-    travel = shifts["none"]["median_travel"]
-    unit = int(np.argsort(travel)[len(travel) // 2])
-    results = {"unit": unit, "runs": {}}
-    for norm, run_ in runs.items():
-        steps_, acc = run_.series("test_acc")
-        q = quantiles[norm][:, :, unit]  # (T, 3)
-        results["runs"][norm] = {
-            "status": run_.status, "steps": steps_, "test_acc": acc, "final_test_acc": acc[-1],
-            "best_test_acc": max(acc), "seconds": run_.seconds,
-            "unit_percentiles": {str(p): q[:, i] for i, p in enumerate(PERCENTILES)},
-            "median_travel": {"unit": shifts[norm]["median_travel"][unit],
-                              "median_over_units": float(np.median(shifts[norm]["median_travel"]))},
-            "width_ratio": {"unit": shifts[norm]["width_ratio"][unit],
-                            "median_over_units": float(np.median(shifts[norm]["width_ratio"]))},
-        }
-    _plot(ctx, results, steps)
+    comparisons = {}
+    for other in ("small", "glorot"):
+        for key, predicted in (("mean_test_acc", "positive"), ("final_test_acc", "positive"),
+                               ("median_travel", "negative")):
+            diff = paired_difference(values("batch", key), values(other, key))
+            comparisons[f"{key} batch - {other}"] = {"difference": diff.to_dict(), "predicted": predicted,
+                                                     "verdict": verdict(diff, predicted, spec="+.3f")}
+    summary = {arm: {key: mean_interval(values(arm, key)).to_dict()
+                     for key in ("mean_test_acc", "final_test_acc", "best_test_acc", "median_travel", "width_ratio")}
+               for arm in ARMS}
+    results = {"seeds": list(ctx.seeds), "runs": runs, "summary": summary, "comparisons": comparisons}
+    _plot(ctx, settings, results)
     return Report(settings, results, _summary(ctx, settings, results))
 
 
 def _summary(ctx: Context, settings: dict, results: dict) -> str:
-    runs = results["runs"]
-    bn, base = runs["batch"], runs["none"]
-    final = base["final_test_acc"]
-    # Accuracy levels on the way to the baseline's final one: early training, late training, the end.
-    targets = (0.9 * final, 0.98 * final, final)
-    reach = {norm: [first_step_reaching(r["steps"], r["test_acc"], t) for t in targets] for norm, r in runs.items()}
+    runs, summary, comps = results["runs"], results["summary"], results["comparisons"]
+    n = len(ctx.seeds)
+
+    def cell(arm, key, scale=100, unit=" %", spec=".1f"):
+        return format_interval(Interval(**summary[arm][key]), spec=spec, scale=scale, unit=unit, n=False)
+
+    def reach(arm, t):
+        got = [r["steps_to"][str(t)] for r in runs[arm] if r["steps_to"][str(t)] is not None]
+        if not got:
+            return f"never (0/{n})"
+        return f"{np.mean(got):.0f} ({len(got)}/{n})"
+
     rows = []
-    for norm, r in runs.items():
-        q = r["unit_percentiles"]
-        rows.append([LABELS[norm], *[str(s) if s is not None else "never" for s in reach[norm]],
-                     fmt(r["final_test_acc"]), fmt(r["best_test_acc"]),
-                     f"{q['15'][-1]:.2f} / {q['50'][-1]:.2f} / {q['85'][-1]:.2f}",
-                     fmt(r["median_travel"]["median_over_units"], ".2f"),
-                     fmt(r["width_ratio"]["median_over_units"], ".2f")])
-    headers = ["network", f"steps to {targets[0]:.3f}", f"steps to {targets[1]:.3f}", f"steps to {targets[2]:.3f}",
-               "final test acc", "best test acc", f"unit {results['unit']}: final 15/50/85th",
-               "median travel (widths)", "width max/min"]
-
-    def sooner(i: int) -> bool:
-        mine, theirs = reach["batch"][i], reach["none"][i]
-        return mine is not None and (theirs is None or mine < theirs)
-
-    early = "holds" if sooner(0) and sooner(1) else "holds in part" if sooner(0) or sooner(1) else "does not hold here"
-    gap = bn["final_test_acc"] - final
-    ending = "higher" if gap > 0.005 else "lower" if gap < -0.005 else "about the same"
-    speed = (f"- Faster training {early}: batch norm reached {targets[0]:.3f} (90 % of the baseline's final accuracy) "
-             f"after {reach['batch'][0]} steps against {reach['none'][0]}, and {targets[1]:.3f} (98 %) after "
-             f"{reach['batch'][1]} against {reach['none'][1]}. Its final accuracy is {ending} "
-             f"({fmt(bn['final_test_acc'])} against {fmt(final)}; best {fmt(bn['best_test_acc'])} against "
-             f"{fmt(base['best_test_acc'])}).")
-    less_shift = bn["median_travel"]["median_over_units"] < base["median_travel"]["median_over_units"]
-    shift = (f"- Less shift of the sigmoid inputs {'holds' if less_shift else 'does not hold here'}: the median of "
-             f"a last-layer sigmoid's input travels {fmt(bn['median_travel']['median_over_units'], '.2f')} widths "
-             f"with batch norm and {fmt(base['median_travel']['median_over_units'], '.2f')} without, and its "
-             f"15th-85th spread changes by a factor {fmt(bn['width_ratio']['median_over_units'], '.2f')} against "
-             f"{fmt(base['width_ratio']['median_over_units'], '.2f')} (medians over the 100 units).")
+    for arm in ARMS:
+        statuses = sorted({r["status"] for r in runs[arm] if failed(r["status"])})
+        rows.append([LABELS[arm], cell(arm, "mean_test_acc"), cell(arm, "final_test_acc"),
+                     *[reach(arm, t) for t in THRESHOLDS],
+                     cell(arm, "median_travel", 1, "", ".2f"), cell(arm, "width_ratio", 1, "", ".1f"),
+                     ", ".join(statuses) or "all completed"])
+    table = markdown_table(["network (n = %d seeds)" % n, "mean test acc over the run", "final test acc",
+                            *[f"steps to {t:.2f} (mean of seeds reaching it)" for t in THRESHOLDS],
+                            "median travel (widths)", "width max/min", "runs"], rows)
+    lines = []
+    names = {"mean_test_acc": ("mean test accuracy over the run (area under the curve / steps)", 100, " points"),
+             "final_test_acc": ("final test accuracy", 100, " points"),
+             "median_travel": ("median travel of a last-layer sigmoid input", 1, " widths")}
+    for name, c in comps.items():
+        key, other = name.split(" batch - ")
+        label, scale, unit = names[key]
+        iv = Interval(**c["difference"])
+        spec = "+.1f" if scale == 100 else "+.3f"
+        lines.append(f"| {label} | batch norm - {LABELS[other]} | {format_difference(iv, spec, scale, unit)} | "
+                     f"{'higher' if c['predicted'] == 'positive' else 'lower'} | "
+                     f"{verdict(iv, c['predicted'], spec=spec, scale=scale)} |")
+    verdicts = ("| measure | paired difference | 95% CI | claim predicts | verdict |\n"
+                "| :--- | :--- | ---: | :--- | :--- |\n").replace(" 95% CI |", " mean [95% CI] |")
+    verdicts = verdicts.replace("| measure | paired difference | mean [95% CI] |", "| measure | comparison | mean [95% CI] |")
     n_train = settings["n_train"] or "all"
     return f"""Setting: {ctx.dataset}, {n_train} training images, a fully connected network of three hidden layers of
-100 sigmoid units (weights drawn from N(0, {settings['weight_scale']}^2), the same draw with and without batch
-norm), plain SGD at learning rate {settings['lr']}, batches of 60, {settings['steps']} steps. Test accuracy on
-{settings['n_test']} test images and the percentiles of each last-layer sigmoid input on {settings['n_probe']}
-fixed test images (one batch, normalized with its own statistics as in training) are recorded every
-{settings['every']} steps, and at steps {', '.join(map(str, settings['early_records'])) or 'none'} before that. The shown unit is the one
-whose median moves the median distance in the network without batch norm.
+100 sigmoid units, plain SGD at learning rate {settings['lr']}, batches of 60, {settings['steps']} steps (the paper: 50000
+on MNIST; cut to fit the suite's budget). Three arms: weights from N(0, {settings['weight_scale']}^2) (the paper's
+MNIST setting) without and with batch norm, the same draw for both, and a Glorot-initialized network without
+batch norm. Seeds {', '.join(map(str, ctx.seeds))} (n = {n}): each draws the initial weights, the batch order and
+the train/validation split. Test accuracy on {settings['n_test']} test images and the percentiles of every
+last-layer sigmoid input on {settings['n_probe']} fixed test images (normalized with their own statistics, as in
+training) every {settings['every']} steps, and at steps {', '.join(map(str, settings['early_records'])) or 'none'} before that.
+"Median travel": the range of a unit's median over training divided by its mean 15th-85th width; "width
+max/min": its widest over its narrowest 15th-85th spread; both medians over the 100 units, then means over
+the seeds. Cells: mean ± 95% CI half-width over the seeds.
 
-"Median travel" is the range of a unit's median over training divided by its mean 15th-85th percentile
-width; "width max/min" the ratio of its widest to its narrowest 15th-85th spread. Both are medians over the
-100 last-layer units.
+Anchor: Ioffe & Szegedy (2015), Figure 1: on MNIST (3 x 100 sigmoid, 50000 steps, batch 60) the network with
+batch norm reaches higher test accuracy faster, and its sigmoid inputs' percentiles stay stable while the
+baseline's drift. No numbers are given beyond the plot.
 
-{markdown_table(headers, rows)}
-{speed}
-{shift}
+{table}
+{verdicts}{chr(10).join(lines)}
 """
 
 
-def _plot(ctx: Context, results: dict, steps: int) -> None:
+def _plot(ctx: Context, settings: dict, results: dict) -> None:
     plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    colors = {"none": "tab:gray", "batch": "tab:blue"}
-    for norm, r in results["runs"].items():
-        axes[0].plot(r["steps"], r["test_acc"], color=colors[norm], label=LABELS[norm])
-    axes[0].set(xlabel="training step (log scale)", ylabel="test accuracy", title="(a) test accuracy")
-    lows = [min(r["test_acc"][1:] or r["test_acc"]) for r in results["runs"].values()]
-    axes[0].set_ylim(max(0.0, min(lows) - 0.02), 1.0)
-    axes[0].legend(loc="upper left")
-    lo = min(min(r["unit_percentiles"]["15"]) for r in results["runs"].values())
-    hi = max(max(r["unit_percentiles"]["85"]) for r in results["runs"].values())
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    colors = {"small": "tab:gray", "batch": "tab:blue", "glorot": "tab:green"}
+    steps_total = settings["steps"]
+    for arm, rs in results["runs"].items():
+        steps = rs[0]["steps"]
+        curves = np.array([[np.nan if a is None else a for a in r["test_acc"]] for r in rs
+                           if len(r["test_acc"]) == len(steps)])  # (n, T); a diverged run is shorter
+        ivs = [mean_interval(list(col)) for col in curves.T]
+        axes[0].plot(steps, [iv.mean for iv in ivs], color=colors[arm], label=LABELS[arm])
+        axes[0].fill_between(steps, [iv.low for iv in ivs], [iv.high for iv in ivs], color=colors[arm], alpha=0.2)
+    axes[0].set(xlabel="training step (log scale)", ylabel="test accuracy",
+                title=f"(a) test accuracy, mean and 95% CI (n = {len(ctx.seeds)})")
+    axes[0].legend(loc="lower right", fontsize="x-small")
+    # (b), (c): seed 0, the tracked unit whose median travels the median distance without batch norm.
+    small, batch = results["runs"]["small"][0], results["runs"]["batch"][0]
+    travel = np.array(small["unit_travel"])
+    unit = int(np.argsort(travel)[len(travel) // 2])
+    quantiles = {arm: np.array(r["unit_percentiles"])[:, :, unit] for arm, r in (("small", small), ("batch", batch))}
+    lo = min(q[:, 0].min() for q in quantiles.values())
+    hi = max(q[:, 2].max() for q in quantiles.values())
     pad = 0.05 * (hi - lo)
-    for ax, (norm, r), letter in zip(axes[1:], results["runs"].items(), "bc"):
-        q = r["unit_percentiles"]
-        ax.fill_between(r["steps"], q["15"], q["85"], color=colors[norm], alpha=0.2)
-        for p, style in zip(PERCENTILES, ("--", "-", "--")):
-            ax.plot(r["steps"], q[str(p)], style, color=colors[norm])
-        ax.set(xlabel="training step (log scale)", ylabel=f"input of sigmoid unit {results['unit']}",
-               title=f"({letter}) {LABELS[norm]}: 15th, 50th, 85th percentiles", ylim=(lo - pad, hi + pad))
-        ax.title.set_fontsize("medium")
-    first = results["runs"]["none"]["steps"][1] if len(results["runs"]["none"]["steps"]) > 1 else 1
-    ticks = [0, *[10**k for k in range(1, 7) if first <= 10**k <= steps]]
+    for ax, (arm, r), letter in zip(axes[1:], (("small", small), ("batch", batch)), "bc"):
+        q = quantiles[arm]
+        ax.fill_between(r["steps"], q[:, 0], q[:, 2], color=colors[arm], alpha=0.2, label="15th-85th percentile")
+        ax.plot(r["steps"], q[:, 1], "-", color=colors[arm], label="median")
+        ax.set(xlabel="training step (log scale)", ylabel=f"input of sigmoid unit {unit}",
+               title=f"({letter}) {LABELS[arm]} (seed {ctx.seeds[0]})", ylim=(lo - pad, hi + pad))
+        ax.title.set_fontsize("small")
+        ax.legend(loc="upper left", fontsize="x-small")
+    first = small["steps"][1] if len(small["steps"]) > 1 else 1
+    ticks = [0, *[10**k for k in range(1, 7) if first <= 10**k <= steps_total]]
     for ax in axes:
         # Logarithmic from the first recorded step on: the early steps, where the networks differ most, and
         # the long end both show; step 0 sits on a short linear stretch before it.
         ax.set_xscale("symlog", linthresh=first, linscale=0.2)
-        ax.set_xlim(0, steps)
+        ax.set_xlim(0, steps_total)
         ax.set_xticks(ticks, [str(t) for t in ticks])
         ax.xaxis.set_minor_locator(plt.NullLocator())
-    fig.suptitle(f"Internal covariate shift: 3 x 100 sigmoid units, batch 60, {steps} steps ({ctx.dataset})")
+    fig.suptitle(f"Internal covariate shift: 3 x 100 sigmoid units, batch 60, {steps_total} steps ({ctx.dataset})")
     ctx.save_figure(fig, "covariate_shift.png")

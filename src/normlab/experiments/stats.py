@@ -1,0 +1,118 @@
+"""Intervals and the one verdict rule every experiment uses.
+
+Every measurement is repeated over seeds (a seed varies the initialization, the data order and the
+train/validation split). A table shows the mean over the seeds with its 95% confidence interval (Student's
+t, from scipy.stats) and n. A claim is judged on paired differences, seed by seed:
+
+    holds          the 95% interval of (claimed better - other) lies entirely on the side the claim predicts
+    does not hold  it lies entirely on the other side (the opposite is true, at this confidence)
+    inconclusive   it contains zero: "inconclusive (CI [a, b])"
+
+`VERDICT_RULE` says that once, in words, for the summaries.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+CONFIDENCE = 0.95
+VERDICT_RULE = ("Verdict rule (the same for every claim): each seed gives a paired difference (the same seed, so the "
+                "same initialization, data order and split, in both arms). The claim **holds** when the 95% "
+                "t-interval of the mean difference lies entirely on the side the claim predicts, **does not hold** "
+                "when it lies entirely on the other side, and is **inconclusive** when it contains zero.")
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean over n values and its confidence interval [low, high]. With n < 2, or missing values, the
+    interval is undefined: low and high are NaN."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    @property
+    def defined(self) -> bool:
+        return math.isfinite(self.low) and math.isfinite(self.high)
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean, "low": self.low, "high": self.high, "n": self.n}
+
+
+def mean_interval(values: Sequence[float | None], confidence: float = CONFIDENCE) -> Interval:
+    """The mean of `values` and its t-interval (scipy.stats.t). A None or NaN among the values makes the
+    mean and the interval NaN: a table must show a missing value as missing, not average it away.
+
+    Inputs: values, a sequence of n numbers.
+    Returns: Interval(mean, low, high, n).
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    n = len(values)
+    if n == 0:
+        raise ValueError("values must not be empty")
+    if any(v is None for v in values):
+        return Interval(math.nan, math.nan, math.nan, n)
+    x = np.asarray(values, dtype=np.float64)
+    if not np.all(np.isfinite(x)):
+        return Interval(math.nan, math.nan, math.nan, n)
+    mean = float(x.mean())
+    if n < 2:
+        return Interval(mean, math.nan, math.nan, n)
+    sem = float(stats.sem(x))
+    if sem == 0.0:  # every value equal: no spread to scale the interval by
+        return Interval(mean, mean, mean, n)
+    low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=sem)
+    return Interval(mean, float(low), float(high), n)
+
+
+def paired_difference(a: Sequence[float | None], b: Sequence[float | None],
+                      confidence: float = CONFIDENCE) -> Interval:
+    """The mean of a[i] - b[i] over the seeds i, and its t-interval (a paired comparison)."""
+    if len(a) != len(b):
+        raise ValueError(f"a paired comparison needs as many values on each side, got {len(a)} and {len(b)}")
+    return mean_interval([None if x is None or y is None else x - y for x, y in zip(a, b)], confidence)
+
+
+def verdict(difference: Interval, predicted: str = "positive", spec: str = "+.3f", scale: float = 1.0) -> str:
+    """The verdict on a paired difference whose sign the claim predicts ("positive" or "negative"):
+    "holds", "does not hold", or "inconclusive (CI [a, b])" (see the module docstring). The interval's
+    bounds are printed multiplied by `scale` with format `spec`."""
+    if predicted not in ("positive", "negative"):
+        raise ValueError(f"predicted must be 'positive' or 'negative', got {predicted!r}")
+    if not difference.defined:
+        return f"inconclusive (no interval: n = {difference.n}{', a value is missing' if difference.n > 1 else ''})"
+    sign = 1 if predicted == "positive" else -1
+    if sign * difference.low > 0 and sign * difference.high > 0:
+        return "holds"
+    if sign * difference.low < 0 and sign * difference.high < 0:
+        return "does not hold"
+    return (f"inconclusive (CI [{format(scale * difference.low, spec)}, "
+            f"{format(scale * difference.high, spec)}])")
+
+
+def format_interval(iv: Interval, spec: str = ".1f", scale: float = 1.0, unit: str = "", n: bool = True) -> str:
+    """ "37.1 ± 2.4 % (n=5)": the mean and the interval's half-width (t-intervals are symmetric), each times
+    `scale`; "—" for a missing mean, the mean alone when the interval is undefined."""
+    if not math.isfinite(iv.mean):
+        return "—" + (f" (n={iv.n})" if n else "")
+    text = format(scale * iv.mean, spec)
+    if iv.defined:
+        text += f" ± {format(scale * (iv.high - iv.low) / 2, spec)}"
+    return text + unit + (f" (n={iv.n})" if n else "")
+
+
+def format_difference(iv: Interval, spec: str = "+.1f", scale: float = 1.0, unit: str = "") -> str:
+    """ "+23.0 [+20.1, +25.9] points": a paired difference's mean and interval."""
+    if not math.isfinite(iv.mean):
+        return "—"
+    text = format(scale * iv.mean, spec)
+    if iv.defined:
+        text += f" [{format(scale * iv.low, spec)}, {format(scale * iv.high, spec)}]"
+    return text + unit
