@@ -123,15 +123,21 @@ class Context:
     def spec(self, config: dict[str, Any], seed: int) -> RunSpec:
         return RunSpec(self.name, config, seed, self.dataset, self.data_dir, self.download)
 
-    def runs(self, function: RunFunction, configs: Sequence[dict[str, Any]]) -> list[list[Any]]:
+    def runs(self, function: RunFunction, configs: Sequence[dict[str, Any]], parallel: bool = True) -> list[list[Any]]:
         """function(spec) for every configuration and every seed, through the sweep (in parallel, cached).
 
-        Inputs: configs, JSON-able dicts (everything a run depends on besides the seed).
+        Inputs: configs, JSON-able dicts (everything a run depends on besides the seed); parallel=False runs
+        them one after another in this process (timings, which other runs would disturb), still cached.
         Returns: results[i][j], the result of configs[i] at seeds[j].
         """
         specs = [self.spec(dict(config), seed) for config in configs for seed in self.seeds]
         sweep = self.sweep or Sweep(InlineExecutor(), None, self.log)
+        if not parallel:
+            sweep = Sweep(InlineExecutor(), sweep.cache_dir, sweep.log)
         flat = sweep.map(function, specs)
+        if not parallel and self.sweep is not None:
+            self.sweep.computed += sweep.computed
+            self.sweep.reused += sweep.reused
         k = len(self.seeds)
         return [flat[i * k:(i + 1) * k] for i in range(len(configs))]
 

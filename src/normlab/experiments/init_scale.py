@@ -1,120 +1,216 @@
-"""Less sensitivity to initialization, as in CS231n's "Batch normalization and initialization"
-experiment: seven hidden layers of 50 ReLU units, every weight drawn from N(0, s^2) for 20 scales s in
-logspace(-4, 0), trained with and without batch norm (Adam at 1e-3, batches of 50, 10 epochs over 1000
-training images). Reported for each scale: the best validation and training accuracy over the epochs, and
-the final training loss (the mean of the last 100 steps).
+"""Less sensitivity to initialization, after CS231n's "Batch normalization and initialization" experiment:
+seven hidden layers of 50 ReLU units, every weight drawn from N(0, s^2) for scales s in logspace(-4, 0),
+trained without and with batch norm, several draws (seeds) per scale.
+
+Two things CS231n's version hides, made visible here:
+- Batch norm divides by sqrt(var + eps). At small scales the pre-normalization variance falls below eps
+  (1e-5): batch norm then does not normalize at all at initialization. A network with a tiny eps (1e-12)
+  is run beside the default one, and the initial variance of the last hidden layer's pre-activations is
+  recorded, so the eps regime shows.
+- The optimizer: Adam rescales every gradient, which by itself rescues some tiny initializations; SGD with
+  momentum is run as well.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from normlab.experiments.base import Context, Report, fmt, markdown_table, pyplot, register_experiment, train
+from normlab.experiments.base import Context, Report, markdown_table, pyplot, register_experiment, status_of, train
+from normlab.experiments.stats import (
+    Interval,
+    format_difference,
+    format_interval,
+    mean_interval,
+    paired_difference,
+    verdict,
+)
+from normlab.experiments.status import failed
+from normlab.experiments.sweep import RunSpec
 from normlab.models import FullyConnectedNet
-from normlab.optim import Adam
+from normlab.nn import Linear
+from normlab.nn.normalization import _BatchNorm
+from normlab.optim import SGD, Adam
 
 HIDDEN = (50,) * 7
-LABELS = {"none": "baseline", "batch": "batch norm"}
+NETWORKS = {"none": ("none", None), "batch": ("batch", 1e-5), "batch-tiny-eps": ("batch", 1e-12)}
+LABELS = {"none": "baseline", "batch": "batch norm (eps 1e-5)", "batch-tiny-eps": "batch norm (eps 1e-12)"}
+OPTIMIZERS = {"adam": "Adam, lr 1e-3", "sgd": "SGD + momentum 0.9, lr 0.01"}
+WITHIN = 0.05  # a scale "trains well" when its best accuracy is within this of the network's best scale
+
+
+def initial_signal(model: FullyConnectedNet, x: np.ndarray) -> dict:
+    """At initialization, in training mode: the variance of the first and of the last hidden Linear's
+    outputs (mean over the features of each one's variance over the batch: what batch norm compares with
+    eps) and the std of the last hidden layer's output (what reaches the classifier). The buffers are
+    restored afterwards."""
+    layers = list(model)
+    linears = [i for i, layer in enumerate(layers) if isinstance(layer, Linear)]
+    saved = {name: np.array(b, copy=True) for name, b in model.named_buffers()}
+    model.train()
+    variances = {}
+    try:
+        h = x
+        for i, layer in enumerate(layers[:-1]):
+            h = layer.forward(h)
+            if i in (linears[0], linears[-2]):
+                variances[i] = float(np.mean(np.var(h.astype(np.float64), axis=0)))
+    finally:
+        model.load_state_dict(saved, strict=False)
+    return {"first_pre_var": variances[linears[0]], "last_pre_var": variances[linears[-2]],
+            "signal_std": float(np.std(h.astype(np.float64)))}
+
+
+def train_one(spec: RunSpec) -> dict:
+    c = spec.config
+    data = spec.data(c["n_train"], c["n_val"])
+    norm, eps = NETWORKS[c["network"]]
+    # The same standard normal draw at every scale, with and without batch norm (rng "init").
+    model = FullyConnectedNet(int(np.prod(data.input_shape)), HIDDEN, len(data.classes), normalization=norm,
+                              weight_scale=c["weight_scale"], rng=spec.rng("init"))
+    for m in model.modules():
+        if isinstance(m, _BatchNorm):
+            m.eps = eps
+    signal = initial_signal(model, data.x_train[:500])
+    optimizer = (Adam(model.parameters(), lr=1e-3) if c["optimizer"] == "adam"
+                 else SGD(model.parameters(), lr=0.01, momentum=0.9))
+    r = train(model, optimizer, data, batch_size=50, rng=spec.rng("order"), epochs=c["epochs"],
+              train_eval_size=c["n_train"])
+    epochs = r.history.epochs
+    status = status_of(r, None, 1 / len(data.classes))
+    # A diverged run that never finished an epoch counts as chance (it learned nothing usable).
+    best = max((e.val_acc for e in epochs), default=None)
+    return {"status": status, **signal, "best_val_acc": best if best is not None else 1 / len(data.classes),
+            "final_val_acc": epochs[-1].val_acc if epochs and not r.diverged else 1 / len(data.classes),
+            "best_train_acc": max((e.train_acc for e in epochs), default=None), "seconds": r.seconds}
 
 
 @register_experiment("init-scale", claim="batch norm makes networks less sensitive to the initial weight scale")
 def run(ctx: Context) -> Report:
-    scales = np.logspace(-4, 0, ctx.count(20, 10, minimum=3))
-    settings = {"hidden": HIDDEN, "activation": "relu", "weight_scales": scales, "optimizer": "adam", "lr": 1e-3,
-                "batch_size": 50, "epochs": ctx.count(10, 10, minimum=1), "n_train": ctx.count(1000, 1000, minimum=100),
-                "n_val": ctx.count(1000, 500, minimum=50), "final_loss_steps": 100}
-    data = ctx.data(settings["n_train"], settings["n_val"])
-    runs: dict[str, list[dict]] = {"none": [], "batch": []}
-    for scale in scales:
-        for norm, rows in runs.items():
-            model = FullyConnectedNet(int(np.prod(data.input_shape)), HIDDEN, len(data.classes), normalization=norm,
-                                      weight_scale=float(scale), rng=ctx.rng("init"))
-            r = train(model, Adam(model.parameters(), lr=1e-3), data, batch_size=50, rng=ctx.rng("order"),
-                      epochs=settings["epochs"])
-            epochs = r.history.epochs
-            last = r.history.loss[-settings["final_loss_steps"]:]
-            rows.append({
-                "weight_scale": float(scale), "status": r.status,
-                "best_val_acc": max((e.val_acc for e in epochs), default=None),
-                "best_train_acc": max((e.train_acc for e in epochs), default=None),
-                "final_loss": None if r.diverged or not last else float(np.mean(last)),
-                "epochs_completed": len(epochs), "seconds": r.seconds,
-            })
-        ctx.log(f"init-scale: weight scale {scale:.2e}: best validation accuracy "
-                f"{fmt(runs['none'][-1]['best_val_acc'])} without batch norm, {fmt(runs['batch'][-1]['best_val_acc'])} "
-                "with")
-    results = {"runs": runs, **_sensitivity(runs)}
-    _plot(ctx, results)
+    scales = [float(s) for s in np.logspace(-4, 0, ctx.count(7, 4, minimum=3))]
+    settings = {"hidden": HIDDEN, "activation": "relu", "weight_scales": scales, "networks":
+                {k: {"normalization": n, "eps": e} for k, (n, e) in NETWORKS.items()}, "optimizers": OPTIMIZERS,
+                "batch_size": 50, "epochs": ctx.count(10, 5, minimum=1), "n_train": ctx.count(1000, 500, minimum=100),
+                "n_val": ctx.count(1000, 500, minimum=50)}
+    configs = [{"network": net, "optimizer": opt, "weight_scale": s, "epochs": settings["epochs"],
+                "n_train": settings["n_train"], "n_val": settings["n_val"]}
+               for opt in OPTIMIZERS for net in NETWORKS for s in scales]
+    flat = ctx.runs(train_one, configs)
+    runs: dict = {opt: {net: [] for net in NETWORKS} for opt in OPTIMIZERS}
+    for config, per_seed in zip(configs, flat):
+        runs[config["optimizer"]][config["network"]].append(per_seed)  # [scale][seed]
+    k = len(ctx.seeds)
+
+    def mean_over_scales(opt, net):  # per seed: the mean of the best accuracy over the scales
+        return [float(np.mean([runs[opt][net][i][j]["best_val_acc"] for i in range(len(scales))])) for j in range(k)]
+
+    def good_scales(opt, net):  # per seed: the scales within WITHIN of the best any network reached (that seed)
+        out = []
+        for j in range(k):
+            top = max(runs[opt][other][i][j]["best_val_acc"] for other in NETWORKS for i in range(len(scales)))
+            out.append(sum(runs[opt][net][i][j]["best_val_acc"] >= top - WITHIN for i in range(len(scales))))
+        return out
+
+    comparisons, summary = {}, {}
+    for opt in OPTIMIZERS:
+        summary[opt] = {net: {"mean_over_scales": mean_interval(mean_over_scales(opt, net)).to_dict(),
+                              "good_scales": mean_interval(good_scales(opt, net)).to_dict()} for net in NETWORKS}
+        for a, b in (("batch", "none"), ("batch-tiny-eps", "none"), ("batch-tiny-eps", "batch")):
+            for key, fn in (("mean_over_scales", mean_over_scales), ("good_scales", good_scales)):
+                diff = paired_difference(fn(opt, a), fn(opt, b))
+                comparisons[f"{opt}: {a} - {b}: {key}"] = {
+                    "difference": diff.to_dict(),
+                    "verdict": verdict(diff, spec="+.1f", scale=100 if key == "mean_over_scales" else 1)}
+    results = {"seeds": list(ctx.seeds), "runs": runs, "summary": summary, "comparisons": comparisons}
+    _plot(ctx, settings, results)
     return Report(settings, results, _summary(ctx, settings, results))
 
 
-def _sensitivity(runs: dict[str, list[dict]]) -> dict:
-    """For each network: how many scales reach within 0.05 of its best validation accuracy, and the worst
-    best validation accuracy over the scales (a diverged run that never finished an epoch counts as 0.1,
-    chance on ten classes)."""
-    out = {}
-    for norm, rs in runs.items():
-        accs = [r["best_val_acc"] if r["best_val_acc"] is not None else 0.1 for r in rs]
-        top = max(accs)
-        good = [r["weight_scale"] for r, a in zip(rs, accs) if a >= top - 0.05]
-        out[norm] = {"top_val_acc": top, "worst_val_acc": min(accs), "scales_within_0.05": len(good),
-                     "good_scale_range": [min(good), max(good)]}
-    return {"sensitivity": out}
-
-
 def _summary(ctx: Context, settings: dict, results: dict) -> str:
-    runs = results["runs"]
-    rows = []
-    for base, bn in zip(runs["none"], runs["batch"]):
-        rows.append([f"{base['weight_scale']:.2e}", fmt(base["best_val_acc"]), fmt(bn["best_val_acc"]),
-                     fmt(base["best_train_acc"]), fmt(bn["best_train_acc"]), fmt(base["final_loss"], ".3f"),
-                     fmt(bn["final_loss"], ".3f")])
-    table = markdown_table(["weight scale", "best val acc (baseline)", "best val acc (BN)", "best train acc (baseline)",
-                            "best train acc (BN)", "final loss (baseline)", "final loss (BN)"], rows)
-    sens = results["sensitivity"]
-    n = len(runs["none"])
-    lines = []
-    for norm in ("none", "batch"):
-        s = sens[norm]
-        lo, hi = s["good_scale_range"]
-        lines.append(f"- {LABELS[norm]}: {s['scales_within_0.05']} of {n} scales reach within 0.05 of its best "
-                     f"validation accuracy ({s['top_val_acc']:.4f}), between {lo:.1e} and {hi:.1e}; its worst "
-                     f"scale reaches {s['worst_val_acc']:.4f}.")
-    holds = sens["batch"]["scales_within_0.05"] > sens["none"]["scales_within_0.05"]
-    verdict = ("Less sensitivity to the initial scale holds: batch norm trains well over a wider range of scales."
-               if holds else "Less sensitivity to the initial scale does not hold here: batch norm does not train "
-               "well over a wider range of scales than the baseline.")
-    diverged = [f"{r['weight_scale']:.1e} ({LABELS[norm]})" for norm, rs in runs.items() for r in rs
-                if r["status"] == "diverged"]
-    if diverged:
-        verdict += f" Diverged (the loss became NaN or infinite): {', '.join(diverged)}."
+    scales, runs, n = settings["weight_scales"], results["runs"], len(ctx.seeds)
+    parts = []
+    for opt, label in OPTIMIZERS.items():
+        rows = []
+        for i, s in enumerate(scales):
+            row = [f"{s:.1e}"]
+            for net in NETWORKS:
+                rs = runs[opt][net][i]
+                bad = sum(failed(r["status"]) for r in rs)
+                row.append(format_interval(mean_interval([r["best_val_acc"] for r in rs]), scale=100, n=False)
+                           + (f" ({bad}/{n} failed)" if bad else ""))
+            for net in NETWORKS:
+                rs = runs[opt][net][i]
+                row.append(f"{np.mean([r['first_pre_var'] for r in rs]):.0e} / {np.mean([r['last_pre_var'] for r in rs]):.0e}"
+                           f" / {np.mean([r['signal_std'] for r in rs]):.0e}")
+            rows.append(row)
+        parts.append(f"**{label}** — best validation accuracy (%) over the epochs, mean ± 95% CI (n = {n})\n\n" +
+                     markdown_table(["weight scale", *[LABELS[net] for net in NETWORKS],
+                                     *[f"{LABELS[net]}: initial variance first / last hidden, output std"
+                                       for net in NETWORKS]], rows))
+    comp_rows = []
+    for name, c in results["comparisons"].items():
+        opt, pair, key = name.split(": ")
+        a, b = pair.split(" - ")
+        iv = Interval(**c["difference"])
+        measure = ("mean over scales of the best val acc" if key == "mean_over_scales"
+                   else f"scales within {WITHIN} of the seed's best run (of {len(scales)})")
+        comp_rows.append([OPTIMIZERS[opt], f"{LABELS[a]} - {LABELS[b]}", measure,
+                          format_difference(iv, scale=100 if key == "mean_over_scales" else 1,
+                                            unit=" points" if key == "mean_over_scales" else " scales"),
+                          c["verdict"]])
+    comp_table = markdown_table(["optimizer", "comparison", "measure", "ours: mean [95% CI]", "verdict (> 0)"],
+                                comp_rows)
+    tables = "\n".join(parts)
     return f"""Setting: {ctx.dataset}, {settings['n_train']} training and {settings['n_val']} validation images (CS231n
-uses 1000 and 1000), seven hidden layers of 50 ReLU units, every weight drawn from N(0, s^2) for {n} scales s in
-logspace(-4, 0) (one standard normal draw, multiplied by s, for every scale, with and without batch norm), Adam
-at 1e-3, batches of 50,
-{settings['epochs']} epochs. Accuracies are the best over the epochs (evaluation mode); the final loss is the
-mean training loss of the last {settings['final_loss_steps']} steps.
+uses 1000 and 1000; the split drawn by the seed), seven hidden layers of 50 ReLU units, every weight drawn from
+N(0, s^2) for {len(scales)} scales s in logspace(-4, 0) (CS231n: 20; cut for the suite's budget), batches of 50,
+{settings['epochs']} epochs, with Adam at 1e-3 (CS231n's) and with SGD + momentum 0.9 at 0.01. Seeds
+{', '.join(map(str, ctx.seeds))} (n = {n}): each seed draws one standard normal weight draw (multiplied by s for
+every scale and network), the batch order and the split. "Initial variance first / last hidden": the variance
+of the first and the last hidden Linear's outputs at initialization on 500 training images (in that network,
+after the batch norms before it), the quantity batch norm compares with eps; where it is far below 1e-5, batch
+norm with the default eps hardly normalizes at initialization, and "output std" (of the last hidden layer)
+shows what reaches the classifier. "Scales within {WITHIN}": scales whose best accuracy is within {WITHIN} of
+the best any network reached with that seed and optimizer. A failed
+run (diverged, did not learn, collapsed) is counted with its accuracy; one that never finished an epoch as
+chance.
 
-{table}
-{chr(10).join(lines)}
+Anchor: CS231n assignment 2, "Batch normalization and initialization": with batch norm the best accuracies
+are high over a much wider range of scales (a plot, no numbers).
 
-{verdict}
+{tables}
+{comp_table}
 """
 
 
-def _plot(ctx: Context, results: dict) -> None:
+def _plot(ctx: Context, settings: dict, results: dict) -> None:
     plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    panels = [("best_val_acc", "best validation accuracy"), ("best_train_acc", "best training accuracy"),
-              ("final_loss", "final training loss")]
-    for ax, (key, title) in zip(axes, panels):
-        for norm, style in (("none", "o-"), ("batch", "s-")):
-            rs = results["runs"][norm]
-            ax.plot([r["weight_scale"] for r in rs], [np.nan if r[key] is None else r[key] for r in rs], style,
-                    label=LABELS[norm])
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    scales = settings["weight_scales"]
+    styles = {"none": ("o-", "black"), "batch": ("s-", "tab:blue"), "batch-tiny-eps": ("^--", "tab:orange")}
+    for ax, opt in zip(axes, OPTIMIZERS):
+        for net, (style, color) in styles.items():
+            ivs = [mean_interval([r["best_val_acc"] for r in rs]) for rs in results["runs"][opt][net]]
+            means = np.array([100 * iv.mean for iv in ivs])
+            ax.plot(scales, means, style, color=color, label=LABELS[net])
+            ax.fill_between(scales, [100 * iv.low for iv in ivs], [100 * iv.high for iv in ivs], color=color,
+                            alpha=0.15)
         ax.set_xscale("log")
-        ax.set(xlabel="weight initialization scale", title=title)
-        ax.legend(loc="best", fontsize="small")
-    axes[2].set_yscale("log")
-    fig.suptitle(f"Initialization scale: 7 x 50 ReLU, Adam 1e-3 ({ctx.dataset}, CS231n's setting)")
+        ax.set_ylim(0, 100)
+        ax.set(xlabel="weight initialization scale s", ylabel="best validation accuracy (%)",
+               title=f"{OPTIMIZERS[opt]} (mean, 95% CI band, n = {len(ctx.seeds)})")
+        ax.title.set_fontsize("medium")
+        ax.legend(loc="lower right", fontsize="x-small")
+    ax = axes[2]
+    for net, (style, color) in styles.items():
+        first = [np.mean([r["first_pre_var"] for r in rs]) for rs in results["runs"]["adam"][net]]
+        std = [np.mean([r["signal_std"] for r in rs]) for rs in results["runs"]["adam"][net]]
+        if net == "none":
+            ax.loglog(scales, first, ":", color="gray", label="first hidden pre-activation variance (all)")
+        ax.loglog(scales, std, style, color=color, label=f"last hidden output std, {LABELS[net]}")
+    ax.axhline(1e-5, ls=":", color="gray", label="eps = 1e-5")
+    ax.set(xlabel="weight initialization scale s", ylabel="variance or std at initialization (log scale)",
+           title="the initial forward signal")
+    ax.title.set_fontsize("medium")
+    ax.legend(loc="lower right", fontsize="x-small")
+    fig.suptitle(f"Initialization scale: 7 x 50 ReLU ({ctx.dataset}, CS231n's setting)")
     ctx.save_figure(fig, "init_scale.png")

@@ -14,7 +14,7 @@ t, from scipy.stats) and n. A claim is judged on paired differences, seed by see
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,10 +80,12 @@ def paired_difference(a: Sequence[float | None], b: Sequence[float | None],
     return mean_interval([None if x is None or y is None else x - y for x, y in zip(a, b)], confidence)
 
 
-def verdict(difference: Interval, predicted: str = "positive", spec: str = "+.3f", scale: float = 1.0) -> str:
+def verdict(difference: Interval, predicted: str = "positive", spec: str = "+.3f", scale: float = 1.0,
+            show: Callable[[float], str] | None = None) -> str:
     """The verdict on a paired difference whose sign the claim predicts ("positive" or "negative"):
     "holds", "does not hold", or "inconclusive (CI [a, b])" (see the module docstring). The interval's
-    bounds are printed multiplied by `scale` with format `spec`."""
+    bounds are printed multiplied by `scale` with format `spec`, or as show(bound) (e.g. a log ratio as
+    a ratio)."""
     if predicted not in ("positive", "negative"):
         raise ValueError(f"predicted must be 'positive' or 'negative', got {predicted!r}")
     if not difference.defined:
@@ -93,8 +95,15 @@ def verdict(difference: Interval, predicted: str = "positive", spec: str = "+.3f
         return "holds"
     if sign * difference.low < 0 and sign * difference.high < 0:
         return "does not hold"
-    return (f"inconclusive (CI [{format(scale * difference.low, spec)}, "
-            f"{format(scale * difference.high, spec)}])")
+    if show is None:
+        def show(bound: float) -> str:
+            return format(scale * bound, spec)
+    return f"inconclusive (CI [{show(difference.low)}, {show(difference.high)}])"
+
+
+def log_ratio(bound: float) -> str:
+    """A log10 ratio shown as the ratio: 0.3 -> "2.0x"."""
+    return f"{10 ** bound:.2g}x"
 
 
 def format_interval(iv: Interval, spec: str = ".1f", scale: float = 1.0, unit: str = "", n: bool = True) -> str:
