@@ -11,6 +11,7 @@ from normlab.experiments import EXPERIMENTS
 from normlab.experiments.base import (
     Context,
     Report,
+    ResultsExist,
     first_step_reaching,
     fmt,
     markdown_table,
@@ -37,10 +38,12 @@ def toy_data(rng, n_train=61, n_val=20, d=6):
 
 
 def test_rng_is_a_function_of_the_seed_and_the_labels(tmp_path):
-    ctx = Context("x", tmp_path, seed=3)
+    ctx = Context("x", tmp_path, seeds=(3, 4))
     assert ctx.rng("init").random() == ctx.rng("init").random()
     assert ctx.rng("init").random() != ctx.rng("order").random()
-    assert ctx.rng("init").random() != Context("x", tmp_path, seed=4).rng("init").random()
+    assert ctx.rng("init").random() != Context("x", tmp_path, seeds=(4,)).rng("init").random()
+    # A run's generators are those of its own seed.
+    assert ctx.spec({}, 4).rng("init").random() == Context("x", tmp_path, seeds=(4,)).rng("init").random()
     assert ctx.rng("init", 2).random() != ctx.rng("init", 3).random()
 
 
@@ -117,10 +120,13 @@ def test_run_experiment_writes_results_summary_and_plots(toy_experiment, tmp_pat
     assert results["experiment"] == "toy" and results["claim"] == "toys have claims" and results["quick"] is True
     assert results["settings"] == {"size": 2} and results["results"] == {"value": None, "array": [1.0, 1.0]}
     assert results["figures"] == ["toy.png"] and results["seed"] == 7 and results["seconds"] >= 0
-    assert results["command"] == f"normlab experiment toy --quick --seed 7 --out {tmp_path}"
+    assert results["seeds"] == [7, 8]  # --quick runs 2 seeds by default
+    assert results["command"] == f"normlab experiment toy --quick --seeds 2 --seed 7 --out {tmp_path}"
     summary = (out / "summary.md").read_text()
     assert summary.startswith("# toy: toys have claims\n") and "| a |\n| :--- |\n| 1 |" in summary
-    assert "![toy.png](toy.png)" in summary and f"`normlab experiment toy --quick --seed 7 --out {tmp_path}`" in summary
+    assert "Verdict rule (the same for every claim)" in summary
+    assert "![toy.png](toy.png)" in summary
+    assert f"`normlab experiment toy --quick --seeds 2 --seed 7 --out {tmp_path}`" in summary
     assert (out / "toy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -133,3 +139,20 @@ def test_registry_refuses_duplicates_and_run_experiment_names_bad_arguments(toy_
         run_experiment("toy", tmp_path, dataset="svhn")
     with pytest.raises(ValueError, match="scale must be > 0, got 0"):
         run_experiment("toy", tmp_path, quick=True, scale=0)
+    with pytest.raises(ValueError, match="seeds must be a positive integer, got 0"):
+        run_experiment("toy", tmp_path, quick=True, seeds=0)
+    with pytest.raises(ValueError, match="jobs must be a positive integer, got 0"):
+        run_experiment("toy", tmp_path, quick=True, jobs=0)
+
+
+def test_a_finished_result_is_never_overwritten_silently(toy_experiment, tmp_path, capsys):
+    from normlab.cli import main
+
+    first = run_experiment(toy_experiment, tmp_path, quick=True, log=lambda line: None)
+    stamp = (first / "results.json").read_bytes()
+    with pytest.raises(ResultsExist, match=r"toy/results.json already exists: pass --overwrite"):
+        run_experiment(toy_experiment, tmp_path, quick=True, log=lambda line: None)
+    assert (first / "results.json").read_bytes() == stamp
+    assert main(["experiment", "toy", "--quick", "--out", str(tmp_path)]) == 2
+    assert "already exists: pass --overwrite to replace it" in capsys.readouterr().err
+    assert main(["experiment", "toy", "--quick", "--out", str(tmp_path), "--overwrite"]) == 0

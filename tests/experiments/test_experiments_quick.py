@@ -1,5 +1,6 @@
-"""Every experiment end to end through `normlab experiment NAME --quick` on real Fashion-MNIST, shrunk
-further by the hidden --scale: the files it writes and what they hold."""
+"""Every experiment end to end through `normlab experiment NAME --quick --seeds 2` on real Fashion-MNIST,
+shrunk further by the hidden --scale, its runs in two worker processes: the files it writes and what they
+hold (every seed's values, intervals, verdicts by the rule, statuses)."""
 
 import json
 import math
@@ -11,8 +12,10 @@ from normlab.cli import main
 from normlab.data import DatasetNotFoundError, load_dataset
 from normlab.experiments import EXPERIMENTS
 
-SCALE = 0.5  # of the quick version: the same code paths on fewer steps and examples
+SCALE = 0.3  # of the quick version: the same code paths on fewer steps and examples
+SEEDS = [0, 1]
 PNG = b"\x89PNG\r\n\x1a\n"
+VERDICTS = ("holds", "does not hold", "inconclusive")
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +34,10 @@ def outputs(tmp_path_factory, fashion_mnist):
 
     def get(name):
         if name not in done:
-            # The NumPy path for every layer: batch-size checks ghost == batch norm to the bit.
             with pytest.MonkeyPatch.context() as patch:
-                patch.setenv("NORMLAB_BACKEND", "numpy")
-                assert main(["experiment", name, "--quick", "--scale", str(SCALE), "--no-download",
-                             "--out", str(out)]) == 0
+                patch.setenv("NORMLAB_BACKEND", "numpy")  # no compilation in each worker
+                assert main(["experiment", name, "--quick", "--seeds", "2", "--jobs", "2", "--scale", str(SCALE),
+                             "--no-download", "--out", str(out)]) == 0
             d = out / name
             done[name] = json.loads((d / "results.json").read_text()), (d / "summary.md").read_text(), d
         return done[name]
@@ -46,13 +48,30 @@ def outputs(tmp_path_factory, fashion_mnist):
 def check_common(name, results, summary, directory, figures):
     assert results["experiment"] == name and results["claim"] == EXPERIMENTS[name].claim
     assert results["quick"] is True and results["scale"] == SCALE and results["dataset"] == "fashion-mnist"
+    assert results["seeds"] == SEEDS and results["results"]["seeds"] == SEEDS
+    assert results["executor"] == "ProcessPoolExecutor" and results["runs_computed"] > 0
     assert results["figures"] == figures
     for figure in figures:
         assert (directory / figure).read_bytes()[:8] == PNG
         assert f"![{figure}]({figure})" in summary
     assert summary.startswith(f"# {name}: {EXPERIMENTS[name].claim}\n")
-    assert f"`normlab experiment {name} --quick --out " in summary
+    assert f"`normlab experiment {name} --quick --seeds 2 --out " in summary
+    assert "Verdict rule (the same for every claim)" in summary
     assert "\n| :--- |" in summary  # a markdown table
+
+
+def check_interval(iv, n=2):
+    assert iv["n"] == n
+    if iv["mean"] is not None and iv["low"] is not None:
+        assert iv["low"] <= iv["mean"] <= iv["high"]
+
+
+def check_verdict(comparison, n=2):
+    check_interval(comparison["difference"], n)
+    iv = comparison["difference"]
+    assert comparison["verdict"].startswith(VERDICTS)
+    if iv["low"] is not None and iv["low"] < 0 < iv["high"]:
+        assert comparison["verdict"].startswith("inconclusive (CI [")
 
 
 def is_accuracy(v):
@@ -63,89 +82,110 @@ def test_covariate_shift(outputs):
     results, summary, d = outputs("covariate-shift")
     check_common("covariate-shift", results, summary, d, ["covariate_shift.png"])
     settings, r = results["settings"], results["results"]
-    assert settings["hidden"] == [100, 100, 100] and settings["batch_size"] == 60
-    assert settings["activation"] == "sigmoid" and settings["percentiles"] == [15, 50, 85]
-    assert set(r["runs"]) == {"none", "batch"} and 0 <= r["unit"] < 100
-    for run in r["runs"].values():
-        assert run["status"] == "completed" and run["steps"][0] == 0 and run["steps"][-1] == settings["steps"]
-        assert all(b > a for a, b in zip(run["steps"], run["steps"][1:]))
-        early = settings["early_records"]
-        assert early and run["steps"][:len(early) + 2] == [0, *early, settings["every"]]
-        assert all(is_accuracy(a) for a in run["test_acc"]) and run["final_test_acc"] == run["test_acc"][-1]
-        q = run["unit_percentiles"]
-        assert len(q["15"]) == len(run["steps"])
-        assert np.all(np.array(q["15"]) <= np.array(q["50"])) and np.all(np.array(q["50"]) <= np.array(q["85"]))
-        assert run["median_travel"]["median_over_units"] >= 0 and run["width_ratio"]["median_over_units"] >= 1
-    assert r["runs"]["batch"]["final_test_acc"] > 0.6  # a few hundred steps of batch norm learn Fashion-MNIST
-    assert "| without batch norm |" in summary and "| with batch norm |" in summary
+    assert settings["hidden"] == [100, 100, 100] and settings["activation"] == "sigmoid"
+    assert set(r["runs"]) == {"small", "batch", "glorot"}
+    for runs in r["runs"].values():
+        assert len(runs) == 2
+        for run in runs:
+            assert run["status"] == "completed" and run["steps"][0] == 0 and run["steps"][-1] == settings["steps"]
+            assert all(is_accuracy(a) for a in run["test_acc"]) and run["final_test_acc"] == run["test_acc"][-1]
+            q = np.array(run["unit_percentiles"])  # (T, 3, units)
+            assert q.shape[:2] == (len(run["steps"]), 3) and np.all(q[:, 0] <= q[:, 1]) and np.all(q[:, 1] <= q[:, 2])
+    for c in r["comparisons"].values():
+        check_verdict(c)
+    assert min(run["final_test_acc"] for run in r["runs"]["batch"]) > 0.5  # batch norm learns in a few hundred steps
+    assert "Glorot init" in summary
 
 
 def test_learning_rate(outputs):
     results, summary, d = outputs("learning-rate")
     check_common("learning-rate", results, summary, d, ["learning_rate.png"])
-    settings, r = results["settings"], results["results"]
-    assert [b["lr"] for b in r["baseline"]] == settings["baseline_grid"] == [0.003, 0.01, 0.03]
-    best = max(r["baseline"], key=lambda b: b["best_val_acc"])
-    assert r["best_lr"] == best["lr"] and r["target_acc"] == best["best_val_acc"]
-    assert [b["multiplier"] for b in r["batchnorm"]] == [1, 5, 30]
-    for b in r["batchnorm"]:
-        assert b["normalization"] == "batch" and math.isclose(b["lr"], r["best_lr"] * b["multiplier"])
-        assert all(is_accuracy(a) for a in b["val_acc"])
-        if b["steps_to_target"] is None:
-            assert b["speedup"] is None
-        else:
-            assert b["steps_to_target"] in b["steps"]
-            assert math.isclose(b["speedup"], r["target_steps"] / b["steps_to_target"])
-    assert ("times fewer steps" in summary) or ("did not reach the baseline's best accuracy" in summary)
+    r = results["results"]
+    for grid in r["grids"].values():
+        top = max(grid, key=float)
+        # The grid was extended until every seed failed at its largest rate (or the cap).
+        assert all(run["status"] != "completed" for run in grid[top]) or float(top) > 1e3
+        for runs in grid.values():
+            assert len(runs) == 2 and all(is_accuracy(run["final_val_acc"]) for run in runs)
+            for run in runs:
+                if run["status"] != "completed":
+                    assert run["status"].startswith(("diverged at step", "collapsed at step", "did not learn"))
+    for stable in r["largest_stable"].values():
+        assert len(stable) == 2
+    assert set(r["arms"]) == {"baseline", "BN-Baseline", "BN-x5"}
+    assert math.isclose(r["arms"]["BN-x5"][0]["steps"][-1], results["settings"]["comparison_steps"])
+    for arm in r["comparisons"].values():
+        check_verdict(arm["mean_val_acc"])
+    assert "2.3x" in summary and "14x" in summary
 
 
 def test_init_scale(outputs):
     results, summary, d = outputs("init-scale")
     check_common("init-scale", results, summary, d, ["init_scale.png"])
     settings, r = results["settings"], results["results"]
-    assert settings["hidden"] == [50] * 7
     scales = settings["weight_scales"]
     np.testing.assert_allclose(scales, np.logspace(-4, 0, len(scales)))
-    for norm in ("none", "batch"):
-        runs = r["runs"][norm]
-        assert [x["weight_scale"] for x in runs] == scales
-        for x in runs:
-            assert is_accuracy(x["best_val_acc"]) and is_accuracy(x["best_train_acc"])
-            assert x["final_loss"] is None or x["final_loss"] > 0
-    # At the smallest scale a plain seven-layer ReLU net cannot start learning; batch norm's can.
-    assert r["runs"]["batch"][0]["best_train_acc"] > r["runs"]["none"][0]["best_train_acc"] + 0.1
+    assert set(r["runs"]) == {"adam", "sgd"}
+    for opt in r["runs"].values():
+        assert set(opt) == {"none", "batch", "batch-tiny-eps"}
+        for per_scale in opt.values():
+            assert len(per_scale) == len(scales) and all(len(seeds) == 2 for seeds in per_scale)
+    # eps: at the smallest scale the first layer's pre-activation variance is far below 1e-5 ...
+    smallest = r["runs"]["adam"]["batch"][0][0]
+    assert smallest["first_pre_var"] < 1e-5
+    # ... so batch norm with eps 1e-5 passes on a much weaker signal than with eps 1e-12.
+    assert smallest["signal_std"] < 0.1 * r["runs"]["adam"]["batch-tiny-eps"][0][0]["signal_std"]
+    for c in r["comparisons"].values():
+        check_verdict(c)
 
 
 def test_batch_size(outputs):
     results, summary, d = outputs("batch-size")
     check_common("batch-size", results, summary, d, ["batch_size.png"])
     settings, r = results["settings"], results["results"]
-    assert settings["batch_sizes"] == [2, 8, 32, 128] and settings["virtual_batch_size"] == 16
-    assert list(r["runs"]) == ["batch", "layer", "group", "renorm", "ghost"]
-    for runs in r["runs"].values():
-        assert list(runs) == ["2", "8", "32", "128"]
-        assert all(is_accuracy(x["val_error"]) for x in runs.values())
-    # Up to its virtual batch size ghost batch norm is batch norm, computation for computation.
-    for b in ("2", "8"):
-        assert r["runs"]["ghost"][b]["val_error"] == r["runs"]["batch"][b]["val_error"]
-    schedule = r["runs"]["renorm"]["2"]["renorm_schedule"]
-    steps = r["runs"]["renorm"]["2"]["steps"]
-    assert schedule["rmax_full_at"] == round(0.4 * steps) and schedule["warmup_steps"] == round(0.05 * steps)
-    assert "| batch renorm |" in summary and "| batch 2 |" in summary
+    assert settings["batch_sizes"] == [2, 32]
+    assert list(r["runs"]) == ["batch", "layer", "group", "renorm", "renorm-0.01"]
+    assert settings["arms"]["renorm"]["momentum"] == settings["arms"]["batch"]["momentum"] == 0.1
+    for arm, runs in r["runs"].items():
+        for seeds in runs.values():
+            assert len(seeds) == 2
+            for run in seeds:
+                assert is_accuracy(run["val_error"]) and is_accuracy(run["val_error_recomputed"])
+                if arm in ("layer", "group"):  # no running statistics: the two evaluations are one
+                    assert run["val_error_recomputed"] == run["val_error"]
+    for c in r["comparisons"].values():
+        check_verdict(c)
+    assert "recomputed statistics" in summary and "34.7" in summary
 
 
 def test_regularization(outputs):
     results, summary, d = outputs("regularization")
     check_common("regularization", results, summary, d, ["regularization.png"])
-    r = results["results"]["runs"]
-    assert list(r) == ["baseline", "dropout", "batch norm", "batch norm + dropout"]
-    assert [(x["normalization"], x["dropout"]) for x in r.values()] == [("none", 0), ("none", 0.5), ("batch", 0),
-                                                                        ("batch", 0.5)]
-    for x in r.values():
-        assert len(x["train_acc"]) == len(x["val_acc"]) == results["settings"]["epochs"]
-        assert all(is_accuracy(a) for a in x["train_acc"] + x["val_acc"])
-        assert math.isclose(x["final_gap"], x["final_train_acc"] - x["final_val_acc"])
-    assert "The regularization claim" in summary
+    r = results["results"]
+    assert set(r["runs"]) == {"100", "20", "500"}
+    assert list(r["runs"]["100"]) == ["baseline", "dropout", "batch norm", "batch norm + dropout"]
+    for runs in r["runs"].values():
+        for seeds in runs.values():
+            for run in seeds:
+                assert len(run["train_acc"]) == len(run["val_acc"]) == results["settings"]["epochs"]
+                assert math.isclose(run["final_gap"], run["final_train_acc"] - run["final_val_acc"])
+    for c in r["comparisons"].values():
+        check_verdict(c)
+    assert "positive control" in summary
+
+
+def test_sync_batchnorm(outputs):
+    results, summary, d = outputs("sync-batchnorm")
+    check_common("sync-batchnorm", results, summary, d, ["sync_batchnorm.png"])
+    r = results["results"]
+    assert results["settings"]["processes"] == 2 and results["settings"]["per_rank_batches"] == [2, 8]
+    for kinds in r["runs"].values():
+        assert set(kinds) == {"local", "sync"}
+        for runs in kinds.values():
+            assert len(runs) == 2 and all(is_accuracy(run["final_val_acc"]) for run in runs)
+    for c in r["comparisons"].values():
+        check_interval(c["sync_minus_local"])
+        assert c["verdict"].startswith(VERDICTS)
 
 
 def test_backward_speed(outputs):
@@ -155,7 +195,7 @@ def test_backward_speed(outputs):
     shapes = results["settings"]["shapes"]
     assert [(r["dtype"], r["shape"]) for r in rows] == [(t, s) for t in ("float32", "float64") for s in shapes]
     for r in rows:
-        assert r["staged_ms"] > 0 and r["simplified_ms"] > 0 and r["speedup_of_fastest"] > 0
+        assert r["staged_ms"] > 0 and r["simplified_ms"] > 0 and len(r["speedup_of_fastest_per_seed"]) == 2
         assert r["max_relative_error"] < (1e-5 if r["dtype"] == "float32" else 1e-12)  # the same gradients
     assert "CS231n reports 1.7-2.1x" in summary
 
@@ -166,7 +206,7 @@ def test_help_lists_every_experiment(capsys):
     text = capsys.readouterr().out
     for name, experiment in EXPERIMENTS.items():
         assert f"  {name}" in text and experiment.claim in text
-    assert "--scale" not in text
+    assert "--scale" not in text and "--jobs N" in text and "--overwrite" in text
 
 
 def test_a_missing_dataset_is_a_clear_error(tmp_path, capsys):
@@ -174,3 +214,10 @@ def test_a_missing_dataset_is_a_clear_error(tmp_path, capsys):
                  "--data-dir", str(tmp_path / "nothing"), "--out", str(tmp_path)])
     assert code == 2
     assert "normlab experiment: error: cifar10 not found" in capsys.readouterr().err
+
+
+def test_bad_seeds_and_jobs_are_named(capsys):
+    for option in ("--seeds", "--jobs"):
+        with pytest.raises(SystemExit):
+            main(["experiment", "init-scale", option, "0"])
+        assert f"argument {option}: expected a positive integer, got '0'" in capsys.readouterr().err

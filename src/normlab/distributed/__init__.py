@@ -18,13 +18,13 @@ from normlab.distributed.data_parallel import (
     shard_slice,
 )
 from normlab.distributed.moments import merge_moments
-from normlab.distributed.threads import ThreadCommunicator, run_in_threads
 from normlab.distributed.sync_batchnorm import (
     SyncBatchNorm,
     convert_sync_batchnorm,
     sync_batchnorm_backward,
     sync_batchnorm_forward,
 )
+from normlab.distributed.threads import ThreadCommunicator, run_in_threads
 
 __all__ = [
     "Communicator",

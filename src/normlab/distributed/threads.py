@@ -84,7 +84,7 @@ def run_in_threads(size: int, function: Callable[[Communicator], T]) -> list[T]:
         comm = ThreadCommunicator(group, rank)
         try:
             results[rank] = function(comm)
-        except BaseException as error:  # reported to the caller below
+        except BaseException as error:  # noqa: BLE001  (re-raised by run_in_threads)
             errors[rank] = error
             comm.abort()
 

@@ -35,7 +35,7 @@ from normlab.nn import Module
 from normlab.optim import Optimizer, Schedule
 from normlab.train.history import History
 from normlab.train.plots import pyplot, save_figure
-from normlab.train.run import PreparedData, prepare_data
+from normlab.train.run import PreparedData
 from normlab.train.trainer import StepInfo, Trainer
 
 RESULTS = "results.json"

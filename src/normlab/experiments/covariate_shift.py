@@ -20,7 +20,6 @@ from normlab.experiments.base import (
     Context,
     Report,
     first_step_reaching,
-    fmt,
     markdown_table,
     pyplot,
     register_experiment,
@@ -178,7 +177,7 @@ def _summary(ctx: Context, settings: dict, results: dict) -> str:
                      *[reach(arm, t) for t in THRESHOLDS],
                      cell(arm, "median_travel", 1, "", ".2f"), cell(arm, "width_ratio", 1, "", ".1f"),
                      ", ".join(statuses) or "all completed"])
-    table = markdown_table(["network (n = %d seeds)" % n, "mean test acc over the run", "final test acc",
+    table = markdown_table([f"network (n = {n} seeds)", "mean test acc over the run", "final test acc",
                             *[f"steps to {t:.2f} (mean of seeds reaching it)" for t in THRESHOLDS],
                             "median travel (widths)", "width max/min", "runs"], rows)
     lines = []

@@ -105,7 +105,7 @@ class InlineExecutor(concurrent.futures.Executor):
         future = concurrent.futures.Future()
         try:
             future.set_result(fn(*args, **kwargs))
-        except BaseException as e:  # the caller sees it through future.result(), as with any executor
+        except BaseException as e:  # noqa: BLE001  (raised by future.result(), as with any executor)
             future.set_exception(e)
         return future
 

@@ -1,0 +1,80 @@
+"""Sweeps: the same results whatever the executor and the number of workers, and a resumed sweep reads its
+finished runs from the cache instead of running them again."""
+
+import concurrent.futures
+import json
+
+import numpy as np
+import pytest
+
+from normlab.experiments.base import train
+from normlab.experiments.sweep import InlineExecutor, RunSpec, Sweep, make_executor
+from normlab.models import FullyConnectedNet
+from normlab.optim import SGD
+from normlab.train.run import PreparedData
+
+
+def train_toy(spec: RunSpec) -> dict:
+    """A tiny training run on data drawn from the seed: its losses and final accuracy."""
+    rng = spec.rng("data")
+    x = rng.standard_normal((80, 1, 1, 6)).astype(np.float32)
+    y = (x[:, 0, 0, 0] > 0).astype(np.int64)
+    data = PreparedData(x[:60], y[:60], x[60:], y[60:], x[60:], y[60:], ("a", "b"))
+    model = FullyConnectedNet(6, (8,), 2, normalization=spec.config["norm"], rng=spec.rng("init"))
+    r = train(model, SGD(model.parameters(), lr=spec.config["lr"], momentum=0.9), data, batch_size=10,
+              rng=spec.rng("order"), steps=12)
+    return {"loss": r.history.loss, "val_acc": r.trainer.accuracy(data.x_val, data.y_val)}
+
+
+SPECS = [RunSpec("toy", {"norm": norm, "lr": lr}, seed) for norm in ("none", "batch") for lr in (0.05, 0.2)
+         for seed in (0, 1)]
+
+
+class CountingExecutor(InlineExecutor):
+    def __init__(self):
+        self.submitted = 0
+
+    def submit(self, fn, /, *args, **kwargs):
+        self.submitted += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_results_are_identical_with_one_and_two_workers():
+    inline = Sweep(InlineExecutor(), None, log=lambda line: None).map(train_toy, SPECS)
+    with concurrent.futures.ProcessPoolExecutor(max_workers=2) as pool:
+        parallel = Sweep(pool, None, log=lambda line: None).map(train_toy, SPECS)
+    assert parallel == inline  # bit for bit, in the order of the specs
+    assert len({json.dumps(r) for r in inline}) == len(SPECS)  # every configuration and seed differs
+    assert isinstance(make_executor(1), InlineExecutor)
+    with make_executor(2) as executor:
+        assert isinstance(executor, concurrent.futures.ProcessPoolExecutor)
+
+
+def test_a_resumed_sweep_skips_finished_runs(tmp_path):
+    first = CountingExecutor()
+    sweep = Sweep(first, tmp_path, log=lambda line: None)
+    results = sweep.map(train_toy, SPECS[:5])  # interrupted after 5 of the 8 runs
+    assert first.submitted == 5 and sweep.computed == 5 and len(list(tmp_path.glob("*.json"))) == 5
+    again = CountingExecutor()
+    resumed = Sweep(again, tmp_path, log=lambda line: None)
+    all_results = resumed.map(train_toy, SPECS)
+    assert again.submitted == 3 and resumed.reused == 5 and resumed.computed == 3
+    assert all_results[:5] == results
+    assert all_results == Sweep(InlineExecutor(), None, log=lambda line: None).map(train_toy, SPECS)
+
+
+def test_the_cache_key_is_the_configuration():
+    a = RunSpec("toy", {"norm": "batch", "lr": 0.1}, 0)
+    assert a.key(train_toy) == RunSpec("toy", {"lr": 0.1, "norm": "batch"}, 0).key(train_toy)
+    assert a.key(train_toy) == RunSpec("toy", {"norm": "batch", "lr": 0.1}, 0, data_dir="/elsewhere").key(train_toy)
+    assert a.key(train_toy) != RunSpec("toy", {"norm": "batch", "lr": 0.2}, 0).key(train_toy)
+    assert a.key(train_toy) != RunSpec("toy", {"norm": "batch", "lr": 0.1}, 1).key(train_toy)
+    assert a.key(train_toy) != RunSpec("toy", {"norm": "batch", "lr": 0.1}, 0, "mnist").key(train_toy)
+
+
+def test_a_failing_run_raises_from_the_sweep():
+    def broken(spec):
+        raise RuntimeError(f"run {spec.seed} failed")
+
+    with pytest.raises(RuntimeError, match="run 0 failed"):
+        Sweep(InlineExecutor(), None, log=lambda line: None).map(broken, SPECS[:1])
