@@ -1,6 +1,6 @@
 """Two ways to run code as several processes in the tests:
 
-- `run_threads(size, fn)`: `size` threads in this process, each calling fn(comm) with a communicator
+- `run_threads(size, fn)`: `size` threads in this process (`normlab.distributed.run_in_threads`), each calling fn(comm) with a communicator
   over the group (fast; for properties checked over many cases);
 - `run_mpi(script, *args)`: a script under tests/distributed/scripts launched by `mpiexec -n 2` in a
   subprocess with a timeout (the real thing).
@@ -13,80 +13,20 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from normlab.distributed.comm import Communicator
+from normlab.distributed.threads import run_in_threads
 
 SCRIPTS = Path(__file__).parent / "scripts"
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
-class ThreadComm(Communicator):
-    """Rank `rank` of a group of threads: every collective is an exchange through shared slots between two
-    barrier waits, and reductions add up in rank order, so every thread gets the same bits (as with MPI)."""
-
-    def __init__(self, rank: int, group: dict):
-        self.rank, self.size, self._group = rank, group["size"], group
-
-    def _exchange(self, value):
-        slots, barrier = self._group["slots"], self._group["barrier"]
-        slots[self.rank] = value
-        barrier.wait()
-        values = list(slots)
-        barrier.wait()  # nobody overwrites a slot before everyone has read it
-        return values
-
-    def _allreduce_sum(self, buf):
-        values = self._exchange(buf.copy())
-        total = values[0].copy()
-        for v in values[1:]:
-            total += v
-        buf[...] = total
-
-    def _allgather(self, buf, out):
-        out[...] = np.stack(self._exchange(buf.copy()))
-
-    def _broadcast(self, buf, root):
-        buf[...] = self._exchange(buf.copy())[root]
-
-    def allgather_object(self, obj):
-        return self._exchange(obj)
-
-    def broadcast_object(self, obj, root=0):
-        self._check_root(root)
-        return self._exchange(obj)[root]
-
-    def barrier(self):
-        self._exchange(None)
-
-
 def _run_threads(size: int, fn, timeout: float = 20.0) -> list:
-    """fn(comm) on `size` threads; returns the results by rank, or raises the first rank's exception."""
-    group = {"size": size, "slots": [None] * size, "barrier": threading.Barrier(size, timeout=timeout)}
-    results, errors = [None] * size, [None] * size
-
-    def work(rank):
-        try:
-            results[rank] = fn(ThreadComm(rank, group))
-        except BaseException as e:  # noqa: BLE001 - handed to the test's thread below
-            errors[rank] = e
-            group["barrier"].abort()  # release the others instead of letting them wait for the timeout
-
-    threads = [threading.Thread(target=work, args=(r,)) for r in range(size)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout)
-    raised = [e for e in errors if e is not None]
-    # A rank's own error first: the others' broken barriers are its consequence.
-    raised.sort(key=lambda e: isinstance(e, threading.BrokenBarrierError))
-    if raised:
-        raise raised[0]
-    return results
+    """fn(comm) on `size` threads (`normlab.distributed.run_in_threads`); returns the results by rank, or
+    raises the first rank's exception. A collective that waits longer than `timeout` raises."""
+    return run_in_threads(size, fn, timeout=timeout)
 
 
 @pytest.fixture(scope="session")

@@ -78,3 +78,43 @@ def test_a_failing_run_raises_from_the_sweep():
 
     with pytest.raises(RuntimeError, match="run 0 failed"):
         Sweep(InlineExecutor(), None, log=lambda line: None).map(broken, SPECS[:1])
+
+
+def test_under_mpi4py_futures_the_results_are_those_of_one_process(tmp_path):
+    """`mpiexec -n 3 python -m mpi4py.futures -m normlab experiment ...`: rank 0 runs the experiment, ranks 1
+    and 2 its runs; everything but the wall times equals the run in one process."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from normlab.data import DatasetNotFoundError, load_dataset
+
+    if shutil.which("mpiexec") is None:
+        pytest.skip("mpiexec is not on PATH (install the extra: pip install 'normlab[mpi]')")
+    pytest.importorskip("mpi4py")
+    try:
+        load_dataset("fashion-mnist", download=False)
+    except DatasetNotFoundError:
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    src = Path(__file__).resolve().parents[2] / "src"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")]),
+           "NORMLAB_BACKEND": "numpy", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    args = ["experiment", "init-scale", "--quick", "--seeds", "2", "--scale", "0.2", "--no-download"]
+    for out, launch in ((tmp_path / "mpi", ["mpiexec", "-n", "3", sys.executable, "-m", "mpi4py.futures"]),
+                        (tmp_path / "one", [sys.executable])):
+        done = subprocess.run([*launch, "-m", "normlab", *args, "--out", str(out)], env=env, capture_output=True,
+                              text=True, timeout=240)
+        assert done.returncode == 0, done.stderr
+
+    def without_times(value):
+        if isinstance(value, dict):
+            return {k: without_times(v) for k, v in value.items() if k != "seconds"}
+        if isinstance(value, list):
+            return [without_times(v) for v in value]
+        return value
+
+    mpi, one = (json.loads((tmp_path / d / "init-scale" / "results.json").read_text()) for d in ("mpi", "one"))
+    assert mpi["executor"] == "MPIPoolExecutor" and one["executor"] == "InlineExecutor"
+    assert without_times(mpi["results"]) == without_times(one["results"])

@@ -24,9 +24,9 @@ T = TypeVar("T")
 class _Group:
     """What the ranks of one group share: a slot per rank and a barrier."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, timeout: float | None):
         self.slots: list[Any] = [None] * size
-        self.barrier = threading.Barrier(size)
+        self.barrier = threading.Barrier(size, timeout=timeout)
 
 
 class ThreadCommunicator(Communicator):
@@ -71,12 +71,14 @@ class ThreadCommunicator(Communicator):
         self._group.barrier.abort()  # the other ranks' waits raise BrokenBarrierError
 
 
-def run_in_threads(size: int, function: Callable[[Communicator], T]) -> list[T]:
+def run_in_threads(size: int, function: Callable[[Communicator], T], timeout: float | None = None) -> list[T]:
     """function(comm) on `size` ranks, one thread each; returns their results by rank. If a rank raises,
-    the others are released (their collectives raise) and the first rank's error is raised here."""
+    the others are released (their collectives raise) and the first rank's error is raised here.
+    timeout: seconds a collective may wait for the other ranks before it raises BrokenBarrierError (None:
+    forever; tests pass one so that a rank that stops calling collectives fails instead of hanging)."""
     if not isinstance(size, int) or size < 1:
         raise ValueError(f"size must be a positive integer, got {size!r}")
-    group = _Group(size)
+    group = _Group(size, timeout)
     results: list[Any] = [None] * size
     errors: list[BaseException | None] = [None] * size
 
