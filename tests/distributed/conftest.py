@@ -1,7 +1,7 @@
 """Two ways to run code as several processes in the tests:
 
-- `run_threads(size, fn)`: `size` threads in this process (`normlab.distributed.run_in_threads`), each calling fn(comm) with a communicator
-  over the group (fast; for properties checked over many cases);
+- `run_threads(size, fn)`: `size` threads in this process (`normlab.distributed.run_in_threads`), each
+  calling fn(comm) with a communicator over the group (fast; for properties checked over many cases);
 - `run_mpi(script, *args)`: a script under tests/distributed/scripts launched by `mpiexec -n 2` in a
   subprocess with a timeout (the real thing).
 """

@@ -105,7 +105,7 @@ def test_under_mpi4py_futures_the_results_are_those_of_one_process(tmp_path):
     for out, launch in ((tmp_path / "mpi", ["mpiexec", "-n", "3", sys.executable, "-m", "mpi4py.futures"]),
                         (tmp_path / "one", [sys.executable])):
         done = subprocess.run([*launch, "-m", "normlab", *args, "--out", str(out)], env=env, capture_output=True,
-                              text=True, timeout=240)
+                              text=True, timeout=240, check=False)
         assert done.returncode == 0, done.stderr
 
     def without_times(value):
