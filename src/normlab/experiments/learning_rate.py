@@ -162,16 +162,32 @@ def _ratio(iv: Interval) -> str:
     return text + (f" [{10 ** iv.low:.2g}x, {10 ** iv.high:.2g}x]" if iv.defined else "")
 
 
+def _failures(statuses: list[str]) -> str:
+    """ "4 diverged (steps 8-14), 1 collapsed (step 1000)": failed runs grouped by kind."""
+    kinds: dict[str, list[int]] = {}
+    for status in statuses:
+        kind, _, step = status.partition(" at step ")
+        kinds.setdefault(kind, []).extend([int(step)] if step else [])
+    parts = []
+    for kind, steps in kinds.items():
+        count = sum(s.partition(" at step ")[0] == kind for s in statuses)
+        where = "" if not steps else (f" (step {steps[0]})" if len(set(steps)) == 1
+                                      else f" (steps {min(steps)}-{max(steps)})")
+        parts.append(f"{count} {kind}{where}")
+    return ", ".join(parts) or "—"
+
+
 def _summary(ctx: Context, settings: dict, results: dict) -> str:
     n = len(ctx.seeds)
     rows = []
     for norm, grid in results["grids"].items():
         for lr, rs in grid.items():
-            accs = [r["final_val_acc"] for r in rs]
+            ok = [r["final_val_acc"] for r in rs if not failed(r["status"])]
             bad = [r["status"] for r in rs if failed(r["status"])]
-            rows.append([LABELS[norm], lr, format_interval(mean_interval(accs), scale=100, unit=" %", n=False)
-                         if not bad else "—", f"{n - len(bad)}/{n}", "; ".join(sorted(set(bad))) or "—"])
-    grid_table = markdown_table(["network", "lr (constant)", "final val acc", "completed", "failures"], rows)
+            rows.append([LABELS[norm], lr, format_interval(mean_interval(ok), scale=100, unit=" %") if ok else "—",
+                         f"{n - len(bad)}/{n}", _failures(bad)])
+    grid_table = markdown_table(["network", "lr (constant)", "final val acc of the completed runs", "completed",
+                                 "failures"], rows)
     stable = results["largest_stable"]
 
     def rates(values):
@@ -242,7 +258,7 @@ millions, no dropout or L2 to remove, and thresholds below this network's ceilin
 def _plot(ctx: Context, settings: dict, results: dict) -> None:
     plt = pyplot()
     fig, (ax_grid, ax) = plt.subplots(1, 2, figsize=(13, 4.4))
-    for norm, marker, color in (("none", "o", "black"), ("batch", "s", "tab:blue")):
+    for norm, marker, color, height in (("none", "o", "black", 3), ("batch", "s", "tab:blue", 22)):
         grid = results["grids"][norm]
         lrs = [float(lr) for lr in grid]
         ivs = [mean_interval([r["final_val_acc"] for r in rs]) for rs in grid.values()]
@@ -250,12 +266,12 @@ def _plot(ctx: Context, settings: dict, results: dict) -> None:
         err = np.array([[0, 0] if not iv.defined else [100 * (iv.mean - iv.low), 100 * (iv.high - iv.mean)]
                         for iv in ivs]).T
         ax_grid.errorbar(lrs, means, yerr=err, fmt=f"{marker}-", color=color, capsize=3,
-                         label=f"{LABELS[norm]} (mean ± 95% CI; gaps: a seed failed)")
+                         label=f"{LABELS[norm]} (mean ± 95% CI of all seeds; missing: a run diverged)")
         for lr, rs in zip(lrs, grid.values()):
             bad = sum(failed(r["status"]) for r in rs)
             if bad:
-                ax_grid.annotate(f"{bad}/{len(rs)} failed", (lr, 12), color=color, fontsize="x-small", rotation=90,
-                                 ha="center", va="bottom")
+                ax_grid.annotate(f"{bad}/{len(rs)} failed", (lr, height), color=color, fontsize="x-small",
+                                 rotation=90, ha="center", va="bottom")
     ax_grid.set_xscale("log")
     ax_grid.set_ylim(0, 100)
     ax_grid.set(xlabel="learning rate (constant)", ylabel="final validation accuracy (%)",
