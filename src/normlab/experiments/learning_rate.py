@@ -276,7 +276,7 @@ def _plot(ctx: Context, settings: dict, results: dict) -> None:
     ax_grid.set_ylim(0, 100)
     ax_grid.set(xlabel="learning rate (constant)", ylabel="final validation accuracy (%)",
                 title=f"1. stability: {settings['stability_steps']} steps per rate")
-    ax_grid.legend(loc="lower left", fontsize="x-small")
+    ax_grid.legend(loc="center left", fontsize="x-small")
     colors = {"baseline": "black", "BN-Baseline": "tab:blue", "BN-x5": "tab:red"}
     for arm, rs in results["arms"].items():
         steps = rs[0]["steps"]
