@@ -191,6 +191,7 @@ def _plot(ctx: Context, settings: dict, results: dict) -> None:
                          label="dropout - baseline (positive control)")
     ax_gain.axhline(0, color="black", lw=0.8)
     ax_gain.set_xscale("log")
+    ax_gain.minorticks_off()  # only the batch sizes run
     ax_gain.set_xticks(sizes, [str(b) for b in sizes])
     ax_gain.set(xlabel="batch size", ylabel="gain in best validation accuracy (points)",
                 title=f"paired gains over the baseline at each batch size (n = {len(ctx.seeds)})")
