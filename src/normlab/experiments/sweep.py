@@ -132,10 +132,6 @@ def make_executor(jobs: int) -> concurrent.futures.Executor:
     return concurrent.futures.ProcessPoolExecutor(max_workers=jobs)
 
 
-def describe_executor(executor: concurrent.futures.Executor) -> str:
-    return type(executor).__name__
-
-
 @dataclass
 class Sweep:
     """Runs RunSpecs through an executor, reusing and filling a cache directory.
