@@ -32,7 +32,8 @@ def time_one_seed(spec: RunSpec) -> list[dict]:
 @register_experiment("backward-speed", claim="the simplified batch norm backward is faster than the staged one")
 def run(ctx: Context) -> Report:
     shapes = ctx.pick(SHAPES, QUICK_SHAPES)
-    settings = {"shapes": shapes, "dtypes": DTYPES, "repeats": ctx.count(11, 5), "allocator_env": ALLOCATOR_ENV}
+    settings = {"shapes": shapes, "dtypes": DTYPES, "repeats": ctx.count(11, 5), "allocator_env": ALLOCATOR_ENV,
+                "backend": os.environ.get("NORMLAB_BACKEND", "auto")}
     # One after another in this process: a timing beside another run would measure the other run.
     (per_seed,) = ctx.runs(time_one_seed, [{"shapes": shapes, "repeats": settings["repeats"]}], parallel=False)
     rows = []
@@ -75,7 +76,12 @@ def _summary(ctx: Context, settings: dict, results: dict) -> str:
     spread = "; ".join(f"{d}: {results[d]['min_speedup']:.2f}x to {results[d]['max_speedup']:.2f}x" for d in DTYPES)
     verdict_line = (f"The claim holds at {holds} of {len(results['timings'])} sizes (geometric means over the seeds: "
                     f"{spread}). Anchor: CS231n reports 1.7-2.1x (its own NumPy code, unstated machine).")
-    return f"""Setting: batch norm's training-mode backward (`batchnorm_backward_staged` against `batchnorm_backward`) on
+    backend = ("NumPy (NORMLAB_BACKEND=numpy): both sides in NumPy, as in CS231n" if settings["backend"] == "numpy"
+               else f"NORMLAB_BACKEND={settings['backend']}: the simplified backward goes through normlab's dispatch, "
+               "to the compiled numba kernel when numba is installed, while the staged one is NumPy")
+    return f"""Backend: {backend}.
+
+Setting: batch norm's training-mode backward (`batchnorm_backward_staged` against `batchnorm_backward`) on
 random inputs of each shape, (N, D) and (N, C, H, W); median of {settings['repeats']} samples after a warm-up
 call, the two timed in turn, on this machine ({os.cpu_count()} CPUs; a sample repeats a call until it lasts
 about 2 ms), in a separate process whose malloc keeps freed memory (glibc's
