@@ -194,12 +194,15 @@ def _plot(ctx: Context, settings: dict, results: dict) -> None:
             ax.plot(scales, means, style, color=color, label=LABELS[net])
             ax.fill_between(scales, [100 * iv.low for iv in ivs], [100 * iv.high for iv in ivs], color=color,
                             alpha=0.15)
+            bad = [i for i, rs in enumerate(results["runs"][opt][net]) if any(failed(r["status"]) for r in rs)]
+            ax.plot([scales[i] for i in bad], [means[i] for i in bad], "x", color="red", ms=9, mew=2,
+                    label="a seed failed (did not learn, diverged or collapsed)" if net == "none" else None)
         ax.set_xscale("log")
-        ax.set_ylim(0, 100)
         ax.set(xlabel="weight initialization scale s", ylabel="best validation accuracy (%)",
                title=f"{OPTIMIZERS[opt]} (mean, 95% CI band, n = {len(ctx.seeds)})")
         ax.title.set_fontsize("medium")
-        ax.legend(loc="lower right", fontsize="x-small")
+        ax.set_ylim(0, 112)  # room above the curves for the legend
+        ax.legend(loc="upper center", fontsize="xx-small", ncol=2)
     ax = axes[2]
     for net, (style, color) in styles.items():
         first = [np.mean([r["first_pre_var"] for r in rs]) for rs in results["runs"]["adam"][net]]
