@@ -2,6 +2,6 @@ import sys
 
 from normlab.cli import main
 
-# Guarded: mpi4py.futures workers (and multiprocessing's spawn) import the main module under another name.
+# Guarded: a child process started with multiprocessing's "spawn" (normlab check) imports this module again.
 if __name__ == "__main__":
     sys.exit(main())

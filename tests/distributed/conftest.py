@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from normlab.distributed.threads import run_in_threads
+from normlab.distributed.thread_ranks import run_in_threads
 
 SCRIPTS = Path(__file__).parent / "scripts"
 SRC = Path(__file__).resolve().parents[2] / "src"

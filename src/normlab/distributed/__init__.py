@@ -24,7 +24,7 @@ from normlab.distributed.sync_batchnorm import (
     sync_batchnorm_backward,
     sync_batchnorm_forward,
 )
-from normlab.distributed.threads import ThreadCommunicator, run_in_threads
+from normlab.distributed.thread_ranks import ThreadCommunicator, run_in_threads
 
 __all__ = [
     "Communicator",
