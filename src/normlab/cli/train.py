@@ -146,8 +146,9 @@ def _train(args, comm) -> int:
     """Train (on the processes of `comm`, or alone when None); the exit status. Only rank 0 prints."""
     from normlab.data import ChecksumError, DataFormatError, DatasetNotFoundError
     from normlab.train.config import TrainConfig
-    from normlab.train.run import CONFIG, DISTRIBUTED, run_training
+    from normlab.train.run import CONFIG, CURVES, DISTRIBUTED, run_training
 
+    started = time.perf_counter()
     root = comm is None or comm.is_root
     try:
         if args.resume:
@@ -159,6 +160,12 @@ def _train(args, comm) -> int:
             if not (run_dir / CONFIG).is_file():
                 raise ValueError(f"--resume {run_dir}: no {CONFIG} there, so it is not a run directory")
             config = TrainConfig.load(run_dir / CONFIG)
+            complete = _completed_note(run_dir, config) if root else None
+            complete = comm.broadcast_object(complete) if comm is not None else complete
+            if complete:
+                if root:
+                    print(complete)
+                return 0
         else:
             config = config_from_args(args)
             run_dir = Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
@@ -178,9 +185,36 @@ def _train(args, comm) -> int:
     if result.status == "completed":
         best = result.history.best_epoch()
         chosen = f"epoch {best.epoch}, val acc {best.val_acc:.4f}" if best else "last epoch"
-        print(f"test accuracy {result.test_acc:.4f} (weights of {chosen}); run saved in {result.run_dir}")
+        took = _duration(time.perf_counter() - started)
+        print(f"test accuracy {result.test_acc:.4f} (weights of {chosen}) in {took}; run saved in {result.run_dir}, "
+              f"plot {result.run_dir / CURVES}")
         return 0
     print(result.message, file=sys.stderr)
     if result.status == "interrupted" and (result.run_dir / "checkpoint.safetensors").is_file():
         print(f"continue with: normlab train --resume {result.run_dir}", file=sys.stderr)
     return 130 if result.status == "interrupted" else 1
+
+
+def _completed_note(run_dir: Path, config) -> str | None:
+    """A message when the run in run_dir has trained all its epochs and measured its test accuracy
+    (resuming it has nothing to do), else None."""
+    from normlab.train.checkpoint import load_meta
+    from normlab.train.trainer import CHECKPOINT, HISTORY
+
+    checkpoint = run_dir / CHECKPOINT
+    if not checkpoint.is_file() or load_meta(checkpoint).get("epochs_done", 0) < config.epochs:
+        return None
+    history = run_dir / HISTORY
+    test_acc = json.loads(history.read_text()).get("test_acc") if history.is_file() else None
+    if test_acc is None:  # trained, but stopped before the test: resuming measures it
+        return None
+    return (f"{run_dir} is already complete ({config.epochs} of {config.epochs} epochs, test accuracy "
+            f"{test_acc:.4f}); nothing to train. To train longer, start a new run with --epochs.")
+
+
+def _duration(seconds: float) -> str:
+    """'42.6 s', or '3 min 05 s' from a minute on."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s"

@@ -12,6 +12,13 @@ from normlab.train.history import History
 
 
 def plot_curves(history: History, path: str | os.PathLike, title: str = "") -> None:
+    """Write curves.png: `curves_figure` as a PNG."""
+    save_figure(curves_figure(history, title), path)
+
+
+def curves_figure(history: History, title: str = ""):
+    """The figure of curves.png: training loss per iteration (left), accuracies per epoch (right, whole
+    epochs on the axis even for a single one). The caller closes it (`save_figure` does)."""
     from matplotlib.ticker import MaxNLocator
 
     plt = pyplot()
@@ -32,11 +39,13 @@ def plot_curves(history: History, path: str | os.PathLike, title: str = "") -> N
     if history.test_acc is not None and epochs:
         ax_acc.axhline(history.test_acc, ls="--", color="gray", label=f"test {history.test_acc:.4f}")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
-    ax_acc.xaxis.set_major_locator(MaxNLocator(integer=True))
+    # min_n_ticks=1: with one epoch the view spans 0.95..1.05, where the default asks for two integers,
+    # finds one, and falls back to fractional ticks.
+    ax_acc.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax_acc.legend()
     if title:
         fig.suptitle(title)
-    save_figure(fig, path)
+    return fig
 
 
 def pyplot():

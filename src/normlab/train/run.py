@@ -169,9 +169,19 @@ def run_training(config: TrainConfig, run_dir: str | os.PathLike, *, resume: boo
     test_acc = None
     if fit.status == "completed" and root:  # rank 0 alone holds the best weights' file
         trainer.load_best()
-        test_acc = trainer.accuracy(data.x_test, data.y_test)
+        test_acc = trainer.accuracy(data.x_test, data.y_test, "test")
         fit.history.test_acc = test_acc
         atomic_write_json(run_dir / HISTORY, fit.history.to_dict())
     if (fit.history.epochs or fit.history.loss) and root:
-        plot_curves(fit.history, run_dir / CURVES, title=f"{config.model} on {config.dataset}")
+        plot_curves(fit.history, run_dir / CURVES, title=curves_title(config, model))
     return RunResult(fit.status, fit.message, fit.history, test_acc, run_dir)
+
+
+def curves_title(config: TrainConfig, model: Module) -> str:
+    """curves.png's title: what tells runs apart, e.g. 'fcnet, batch norm, on fashion-mnist: adam lr 0.001,
+    numpy'."""
+    normalization = getattr(model, "normalization", None)
+    norm = "" if normalization is None else (", no normalization" if normalization == "none"
+                                             else f", {normalization} norm")
+    return (f"{config.model}{norm}, on {config.dataset}: {config.optimizer} lr {config.lr:g}, "
+            f"{config.framework}")

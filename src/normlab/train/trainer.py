@@ -152,22 +152,31 @@ class Trainer:
         all-reduce gradients across processes. Does nothing here."""
 
     # -- evaluation ---------------------------------------------------------------------------------
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Class predictions (N,) in eval mode, in batches of eval_batch_size; the model's mode is restored."""
+    def predict(self, x: np.ndarray, desc: str = "evaluating") -> np.ndarray:
+        """Class predictions (N,) in eval mode, in batches of eval_batch_size, under a progress bar named
+        desc; the model's mode is restored."""
         was_training = self.model.training
         self.model.eval()
         try:
-            preds = [self.model.forward(x[idx]).argmax(axis=1)
-                     for idx in batch_indices(np.arange(len(x)), self.eval_batch_size)]
+            preds = [self.model.forward(x[idx]).argmax(axis=1) for idx in self.eval_batches(len(x), desc)]
         finally:
             self.model.train(was_training)
         return np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
 
-    def accuracy(self, x: np.ndarray, y: np.ndarray) -> float:
-        """Fraction of correct predictions in eval mode."""
+    def eval_batches(self, n: int, desc: str):
+        """The index arrays of range(n) in batches of eval_batch_size, under a progress bar named desc that
+        disappears when done (shown when progress is on and stderr is a terminal)."""
+        from tqdm import tqdm
+
+        batches = list(batch_indices(np.arange(n), self.eval_batch_size))
+        return tqdm(batches, desc=desc, unit="batch", leave=False, disable=None if self.progress else True,
+                    dynamic_ncols=True)
+
+    def accuracy(self, x: np.ndarray, y: np.ndarray, desc: str = "evaluating") -> float:
+        """Fraction of correct predictions in eval mode (progress shown as `predict` shows it)."""
         if len(x) == 0:
             raise ValueError("cannot measure accuracy on an empty set")
-        return float(np.mean(self.predict(x) == y))
+        return float(np.mean(self.predict(x, desc) == y))
 
     # -- the loop -----------------------------------------------------------------------------------
     def fit(self, resume: bool = False, max_steps: int | None = None) -> FitResult:
@@ -246,8 +255,8 @@ class Trainer:
         self._consistent = False
         started = time.perf_counter()
         n_eval = min(self.train_eval_size, len(self.x_train))
-        train_acc = self.accuracy(self.x_train[:n_eval], self.y_train[:n_eval])
-        val_acc = self.accuracy(self.x_val, self.y_val) if len(self.x_val) else None
+        train_acc = self.accuracy(self.x_train[:n_eval], self.y_train[:n_eval], "train accuracy")
+        val_acc = self.accuracy(self.x_val, self.y_val, "validation") if len(self.x_val) else None
         epoch_losses = self.history.loss[-self.steps_per_epoch:]
         record = EpochRecord(epoch=self.epochs_done + 1, train_loss=float(np.mean(epoch_losses)),
                              train_acc=train_acc, val_acc=val_acc, lr=self.optimizer.lr, seconds=seconds,
