@@ -35,7 +35,8 @@ def test_train_writes_a_run_directory(toy_fashion, tmp_path, capsys):
     assert train("--data-dir", toy_fashion, "--epochs", 2, "--hidden", 32, "--batch-size", 32, "--out", out) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert sum(line.startswith("epoch ") for line in lines) == 2
-    assert re.fullmatch(r"test accuracy [01]\.\d{4} \(weights of epoch \d, val acc [01]\.\d{4}\); run saved in .*run", lines[-1])
+    assert re.fullmatch(r"test accuracy [01]\.\d{4} \(weights of epoch \d, val acc [01]\.\d{4}\) in \d+\.\d s; "
+                        r"run saved in (.*run), plot \1/curves\.png", lines[-1])
     assert float(lines[-1].split()[2]) > 0.8
     assert {p.name for p in out.iterdir()} == {"config.json", "history.json", "curves.png", "model.safetensors",
                                                "checkpoint.safetensors"}
