@@ -48,8 +48,9 @@ def register_fold_pairs(container_type: type, pairs: Callable[[nn.Module], list[
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """A copy of `model` with every evaluation-mode batch norm folded into the Linear (or other registered
-    affine layer) right before it, the batch norm replaced by an Identity. The original is untouched.
+    """A copy of `model` with every evaluation-mode batch norm folded into the Linear or Conv2d (or other
+    registered affine layer) right before it, inside residual blocks too, the batch norm replaced by an
+    Identity. The original is untouched.
 
     Left as they are: batch norms in training mode (their statistics still change), those with
     track_running_stats=False (they use batch statistics in evaluation too), and those with no
