@@ -53,7 +53,7 @@ def test_share_sets_blas_and_numba_and_the_variables_of_later_libraries(restored
         assert share.numba == min(2, numba.config.NUMBA_NUM_THREADS) == numba.get_num_threads()
     else:
         assert environ["NUMBA_NUM_THREADS"] == "2"  # read when numba is imported
-    assert share.describe() == "2 threads per process (2 processes on 5 cores)"
+    assert share.describe() == "2 threads each: 2 processes on this node's 5 cores"
 
 
 def test_share_leaves_the_users_own_settings_alone(restored_threads):
@@ -63,7 +63,7 @@ def test_share_leaves_the_users_own_settings_alone(restored_threads):
     assert share.threads == 1 and share.kept == ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS")
     assert blas_threads() == before  # OpenBLAS honours OMP_NUM_THREADS: the user's choice
     assert environ == {"OMP_NUM_THREADS": "3", "NUMBA_NUM_THREADS": "3", "MKL_NUM_THREADS": "1"}
-    assert "kept OMP_NUM_THREADS, NUMBA_NUM_THREADS as set" in share.describe()
+    assert share.describe().endswith("cores, OMP_NUM_THREADS, NUMBA_NUM_THREADS kept as set")
 
 
 def _ranks(result) -> list[dict]:

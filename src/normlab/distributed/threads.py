@@ -49,10 +49,10 @@ class ThreadShare:
     kept: tuple[str, ...]  # the user's thread variables, left as they were
 
     def describe(self) -> str:
-        """One line for a log, e.g. '1 thread per process (2 processes on 2 cores)'."""
-        text = (f"{self.threads} thread{'s' if self.threads != 1 else ''} per process ({self.local_ranks} "
-                f"processes on {self.cores} cores)")
-        return text + (f"; kept {', '.join(self.kept)} as set" if self.kept else "")
+        """For a log, e.g. "1 thread each: 2 processes on this node's 2 cores"."""
+        text = (f"{self.threads} thread{'s' if self.threads != 1 else ''} each: {self.local_ranks} processes on "
+                f"this node's {self.cores} cores")
+        return text + (f", {', '.join(self.kept)} kept as set" if self.kept else "")
 
 
 def node_share(cores: int, local_ranks: int, local_rank: int) -> int:

@@ -161,7 +161,8 @@ def run_training(config: TrainConfig, run_dir: str | os.PathLike, *, resume: boo
             atomic_write_json(run_dir / DISTRIBUTED, {"processes": comm.size, "sync_batchnorm": sync_batchnorm})
     n_params = sum(p.data.size for p in model.parameters())
     processes = "" if comm is None or comm.size == 1 else (
-        f" on {comm.size} processes ({'synchronized' if sync_batchnorm else 'local'} batch norm)")
+        f" on {comm.size} processes ({'synchronized' if sync_batchnorm else 'local'} batch norm"
+        + (f"; {comm.threads.describe()})" if getattr(comm, "threads", None) else ")"))
     log(f"{config.model} ({n_params:,} parameters) on {config.dataset}: {len(data.x_train)} training, "
         f"{len(data.x_val)} validation, {len(data.x_test)} test examples; {config.optimizer} lr {config.lr:g}, "
         f"batch {config.batch_size}, {config.epochs} epochs, {config.framework}{processes} -> {run_dir}")
