@@ -50,8 +50,8 @@ def numba_available() -> bool:
     return True
 
 
-# Measured on 2 cores with an empty cache: the default `normlab train` (batch norm kernels) 12-15 s, bn-cnn
-# (also pooling, convolution copies, Winograd) about 45 s.
+# Measured on 2 shared cores with an empty cache: the batch norm kernels of the default `normlab train` 15 s,
+# a bn-cnn run (also pooling, convolution copies, Winograd) about 40 s.
 COMPILE_NOTICE = "compiling normlab's kernels (first run only: about 15 s, up to a minute for a CNN)..."
 
 
