@@ -37,7 +37,8 @@ def test_train_writes_a_run_directory(toy_fashion, tmp_path, capsys):
     assert sum(line.startswith("epoch ") for line in lines) == 2
     assert re.fullmatch(r"test accuracy [01]\.\d{4} \(weights of epoch \d, val acc [01]\.\d{4}\); run saved in .*run", lines[-1])
     assert float(lines[-1].split()[2]) > 0.8
-    assert {p.name for p in out.iterdir()} == {"config.json", "history.json", "curves.png", "model.safetensors",
+    assert {p.name for p in out.iterdir()} == {"config.json", "preprocessing.json", "history.json", "history.csv",
+                                               "iterations.csv", "curves.png", "model.safetensors",
                                                "checkpoint.safetensors"}
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     config = json.loads((out / "config.json").read_text())
