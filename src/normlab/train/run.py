@@ -84,6 +84,11 @@ def prepare_data(config: TrainConfig, rng: np.random.Generator, data_dir: str | 
                         ds.y_test, ds.classes, standardize)
 
 
+def run_seeds(config: TrainConfig) -> list[np.random.SeedSequence]:
+    """The seeds of a run's (split, initialization, training order) generators, from config.seed."""
+    return np.random.SeedSequence(config.seed).spawn(3)
+
+
 def preprocessing_record(data: PreparedData) -> dict:
     """preprocessing.json: one sample's shape, the class names and the Standardizer's statistics (float64,
     exact in JSON), so a saved model can be used without loading the training data again."""
@@ -138,7 +143,7 @@ def run_training(config: TrainConfig, run_dir: str | os.PathLike, *, resume: boo
     root = comm is None or comm.is_root
     if root:
         run_dir.mkdir(parents=True, exist_ok=True)
-    split_seed, init_seed, train_seed = np.random.SeedSequence(config.seed).spawn(3)
+    split_seed, init_seed, train_seed = run_seeds(config)
     # Every process loads the whole data set and draws the same split, weights, order and augmentation.
     data = prepare_data(config, np.random.default_rng(split_seed), data_dir, download)
     model = build_model(config.model, input_shape=data.input_shape, num_classes=len(data.classes),
