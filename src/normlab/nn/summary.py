@@ -72,7 +72,8 @@ def summarize(model: Module, input_shape: Sequence[int] | None = None) -> ModelS
     Inputs:
     - model: a normlab Module whose forward takes (N, *input_shape) batches.
     - input_shape: one sample's shape, (D,) or (C, H, W); may be left out when the model was built by
-      `normlab.models.build_model` (it remembers its `input_shape`) or starts with a Linear.
+      `normlab.models.build_model` (it remembers its `input_shape`) or its first layer with weights is a
+      Linear.
     Returns a ModelSummary (print it for the table).
     """
     shape = _input_shape(model, input_shape)
@@ -122,11 +123,13 @@ def _input_shape(model: Module, input_shape: Sequence[int] | None) -> tuple[int,
     if input_shape is None:
         input_shape = getattr(model, "input_shape", None)
     if input_shape is None:
-        first = next((m for m in model.modules() if not m._modules), None)
-        if first is not None and hasattr(first, "in_features") and first.parameters():
+        # The first layer with weights; a Linear (after a Flatten, say) takes flat (D,) samples.
+        first = next((m for m in model.modules() if not m._modules and m.parameters()), None)
+        if first is not None and hasattr(first, "in_features"):
             return (int(first.in_features),)
-        raise ValueError(f"input_shape is required: {type(model).__name__} does not record one and does not start "
-                         "with a Linear, so one sample's shape, e.g. (1, 28, 28), cannot be inferred")
+        raise ValueError(f"input_shape is required: {type(model).__name__} does not record one and its first "
+                         "layer with weights is not a Linear, so one sample's shape, e.g. (1, 28, 28), cannot be "
+                         "inferred")
     try:
         shape = tuple(int(d) for d in input_shape)
     except (TypeError, ValueError):
