@@ -150,3 +150,15 @@ def test_the_cnns_name_their_options(model, capsys):
 
 def test_the_bn_cnn_takes_a_normalization():
     assert config_for("--model", "bn-cnn", "--normalization", "group").model_options == {"normalization": "group"}
+
+
+def test_train_prints_the_model_summary_first_and_writes_tensorboard_events(toy_fashion, tmp_path, capsys):
+    pytest.importorskip("tensorboardX")
+    out = tmp_path / "run"
+    assert train("--data-dir", toy_fashion, "--epochs", 1, "--hidden", 16, "--batch-size", 64, "--out", out,
+                 "--tensorboard") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "FullyConnectedNet on inputs (1, 1, 28, 28)"
+    assert lines.index("parameters: 12,762 (0.05 MiB)") < next(i for i, s in enumerate(lines) if s.startswith("epoch 1"))
+    assert any(re.fullmatch(r"1\s+Linear\s+\(1, 16\)\s+12,560", line) for line in lines)
+    assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 1
