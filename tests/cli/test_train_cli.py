@@ -159,6 +159,7 @@ def test_train_prints_the_model_summary_first_and_writes_tensorboard_events(toy_
                  "--tensorboard") == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "FullyConnectedNet on inputs (1, 1, 28, 28)"
-    assert lines.index("parameters: 12,762 (0.05 MiB)") < next(i for i, s in enumerate(lines) if s.startswith("epoch 1"))
+    first_epoch = next(i for i, line in enumerate(lines) if line.startswith("epoch 1"))
+    assert lines.index("parameters: 12,762 (0.05 MiB)") < first_epoch
     assert any(re.fullmatch(r"1\s+Linear\s+\(1, 16\)\s+12,560", line) for line in lines)
     assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 1

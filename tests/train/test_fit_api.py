@@ -78,8 +78,10 @@ def test_fit_errors_name_the_argument():
         trainer.fit()
     with pytest.raises(ValueError, match="val was given without train"):
         trainer.fit(val=val)
-    with pytest.raises(ValueError, match=r"train must be a pair \(x, y\)"):
+    with pytest.raises(TypeError, match=r"train must be a pair \(x, y\) of arrays, got ndarray"):
         trainer.fit(train[0])
+    with pytest.raises(TypeError, match=r"val must be a pair \(x, y\) of numpy arrays, got \(list, ndarray\)"):
+        trainer.fit(train, ([1, 2], val[1]))
     with pytest.raises(ValueError, match="inputs and labels must have the same length"):
         trainer.fit((train[0], train[1][:5]))
     with pytest.raises(ValueError, match="epochs must be a positive integer, got 0"):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import sys
 
-# What loading a run or its data can raise with a message meant for the user.
+
 def user_errors() -> tuple[type[Exception], ...]:
+    """What loading a run or its data raises with a message meant for the user."""
     from normlab.data import ChecksumError, DataFormatError, DatasetNotFoundError
 
     return (ValueError, FileNotFoundError, KeyError, ImportError, DatasetNotFoundError, DataFormatError,

@@ -4,6 +4,7 @@ own runtime and its scores on real test images are compared with normlab's."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from normlab.cli._run_args import add_data_arguments, add_run_argument, fail, user_errors
@@ -34,9 +35,10 @@ def run(args) -> int:
 
     if args.check < 0:
         return fail(NAME, ValueError(f"--check must be >= 0, got {args.check}"))
-    out = Path(args.out) if args.out else Path(args.run) / f"model{'.folded' if args.fold else ''}{FORMATS[args.format]}"
+    default = f"model{'.folded' if args.fold else ''}{FORMATS[args.format]}"
+    out = Path(args.out) if args.out else Path(args.run) / default
     try:
-        trained = load_run(args.run, weights=args.weights)
+        trained = load_run(args.run, weights=args.weights, data_dir=args.data_dir, download=not args.no_download)
         metadata = {"classes": list(trained.classes), "input_shape": list(trained.input_shape),
                     "input": "standardized images (N, C, H, W): (pixels / 255 - mean) / std per channel",
                     "standardizer_mean": trained.standardizer.mean.tolist(),
@@ -60,7 +62,7 @@ def run(args) -> int:
           f"(largest score {scale:.2f}); the same class for {agree}/{len(x)}")
     if not diff <= args.tolerance * max(1.0, scale):
         print(f"normlab export: error: the exported model differs from normlab's by {diff:.2e}, more than "
-              f"--tolerance {args.tolerance:g} x {max(1.0, scale):.2f}", file=__import__("sys").stderr)
+              f"--tolerance {args.tolerance:g} x {max(1.0, scale):.2f}", file=sys.stderr)
         return 1
     return 0
 

@@ -7,7 +7,7 @@ A FILE is a .png picture or a .npy array holding one image or a batch, uint8 (0.
 
 from __future__ import annotations
 
-from normlab.cli._run_args import add_run_argument, fail, user_errors
+from normlab.cli._run_args import add_data_arguments, add_run_argument, fail, user_errors
 
 NAME = "predict"
 HELP = "classify images (.npy or .png files) with a trained run's model"
@@ -17,6 +17,7 @@ def add_arguments(parser) -> None:
     add_run_argument(parser)
     parser.add_argument("files", nargs="+", metavar="FILE", help="images: .png, or .npy (one image or a batch)")
     parser.add_argument("--top", type=int, default=1, metavar="K", help="print the K likeliest classes (default 1)")
+    add_data_arguments(parser)  # only a run without preprocessing.json needs its dataset
 
 
 def run(args) -> int:
@@ -28,7 +29,7 @@ def run(args) -> int:
     if args.top < 1:
         return fail(NAME, ValueError(f"--top must be at least 1, got {args.top}"))
     try:
-        trained = load_run(args.run, weights=args.weights)
+        trained = load_run(args.run, weights=args.weights, data_dir=args.data_dir, download=not args.no_download)
         batches = [read_images(path, trained.input_shape) for path in args.files]  # every file checked first
     except user_errors() as error:
         return fail(NAME, error)

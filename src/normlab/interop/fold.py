@@ -21,6 +21,7 @@ block's `shortcut`, a Sequential, folds by the Sequential rule); other layers re
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Callable
 
 import numpy as np
@@ -81,8 +82,7 @@ def _pairs(container: nn.Module) -> list[tuple[str, str]]:
 
 
 def _sequential_pairs(container: nn.Module) -> list[tuple[str, str]]:
-    names = list(container._modules)
-    return list(zip(names, names[1:]))
+    return list(itertools.pairwise(container._modules))
 
 
 def _foldable(affine: nn.Module, norm: nn.Module) -> bool:
@@ -111,8 +111,8 @@ register_fold_pairs(nn.ResidualBlock, lambda block: [("conv1", "bn1"), ("conv2",
 
 # The models of normlab.models that are Sequentials with a name compute as Sequentials (what normlab train
 # builds, so what `normlab export --fold` folds).
-from normlab.models.cnn import ResNetCNN, ThreeLayerConvNet  # noqa: E402  (interop sits above models)
-from normlab.models.fcnet import FullyConnectedNet  # noqa: E402
+from normlab.models.cnn import ResNetCNN, ThreeLayerConvNet  # (interop sits above models)
+from normlab.models.fcnet import FullyConnectedNet
 
 for _model_type in (FullyConnectedNet, ThreeLayerConvNet, ResNetCNN):
     register_fold_pairs(_model_type, _sequential_pairs)

@@ -90,10 +90,11 @@ def _positive(name: str, value: int) -> int:
 
 def _pair(name: str, data) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(data, (tuple, list)) or len(data) != 2:
-        raise ValueError(f"{name} must be a pair (x, y) of arrays, got {type(data).__name__}")
+        raise TypeError(f"{name} must be a pair (x, y) of arrays, got {type(data).__name__}")
     x, y = data
     if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
-        raise ValueError(f"{name} must be a pair (x, y) of numpy arrays, got ({type(x).__name__}, {type(y).__name__})")
+        raise TypeError(f"{name} must be a pair (x, y) of numpy arrays, got ({type(x).__name__}, "
+                        f"{type(y).__name__})")
     return x, y
 
 
