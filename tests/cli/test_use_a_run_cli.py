@@ -63,6 +63,7 @@ def test_predict_names_the_file_with_a_wrong_shape_and_prints_nothing_else(train
                      r"\(3, 32, 32\)", err)
 
 
+@pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
 @pytest.mark.parametrize("fmt, fold", [("onnx", False), ("onnx", True), ("torch", False), ("torch", True),
                                        ("keras", False)])
 def test_export_writes_a_file_its_runtime_runs_like_normlab(trained_run, toy_fashion_session, tmp_path, capsys,
