@@ -68,7 +68,7 @@ def sample_builder(args):
     def build(rng: np.random.Generator, shape: tuple[int, ...]):
         out = function(rng, shape)
         if not isinstance(out, Tensor):
-            raise ValueError(f"NAME {args.kind} must return a normlab.autograd.Tensor, got {type(out).__name__}")
+            raise TypeError(f"NAME {args.kind} must return a normlab.autograd.Tensor, got {type(out).__name__}")
         out.backward(rng.standard_normal(out.shape).astype(out.dtype))
         return out, f"{args.kind} on a batch of shape {shape}\nupstream gradient d{out.name or 'out'} ~ N(0, 1)"
 

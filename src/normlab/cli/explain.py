@@ -21,7 +21,7 @@ def run(args) -> int:
 
     try:
         out, description = build_sample(args)
-    except ValueError as error:
+    except (ValueError, TypeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(explain(out, title=description), end="")
