@@ -66,7 +66,10 @@ def sample_builder(args):
     function = load_function(args.kind)
 
     def build(rng: np.random.Generator, shape: tuple[int, ...]):
-        out = function(rng, shape)
+        try:
+            out = function(rng, shape)
+        except Exception as error:  # the user's code: say whose it is and keep its message
+            raise ValueError(f"NAME {args.kind}(rng, shape={shape}) failed: {type(error).__name__}: {error}") from error
         if not isinstance(out, Tensor):
             raise TypeError(f"NAME {args.kind} must return a normlab.autograd.Tensor, got {type(out).__name__}")
         out.backward(rng.standard_normal(out.shape).astype(out.dtype))
