@@ -39,12 +39,15 @@ MAX_SAMPLES = 16  # shapes x seeds: each sample adds its numbers to the page
 MAX_ELEMENTS = 4096  # per array: a page for learners, not a dump
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class GraphPage:
     """An interactive page: `html` is the whole file. Displays inline in Jupyter (in an iframe)."""
 
     html: str
     title: str
+
+    def __repr__(self) -> str:
+        return f"GraphPage(title={self.title!r}, {len(self.html.encode())} bytes)"
 
     def save(self, path: str | Path) -> Path:
         """Write the page to `path` (.html) and return the path."""
