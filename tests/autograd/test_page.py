@@ -111,7 +111,7 @@ def test_bad_arguments_are_named():
         graph_page(_batchnorm, [], [0])
     with pytest.raises(ValueError, match=f"at most {MAX_SAMPLES} samples"):
         graph_page(_batchnorm, [(4, 3), (5, 3), (6, 3)], range(6))
-    with pytest.raises(TypeError, match="build must return a Tensor, got ndarray"):
+    with pytest.raises(TypeError, match=r"build must return a Tensor \(or a Tensor and a description\), got ndarray"):
         graph_page(lambda rng, shape: np.zeros(shape), [(4, 3)], [0])
     with pytest.raises(ValueError, match=r"too large for the page: at most 4096 values"):
         graph_page(_batchnorm, [(100, 50)], [0])

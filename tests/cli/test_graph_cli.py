@@ -109,7 +109,10 @@ def test_graph_writes_an_interactive_page_with_the_shapes_and_seeds_asked_for(tm
     assert capsys.readouterr().out.strip() == f"wrote {out} ({size} bytes; open it in a browser)"
     data = _page_data(out)
     assert data["shapes"] == ["4,3", "16,5"] and data["seeds"] == [0, 1, 2]
-    assert data["title"] == "Batch norm" and data["subtitle"].startswith("Batch norm on x of shape (4, 3)\n")
+    assert data["title"] == "Batch norm"
+    descriptions = {(d["shape"], d["seed"]): d["description"] for d in data["samples"]}
+    assert descriptions["16,5", 2] == ("Batch norm on x of shape (16, 5); statistics over axis 0, eps 1e-05; "
+                                       "upstream gradient dout ~ N(0, 1)")
     assert 80_000 < size < 200_000
     assert main(["graph", "groupnorm", "--shape", "2,6,2,2", "--groups", "3", "--seed", "5", "--page-shapes",
                  "2,6,1,1", "--page-seeds", "5", "6", "--out", str(out)]) == 0

@@ -109,20 +109,29 @@
     } else {
       var s = stats(array.values);
       var summary = el("div", { "class": "summary" });
-      [["mean", s.mean], ["std", s.std], ["min", s.min], ["max", s.max]].forEach(function (pair) {
+      [["mean", s.mean], ["std", s.std], ["min", s.min], ["max", s.max]].forEach(function (pair, k) {
         var item = el("span", { "class": "stat", "data-stat": pair[0] });
         item.appendChild(el("b", {}, pair[0] + " "));
         item.appendChild(el("span", { "class": "number" }, fmt(pair[1])));
         summary.appendChild(item);
+        if (k === 1) summary.appendChild(el("br"));
       });
       box.appendChild(summary);
       var map = heatMap(array, g);
       box.appendChild(map.svg);
       var note = array.shape.length > 2 ? "axis 0 down, the other axes flattened across; " : "";
       box.appendChild(el("div", { "class": "legend" },
-        note + "brown -" + fmt(map.scale) + ", white 0, teal +" + fmt(map.scale) + " (hover for values)"));
+        note + "brown \u2212" + fmt(map.scale) + ", white 0, teal +" + fmt(map.scale) + "; hover for values"));
     }
     return box;
+  }
+
+  // an operator and the array after it, kept on one line when the chain wraps
+  function opThen(symbol, block) {
+    var group = el("span", { "class": "step" });
+    group.appendChild(el("span", { "class": "op" }, symbol));
+    group.appendChild(block);
+    return group;
   }
 
   function constantBlock(role, caption, value, kind) {
@@ -153,6 +162,7 @@
     var s = data.samples.filter(function (x) { return x.shape === shape && x.seed === seed; })[0];
     var layoutChanged = !state.sample || state.sample.layout !== s.layout;
     state.sample = s;
+    document.getElementById("description").textContent = s.description;
     state.arrays = {};
     if (layoutChanged) {
       var graph = document.getElementById("graph");
@@ -245,6 +255,11 @@
     panel.appendChild(h);
   }
 
+  function valueOf(name) {
+    var node = state.sample.forward.filter(function (n) { return n.name === name; })[0];
+    return array("v" + name, node.value);
+  }
+
   function showForward(panel, index) {
     var s = state.sample, node = s.forward[index];
     phaseHeading(panel, "forward", index, s.forward.length, node.name);
@@ -252,7 +267,14 @@
       ? node.name + (node.constant ? " is a constant input (it gets no gradient)" : " is an input of the graph")
       : node.name + " = " + node.expression;
     panel.appendChild(el("p", { "class": "formula", id: "formula" }, formula));
-    panel.appendChild(arrayBlock("value", "value of " + node.name, array("v" + node.name, node.value), "forward"));
+    var row = el("div", { "class": "chain" });
+    var inputs = node.inputs.filter(function (name, k) { return node.inputs.indexOf(name) === k; });
+    inputs.forEach(function (name) {
+      row.appendChild(arrayBlock("input", name, valueOf(name), "forward input"));
+    });
+    var value = arrayBlock("value", node.name, valueOf(node.name), "forward");
+    row.appendChild(inputs.length ? opThen("\u2192", value) : value);
+    panel.appendChild(row);
     if (index === s.forward.length - 1) {
       panel.appendChild(el("p", { "class": "note" }, "The forward pass is done. Next, the backward pass: the " +
         "gradient d" + node.name + " arrives from above and flows back, node by node."));
@@ -289,17 +311,15 @@
         } else {
           row.appendChild(arrayBlock("local", caption, local, "local"));
         }
-        row.appendChild(el("span", { "class": "op" }, "\u00d7"));
       }
-      row.appendChild(arrayBlock("upstream", "upstream gradient " + use.upstream, gradientOf(use.consumer), "backward"));
-      row.appendChild(el("span", { "class": "op" }, "="));
+      var upstream = arrayBlock("upstream", "upstream gradient " + use.upstream, gradientOf(use.consumer), "backward");
+      row.appendChild(use.local !== null ? opThen("\u00d7", upstream) : upstream);
       var productCaption = use.local !== null ? "local \u00d7 upstream" : use.term;
-      row.appendChild(arrayBlock("product", productCaption, array(key + "product", use.product), "backward"));
+      row.appendChild(opThen("=", arrayBlock("product", productCaption, array(key + "product", use.product), "backward")));
       if (use.summed !== null) {
         var axes = use.sum_axes.length === 1 ? "axis " + use.sum_axes[0] : "axes (" + use.sum_axes.join(", ") + ")";
-        row.appendChild(el("span", { "class": "op" }, "\u03a3"));
-        row.appendChild(arrayBlock("summed", "summed over " + axes + " (the forward broadcast " + name + ")",
-          array(key + "summed", use.summed), "backward"));
+        row.appendChild(opThen("\u03a3", arrayBlock("summed", "summed over " + axes + " (" + name + " was broadcast)",
+          array(key + "summed", use.summed), "backward")));
       }
       box.appendChild(row);
       if (use.local === null) {

@@ -31,8 +31,9 @@ from normlab.autograd.tensor import Tensor
 from normlab.autograd.trace import backward_values, forward_values
 
 Shape = tuple[int, ...]
-# build(rng, shape) -> the output tensor of the graph on a batch of that shape, drawn from rng. When it
-# has not run backward, the page runs it with an upstream gradient drawn from N(0, 1) by the same rng.
+# build(rng, shape) -> the output tensor of the graph on a batch of that shape, drawn from rng (or the
+# tensor and a line saying what it is, shown above the graph). When it has not run backward, the page runs
+# it with an upstream gradient drawn from N(0, 1) by the same rng.
 Build = Callable[[np.random.Generator, Shape], Tensor]
 DEFAULT_SEEDS = (0, 1, 2)
 MAX_SAMPLES = 16  # shapes x seeds: each sample adds its numbers to the page
@@ -68,11 +69,11 @@ def graph_page(build: Build, shapes: Sequence[Shape], seeds: Sequence[int] = DEF
     """Make the interactive page of the graph that `build` makes, for every shape and seed.
 
     Inputs:
-    - build: (rng, shape) -> output Tensor (see `Build`); the graph must have the same nodes for every
-      shape (the page steps through them in one order).
+    - build: (rng, shape) -> output Tensor, or (Tensor, description) (see `Build`); the graph must have
+      the same nodes for every shape (the page steps through them in one order).
     - shapes: the shapes offered in the page, the first shown first.
     - seeds: the seeds offered, the first shown first.
-    - title, subtitle: the page's heading.
+    - title: the page's heading; subtitle: a line after each sample's description.
 
     Returns a GraphPage. Raises ValueError for an empty or too long list of shapes or seeds, or graphs
     whose nodes differ between shapes; GraphvizNotFoundError when Graphviz is not installed.
@@ -91,8 +92,12 @@ def graph_page(build: Build, shapes: Sequence[Shape], seeds: Sequence[int] = DEF
         for seed in seeds:
             rng = np.random.default_rng(seed)
             out = build(rng, shape)
+            description = f"x of shape {shape}, seed {seed}"
+            if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], str):
+                out, description = out
             if not isinstance(out, Tensor):
-                raise TypeError(f"build must return a Tensor, got {type(out).__name__}")
+                raise TypeError(f"build must return a Tensor (or a Tensor and a description), got "
+                                f"{type(out).__name__}")
             if out.grad is None:
                 out.backward(rng.standard_normal(out.shape).astype(out.dtype))
             view = GraphView(out)
@@ -101,7 +106,7 @@ def graph_page(build: Build, shapes: Sequence[Shape], seeds: Sequence[int] = DEF
                 layout_of[source] = len(layouts)
                 layouts.append({"svg": _inline_svg(render_svg(source)),
                                 "edges": [[a, b] for a, b, _ in view.edges()]})
-            samples.append(sample_data(view, shape, seed, layout_of[source]))
+            samples.append(sample_data(view, shape, seed, layout_of[source], description))
     order = [[n["name"] for n in s["forward"]] + ["d" + b["name"] for b in s["backward"]] for s in samples]
     if any(o != order[0] for o in order):
         raise ValueError("the graph must have the same nodes in the same order for every shape and seed")
@@ -110,7 +115,7 @@ def graph_page(build: Build, shapes: Sequence[Shape], seeds: Sequence[int] = DEF
     return GraphPage(page_html(data), title)
 
 
-def sample_data(view: GraphView, shape: Shape, seed: int, layout: int) -> dict:
+def sample_data(view: GraphView, shape: Shape, seed: int, layout: int, description: str = "") -> dict:
     """One sample's steps and numbers, as the page's script reads them."""
     forward = []
     for node, value in forward_values(view):
@@ -126,7 +131,8 @@ def sample_data(view: GraphView, shape: Shape, seed: int, layout: int) -> dict:
                          "summed": encode_array(u.summed) if u.sum_axes else None})
         backward.append({"name": b.step.node.name, "formula": b.step.formula, "gradient": encode_array(b.gradient),
                          "uses": uses})
-    return {"shape": _shape_key(shape), "seed": seed, "layout": layout, "forward": forward, "backward": backward}
+    return {"shape": _shape_key(shape), "seed": seed, "layout": layout, "description": description,
+            "forward": forward, "backward": backward}
 
 
 def encode_array(a: np.ndarray) -> dict:
@@ -170,7 +176,7 @@ def page_html(data: dict) -> str:
 </head>
 <body>
 <header>
-  <div class="heading"><h1>{title}</h1><p class="subtitle">{subtitle}</p></div>
+  <div class="heading"><h1>{title}</h1><p class="subtitle"><span id="description"></span>{subtitle}</p></div>
   <div class="controls">
     <label>shape <select id="shape" title="shape of the input x"></select></label>
     <label>seed <select id="seed" title="seed of the random input and upstream gradient"></select></label>

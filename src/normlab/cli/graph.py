@@ -70,8 +70,12 @@ def _write_page(args):
                              else PAGE_SHAPES.get(args.kind, ()))]
     seeds = [args.seed, *(args.page_seeds if args.page_seeds is not None else PAGE_SEEDS)]
     _, description = build(np.random.default_rng(args.seed), first_shape)
-    title, _, subtitle = description.partition("\n")
-    subtitle = subtitle + "; choose another shape or seed above (precomputed by normlab)"
-    page = graph_page(lambda rng, shape: build(rng, shape)[0], shapes, seeds, title=title.split(" on ")[0],
-                      subtitle=f"{title}\n{subtitle}")
+    title = description.split(" on ")[0]
+
+    def build_described(rng, shape):
+        out, description = build(rng, shape)
+        return out, description.replace("\n", "; ")
+
+    page = graph_page(build_described, shapes, seeds, title=title,
+                      subtitle="; choose another shape or seed above (precomputed by normlab)")
     return page.save(args.out)
