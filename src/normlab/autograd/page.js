@@ -315,7 +315,8 @@
       var upstream = arrayBlock("upstream", "upstream gradient " + use.upstream, gradientOf(use.consumer), "backward");
       row.appendChild(use.local !== null ? opThen("\u00d7", upstream) : upstream);
       var productCaption = use.local !== null ? "local \u00d7 upstream" : use.term;
-      row.appendChild(opThen("=", arrayBlock("product", productCaption, array(key + "product", use.product), "backward")));
+      var product = arrayBlock("product", productCaption, array(key + "product", use.product), "backward");
+      row.appendChild(opThen("=", product));
       if (use.summed !== null) {
         var axes = use.sum_axes.length === 1 ? "axis " + use.sum_axes[0] : "axes (" + use.sum_axes.join(", ") + ")";
         row.appendChild(opThen("\u03a3", arrayBlock("summed", "summed over " + axes + " (" + name + " was broadcast)",
@@ -335,7 +336,9 @@
   // ---- controls -------------------------------------------------------------------------------------
 
   function fill(select, options) {
-    options.forEach(function (o) { select.appendChild(el("option", { value: String(o) }, String(o).replace(/,/g, ", "))); });
+    options.forEach(function (o) {
+      select.appendChild(el("option", { value: String(o) }, String(o).replace(/,/g, ", ")));
+    });
   }
 
   fill(document.getElementById("shape"), data.shapes);
