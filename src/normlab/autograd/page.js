@@ -352,7 +352,7 @@
   document.addEventListener("keydown", function (e) {
     if (e.target && e.target.tagName === "SELECT") return; // arrows there choose an option
     if (e.target && e.target.tagName === "BUTTON" && (e.key === " " || e.key === "Enter")) return; // a click
-    var moves = { ArrowRight: 1, ArrowDown: 1, " ": 1, ArrowLeft: -1, ArrowUp: -1 };
+    var moves = { ArrowRight: 1, " ": 1, ArrowLeft: -1 }; // up and down still scroll a long panel
     if (e.key in moves) { go(state.step + moves[e.key]); e.preventDefault(); }
     else if (e.key === "Home") { go(0); e.preventDefault(); }
     else if (e.key === "End") { go(Infinity); e.preventDefault(); }

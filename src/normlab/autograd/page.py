@@ -205,7 +205,10 @@ def _inline_svg(svg: str) -> str:
     """Graphviz's SVG without its XML prolog, doctype and comments, sized by the page (viewBox kept)."""
     svg = svg[svg.index("<svg"):]
     svg = re.sub(r"<!--.*?-->", "", svg, flags=re.S)
-    svg = re.sub(r'^<svg width="[^"]*" height="[^"]*"', "<svg", svg)
+    # Fit the panel's width, but never larger than Graphviz drew it (points; a CSS pixel is 3/4 point).
+    width = re.match(r'^<svg width="([\d.]+)pt" height="[^"]*"', svg)
+    limit = f' style="max-width: {float(width.group(1)) * 4 / 3:.0f}px"' if width else ""
+    svg = re.sub(r'^<svg width="[^"]*" height="[^"]*"', "<svg" + limit, svg)
     return re.sub(r"\n\s*\n", "\n", svg)
 
 
