@@ -90,7 +90,7 @@ def pattern_words(name: str, got: np.ndarray, expected: np.ndarray, group: int) 
     if not np.any(got):
         return [f"{name} is all zeros"]
     scale = float(np.vdot(got, expected) / max(np.vdot(expected, expected), np.finfo(float).tiny))
-    if scale != 0 and relative_error(got, scale * expected) <= MATCH:
+    if scale != 0 and abs(scale - 1) > MATCH and relative_error(got, scale * expected) <= MATCH:
         return [_ratio_words(name, scale, group)]
     if got.ndim == 2 and got.shape[0] == got.shape[1] and relative_error(got, expected.T) <= MATCH:
         return [f"{name} is the transpose of the expected value (an axis mix-up that a square shape hides)"]

@@ -3,8 +3,9 @@ plain words. A learner's output that equals a mistake's output (and not the refe
 diagnosis. The recomputation is `normlab.check.simulate.simulate` with the mistake's walk flags, layout
 or running-statistics rule.
 
-Texts may use {stat} (what the statistics run over), {over} (what gamma and beta are shared over) and
-{rule} (the family's running-average rule).
+Texts may use {stat} (what the statistics run over), {m} (how many values each statistic averages),
+{over} (what gamma and beta are shared over), {count} (how many values that is) and {rule} (the family's
+running-average rule).
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ def _flag(key: str, text: str, kinds: frozenset[str] = ALL) -> Mistake:
 
 CATALOGUE: tuple[Mistake, ...] = (
     # Forward: the statistics and the normalization.
-    _flag("var_unbiased", "the variance is divided by M - 1 (the unbiased variance, np.var(ddof=1)); the "
-          "normalization uses the biased variance, divided by M, the number of values averaged"),
+    _flag("var_unbiased", "the variance is divided by {m} - 1 (the unbiased variance, np.var(ddof=1)); the "
+          "normalization uses the biased variance, divided by {m}, the number of values averaged"),
     _flag("var_uncentred", "the variance is mean(x**2), without subtracting the mean first: var = mean((x - mu)**2)"),
     _flag("eps_missing", "eps is missing: sqrt(var) where sqrt(var + eps) is needed"),
     _flag("eps_outside_sqrt", "eps is added outside the square root: sqrt(var) + eps where sqrt(var + eps) is needed"),
@@ -70,9 +71,9 @@ CATALOGUE: tuple[Mistake, ...] = (
     # Backward.
     _flag("eps_missing_backward", "the backward pass forgets eps: it uses sqrt(var) where the forward used "
           "sqrt(var + eps)"),
-    _flag("dbeta_mean", "dbeta is 1/M of the expected value: a mean over {over} where a sum is needed (beta was "
-          "broadcast over {over} in the forward pass, so its gradient sums over it)"),
-    _flag("dgamma_mean", "dgamma is 1/M of the expected value: a mean over {over} where a sum is needed"),
+    _flag("dbeta_mean", "dbeta is 1/{count} of the expected value: a mean over {over} where a sum is needed (beta "
+          "was broadcast over {over} in the forward pass, so its gradient sums over it)"),
+    _flag("dgamma_mean", "dgamma is 1/{count} of the expected value: a mean over {over} where a sum is needed"),
     _flag("dgamma_uses_x", "dgamma sums dout * x where dout * xhat (the normalized input) is needed"),
     _flag("dxhat_no_gamma", "dx lacks the factor gamma: dxhat = dout where dxhat = dout * gamma is needed"),
     _flag("dxhat_summed", "dxhat is summed over {stat} where it must stay elementwise (dxhat = dout * gamma); "
@@ -84,11 +85,11 @@ CATALOGUE: tuple[Mistake, ...] = (
     _flag("dsqrtvar_squared_twice", "dsqrtvar divides by (var + eps)**2 where sqrtvar**2 = var + eps is needed: "
           "the derivative of 1/s is -1/s**2, with s = sqrt(var + eps)"),
     _flag("dvar_no_half", "dvar lacks the factor 1/2 of the square root's derivative: d sqrt(v) / dv = 0.5 / sqrt(v)"),
-    _flag("dsq_no_1_over_m", "dsq lacks the factor 1/M of the mean var = mean(sq)"),
+    _flag("dsq_no_1_over_m", "dsq lacks the factor 1/{m} of the mean var = mean(sq)"),
     _flag("dxmu2_missing", "the path through the variance is missing: dxmu = dxmu1 + dxmu2, with dxmu2 = 2 * xmu * dsq"),
     _flag("dmu_sign", "dmu has the opposite sign: xmu = x - mu gives mu the gradient -sum(dxmu)"),
-    _flag("dx2_no_1_over_m", "dx2 lacks the factor 1/M of the mean mu = mean(x)"),
-    _flag("dmu_missing", "the path through the mean is missing: dx = dx1 + dx2, with dx2 = dmu / M"),
+    _flag("dx2_no_1_over_m", "dx2 lacks the factor 1/{m} of the mean mu = mean(x)"),
+    _flag("dmu_missing", "the path through the mean is missing: dx = dx1 + dx2, with dx2 = dmu / {m}"),
 )
 BY_KEY = {m.key: m for m in CATALOGUE}
 
@@ -100,6 +101,8 @@ def words_for(kind: str, convention: str) -> dict[str, str]:
             "groupnorm": "each sample's group of C/G channels and its positions"}[kind]
     wrong = {"batchnorm": "axis 1", "layernorm": "axis 0"}.get(kind, "")
     over = "the batch" if kind in ("batchnorm", "layernorm") else "the batch and the positions"
+    count = "N" if kind in ("batchnorm", "layernorm") else "N*H*W"
+    m = {"batchnorm": "N", "layernorm": "D", "spatial_batchnorm": "N*H*W", "groupnorm": "C/G*H*W"}[kind]
     if convention == "cs231n":
         rule = "CS231n's rule: running = momentum * running + (1 - momentum) * batch"
         var_text = ("running_var stores the unbiased variance (divided by M - 1); CS231n stores the biased batch "
@@ -112,5 +115,5 @@ def words_for(kind: str, convention: str) -> dict[str, str]:
                     "var * M / (M - 1)")
         not_updated = ("the running statistics were not updated in place: `running_mean = ...` rebinds the name; "
                        "write into the array (running_mean *= 1 - momentum; running_mean += momentum * mean)")
-    return {"stat": stat, "wrong_axes": wrong, "over": over, "rule": rule, "running_var_text": var_text,
+    return {"stat": stat, "m": m, "count": count, "wrong_axes": wrong, "over": over, "rule": rule, "running_var_text": var_text,
             "not_updated_text": not_updated}

@@ -3,6 +3,7 @@ with normlab's functional core, and explain what is wrong."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -124,7 +125,8 @@ def analyse(family: Family, cases: list[Case], raw: dict | None, stopped: dict[s
     for report in reports:
         if report.status != "fail":
             continue
-        context.first_wrong_step(report, raw)
+        # A backward's forward values (unpacked from the cache) are the forward's report when it fails too.
+        context.first_wrong_step(report, raw, skip_forward_nodes=report.role == "backward" and not forward_report.passed)
         if report.role == "backward" and raw.get("numeric"):
             context.gradient_check(report, raw, forward_report)
     return reports
@@ -132,15 +134,16 @@ def analyse(family: Family, cases: list[Case], raw: dict | None, stopped: dict[s
 
 def _distinct_diagnoses(calls: list[CallCheck]) -> list[str]:
     """Each distinct diagnosis once, with the cases it came from ("every case" when all of them)."""
-    seen: dict[str, list[str]] = {}
+    seen: dict[str, tuple[str, list[str]]] = {}  # the text without its numbers -> (first text, cases)
     for c in calls:
         texts = [c.exception] if c.exception else [d for o in c.outputs for d in o.diagnoses]
         for t in texts:
             label = c.case + (f" step {c.step + 1}" if c.step else "")
-            if label not in seen.setdefault(t, []):
-                seen[t].append(label)
+            _, where = seen.setdefault(re.sub(r"\d+", "#", t), (t, []))
+            if label not in where:
+                where.append(label)
     return [f"{t}  [{'every case' if len(where) == len(calls) > 1 else ', '.join(where)}]"
-            for t, where in seen.items()]
+            for t, where in seen.values()]
 
 
 class _Context:
@@ -199,7 +202,8 @@ class _Context:
         expected = self.reference(case)[k][name]
         found = []
         for mistake in self.mistakes:
-            simulated = self.simulated(case, mistake)[k]["outputs"].get(name)
+            steps = self.simulated(case, mistake)
+            simulated = steps[k]["outputs"].get(name) if k < len(steps) else None
             if simulated is None:
                 continue
             off = same_values(simulated, expected)
@@ -209,9 +213,11 @@ class _Context:
             if error is not None and error <= MATCH:
                 found.append(mistake)
         output.mistakes = [m.key for m in found]
+        if found:  # the catalogue's words say more than the pattern's ("is 1/4 of the expected value")
+            output.diagnoses = [d for d in output.diagnoses if " has dtype " in d]
         output.diagnoses[:0] = [f"{name}: {m.describe(self.words)}" for m in found]
 
-    def first_wrong_step(self, report: FunctionReport, raw: dict) -> None:
+    def first_wrong_step(self, report: FunctionReport, raw: dict, skip_forward_nodes: bool = False) -> None:
         """The first wrong node of the staged graph, on the first call that failed and captured variables."""
         backward = report.role == "backward"
         for call in report.calls:
@@ -226,7 +232,8 @@ class _Context:
             mutants = {m.key: self._nodes(case, call.step, m) for m in self.mistakes if m.flags}
             words = {m.key: m.describe(self.words) for m in self.mistakes}
             step, matches = first_wrong_step(variables, nodes, backward, self._formulas(case, call.step), mutants,
-                                             words, self._group(case, case.steps[call.step].x.shape, False))
+                                             words, self._group(case, case.steps[call.step].x.shape, False),
+                                             skip_forward_nodes)
             report.nodes = [m for m in matches.values() if m.variable is not None and m.node not in nodes["_given"]]
             if step is not None:
                 report.first_wrong_step, report.first_wrong_case = step, case.name

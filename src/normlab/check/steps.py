@@ -137,7 +137,8 @@ def match_nodes(variables: dict[str, np.ndarray], reference: dict[str, np.ndarra
 
 def first_wrong_step(variables: dict[str, np.ndarray], reference: dict[str, np.ndarray], backward: bool,
                      formulas: dict[str, str], mutants: dict[str, dict[str, np.ndarray]],
-                     mistake_words: dict[str, str], group: int) -> tuple[FirstWrongStep | None, dict[str, NodeMatch]]:
+                     mistake_words: dict[str, str], group: int,
+                     skip_forward_nodes: bool = False) -> tuple[FirstWrongStep | None, dict[str, NodeMatch]]:
     """The first node, in the order the function computes them, whose value is wrong.
 
     Inputs:
@@ -145,6 +146,7 @@ def first_wrong_step(variables: dict[str, np.ndarray], reference: dict[str, np.n
     - reference: every node of the reference graph (`simulate`'s nodes, main case).
     - backward: match the gradient nodes (after the forward values the backward recomputes or unpacks).
     - formulas: {node: its formula}; mutants: {mistake key: its nodes}; mistake_words: {key: its diagnosis}.
+    - group: M, for naming a ratio of 1/M; skip_forward_nodes: look for the first wrong gradient only.
 
     Returns (the first wrong step or None, every match).
     """
@@ -153,7 +155,7 @@ def first_wrong_step(variables: dict[str, np.ndarray], reference: dict[str, np.n
     matches = match_nodes(variables, reference, order)
     for node in order:
         match = matches[node]
-        if node in GIVEN:
+        if node in GIVEN or (skip_forward_nodes and node in FORWARD_NODES):
             continue
         if match.right is not False:
             continue
