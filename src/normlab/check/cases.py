@@ -85,6 +85,9 @@ def build_cases(family: Family, seed: int = 0) -> list[Case]:
             case("tiny-variance", "variance about 1e-6, below eps = 1e-4: where eps goes matters", (5, 3),
                  [train(1.0 + 1e-3 * rng.standard_normal((5, 3)))], eps=1e-4),
         ]
+        if family.kind == "batchnorm" and family.convention == "normlab":  # normlab's batch norm takes images too
+            cases.append(case("images", "training, (N, C, H, W) = (2, 3, 2, 2)", (2, 3, 2, 2),
+                              [train(far((2, 3, 2, 2)))]))
         if family.kind == "batchnorm":
             cases += [
                 case("momentum", "three training steps, then a test step: the running averages", (4, 5),

@@ -74,7 +74,6 @@ CATALOGUE: tuple[Mistake, ...] = (
     _flag("dbeta_mean", "dbeta is 1/{count} of the expected value: a mean over {over} where a sum is needed (beta "
           "was broadcast over {over} in the forward pass, so its gradient sums over it)"),
     _flag("dgamma_mean", "dgamma is 1/{count} of the expected value: a mean over {over} where a sum is needed"),
-    _flag("dgamma_uses_x", "dgamma sums dout * x where dout * xhat (the normalized input) is needed"),
     _flag("dxhat_no_gamma", "dx lacks the factor gamma: dxhat = dout where dxhat = dout * gamma is needed"),
     _flag("dxhat_summed", "dxhat is summed over {stat} where it must stay elementwise (dxhat = dout * gamma); "
           "broadcasting hid the shape"),
@@ -85,6 +84,8 @@ CATALOGUE: tuple[Mistake, ...] = (
     _flag("dsqrtvar_squared_twice", "dsqrtvar divides by (var + eps)**2 where sqrtvar**2 = var + eps is needed: "
           "the derivative of 1/s is -1/s**2, with s = sqrt(var + eps)"),
     _flag("dvar_no_half", "dvar lacks the factor 1/2 of the square root's derivative: d sqrt(v) / dv = 0.5 / sqrt(v)"),
+    _flag("dvar_eps_missing", "dvar forgets eps: 0.5 / sqrt(var) where 0.5 / sqrt(var + eps) (= 0.5 / sqrtvar) is "
+          "needed"),
     _flag("dsq_no_1_over_m", "dsq lacks the factor 1/{m} of the mean var = mean(sq)"),
     _flag("dxmu2_missing", "the path through the variance is missing: dxmu = dxmu1 + dxmu2, with dxmu2 = 2 * xmu * dsq"),
     _flag("dmu_sign", "dmu has the opposite sign: xmu = x - mu gives mu the gradient -sum(dxmu)"),

@@ -22,8 +22,8 @@ from normlab.functional.normalize import Axes, group_size
 # Every flag `walk` understands; the catalogue (`normlab.check.mistakes`) says what each means in words.
 FLAGS = frozenset({
     "var_unbiased", "var_uncentred", "eps_missing", "eps_outside_sqrt", "var_not_sqrt", "eps_missing_backward",
-    "dbeta_mean", "dgamma_mean", "dgamma_uses_x", "dxhat_no_gamma", "dxhat_summed", "divar_mean",
-    "divar_not_summed", "dsqrtvar_sign", "dsqrtvar_squared_twice", "dvar_no_half", "dsq_no_1_over_m",
+    "dbeta_mean", "dgamma_mean", "dxhat_no_gamma", "dxhat_summed", "divar_mean",
+    "divar_not_summed", "dsqrtvar_sign", "dsqrtvar_squared_twice", "dvar_no_half", "dvar_eps_missing", "dsq_no_1_over_m",
     "dxmu2_missing", "dmu_sign", "dx2_no_1_over_m", "dmu_missing",
 })
 
@@ -88,7 +88,7 @@ def walk(
     reduce_param = np.mean if "dbeta_mean" in mistakes else np.sum
     n["dbeta"] = reduce_param(dout, axis=param_axes, keepdims=True)
     reduce_param = np.mean if "dgamma_mean" in mistakes else np.sum
-    n["dgamma"] = reduce_param(dout * (x if "dgamma_uses_x" in mistakes else xhat), axis=param_axes, keepdims=True)
+    n["dgamma"] = reduce_param(dout * xhat, axis=param_axes, keepdims=True)
     n["dxhat"] = dout if "dxhat_no_gamma" in mistakes else dout * gamma
     if "dxhat_summed" in mistakes:
         n["dxhat"] = n["dxhat"].sum(axis=stat_axes, keepdims=True)
@@ -105,6 +105,8 @@ def walk(
     else:
         n["dsqrtvar"] = (1.0 if "dsqrtvar_sign" in mistakes else -1.0) / sqrtvar**2 * n["divar"]
     n["dvar"] = (1.0 if "dvar_no_half" in mistakes else 0.5) / sqrtvar * n["dsqrtvar"]
+    if "dvar_eps_missing" in mistakes:  # eps forgotten in this one place
+        n["dvar"] = 0.5 / np.sqrt(var) * n["dsqrtvar"]
     n["dsq"] = np.ones_like(n["sq"]) / (1 if "dsq_no_1_over_m" in mistakes else m) * n["dvar"]
     n["dxmu2"] = 2 * xmu * n["dsq"]
     n["dxmu"] = n["dxmu1"] if "dxmu2_missing" in mistakes else n["dxmu1"] + n["dxmu2"]
