@@ -112,7 +112,8 @@ def simulate(family: Family, case: Case, mistake: Mistake | None = None) -> list
             updates = step.mode == "train" or rule == "test_updates_running"
             if updates and rule != "running_not_updated":
                 m = x.size // rm.size
-                _update(family, case, rm, rv, nodes["mu"], nodes["var"], m, rule)
+                batch = nodes if training else walk(x, gamma, beta, None, case.eps, lay.stat_axes, lay.param_axes)
+                _update(family, case, rm, rv, batch["mu"], batch["var"], m, rule)
             outputs.update(running_mean=rm.copy(), running_var=rv.copy())
         if step.mode == "train":
             outputs.update(dx=nodes["dx"].reshape(step.x.shape),
