@@ -170,6 +170,8 @@ def _render_function(f: FunctionReport) -> list[str]:
         errors = [o.error for c in f.calls for o in c.outputs if o.error is not None]
         names = ", ".join(dict.fromkeys(o.name for c in f.calls for o in c.outputs))
         lines[0] += f"  ({names} on {len(f.calls)} calls; largest relative error {_number(max(errors, default=0.0))})"
+        if f.verdict:
+            lines.append(f"  => {f.verdict}")
         return lines
     if f.calls:
         names = list(dict.fromkeys(o.name for c in f.calls for o in c.outputs))

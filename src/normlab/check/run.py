@@ -123,12 +123,12 @@ def analyse(family: Family, cases: list[Case], raw: dict | None, stopped: dict[s
         reports.append(report)
     forward_report = reports[0]
     for report in reports:
-        if report.status != "fail":
-            continue
-        # A backward's forward values (unpacked from the cache) are the forward's report when it fails too.
-        context.first_wrong_step(report, raw, skip_forward_nodes=report.role == "backward" and not forward_report.passed)
-        if report.role == "backward" and raw.get("numeric"):
+        if report.role == "backward" and report.calls and raw.get("numeric") and "error" not in raw["numeric"]:
             context.gradient_check(report, raw, forward_report)
+        if report.status == "fail":
+            # A backward's forward values (unpacked from the cache) are the forward's report when that fails too.
+            context.first_wrong_step(report, raw,
+                                     skip_forward_nodes=report.role == "backward" and not forward_report.passed)
     return reports
 
 
@@ -271,7 +271,10 @@ class _Context:
                                                        error, GRADCHECK_THRESHOLD))
         consistent = all(g.passed for g in report.gradient_check)
         forward_main_ok = forward.calls and forward.calls[0].passed
-        if consistent and not forward_main_ok:
+        if report.passed:
+            if not consistent:
+                report.verdict = (f"this backward is right, so it cannot match your {forward.name}, which is wrong")
+        elif consistent and not forward_main_ok:
             report.verdict = (f"this backward matches your {forward.name} numerically, and {forward.name} is wrong: "
                               "fix the forward first")
         elif consistent:
