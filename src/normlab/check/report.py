@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 
 from normlab.check.compare import OutputCheck
@@ -102,7 +103,7 @@ def _json_default(value):
 
 
 def _finite(value: float | None) -> float | None:
-    return None if value is None or value != value or value in (float("inf"), float("-inf")) else float(value)
+    return None if value is None or not math.isfinite(value) else float(value)
 
 
 def _function_dict(f: FunctionReport) -> dict:
@@ -221,7 +222,7 @@ def _cell(o: OutputCheck | None) -> str:
 
 
 def _number(v: float | None) -> str:
-    return "n/a" if v is None else ("nan" if v != v else f"{v:.1e}")
+    return "n/a" if v is None else ("nan" if math.isnan(v) else f"{v:.1e}")
 
 
 def _values(values: list[float]) -> str:

@@ -20,6 +20,7 @@ import multiprocessing
 import sys
 import traceback
 import warnings
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,7 @@ def load_module(path: Path):
     try:
         with _quiet():
             spec.loader.exec_module(module)
-    except Exception as error:  # the learner's module may raise anything
+    except Exception as error:  # noqa: BLE001 (the learner's module may raise anything: it is reported)
         raise LoadError(f"importing {path} raised {_describe(error, path)}") from None
     finally:
         sys.path.remove(str(path.parent))
@@ -76,8 +77,8 @@ def run_family(module, family: Family, cases: list[Case], skip: frozenset[str], 
         for k, step in enumerate(case.steps):
             capture = number == 0 and k == 0
             notify(family.forward, case.name)
-            value, error, local = _invoke(
-                forward, lambda: forward_call(family, forward, case, step.x.copy(), step.mode, state), capture, path)
+            call = partial(forward_call, family, forward, case, step.x.copy(), step.mode, state)
+            value, error, local = _invoke(forward, call, capture, path)
             entry = {"forward": _forward_outputs(family, value, error, local, state)}
             cache = value[1] if entry["forward"]["error"] is None else None
             if step.mode == "train" and entry["forward"]["error"] is None:
@@ -85,7 +86,7 @@ def run_family(module, family: Family, cases: list[Case], skip: frozenset[str], 
                     function = getattr(module, name)
                     notify(name, case.name)
                     own = _copy(cache)
-                    value, error, local = _invoke(function, lambda f=function, c=own: f(step.dout.copy(), c), capture, path)
+                    value, error, local = _invoke(function, partial(function, step.dout.copy(), own), capture, path)
                     entry[name] = _backward_outputs(value, error, local)
             steps.append(entry)
         result["steps"][case.name] = steps
@@ -103,7 +104,7 @@ def _numeric(family: Family, forward, case: Case, path: Path) -> dict:
     step = case.steps[0]
     inputs = {"x": step.x, "gamma": case.gamma, "beta": case.beta}
     grads = {}
-    for name in inputs:
+    for name, value in inputs.items():
 
         def f(v, name=name):
             args = {**{k: a.copy() for k, a in inputs.items()}, name: v}
@@ -113,8 +114,8 @@ def _numeric(family: Family, forward, case: Case, path: Path) -> dict:
 
         try:
             with _quiet():
-                grads[name] = numerical_gradient(f, inputs[name].copy(), step.dout)
-        except Exception as error:
+                grads[name] = numerical_gradient(f, value.copy(), step.dout)
+        except Exception as error:  # noqa: BLE001 (the learner's forward: reported)
             return {"error": _describe(error, path)}
     return grads
 
@@ -137,7 +138,7 @@ def _invoke(function, thunk, capture: bool, path: Path):
         with _quiet():
             value = thunk()
         error = None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (the learner's function: reported)
         value, error = None, _describe(exc, path)
     finally:
         sys.setprofile(previous)
@@ -210,7 +211,7 @@ def _copy(cache):
     cannot be copied)."""
     try:
         return copy.deepcopy(cache)
-    except Exception:
+    except Exception:  # noqa: BLE001 (whatever the learner's cache holds)
         return cache
 
 
