@@ -119,3 +119,14 @@ def test_functions_that_cannot_be_checked_are_noted(tmp_path):
     assert report.exit_code == 2
     assert any("neither CS231n's nor normlab's signature" in n for n in report.notes)
     assert any("layernorm_backward found without its forward layernorm_forward" in n for n in report.notes)
+
+
+def test_the_example_of_the_docs_finds_its_three_mistakes():
+    report = check_file(FIXTURES / "cs231n_broken_example.py", isolate=False)
+    functions = {f.name: f for f in report.functions}
+    assert [f.name for f in report.functions if not f.passed] == [
+        "batchnorm_forward", "batchnorm_backward", "batchnorm_backward_alt"]
+    assert any("momentum is the wrong way round" in d for d in functions["batchnorm_forward"].diagnoses)
+    assert functions["batchnorm_backward"].first_wrong_step.node == "dsq"
+    assert "the mistake is in the backward" in functions["batchnorm_backward"].verdict
+    assert any("dgamma has shape (1, 5) where (5,) is expected" in d for d in functions["batchnorm_backward_alt"].diagnoses)

@@ -106,14 +106,14 @@ def words_for(kind: str, convention: str) -> dict[str, str]:
     m = {"batchnorm": "N", "layernorm": "D", "spatial_batchnorm": "N*H*W", "groupnorm": "C/G*H*W"}[kind]
     if convention == "cs231n":
         rule = "CS231n's rule: running = momentum * running + (1 - momentum) * batch"
-        var_text = ("running_var stores the unbiased variance (divided by M - 1); CS231n stores the biased batch "
+        var_text = (f"running_var stores the unbiased variance (divided by {m} - 1); CS231n stores the biased batch "
                     "variance, the one the forward normalizes with")
         not_updated = ("the running statistics were not updated: store them back into bn_param "
                        "(bn_param['running_mean'] = running_mean, and the same for running_var)")
     else:
         rule = "normlab's rule: running = (1 - momentum) * running + momentum * batch"
         var_text = ("running_var stores the biased variance; normlab (as PyTorch) stores the unbiased batch variance "
-                    "var * M / (M - 1)")
+                    f"var * {m} / ({m} - 1)")
         not_updated = ("the running statistics were not updated in place: `running_mean = ...` rebinds the name; "
                        "write into the array (running_mean *= 1 - momentum; running_mean += momentum * mean)")
     return {"stat": stat, "m": m, "count": count, "wrong_axes": wrong, "over": over, "rule": rule, "running_var_text": var_text,

@@ -12,7 +12,7 @@ import numpy as np
 from normlab.check.cases import Case, build_cases
 from normlab.check.compare import MATCH, THRESHOLD, OutputCheck, compare_output, same_values
 from normlab.check.families import KNOWN_NAMES, Family, find_families
-from normlab.check.mistakes import CATALOGUE, Mistake, words_for
+from normlab.check.mistakes import BY_KEY, CATALOGUE, Mistake, words_for
 from normlab.check.report import CallCheck, FunctionReport, GradientCheck, Report
 from normlab.check.runner import Child, LoadError, Stopped, load_module, run_family, signatures
 from normlab.check.simulate import layout, reference, simulate
@@ -38,7 +38,7 @@ def check_file(path, *, timeout: float = 10.0, isolate: bool = True, seed: int =
 
     Returns a Report (`.passed`, `.exit_code`, `.to_text()`, `.to_json()`).
     """
-    path = Path(path)
+    shown, path = str(path), Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"FILE must be an existing Python file, got {str(path)!r} (no such file)")
     if timeout <= 0:
@@ -54,9 +54,9 @@ def check_file(path, *, timeout: float = 10.0, isolate: bool = True, seed: int =
                 module = load_module(path)
                 found = signatures(module)
         except LoadError as error:
-            return Report(str(path), [], [], time.perf_counter() - start, load_error=str(error))
+            return Report(shown, [], [], time.perf_counter() - start, load_error=str(error))
         except Stopped as stopped:
-            return Report(str(path), [], [], time.perf_counter() - start,
+            return Report(shown, [], [], time.perf_counter() - start,
                           load_error=f"importing {path.name} {stopped.reason}")
         families, notes = find_families(found)
         if not families:
@@ -70,7 +70,7 @@ def check_file(path, *, timeout: float = 10.0, isolate: bool = True, seed: int =
                 raw, stopped = run_family(module, family, cases, frozenset(), lambda f, c: None, path), {}
             present = [b for b in family.backwards if b in found]
             functions += analyse(family, cases, raw, stopped, present, threshold)
-        return Report(str(path), functions, notes, time.perf_counter() - start)
+        return Report(shown, functions, notes, time.perf_counter() - start)
     finally:
         if child is not None:
             child.close()
@@ -115,6 +115,7 @@ def analyse(family: Family, cases: list[Case], raw: dict | None, stopped: dict[s
                 if key not in entry:
                     continue  # a backward after a test step, or after a forward that raised
                 report.calls.append(context.call_check(case, k, entry[key], role))
+        context.drop_coincidences(report.calls)
         if role == "backward" and not report.calls:
             report.status, report.message = "not run", f"not run: {family.forward} raised on every training step"
         elif not all(c.passed for c in report.calls):
@@ -142,8 +143,14 @@ def _distinct_diagnoses(calls: list[CallCheck]) -> list[str]:
             _, where = seen.setdefault(re.sub(r"\d+", "#", t), (t, []))
             if label not in where:
                 where.append(label)
-    return [f"{t}  [{'every case' if len(where) == len(calls) > 1 else ', '.join(where)}]"
-            for t, where in seen.values()]
+    failed = sum(not c.passed for c in calls)
+
+    def cases(where: list[str]) -> str:
+        if len(where) == len(calls) > 1:
+            return "every case"
+        return "every failing case" if len(where) == failed > 2 else ", ".join(where)
+
+    return [f"{t}  [{cases(where)}]" for t, where in seen.values()]
 
 
 class _Context:
@@ -217,6 +224,23 @@ class _Context:
             output.diagnoses = [d for d in output.diagnoses if " has dtype " in d]
         output.diagnoses[:0] = [f"{name}: {m.describe(self.words)}" for m in found]
 
+    def drop_coincidences(self, calls: list[CallCheck]) -> None:
+        """Keep, for each output, the mistakes that explain it in every call where one explains it, when there
+        are such: with N = 2 a missing 1/N is also a missing 1/2, and only the first is the learner's."""
+        failing: dict[str, list[OutputCheck]] = {}
+        for c in calls:
+            for o in c.outputs:
+                if o.mistakes:
+                    failing.setdefault(o.name, []).append(o)
+        for name, outputs in failing.items():
+            everywhere = set.intersection(*(set(o.mistakes) for o in outputs))
+            if not everywhere:
+                continue
+            for o in outputs:
+                dropped = {f"{name}: {BY_KEY[k].describe(self.words)}" for k in o.mistakes if k not in everywhere}
+                o.mistakes = [k for k in o.mistakes if k in everywhere]
+                o.diagnoses = [d for d in o.diagnoses if d not in dropped]
+
     def first_wrong_step(self, report: FunctionReport, raw: dict, skip_forward_nodes: bool = False) -> None:
         """The first wrong node of the staged graph, on the first call that failed and captured variables."""
         backward = report.role == "backward"
@@ -270,7 +294,9 @@ class _Context:
             report.gradient_check.append(GradientCheck(output, error is not None and error <= GRADCHECK_THRESHOLD,
                                                        error, GRADCHECK_THRESHOLD))
         consistent = all(g.passed for g in report.gradient_check)
-        forward_main_ok = forward.calls and forward.calls[0].passed
+        # The backward depends on the forward's out only (not on its running statistics).
+        forward_main_ok = bool(forward.calls) and forward.calls[0].exception is None and all(
+            o.passed for o in forward.calls[0].outputs if o.name == "out")
         if report.passed:
             if not consistent:
                 report.verdict = (f"this backward is right, so it cannot match your {forward.name}, which is wrong")
@@ -278,7 +304,8 @@ class _Context:
             report.verdict = (f"this backward matches your {forward.name} numerically, and {forward.name} is wrong: "
                               "fix the forward first")
         elif consistent:
-            report.verdict = ("this backward matches your forward on the main case; it fails elsewhere (see the cases)")
+            report.verdict = ("its values match the numerical gradient of your forward on the main case: what fails "
+                              "is listed above (a shape, or another case)")
         elif forward_main_ok:
             wrong = ", ".join(g.output for g in report.gradient_check if not g.passed)
             report.verdict = (f"your forward is right and this backward does not match it ({wrong}): the mistake is "

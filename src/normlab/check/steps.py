@@ -169,7 +169,7 @@ def first_wrong_step(variables: dict[str, np.ndarray], reference: dict[str, np.n
                 if e is not None and e <= MATCH:
                     step.mistakes.append(key)
                     step.diagnoses.append(mistake_words[key])
-        if value.shape == ref.shape and np.all(np.isfinite(value)):
+        if not step.mistakes and value.shape == ref.shape and np.all(np.isfinite(value)):
             step.diagnoses.extend(pattern_words(node, value, ref, group))
         elif value.size != ref.size:
             step.diagnoses.append(f"{match.variable} has shape {value.shape} where the node has shape {ref.shape}")
