@@ -130,3 +130,11 @@ def test_the_example_of_the_docs_finds_its_three_mistakes():
     assert functions["batchnorm_backward"].first_wrong_step.node == "dsq"
     assert "the mistake is in the backward" in functions["batchnorm_backward"].verdict
     assert any("dgamma has shape (1, 5) where (5,) is expected" in d for d in functions["batchnorm_backward_alt"].diagnoses)
+
+
+def test_outputs_returned_in_the_wrong_order_are_named(broken_file):
+    path = broken_file("cs231n_correct.py", "batchnorm_backward_alt",
+                       [("return dx, dgamma, dbeta", "return dx, dbeta, dgamma")])
+    alt = next(f for f in check_file(path, isolate=False).functions if f.name == "batchnorm_backward_alt")
+    assert any("dgamma equals the expected dbeta: the outputs are returned in the wrong order" in d
+               for d in alt.diagnoses)

@@ -153,6 +153,15 @@ def _distinct_diagnoses(calls: list[CallCheck]) -> list[str]:
     return [f"{t}  [{cases(where)}]" for t, where in seen.values()]
 
 
+def _swapped(name: str, got: np.ndarray, expected: dict[str, np.ndarray]) -> list[str]:
+    """An output equal to another expected output: returned in the wrong order."""
+    found = []
+    for other, value in expected.items():
+        if other != name and got.shape == value.shape and same_values(got, value) <= MATCH:
+            found.append(f"{name} equals the expected {other}: the outputs are returned in the wrong order?")
+    return found
+
+
 class _Context:
     """The reference and the mistakes' outputs of a family's cases, computed on first need."""
 
@@ -191,6 +200,7 @@ class _Context:
             output = compare_output(name, call["outputs"][name], expected[name], self.threshold, summed, group)
             if not output.passed and not isinstance(call["outputs"][name], str):
                 self._diagnose(output, call["outputs"][name], case, k, name)
+                output.diagnoses.extend(_swapped(name, call["outputs"][name], expected))
             check.outputs.append(output)
         return check
 

@@ -107,7 +107,7 @@ def _numeric(family: Family, forward, case: Case, path: Path) -> dict:
     for name, value in inputs.items():
 
         def f(v, name=name):
-            args = {**{k: a.copy() for k, a in inputs.items()}, name: v}
+            args = {**{k: a.copy() for k, a in inputs.items()}, name: v.copy()}  # the learner may write into x
             out = forward_call(family, forward, case, args["x"], "train", initial_state(family, case),
                                args["gamma"], args["beta"])[0]
             return np.asarray(out, dtype=np.float64)
