@@ -12,6 +12,7 @@ import numpy as np
 from normlab.check.cases import Case, build_cases
 from normlab.check.compare import MATCH, THRESHOLD, OutputCheck, compare_output, same_values
 from normlab.check.families import KNOWN_NAMES, Family, find_families
+from normlab.check.formulas import graph_formulas
 from normlab.check.mistakes import BY_KEY, CATALOGUE, Mistake, words_for
 from normlab.check.report import CallCheck, FunctionReport, GradientCheck, Report
 from normlab.check.runner import Child, LoadError, Stopped, load_module, run_family, signatures
@@ -286,8 +287,6 @@ class _Context:
         return nodes
 
     def _formulas(self, case: Case, k: int) -> dict[str, str]:
-        from normlab.check.formulas import graph_formulas
-
         step = case.steps[k]
         return graph_formulas(self.family.kind, step.x, case.gamma, case.beta, case.eps, case.groups,
                               constant=step.mode == "test")

@@ -183,27 +183,31 @@ def _plain(v):
 
 def _forward_outputs(family: Family, value, error, local, state) -> dict:
     outputs = {}
+    if error is None and not (isinstance(value, tuple) and len(value) == 2):
+        error = f"returned {_what(value)}; expected the pair (out, cache)"
     if error is None:
-        if not isinstance(value, tuple) or len(value) != 2:
-            what = f"a tuple of {len(value)}" if isinstance(value, tuple) else _plain(value)
-            error = f"returned {what if isinstance(what, str) else 'an array'}; expected the pair (out, cache)"
-        else:
-            outputs["out"] = _plain(value[0])
-    if family.has_running_stats and error is None:
-        outputs["running_mean"] = _plain(state.get("running_mean"))
-        outputs["running_var"] = _plain(state.get("running_var"))
+        outputs["out"] = _plain(value[0])
+        if family.has_running_stats:
+            outputs["running_mean"] = _plain(state.get("running_mean"))
+            outputs["running_var"] = _plain(state.get("running_var"))
     return {"outputs": outputs, "error": error, "locals": local}
 
 
 def _backward_outputs(value, error, local) -> dict:
     outputs = {}
+    if error is None and not (isinstance(value, (tuple, list)) and len(value) == 3):
+        error = f"returned {_what(value)}; expected (dx, dgamma, dbeta)"
     if error is None:
-        if not isinstance(value, (tuple, list)) or len(value) != 3:
-            what = f"a {type(value).__name__} of {len(value)}" if isinstance(value, (tuple, list)) else _plain(value)
-            error = f"returned {what if isinstance(what, str) else 'an array'}; expected (dx, dgamma, dbeta)"
-        else:
-            outputs = {name: _plain(v) for name, v in zip(("dx", "dgamma", "dbeta"), value)}
+        outputs = {name: _plain(v) for name, v in zip(("dx", "dgamma", "dbeta"), value)}
     return {"outputs": outputs, "error": error, "locals": local}
+
+
+def _what(value) -> str:
+    """What a function returned, in words: "a tuple of 2", "an array", "None"."""
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)}"
+    plain = _plain(value)
+    return "an array" if isinstance(plain, np.ndarray) else plain
 
 
 def _copy(cache):
