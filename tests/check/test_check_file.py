@@ -138,3 +138,20 @@ def test_outputs_returned_in_the_wrong_order_are_named(broken_file):
     alt = next(f for f in check_file(path, isolate=False).functions if f.name == "batchnorm_backward_alt")
     assert any("dgamma equals the expected dbeta: the outputs are returned in the wrong order" in d
                for d in alt.diagnoses)
+
+
+def test_forward_intermediates_are_found_in_a_dict_cache(tmp_path):
+    path = tmp_path / "layers.py"
+    path.write_text(
+        "import numpy as np\n\n"
+        "def layernorm_forward(x, gamma, beta, ln_param):\n"
+        "    cache = {'mean': x.mean(axis=1, keepdims=True)}\n"
+        "    cache['std'] = np.sqrt(x.var(axis=1, keepdims=True))\n"
+        "    cache['x_norm'] = (x - cache['mean']) / cache['std']\n"
+        "    return gamma * cache['x_norm'] + beta, cache\n")
+    forward = check_file(path, isolate=False).functions[0]
+    step = forward.first_wrong_step
+    assert forward.first_wrong_case == "tiny-variance"  # elsewhere the variance dwarfs eps
+    assert (step.node, step.variable, step.formula) == ("sqrtvar", "cache['std']", "sqrt(var + 0.0001)")
+    assert "eps is missing: sqrt(var) where sqrt(var + eps) is needed" in step.diagnoses
+    assert {m.node: m.right for m in forward.nodes}["mu"] is True

@@ -66,19 +66,18 @@ def run_family(module, family: Family, cases: list[Case], skip: frozenset[str], 
 
     Returns plain data: {"steps": {case name: [per step {"forward": call, backward name: call}]},
     "numeric": {"x"|"gamma"|"beta": array} or {"error": text}}, each call {"outputs": {...}, "error": text or
-    None, "locals": {name: array} (main case, first step only)}.
+    None, "locals": {name: array}}.
     """
     forward = getattr(module, family.forward)
     backwards = [b for b in family.backwards if callable(getattr(module, b, None)) and b not in skip]
     result: dict = {"steps": {}, "numeric": None}
-    for number, case in enumerate(cases):
+    for case in cases:
         state = initial_state(family, case)
         steps = []
         for k, step in enumerate(case.steps):
-            capture = number == 0 and k == 0
             notify(family.forward, case.name)
             call = partial(forward_call, family, forward, case, step.x.copy(), step.mode, state)
-            value, error, local = _invoke(forward, call, capture, path)
+            value, error, local = _invoke(forward, call, path)
             entry = {"forward": _forward_outputs(family, value, error, local, state)}
             cache = value[1] if entry["forward"]["error"] is None else None
             if step.mode == "train" and entry["forward"]["error"] is None:
@@ -86,7 +85,7 @@ def run_family(module, family: Family, cases: list[Case], skip: frozenset[str], 
                     function = getattr(module, name)
                     notify(name, case.name)
                     own = _copy(cache)
-                    value, error, local = _invoke(function, partial(function, step.dout.copy(), own), capture, path)
+                    value, error, local = _invoke(function, partial(function, step.dout.copy(), own), path)
                     entry[name] = _backward_outputs(value, error, local)
             steps.append(entry)
         result["steps"][case.name] = steps
@@ -120,9 +119,9 @@ def _numeric(family: Family, forward, case: Case, path: Path) -> dict:
     return grads
 
 
-def _invoke(function, thunk, capture: bool, path: Path):
+def _invoke(function, thunk, path: Path):
     """Run thunk() (a call of `function`); returns (value, error text or None, the function's local arrays
-    as it returned, when capture)."""
+    as it returned)."""
     code = getattr(function, "__code__", None)
     captured: dict = {}
 
@@ -132,7 +131,7 @@ def _invoke(function, thunk, capture: bool, path: Path):
             captured.update(arrays_in(frame.f_locals))
 
     previous = sys.getprofile()
-    if capture and code is not None:
+    if code is not None:
         sys.setprofile(profiler)
     try:
         with _quiet():

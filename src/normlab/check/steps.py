@@ -90,7 +90,9 @@ class FirstWrongStep:
 
 
 def normalized(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
+    """"x_hat" -> "xhat"; a cache entry "cache['x_hat']" -> "xhat" (its key is its name)."""
+    key = re.search(r"\[['\"](.+)['\"]\]$", name)
+    return re.sub(r"[^a-z0-9]", "", (key.group(1) if key else name).lower())
 
 
 def node_error(value: np.ndarray, reference: np.ndarray) -> float | None:
