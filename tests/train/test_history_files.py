@@ -76,3 +76,13 @@ def test_tensorboard_event_files_hold_the_history(toy_fashion, tmp_path):
     rows = read_csv(tmp_path / "run" / "history.csv")
     assert [float(r["val_acc"]) for r in rows] == [e.val_acc for e in history.epochs]
     assert math.isclose(json.loads((tmp_path / "run" / "history.json").read_text())["test_acc"], result.test_acc)
+
+
+def test_tensorboard_without_tensorboardx_says_what_to_install(toy_fashion, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)  # as if it were not installed
+    config = TrainConfig(model_options={"hidden_dims": (4,)}, epochs=1, limit=50)
+    with pytest.raises(ImportError, match=r'needs tensorboardX: pip install "normlab\[tensorboard\]"'):
+        run_training(config, tmp_path / "run", data_dir=toy_fashion, download=False, progress=False,
+                     log=lambda line: None, tensorboard=True)
