@@ -64,6 +64,7 @@ def test_tensorboard_event_files_hold_the_history(toy_fashion, tmp_path):
     config = TrainConfig(model_options={"hidden_dims": (16,)}, epochs=2, batch_size=64)
     result = run_training(config, tmp_path / "run", data_dir=toy_fashion, download=False, progress=False,
                           log=lambda line: None, tensorboard=True)
+    assert not (tmp_path / "run").exists()  # nothing written
     assert result.status == "completed"
     scalars = tensorboard_scalars(tmp_path / "run" / "tensorboard")
     history = result.history
@@ -86,3 +87,4 @@ def test_tensorboard_without_tensorboardx_says_what_to_install(toy_fashion, tmp_
     with pytest.raises(ImportError, match=r'needs tensorboardX: pip install "normlab\[tensorboard\]"'):
         run_training(config, tmp_path / "run", data_dir=toy_fashion, download=False, progress=False,
                      log=lambda line: None, tensorboard=True)
+    assert not (tmp_path / "run").exists()  # nothing written

@@ -141,6 +141,10 @@ def run_training(config: TrainConfig, run_dir: str | os.PathLike, *, resume: boo
     """
     run_dir = Path(run_dir)
     root = comm is None or comm.is_root
+    if tensorboard and root:  # a missing writer is said before anything is loaded or written
+        from normlab.train.tensorboard import import_tensorboardx
+
+        import_tensorboardx()
     if root:
         run_dir.mkdir(parents=True, exist_ok=True)
     split_seed, init_seed, train_seed = run_seeds(config)
