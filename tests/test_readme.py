@@ -53,6 +53,9 @@ CHEAP = {
     "normlab gradcheck": "PASS: largest relative error",
     "normlab --help": "usage: normlab",
     "normlab train --limit 5000 --epochs 1 --out runs/quick": "run saved in runs/quick, plot runs/quick/curves.png",
+    # on a stand-in for runs/ln-sgd (one epoch on 2,000 images) and two test images as shoe.png and x.npy
+    "normlab evaluate runs/ln-sgd": "confusion matrix in runs/ln-sgd/confusion.png",
+    "normlab predict runs/ln-sgd shoe.png x.npy --top 3": "shoe.png: Ankle boot",
 }
 # Named in the README's text (inline), cheap, and run here too.
 INLINE = {
@@ -71,6 +74,8 @@ TOO_EXPENSIVE = {
                                                       "trains the twins on small data",
     "normlab experiment batch-size --quick": "about a minute; tests/experiments runs every experiment smaller",
     "normlab experiment all --out docs/results": "about 8 minutes, and it rewrites docs/results",
+    "normlab export runs/ln-sgd --format onnx": "15 s (torch.onnx's exporter, then onnxruntime); "
+                                                "tests/cli/test_use_a_run_cli.py exports every format",
 }
 
 
@@ -93,13 +98,33 @@ def _run(command: str, cwd: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
+@pytest.fixture(scope="module")
+def stand_in_run(tmp_path_factory) -> Path:
+    """A directory holding runs/ln-sgd (a one-epoch run on 2,000 images in place of the README's 10 epochs),
+    shoe.png (the first test image, an ankle boot) and x.npy (the next two, uint8)."""
+    import numpy as np
+    from matplotlib.image import imsave
+
+    from normlab.data import load_dataset
+
+    where = tmp_path_factory.mktemp("readme")
+    result = _run("normlab train --limit 2000 --epochs 1 --out runs/ln-sgd --no-progress", where)
+    assert result.returncode == 0, result.stderr
+    test = load_dataset("fashion-mnist", FASHION_MNIST, download=False)
+    imsave(where / "shoe.png", test.x_test[0, 0], cmap="gray", vmin=0, vmax=255)
+    np.save(where / "x.npy", test.x_test[1:3])
+    return where
+
+
 @pytest.mark.parametrize("command", [*CHEAP, *INLINE])
-def test_readme_shell_command_runs(command, tmp_path):
-    if command.startswith("normlab train") and not FASHION_MNIST.is_dir():
+def test_readme_shell_command_runs(command, tmp_path, request):
+    if ("train" in command or "runs/" in command) and not FASHION_MNIST.is_dir():
         pytest.skip(f"Fashion-MNIST is not in {FASHION_MNIST} (apt-get install dataset-fashion-mnist); "
                     "the test does not download")
     if command.startswith("normlab graph") and shutil.which("dot") is None:
         pytest.skip("Graphviz's dot is not installed (apt-get install graphviz)")
+    if "runs/ln-sgd" in command:
+        tmp_path = request.getfixturevalue("stand_in_run")
     result = _run(command, tmp_path)
     assert result.returncode == 0, f"{command}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     assert (CHEAP | INLINE)[command] in result.stdout
@@ -109,5 +134,7 @@ def test_readme_shell_command_runs(command, tmp_path):
                             r"run saved in runs/quick, plot runs/quick/curves\.png", last)
         assert float(last.split()[2]) > 0.75  # 4,500 images, one epoch: about 0.8
         assert (tmp_path / "runs/quick/curves.png").is_file()
+    if command.startswith("normlab predict"):
+        assert [line.split(":")[0] for line in result.stdout.splitlines()] == ["shoe.png", "x.npy[0]", "x.npy[1]"]
     if command.startswith("normlab graph"):
         assert (tmp_path / "bn.svg").read_text().lstrip().startswith(("<?xml", "<svg"))

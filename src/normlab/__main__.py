@@ -2,4 +2,6 @@ import sys
 
 from normlab.cli import main
 
-sys.exit(main())
+# Guarded: a child process started with multiprocessing's "spawn" (normlab check) imports this module again.
+if __name__ == "__main__":
+    sys.exit(main())

@@ -91,6 +91,8 @@ def add_arguments(parser) -> None:
                       help="with --distributed: batch norm statistics over the global batch (default: on; "
                            "when resuming, as the run was started)")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar (default: on)")
+    run.add_argument("--tensorboard", action="store_true",
+                     help="also write TensorBoard event files into RUN/tensorboard (needs normlab[tensorboard])")
 
 
 def config_from_args(args):
@@ -175,8 +177,8 @@ def _train(args, comm) -> int:
             sync_batchnorm = json.loads(saved.read_text())["sync_batchnorm"] if saved and saved.is_file() else True
         result = run_training(config, run_dir, resume=bool(args.resume), data_dir=args.data_dir,
                               download=not args.no_download, progress=args.progress, comm=comm,
-                              sync_batchnorm=sync_batchnorm)
-    except (ValueError, FileNotFoundError, DatasetNotFoundError, DataFormatError, ChecksumError) as e:
+                              sync_batchnorm=sync_batchnorm, tensorboard=args.tensorboard)
+    except (ValueError, FileNotFoundError, ImportError, DatasetNotFoundError, DataFormatError, ChecksumError) as e:
         where = "" if root else f" (rank {comm.rank})"  # an error only some ranks see must be shown too
         print(f"normlab train: error{where}: {e}", file=sys.stderr)
         return 2

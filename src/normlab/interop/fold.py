@@ -21,6 +21,7 @@ block's `shortcut`, a Sequential, folds by the Sequential rule); other layers re
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Callable
 
 import numpy as np
@@ -77,9 +78,12 @@ def _pairs(container: nn.Module) -> list[tuple[str, str]]:
     if type(container) in FOLD_PAIRS:
         return FOLD_PAIRS[type(container)](container)
     if type(container) is nn.Sequential:
-        names = list(container._modules)
-        return list(zip(names, names[1:]))
+        return _sequential_pairs(container)
     return []
+
+
+def _sequential_pairs(container: nn.Module) -> list[tuple[str, str]]:
+    return list(itertools.pairwise(container._modules))
 
 
 def _foldable(affine: nn.Module, norm: nn.Module) -> bool:
@@ -105,3 +109,11 @@ def _fold_into(affine: nn.Module, norm: nn.Module) -> None:
 
 register_fold_target(nn.Conv2d)
 register_fold_pairs(nn.ResidualBlock, lambda block: [("conv1", "bn1"), ("conv2", "bn2")])
+
+# The models of normlab.models that are Sequentials with a name compute as Sequentials (what normlab train
+# builds, so what `normlab export --fold` folds).
+from normlab.models.cnn import ResNetCNN, ThreeLayerConvNet  # (interop sits above models)
+from normlab.models.fcnet import FullyConnectedNet
+
+for _model_type in (FullyConnectedNet, ThreeLayerConvNet, ResNetCNN):
+    register_fold_pairs(_model_type, _sequential_pairs)

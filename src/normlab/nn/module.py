@@ -188,6 +188,13 @@ class Module:
         return cache
 
     # -- printing -----------------------------------------------------------------------------------
+    def summary(self, input_shape=None):
+        """Layers, output shapes and parameter counts on samples of `input_shape` (one sample's shape;
+        optional for models that know theirs). Returns a `normlab.nn.summary.ModelSummary`; print it."""
+        from normlab.nn.summary import summarize
+
+        return summarize(self, input_shape)
+
     def extra_repr(self) -> str:
         return ""
 
