@@ -38,12 +38,27 @@ def check_same_shape(name: str, a: np.ndarray, shape: tuple[int, ...]) -> np.nda
 
 
 def check_positive(name: str, value: float) -> float:
-    if not value > 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
+    """A finite number > 0 (an eps of inf would silently turn every output into zeros)."""
+    if not (isinstance(value, (int, float, np.integer, np.floating)) and np.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return value
 
 
 def check_probability(name: str, value: float) -> float:
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+    """A finite number in [0, 1] (momentum, dropout probability)."""
+    if not (isinstance(value, (int, float, np.integer, np.floating)) and 0.0 <= value <= 1.0):
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
     return value
+
+
+def check_cache(backward: str, cache: object, expected: type, forward: str) -> None:
+    """`cache` must come from `forward`: a cache of another operation can have matching sizes and give a
+    wrong gradient without any error, so every backward checks where its cache came from.
+
+    Caches that several forwards share (pooling) also carry a `forward` field naming the one that made it.
+    """
+    made_by = getattr(cache, "forward", None)
+    if isinstance(cache, expected) and made_by in (None, forward):
+        return
+    origin = f"{type(cache).__name__}" + (f" made by {made_by}" if made_by else "")
+    raise TypeError(f"{backward}: cache must be the cache returned by {forward}, got a {origin}")
