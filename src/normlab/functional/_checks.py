@@ -39,15 +39,21 @@ def check_same_shape(name: str, a: np.ndarray, shape: tuple[int, ...]) -> np.nda
 
 def check_positive(name: str, value: float) -> float:
     """A finite number > 0 (an eps of inf would silently turn every output into zeros)."""
-    if not (isinstance(value, (int, float, np.integer, np.floating)) and np.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    if not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number > 0, got {type(value).__name__}")
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
     return value
 
 
 def check_probability(name: str, value: float) -> float:
     """A finite number in [0, 1] (momentum, dropout probability)."""
-    if not (isinstance(value, (int, float, np.integer, np.floating)) and 0.0 <= value <= 1.0):
-        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    if not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number in [0, 1], got {type(value).__name__}")
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
     return value
 
 
