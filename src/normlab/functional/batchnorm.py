@@ -13,6 +13,7 @@ from normlab.functional._checks import (
     check_param,
     check_positive,
     check_probability,
+    check_cache,
     check_same_shape,
 )
 from normlab.functional._recomputed import RecomputedWhenNone
@@ -270,4 +271,5 @@ def batchnorm_backward_staged(dout: np.ndarray, cache: BatchNormCache) -> tuple[
 
 
 def _check_dout(dout: np.ndarray, cache: BatchNormCache) -> np.ndarray:
+    check_cache("batchnorm_backward", cache, BatchNormCache, "batchnorm_forward")
     return check_same_shape("dout", dout, cache.x.shape)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from normlab.functional._checks import check_float_array, check_param, check_positive, check_same_shape
+from normlab.functional._checks import check_cache, check_float_array, check_param, check_positive, check_same_shape
 from normlab.functional._recomputed import RecomputedWhenNone
 from normlab.functional.normalize import compiled_statistics_in_range, compiled_twin, normalize, normalize_scale_shift_backward, scale_shift
 
@@ -103,6 +103,7 @@ def groupnorm_backward(dout: np.ndarray, cache: GroupNormCache) -> tuple[np.ndar
 
     Returns (dx, dgamma, dbeta): dx like x, dgamma and dbeta of shape (C,).
     """
+    check_cache("groupnorm_backward", cache, GroupNormCache, "groupnorm_forward or instancenorm_forward")
     dout = check_same_shape("dout", dout, cache.input_shape)
     if cache.compiled is not None and dout.dtype == cache.x.dtype:
         from normlab.kernels.normalize_numba import normalize_rows_backward

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from normlab.functional._checks import check_float_array, check_param, check_positive, check_same_shape
+from normlab.functional._checks import check_cache, check_float_array, check_param, check_positive, check_same_shape
 from normlab.functional._recomputed import RecomputedWhenNone
 from normlab.functional.normalize import (
     Axes,
@@ -112,6 +112,7 @@ def layernorm_backward(dout: np.ndarray, cache: LayerNormCache) -> tuple[np.ndar
 
     Returns (dx, dgamma, dbeta), dgamma and dbeta shaped like gamma.
     """
+    check_cache("layernorm_backward", cache, LayerNormCache, "layernorm_forward")
     dout = check_same_shape("dout", dout, cache.x.shape)
     if cache.compiled is not None and dout.dtype == cache.x.dtype:
         from normlab.kernels.normalize_numba import normalize_rows_backward
@@ -133,6 +134,7 @@ def layernorm_backward_staged(dout: np.ndarray, cache: LayerNormCache) -> tuple[
 
     Returns (dx, dgamma, dbeta), equal to `layernorm_backward`'s.
     """
+    check_cache("layernorm_backward_staged", cache, LayerNormCache, "layernorm_forward")
     dout = check_same_shape("dout", dout, cache.x.shape)
     dx, dgamma, dbeta = staged_backward(
         dout, cache.x, cache.gamma, cache.eps, cache.stat_axes, cache.param_axes
