@@ -33,18 +33,50 @@ META = "batches.meta"
 IMAGE_SHAPE = (3, 32, 32)
 
 
+class _NdarrayName:
+    """Stands for numpy.ndarray inside a pickle: the argument `_reconstruct` is given, never a constructor.
+
+    Calling numpy.ndarray directly would let a file ask for any shape, strides and buffer (a 2^40-element
+    allocation, or a zero-stride array that repeats one byte as a whole batch)."""
+
+    def __new__(cls, *args, **kwargs):
+        raise UnsafePickleError("refusing to call numpy.ndarray directly: arrays in a CIFAR-10 batch are "
+                                "rebuilt from their own bytes only")
+
+
+_SIMPLE_KINDS = "biufcSUO"
+
+
 def _numpy_array_globals() -> dict[tuple[str, str], object]:
     """NumPy's array-reconstruction callables under the module names pickles use: numpy.core (NumPy 1,
     and every Python 2 pickle) and numpy._core (NumPy 2). Resolved here, never by importing a name that
-    came from the file."""
+    came from the file, and wrapped so that they only rebuild what a pickled array holds: an empty array
+    of a plain dtype, then filled from the file's bytes (numpy checks that the bytes match the shape)."""
     try:
         from numpy._core import multiarray
     except ImportError:  # NumPy 1
         from numpy.core import multiarray
-    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+
+    def reconstruct(subtype, shape, dtype):
+        if subtype is not _NdarrayName or tuple(shape) != (0,):
+            raise UnsafePickleError(f"refusing numpy _reconstruct({getattr(subtype, '__name__', subtype)}, "
+                                    f"{shape!r}): a pickled array starts empty, as numpy.ndarray of shape (0,)")
+        return multiarray._reconstruct(np.ndarray, (0,), plain_dtype(dtype))
+
+    def plain_dtype(spec, align=False, copy=False):
+        dtype = np.dtype(spec, align=bool(align), copy=bool(copy))  # copy=True: byte order set by BUILD
+        if dtype.kind not in _SIMPLE_KINDS or dtype.fields is not None or dtype.subdtype is not None or \
+                dtype.itemsize > 64:
+            raise UnsafePickleError(f"refusing dtype {dtype}: only plain numbers, bytes and strings")
+        return dtype
+
+    def scalar(dtype, data=None):
+        return multiarray.scalar(plain_dtype(dtype), data) if data is not None else multiarray.scalar(dtype)
+
+    allowed = {("numpy", "ndarray"): _NdarrayName, ("numpy", "dtype"): plain_dtype}
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[(module, "_reconstruct")] = multiarray._reconstruct
-        allowed[(module, "scalar")] = multiarray.scalar
+        allowed[(module, "_reconstruct")] = reconstruct
+        allowed[(module, "scalar")] = scalar
     return allowed
 
 
@@ -73,8 +105,10 @@ def safe_load_pickle(data: bytes, source: str = "<bytes>"):
     """Unpickle `data` with SafeUnpickler; a truncated or corrupted pickle raises DataFormatError."""
     try:
         return SafeUnpickler(io.BytesIO(data), source=source).load()
-    except UnsafePickleError:
-        raise
+    except UnsafePickleError as e:
+        if str(e).startswith(source):
+            raise
+        raise UnsafePickleError(f"{source}: {e}") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as e:
         raise DataFormatError(f"{source}: not a readable pickle (truncated or corrupted): "
                               f"{type(e).__name__}: {e}") from None
@@ -98,7 +132,9 @@ def read_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != pixels:
         raise DataFormatError(f"{path}: b'data' must be a uint8 array of shape (N, {pixels}), got "
                               f"{getattr(data, 'dtype', type(data).__name__)} of shape {getattr(data, 'shape', None)}")
-    if not isinstance(labels, list) or not all(isinstance(v, int) for v in labels):
+    if any(stride <= 0 for stride in data.strides) or not data.flags.c_contiguous:
+        raise DataFormatError(f"{path}: b'data' must be a contiguous array, got strides {data.strides}")
+    if not isinstance(labels, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in labels):
         raise DataFormatError(f"{path}: b'labels' must be a list of ints, got {type(labels).__name__}")
     labels = np.asarray(labels, dtype=np.int64)
     if labels.shape != (data.shape[0],):
