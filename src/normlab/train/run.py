@@ -7,6 +7,8 @@ checkpoint.safetensors and model.safetensors and history.json (every epoch, see 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from normlab.data import Augment, Standardizer, load_dataset, train_val_split
-from normlab.files import atomic_write_bytes, atomic_write_json
+from normlab.files import atomic_write_bytes, atomic_write_json, remove_stale_temporaries
 from normlab.models import build_model
 from normlab.models.regularization import decay_groups
 from normlab.nn import Module
@@ -24,7 +26,7 @@ from normlab.optim import OPTIMIZERS, Constant, Cosine, LinearWarmup, Optimizer,
 from normlab.train.config import TrainConfig
 from normlab.train.history import History
 from normlab.train.plots import plot_curves
-from normlab.train.trainer import HISTORY, Callback, Trainer
+from normlab.train.trainer import BEST_MODEL, CHECKPOINT, HISTORY, Callback, Trainer
 
 if TYPE_CHECKING:
     from normlab.distributed import Communicator
@@ -45,6 +47,7 @@ class PreparedData:
     x_test: np.ndarray
     y_test: np.ndarray
     classes: tuple[str, ...]
+    identity: str = ""  # sha256 of the dataset as loaded (`data_identity`): what a resumed run must find again
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -77,7 +80,66 @@ def prepare_data(config: TrainConfig, rng: np.random.Generator, data_dir: str | 
     x_train, y_train, x_val, y_val = train_val_split(x, y, val_size, rng)
     standardize = Standardizer.fit(x_train)
     return PreparedData(standardize(x_train), y_train, standardize(x_val), y_val, standardize(ds.x_test),
-                        ds.y_test, ds.classes)
+                        ds.y_test, ds.classes, data_identity(ds.x_train, ds.y_train, ds.x_test, ds.y_test))
+
+
+def data_identity(*arrays: np.ndarray) -> str:
+    """sha256 over the arrays' shapes, dtypes and bytes (about 0.1 s for Fashion-MNIST): two data directories
+    give the same identity exactly when they hold the same examples in the same order."""
+    digest = hashlib.sha256()
+    for a in arrays:
+        digest.update(f"{a.shape}{a.dtype.str}".encode())
+        digest.update(np.ascontiguousarray(a).data)
+    return "sha256:" + digest.hexdigest()
+
+
+RUN_FILES = (CONFIG, DISTRIBUTED, CHECKPOINT, BEST_MODEL, HISTORY, CURVES)  # what a run directory holds
+
+
+class RunDirectoryError(ValueError):
+    """The run directory cannot be used as asked: a file, an existing run, a checkpoint of another run."""
+
+
+def check_run_directory(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Before anything is loaded or written: run_dir must be a directory (or not exist yet), and a new run
+    must not land on an earlier one unless `overwrite` (its checkpoint would be taken for this run's)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirectoryError(f"{run_dir} is a file, not a directory")
+    if resume:
+        if not (run_dir / CHECKPOINT).is_file():
+            raise RunDirectoryError(f"{run_dir}: no {CHECKPOINT} to resume from")
+        return
+    earlier = [name for name in (CONFIG, CHECKPOINT) if (run_dir / name).exists()]
+    if earlier and not overwrite:
+        raise RunDirectoryError(f"{run_dir} already holds a run ({', '.join(earlier)}); resume it, choose "
+                                "another directory, or overwrite it (normlab train --overwrite)")
+
+
+def run_dependencies(config: TrainConfig, data: PreparedData) -> dict:
+    """What a checkpoint's state depends on, recorded in it and compared on resume: the configuration and
+    the data's identity."""
+    return {"config": json.loads(config.to_json()), "data": data.identity}
+
+
+def check_resume_matches(checkpoint: Path, expected: dict) -> None:
+    """Refuse to resume when the checkpoint was made with another configuration or data, naming the
+    difference (an edited config.json, another data directory). Checkpoints older than this record pass."""
+    from normlab.train.checkpoint import load_meta
+
+    saved = load_meta(checkpoint).get("depends_on")
+    if saved is None:
+        return
+    differences = []
+    old_config, new_config = saved.get("config", {}), expected["config"]
+    for key in sorted(set(old_config) | set(new_config)):
+        if old_config.get(key) != new_config.get(key):
+            differences.append(f"{key} was {old_config.get(key)!r}, {CONFIG} now says {new_config.get(key)!r}")
+    if saved.get("data") != expected["data"]:
+        differences.append(f"the data differ (dataset identity {str(saved.get('data'))[:19]}... then, "
+                           f"{expected['data'][:19]}... now)")
+    if differences:
+        raise RunDirectoryError(f"{checkpoint}: cannot resume: the run was made with other settings: "
+                                + "; ".join(differences) + ". Resume with what the run began with.")
 
 
 def build_optimizer(config: TrainConfig, model: Module) -> Optimizer:
@@ -112,7 +174,7 @@ def run_training(config: TrainConfig, run_dir: str | os.PathLike, *, resume: boo
                  data_dir: str | os.PathLike | None = None, download: bool = True, progress: bool = True,
                  log: Callable[[str], None] = print, callbacks: Sequence[Callback] = (),
                  max_steps: int | None = None, comm: Communicator | None = None,
-                 sync_batchnorm: bool = True) -> RunResult:
+                 sync_batchnorm: bool = True, overwrite: bool = False) -> RunResult:
     """Train as `config` says, writing the run directory. With resume=True, continue the run saved in
     run_dir (its checkpoint.safetensors); the configuration must be the one it was started with.
 
@@ -120,14 +182,27 @@ def run_training(config: TrainConfig, run_dir: str | os.PathLike, *, resume: boo
     run_training with the same arguments, and only rank 0 writes the run directory and logs), with
     SyncBatchNorm unless sync_batchnorm=False; config.batch_size is the global batch. None: this process
     alone. A comm of one process trains exactly as None does.
+
+    A new run refuses a run_dir that holds an earlier run unless overwrite=True (which deletes that run's
+    files first); a resumed one refuses a checkpoint made with another configuration or data. The run
+    directory is created only once the data are loaded, so a failed download leaves none behind.
     """
     run_dir = Path(run_dir)
     root = comm is None or comm.is_root
     if root:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        check_run_directory(run_dir, resume=resume, overwrite=overwrite)
     split_seed, init_seed, train_seed = np.random.SeedSequence(config.seed).spawn(3)
     # Every process loads the whole data set and draws the same split, weights, order and augmentation.
     data = prepare_data(config, np.random.default_rng(split_seed), data_dir, download)
+    depends_on = run_dependencies(config, data)
+    if root:
+        if resume:
+            check_resume_matches(run_dir / CHECKPOINT, depends_on)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(run_dir)  # left by a process killed while writing
+        if not resume:
+            for name in RUN_FILES:  # an overwritten run's files (none otherwise)
+                (run_dir / name).unlink(missing_ok=True)
     model = build_model(config.model, input_shape=data.input_shape, num_classes=len(data.classes),
                         rng=np.random.default_rng(init_seed), **config.model_options)
     common = {"epochs": config.epochs, "batch_size": config.batch_size, "rng": np.random.default_rng(train_seed),
@@ -155,6 +230,7 @@ def run_training(config: TrainConfig, run_dir: str | os.PathLike, *, resume: boo
                                      comm=comm, dropout_seed=config.seed, **common)
         log = trainer.log
     trainer.schedule = build_schedule(config, trainer.steps_per_epoch)
+    trainer.depends_on = depends_on
     if not resume and root:
         atomic_write_bytes(run_dir / CONFIG, config.to_json().encode())
         if comm is not None:
