@@ -82,7 +82,8 @@ def test_damaged_resume_metadata_is_one_line(tmp_path, capsys, distributed, mess
 def test_resume_of_a_file_or_with_overwrite(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert _train("--resume", tmp_path / "file") == 2
-    assert _one_line_error(capsys) == f"normlab train: error: --resume {tmp_path / 'file'}: is a file, not a run directory"
+    expected = f"normlab train: error: --resume {tmp_path / 'file'}: is a file, not a run directory"
+    assert _one_line_error(capsys) == expected
     run = _run_dir(tmp_path)
     assert _train("--resume", run, "--overwrite") == 2
     assert "do not combine it with --overwrite" in _one_line_error(capsys)

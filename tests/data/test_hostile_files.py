@@ -101,7 +101,8 @@ def _batch(tmp_path, data, labels=None):
 @pytest.mark.parametrize("data, message", [
     (_Call(np.ndarray, ((1 << 40,), "u1")), "refusing to call numpy.ndarray directly"),
     (_Call(np.ndarray, ((4, 3072), "u1", b"x", 0, (0, 0))), "refusing to call numpy.ndarray directly"),
-    (_Call(multiarray._reconstruct, (np.ndarray, (1 << 40,), b"b")), r"refusing numpy _reconstruct.*\(1099511627776,\)"),
+    (_Call(multiarray._reconstruct, (np.ndarray, (1 << 40,), b"b")),
+     r"refusing numpy _reconstruct.*\(1099511627776,\)"),
     (_Call(np.dtype, ("(1000,1000)u1", False, True)), "refusing dtype"),
 ])
 def test_cifar_batches_cannot_request_huge_or_zero_stride_arrays(tmp_path, data, message):

@@ -146,14 +146,16 @@ def test_stale_temporary_files_are_cleaned_on_resume(toy_fashion, tmp_path):
 
 def _train_command(toy_fashion, out, *extra):
     return [sys.executable, "-m", "normlab", "train", "--no-progress", "--no-download", "--data-dir", str(toy_fashion),
-            "--epochs", "6", "--hidden", "256", "256", "--batch-size", "16", "--dropout", "0.1", "--out", str(out), *extra]
+            "--epochs", "6", "--hidden", "256", "256", "--batch-size", "16", "--dropout", "0.1", "--out", str(out),
+            *extra]
 
 
 def test_sigkill_then_resume_is_bit_identical(toy_fashion, tmp_path):
     """Killed with SIGKILL (no handler runs) once the first checkpoint exists, with a temporary file left as a
     kill mid-write leaves it, then resumed: the same weights as a run never interrupted."""
     env = {**os.environ, "PYTHONPATH": SRC}
-    whole = subprocess.run(_train_command(toy_fashion, tmp_path / "whole"), env=env, capture_output=True, text=True)
+    whole = subprocess.run(_train_command(toy_fashion, tmp_path / "whole"), check=False, env=env,
+                           capture_output=True, text=True)
     assert whole.returncode == 0, whole.stderr
     killed = tmp_path / "killed"
     process = subprocess.Popen(_train_command(toy_fashion, killed), env=env, stdout=subprocess.DEVNULL,
@@ -167,7 +169,7 @@ def test_sigkill_then_resume_is_bit_identical(toy_fashion, tmp_path):
     (killed / ".checkpoint.safetensors.sigkill.tmp").write_bytes(b"partial")
     resumed = subprocess.run([sys.executable, "-m", "normlab", "train", "--no-progress", "--no-download",
                               "--data-dir", str(toy_fashion), "--resume", str(killed)],
-                             env=env, capture_output=True, text=True)
+                             check=False, env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert not (killed / ".checkpoint.safetensors.sigkill.tmp").exists()
     for name in ("model.safetensors", CHECKPOINT):
@@ -191,7 +193,8 @@ def test_cli_refuses_out_at_an_existing_run_and_a_file(toy_fashion, tmp_path, ca
     (tmp_path / "file").write_text("x")
     capsys.readouterr()
     assert main([*common, "--out", str(tmp_path / "file")]) == 2
-    assert capsys.readouterr().err.strip() == f"normlab train: error: --out {tmp_path / 'file'} is a file, not a directory"
+    expected = f"normlab train: error: --out {tmp_path / 'file'} is a file, not a directory"
+    assert capsys.readouterr().err.strip() == expected
 
 
 def test_a_failed_download_leaves_no_run_directory_and_says_where_to_put_the_files(tmp_path, monkeypatch, capsys):

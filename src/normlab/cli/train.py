@@ -71,7 +71,8 @@ def add_arguments(parser) -> None:
                       help="where to look for the dataset first, and to download it to (then $NORMLAB_DATA, "
                            "~/.cache/normlab, /usr/share/datasets/<name>)")
     data.add_argument("--no-download", action="store_true", help="never download; fail if the files are missing")
-    data.add_argument("--limit", type=_number(int, low=2), metavar="N", help="use only the first N training examples (quick runs)")
+    data.add_argument("--limit", type=_number(int, low=2), metavar="N",
+                      help="use only the first N training examples (quick runs)")
     data.add_argument("--val-size", type=_number(int, low=0), metavar="N",
                       help="training examples held out for validation (default: 5000 or a tenth of the "
                            "training set, whichever is fewer)")
@@ -80,10 +81,12 @@ def add_arguments(parser) -> None:
 
     model = parser.add_argument_group("model")
     model.add_argument("--model", choices=available_models(), help=f"model (default {d.model})")
-    model.add_argument("--hidden", type=_number(int, low=1), nargs="*", metavar="D", help="hidden layer sizes (fcnet: 512 256)")
+    model.add_argument("--hidden", type=_number(int, low=1), nargs="*", metavar="D",
+                       help="hidden layer sizes (fcnet: 512 256)")
     model.add_argument("--normalization", choices=("none", "batch", "layer", "group"),
                        help="normalization after each hidden layer (fcnet: batch)")
-    model.add_argument("--dropout", type=_number(float, low=0, high=1, high_open=True), metavar="P", help="probability of dropping an activation (0)")
+    model.add_argument("--dropout", type=_number(float, low=0, high=1, high_open=True), metavar="P",
+                       help="probability of dropping an activation (0)")
     model.add_argument("--weight-scale", type=_weight_scale, metavar="he|S",
                        help="initialization: He, or N(0, S^2) as CS231n (he)")
 
@@ -91,19 +94,23 @@ def add_arguments(parser) -> None:
     opt.add_argument("--optimizer", choices=sorted(DEFAULT_LR), help=f"optimizer (default {d.optimizer})")
     opt.add_argument("--lr", type=_number(float, low=0, low_open=True), help="learning rate (default: " +
                      ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")")
-    opt.add_argument("--momentum", type=_number(float, low=0, high=1, high_open=True), help=f"SGD momentum (default {d.momentum})")
+    opt.add_argument("--momentum", type=_number(float, low=0, high=1, high_open=True),
+                     help=f"SGD momentum (default {d.momentum})")
     opt.add_argument("--nesterov", action="store_true", default=None, help="SGD with Nesterov momentum")
     opt.add_argument("--weight-decay", type=_number(float, low=0), metavar="WD",
                      help="L2 strength on the weights, never on gamma, beta or biases: the model's "
                           "0.5 * WD * ||W||^2 penalty, or AdamW's decoupled decay (default 0; adamw 0.01)")
     opt.add_argument("--schedule", choices=SCHEDULES, help=f"learning-rate schedule (default {d.schedule})")
-    opt.add_argument("--warmup", type=_number(float, low=0), metavar="EPOCHS", help="linear warm-up, in epochs (default 0)")
+    opt.add_argument("--warmup", type=_number(float, low=0), metavar="EPOCHS",
+                     help="linear warm-up, in epochs (default 0)")
     opt.add_argument("--step-epochs", type=_number(int, low=1), metavar="K",
                      help=f"step schedule: decay every K epochs (default {d.step_epochs})")
-    opt.add_argument("--step-gamma", type=_number(float, low=0, low_open=True), help=f"step schedule: decay factor (default {d.step_gamma})")
+    opt.add_argument("--step-gamma", type=_number(float, low=0, low_open=True),
+                     help=f"step schedule: decay factor (default {d.step_gamma})")
     opt.add_argument("--epochs", type=_number(int, low=1), help=f"epochs (default {d.epochs})")
     opt.add_argument("--batch-size", type=_number(int, low=1), help=f"minibatch size (default {d.batch_size})")
-    opt.add_argument("--seed", type=_number(int, low=0), help=f"seed of the split, the initialization and the order (default {d.seed})")
+    opt.add_argument("--seed", type=_number(int, low=0),
+                     help=f"seed of the split, the initialization and the order (default {d.seed})")
 
     run = parser.add_argument_group("run")
     run.add_argument("--framework", choices=("numpy", "torch", "tensorflow"),
@@ -181,7 +188,8 @@ def _saved_sync_batchnorm(path: Path) -> bool:
         raise ValueError(f"{path}: damaged: expected a JSON object with a true/false \"sync_batchnorm\" "
                          f"({type(e).__name__}: {e})") from None
     if not isinstance(value, bool):
-        raise ValueError(f"{path}: damaged: \"sync_batchnorm\" must be true or false, got {value!r}")
+        raise ValueError(  # noqa: TRY004 (a damaged file: the callers report ValueError)
+            f"{path}: damaged: \"sync_batchnorm\" must be true or false, got {value!r}")
     return value
 
 

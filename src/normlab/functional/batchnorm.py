@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from normlab.functional._checks import (
+    check_cache,
     check_float_array,
     check_param,
     check_positive,
     check_probability,
-    check_cache,
     check_same_shape,
 )
 from normlab.functional._recomputed import RecomputedWhenNone

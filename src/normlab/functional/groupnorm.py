@@ -11,7 +11,13 @@ import numpy as np
 
 from normlab.functional._checks import check_cache, check_float_array, check_param, check_positive, check_same_shape
 from normlab.functional._recomputed import RecomputedWhenNone
-from normlab.functional.normalize import compiled_statistics_in_range, compiled_twin, normalize, normalize_scale_shift_backward, scale_shift
+from normlab.functional.normalize import (
+    compiled_statistics_in_range,
+    compiled_twin,
+    normalize,
+    normalize_scale_shift_backward,
+    scale_shift,
+)
 
 if TYPE_CHECKING:
     from normlab.kernels.statistics import GroupStatistics

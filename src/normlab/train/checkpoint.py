@@ -62,7 +62,8 @@ def _parse_meta(path: str | os.PathLike, header: Mapping[str, str]) -> dict[str,
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: damaged metadata: not JSON ({e})") from None
     if not isinstance(meta, dict):
-        raise ValueError(f"{path}: damaged metadata: expected a JSON object, got {type(meta).__name__}")
+        raise ValueError(  # noqa: TRY004 (a damaged file: the callers report ValueError)
+            f"{path}: damaged metadata: expected a JSON object, got {type(meta).__name__}")
     return meta
 
 

@@ -80,7 +80,8 @@ class TrainConfig:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{path}: damaged: not JSON ({e})") from None
         if not isinstance(d, dict):
-            raise ValueError(f"{path}: damaged: expected a JSON object of settings, got {type(d).__name__}")
+            raise ValueError(  # noqa: TRY004 (a damaged file: the callers report ValueError)
+                f"{path}: damaged: expected a JSON object of settings, got {type(d).__name__}")
         try:
             return cls.from_dict(d)
         except (TypeError, ValueError, KeyError) as e:

@@ -398,8 +398,9 @@ class Trainer:
             if key not in meta:
                 raise ValueError(f"{path}: damaged checkpoint: its metadata lacks {key!r}")
             if not isinstance(meta[key], kind) or isinstance(meta[key], bool):
-                raise ValueError(f"{path}: damaged checkpoint: {key} must be a{'n' if kind is int else ''} "
-                                 f"{kind.__name__}, got {meta[key]!r}")
+                raise ValueError(  # noqa: TRY004 (a damaged file: the callers report ValueError)
+                    f"{path}: damaged checkpoint: {key} must be a{'n' if kind is int else ''} "
+                    f"{kind.__name__}, got {meta[key]!r}")
         done, step, iteration, per_epoch = (meta[k] for k in ("epochs_done", "step_in_epoch", "iteration",
                                                                 "steps_per_epoch"))
         if not 0 <= done <= self.epochs:
@@ -411,7 +412,8 @@ class Trainer:
                              f"{per_epoch} steps + step_in_epoch {step}")
         order = arrays.get("order")
         if step > 0 and order is None:
-            raise ValueError(f"{path}: damaged checkpoint: step_in_epoch {step} needs the epoch's order, which is missing")
+            raise ValueError(f"{path}: damaged checkpoint: step_in_epoch {step} needs the epoch's order, "
+                             "which is missing")
         n = len(self.x_train)
         if order is not None and (order.shape != (n,) or order.dtype.kind not in "iu"
                                   or not np.array_equal(np.sort(order), np.arange(n))):
