@@ -124,3 +124,27 @@ def test_a_genuine_array_still_loads(tmp_path):
     images, labels = read_batch(_batch(tmp_path, data, [0, 1, 2, 3]))
     np.testing.assert_array_equal(images.reshape(4, -1), data)
     np.testing.assert_array_equal(labels, [0, 1, 2, 3])
+
+
+def test_a_huge_memo_index_is_refused_before_unpickling(tmp_path):
+    """Found by fuzzing: the C unpickler grows its memo to any index, so one LONG_BINPUT of 2^31 - 1 asked
+    for 16 GB (MemoryError, or the memory itself)."""
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(b"\x80\x02}r\xff\xff\xff\x7f.")
+    tracemalloc.start()
+    with pytest.raises(DataFormatError, match=r"data_batch_1: not a readable pickle: memo index 2147483647"):
+        read_batch(path)
+    assert tracemalloc.get_traced_memory()[1] < 1 << 20
+    tracemalloc.stop()
+
+
+def test_a_damaged_dtype_state_is_a_format_error(tmp_path):
+    """Found by fuzzing: one byte of a dtype's pickled state made numpy raise SystemError."""
+    from py2_pickle import cifar_batch
+
+    raw = bytearray(cifar_batch(np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3, 32, 32) % 200, [3, 7]))
+    raw[173] = 3
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataFormatError, match="data_batch_1: not a readable pickle"):
+        read_batch(path)

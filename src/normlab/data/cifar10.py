@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import pickletools
 from pathlib import Path
 
 import numpy as np
@@ -101,15 +102,33 @@ class SafeUnpickler(pickle.Unpickler):
             ) from None
 
 
+_MEMO_OPCODES = ("PUT", "BINPUT", "LONG_BINPUT")
+
+
+def _check_opcodes(data: bytes, source: str) -> None:
+    """Read the opcodes without running them (pickletools): every memo index must be one a real pickle
+    could have reached (at most the number of opcodes so far). The C unpickler grows its memo to any index
+    it is given, so one LONG_BINPUT of 2^31 asked for 16 GB (found by fuzzing)."""
+    try:
+        for count, (opcode, arg, position) in enumerate(pickletools.genops(data), start=1):
+            if opcode.name in _MEMO_OPCODES and not (isinstance(arg, int) and 0 <= arg <= count):
+                raise DataFormatError(f"{source}: not a readable pickle: memo index {arg!r} at byte {position} "
+                                      f"after {count} opcodes")
+    except (ValueError, EOFError, UnicodeDecodeError) as e:
+        raise DataFormatError(f"{source}: not a readable pickle (truncated or corrupted): {e}") from None
+
+
 def safe_load_pickle(data: bytes, source: str = "<bytes>"):
     """Unpickle `data` with SafeUnpickler; a truncated or corrupted pickle raises DataFormatError."""
+    _check_opcodes(data, source)
     try:
         return SafeUnpickler(io.BytesIO(data), source=source).load()
     except UnsafePickleError as e:
         if str(e).startswith(source):
             raise
         raise UnsafePickleError(f"{source}: {e}") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as e:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
+            OverflowError, RecursionError, MemoryError, SystemError) as e:  # SystemError: numpy on a bad dtype state
         raise DataFormatError(f"{source}: not a readable pickle (truncated or corrupted): "
                               f"{type(e).__name__}: {e}") from None
 
