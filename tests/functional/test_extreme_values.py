@@ -158,3 +158,18 @@ def test_modules_reject_bad_eps_and_momentum_when_built():
         nn.LayerNorm(3, eps=float("nan"))
     with pytest.raises(ValueError, match="eps must be > 0"):
         nn.GroupNorm(1, 3, eps=-1.0)
+
+
+@pytest.mark.parametrize("magnitude", [1.0, 1e30, 3e38])
+def test_bfloat16_uses_float32_statistics_and_stays_bfloat16(magnitude):
+    """bfloat16 (ml_dtypes, as TensorFlow and JAX use it) has float32's range: its float32 statistics can
+    overflow too, and are rescued the same way."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    bf16 = ml_dtypes.bfloat16
+    x = (np.random.default_rng(1).uniform(-1, 1, (16, 4)) * magnitude).astype(bf16)
+    exact = _exact_xhat(x.astype(np.float64), (0,), 1e-5)
+    out, cache = F.batchnorm_forward(x, np.ones(4, bf16), np.zeros(4, bf16))
+    assert out.dtype == bf16 and cache.rstd.dtype == np.float32
+    assert np.max(np.abs(out.astype(np.float64) - exact)) <= 2 * 2.0**-8 * np.max(np.abs(exact))
+    dx, dgamma, _ = F.batchnorm_backward(np.ones_like(x), cache)
+    assert dx.dtype == bf16 and dgamma.dtype == bf16 and np.isfinite(dx.astype(np.float32)).all()

@@ -6,11 +6,16 @@ from __future__ import annotations
 import numpy as np
 
 
+def is_float_dtype(dtype: np.dtype) -> bool:
+    """A NumPy floating type, or ml_dtypes' bfloat16 (which NumPy files under void)."""
+    return np.issubdtype(dtype, np.floating) or np.dtype(dtype).name == "bfloat16"
+
+
 def check_float_array(name: str, x: object, ndims: tuple[int, ...] | None = None) -> np.ndarray:
     """`x` must be a floating-point NumPy array (with one of `ndims` dimensions, if given)."""
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(x).__name__}")
-    if not np.issubdtype(x.dtype, np.floating):
+    if not is_float_dtype(x.dtype):
         raise TypeError(f"{name} must have a floating-point dtype (float32 or float64), got {x.dtype}")
     if ndims is not None and x.ndim not in ndims:
         expected = " or ".join(f"{d}-D" for d in ndims)
@@ -24,7 +29,7 @@ def check_param(name: str, p: object, shape: tuple[int, ...], dtype: np.dtype) -
         raise TypeError(f"{name} must be a numpy.ndarray of shape {shape}, got {type(p).__name__}")
     if p.shape != shape:
         raise ValueError(f"{name} must have shape {shape} to match the input, got shape {p.shape}")
-    if not np.issubdtype(p.dtype, np.floating):
+    if not is_float_dtype(p.dtype):
         raise TypeError(f"{name} must have a floating-point dtype, got {p.dtype}")
     return p.astype(dtype, copy=False)
 
