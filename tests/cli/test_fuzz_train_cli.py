@@ -8,7 +8,7 @@ of examples for a longer run (docs/reliability.md).
 import os
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from normlab.cli import main
@@ -72,6 +72,7 @@ def test_fuzz_train_options(hermetic, tmp_path_factory, monkeypatch, capsys, arg
     except SystemExit as e:  # argparse: usage errors exit 2
         code = e.code
     err = capsys.readouterr().err
+    event(f"exit status {code}")  # --hypothesis-show-statistics counts the outcomes
     assert "Traceback" not in err, err
     assert code in (0, 1, 2), (code, err)
     if code == 2:

@@ -3,12 +3,14 @@ and what was given."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
 def is_float_dtype(dtype: np.dtype) -> bool:
     """A NumPy floating type, or ml_dtypes' bfloat16 (which NumPy files under void)."""
-    return np.issubdtype(dtype, np.floating) or np.dtype(dtype).name == "bfloat16"
+    return dtype.kind == "f" or dtype.name == "bfloat16"  # attributes: a microsecond less than np.issubdtype
 
 
 def check_float_array(name: str, x: object, ndims: tuple[int, ...] | None = None) -> np.ndarray:
@@ -46,7 +48,7 @@ def check_positive(name: str, value: float) -> float:
     """A finite number > 0 (an eps of inf would silently turn every output into zeros)."""
     if not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a number > 0, got {type(value).__name__}")
-    if not np.isfinite(value):
+    if not math.isfinite(value):
         raise ValueError(f"{name} must be finite and > 0, got {value!r}")
     if not value > 0:
         raise ValueError(f"{name} must be > 0, got {value!r}")
