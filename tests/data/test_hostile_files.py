@@ -138,13 +138,31 @@ def test_a_huge_memo_index_is_refused_before_unpickling(tmp_path):
     tracemalloc.stop()
 
 
-def test_a_damaged_dtype_state_is_a_format_error(tmp_path):
-    """Found by fuzzing: one byte of a dtype's pickled state made numpy raise SystemError."""
+def test_a_damaged_dtype_state_is_refused(tmp_path):
+    """Found by fuzzing: one byte of a dtype's pickled state (its flags) made numpy raise SystemError and
+    left a broken dtype behind. No state from the file reaches numpy's __setstate__ now."""
     from py2_pickle import cifar_batch
 
     raw = bytearray(cifar_batch(np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3, 32, 32) % 200, [3, 7]))
     raw[173] = 3
     path = tmp_path / "data_batch_1"
     path.write_bytes(bytes(raw))
-    with pytest.raises(DataFormatError, match="data_batch_1: not a readable pickle"):
+    with pytest.raises(UnsafePickleError, match=r"data_batch_1: refusing dtype state \(3, b'\|', None, None, None, "
+                                                r"-1, -1, 3\): not a plain dtype's"):
         read_batch(path)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_arrays_are_rebuilt_from_their_own_bytes(tmp_path, order):
+    """A genuine NumPy 2 pickle (protocol 4): float64 big-endian, Fortran order, and scalars come back equal."""
+    a = np.asfortranarray(np.arange(12.0).reshape(3, 4)) if order == "F" else np.arange(12.0).reshape(3, 4)
+    batch = {b"data": np.zeros((2, 3072), np.uint8), b"labels": [1, 2], b"extra": a.astype(">f8"),
+             b"scalar": np.float32(2.5)}
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps(batch, protocol=4))
+    from normlab.data.cifar10 import safe_load_pickle
+
+    loaded = safe_load_pickle(path.read_bytes(), str(path))
+    np.testing.assert_array_equal(loaded[b"extra"], a)
+    assert loaded[b"extra"].dtype == np.dtype(">f8") and loaded[b"scalar"] == np.float32(2.5)
+    assert read_batch(path)[1].tolist() == [1, 2]

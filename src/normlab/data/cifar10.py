@@ -19,6 +19,7 @@ code; `SafeUnpickler` resolves only the globals this format needs and refuses ev
 from __future__ import annotations
 
 import io
+import math
 import os
 import pickle
 import pickletools
@@ -45,36 +46,98 @@ class _NdarrayName:
                                 "rebuilt from their own bytes only")
 
 
-_SIMPLE_KINDS = "biufcSUO"
+_SIMPLE_KINDS = "biufcSU"
+
+
+def _text(value) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+class _PickledDtype:
+    """numpy.dtype(spec, align, copy) as a pickle calls it, then BUILD with the dtype's state: both checked
+    here and turned into a real dtype. numpy's own dtype __setstate__ took a damaged state into a broken
+    dtype (SystemError, then "get_clear_loop not set" when the array was freed: found by fuzzing), so no
+    state from the file ever reaches it."""
+
+    def __init__(self, spec, align=False, copy=False):
+        try:
+            dtype = np.dtype(_text(spec))
+        except (TypeError, ValueError) as e:
+            raise UnsafePickleError(f"refusing dtype {spec!r}: {e}") from None
+        if dtype.kind not in _SIMPLE_KINDS or dtype.fields is not None or dtype.subdtype is not None or \
+                dtype.itemsize > 64:
+            raise UnsafePickleError(f"refusing dtype {dtype}: only plain numbers, bytes and strings")
+        self.dtype = dtype
+
+    def __setstate__(self, state):
+        # (version, byte order, subarray, names, fields, elsize, alignment, flags[, metadata])
+        if not (isinstance(state, tuple) and len(state) in (8, 9) and state[0] in (3, 4)
+                and _text(state[1]) in ("<", ">", "|", "=") and all(v is None for v in state[2:5])
+                and tuple(state[5:8]) == (-1, -1, self.dtype.flags)):
+            raise UnsafePickleError(f"refusing dtype state {state!r}: not a plain dtype's")
+        if _text(state[1]) in "<>":
+            self.dtype = self.dtype.newbyteorder(_text(state[1]))
+
+
+class _PickledArray:
+    """An array as a pickle rebuilds it: _reconstruct(ndarray, (0,), ...) then BUILD with (version, shape,
+    dtype, fortran order, bytes). The bytes must be exactly shape x itemsize; the array is built here with
+    numpy.frombuffer, never by numpy's __setstate__ on a state from the file."""
+
+    array: np.ndarray | None = None
+
+    def __setstate__(self, state):
+        if not (isinstance(state, tuple) and len(state) == 5 and state[0] == 1):
+            raise UnsafePickleError(f"refusing array state of type {type(state).__name__}: not (1, shape, dtype, "
+                                    "fortran, bytes)")
+        _, shape, dtype, fortran, raw = state
+        if not (isinstance(shape, tuple) and all(isinstance(d, int) and d >= 0 for d in shape)):
+            raise UnsafePickleError(f"refusing array shape {shape!r}")
+        if not isinstance(dtype, _PickledDtype) or not isinstance(raw, bytes):
+            raise UnsafePickleError("refusing array state: needs a plain dtype and the array's bytes")
+        count = math.prod(shape)
+        if len(raw) != count * dtype.dtype.itemsize:
+            raise DataFormatError(f"array of shape {shape} and dtype {dtype.dtype} needs "
+                                  f"{count * dtype.dtype.itemsize} bytes, the file holds {len(raw)}")
+        flat = np.frombuffer(raw, dtype=dtype.dtype, count=count)
+        self.array = flat.reshape(shape, order="F" if fortran else "C").copy(order="K")
+
+
+def _resolve(value):
+    """The unpickled object with every _PickledArray / _PickledDtype replaced by the real thing."""
+    if isinstance(value, _PickledArray):
+        if value.array is None:
+            raise DataFormatError("an array without its data (no state after _reconstruct)")
+        return value.array
+    if isinstance(value, _PickledDtype):
+        return value.dtype
+    if isinstance(value, dict):
+        return {_resolve(k): _resolve(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_resolve(v) for v in value)
+    return value
 
 
 def _numpy_array_globals() -> dict[tuple[str, str], object]:
-    """NumPy's array-reconstruction callables under the module names pickles use: numpy.core (NumPy 1,
-    and every Python 2 pickle) and numpy._core (NumPy 2). Resolved here, never by importing a name that
-    came from the file, and wrapped so that they only rebuild what a pickled array holds: an empty array
-    of a plain dtype, then filled from the file's bytes (numpy checks that the bytes match the shape)."""
-    try:
-        from numpy._core import multiarray
-    except ImportError:  # NumPy 1
-        from numpy.core import multiarray
+    """NumPy's array-reconstruction names as pickles spell them: numpy.core (NumPy 1, and every Python 2
+    pickle) and numpy._core (NumPy 2). Each resolves to a stand-in of ours, never to an import of a name
+    that came from the file: arrays and dtypes are rebuilt only from their own bytes (`_PickledArray`,
+    `_PickledDtype`)."""
 
     def reconstruct(subtype, shape, dtype):
         if subtype is not _NdarrayName or tuple(shape) != (0,):
             raise UnsafePickleError(f"refusing numpy _reconstruct({getattr(subtype, '__name__', subtype)}, "
                                     f"{shape!r}): a pickled array starts empty, as numpy.ndarray of shape (0,)")
-        return multiarray._reconstruct(np.ndarray, (0,), plain_dtype(dtype))
-
-    def plain_dtype(spec, align=False, copy=False):
-        dtype = np.dtype(spec, align=bool(align), copy=bool(copy))  # copy=True: byte order set by BUILD
-        if dtype.kind not in _SIMPLE_KINDS or dtype.fields is not None or dtype.subdtype is not None or \
-                dtype.itemsize > 64:
-            raise UnsafePickleError(f"refusing dtype {dtype}: only plain numbers, bytes and strings")
-        return dtype
+        return _PickledArray()
 
     def scalar(dtype, data=None):
-        return multiarray.scalar(plain_dtype(dtype), data) if data is not None else multiarray.scalar(dtype)
+        if not isinstance(dtype, _PickledDtype) or not isinstance(data, bytes) or len(data) != dtype.dtype.itemsize:
+            raise UnsafePickleError("refusing numpy scalar: needs a plain dtype and exactly its bytes")
+        return np.frombuffer(data, dtype=dtype.dtype, count=1)[0]
 
-    allowed = {("numpy", "ndarray"): _NdarrayName, ("numpy", "dtype"): plain_dtype}
+    allowed = {("numpy", "ndarray"): _NdarrayName, ("numpy", "dtype"): _PickledDtype}
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
         allowed[(module, "_reconstruct")] = reconstruct
         allowed[(module, "scalar")] = scalar
@@ -122,13 +185,13 @@ def safe_load_pickle(data: bytes, source: str = "<bytes>"):
     """Unpickle `data` with SafeUnpickler; a truncated or corrupted pickle raises DataFormatError."""
     _check_opcodes(data, source)
     try:
-        return SafeUnpickler(io.BytesIO(data), source=source).load()
-    except UnsafePickleError as e:
+        return _resolve(SafeUnpickler(io.BytesIO(data), source=source).load())
+    except (UnsafePickleError, DataFormatError) as e:
         if str(e).startswith(source):
             raise
-        raise UnsafePickleError(f"{source}: {e}") from None
+        raise type(e)(f"{source}: {e}") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
-            OverflowError, RecursionError, MemoryError, SystemError) as e:  # SystemError: numpy on a bad dtype state
+            OverflowError, RecursionError, MemoryError) as e:
         raise DataFormatError(f"{source}: not a readable pickle (truncated or corrupted): "
                               f"{type(e).__name__}: {e}") from None
 
