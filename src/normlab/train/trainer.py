@@ -47,6 +47,11 @@ class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; raised before the step is applied."""
 
 
+class NonFiniteWeightsError(NonFiniteLossError):
+    """A parameter holds NaN or inf (a step with a finite loss can still overflow the weights); raised
+    before such weights are saved, so the last good checkpoint stays the last good one."""
+
+
 @dataclass(frozen=True)
 class StepInfo:
     """Passed to callbacks after every step."""
@@ -156,6 +161,7 @@ class Trainer:
         self._epoch_started: float | None = None
         self._stop_requested = False
         self._consistent = True  # False while a step or an epoch's end is half done
+        self.depends_on: dict[str, Any] | None = None  # saved in checkpoints; `run_training` checks it on resume
 
     @property
     def schedule(self) -> Schedule:
@@ -335,6 +341,7 @@ class Trainer:
         self.epochs_done += 1
         self.order, self.step_in_epoch = None, 0
         if self.run_dir is not None:
+            self.check_weights_finite()
             if improved:
                 save_model(self.run_dir / BEST_MODEL, self.model, {"epoch": record.epoch, "val_acc": val_acc})
             self.save_checkpoint(self.run_dir / CHECKPOINT)
@@ -373,6 +380,10 @@ class Trainer:
 
     def _stop(self, status: str, message: str) -> FitResult:
         if self.run_dir is not None:
+            try:
+                self.check_weights_finite()
+            except NonFiniteWeightsError as e:
+                return self._result("diverged", f"{e}; nothing saved. {self._last_checkpoint_note()}")
             self.save_checkpoint(self.run_dir / CHECKPOINT)
             save_history(self.run_dir, self.history, self.steps_per_epoch)
             message += f"; checkpoint saved to {self.run_dir / CHECKPOINT}"
@@ -412,7 +423,15 @@ class Trainer:
             "optimizer": opt_meta,
             "history": self.history.to_dict(),
         }
+        if self.depends_on is not None:
+            meta["depends_on"] = self.depends_on
         return arrays, meta
+
+    def check_weights_finite(self) -> None:
+        """Raise NonFiniteWeightsError naming the first parameter or buffer that holds NaN or inf."""
+        for name, value in self.model.state_dict().items():
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
+                raise NonFiniteWeightsError(f"{name} holds NaN or inf after iteration {self.iteration}")
 
     def save_checkpoint(self, path: str | Path) -> None:
         arrays, meta = self.state()
@@ -424,9 +443,11 @@ class Trainer:
         self.restore(arrays, meta, path)
 
     def restore(self, arrays: dict[str, np.ndarray], meta: dict[str, Any], path: str | Path) -> None:
-        """Restore a state as `state()` returns it (read from the checkpoint `path`, named in errors)."""
+        """Restore a state as `state()` returns it (read from the checkpoint `path`, named in errors).
+        Every position field is checked first (a damaged one could make the loop spin or take extra steps)."""
         if meta.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path}: not a normlab training checkpoint (format {meta.get('format')!r})")
+        self._check_position(arrays, meta, path)
         if meta["steps_per_epoch"] != self.steps_per_epoch:
             raise ValueError(f"{path}: saved with {meta['steps_per_epoch']} steps per epoch, this trainer has "
                              f"{self.steps_per_epoch}: the data or the batch size differ")
@@ -444,6 +465,41 @@ class Trainer:
         for name, state in meta["module_rngs"].items():
             rngs[name].bit_generator.state = state
         self.history = History.from_dict(meta["history"])
+
+    def _check_position(self, arrays: dict[str, np.ndarray], meta: dict[str, Any], path: str | Path) -> None:
+        """The checkpoint's position must be one this trainer can reach: whole numbers in range, iteration =
+        epochs_done * steps_per_epoch + step_in_epoch, and a mid-epoch position's order a permutation of
+        the training examples."""
+        kinds = {"epochs_done": int, "step_in_epoch": int, "iteration": int, "steps_per_epoch": int, "rng": dict,
+                 "module_rngs": dict, "optimizer": dict, "history": dict}
+        for key, kind in kinds.items():
+            if key not in meta:
+                raise ValueError(f"{path}: damaged checkpoint: its metadata lacks {key!r}")
+            if not isinstance(meta[key], kind) or isinstance(meta[key], bool):
+                raise ValueError(  # noqa: TRY004 (a damaged file: the callers report ValueError)
+                    f"{path}: damaged checkpoint: {key} must be a{'n' if kind is int else ''} "
+                    f"{kind.__name__}, got {meta[key]!r}")
+        done, step, iteration, per_epoch = (meta[k] for k in ("epochs_done", "step_in_epoch", "iteration",
+                                                                "steps_per_epoch"))
+        if not 0 <= done <= self.epochs:
+            raise ValueError(f"{path}: damaged checkpoint: epochs_done must be in [0, {self.epochs}], got {done}")
+        if not 0 <= step <= per_epoch:
+            raise ValueError(f"{path}: damaged checkpoint: step_in_epoch must be in [0, {per_epoch}], got {step}")
+        if iteration != done * per_epoch + step:
+            raise ValueError(f"{path}: damaged checkpoint: iteration {iteration} is not epochs_done {done} x "
+                             f"{per_epoch} steps + step_in_epoch {step}")
+        order = arrays.get("order")
+        if step > 0 and order is None:
+            raise ValueError(f"{path}: damaged checkpoint: step_in_epoch {step} needs the epoch's order, "
+                             "which is missing")
+        n = len(self.x_train)
+        if order is not None and (order.shape != (n,) or order.dtype.kind not in "iu"
+                                  or not np.array_equal(np.sort(order), np.arange(n))):
+            raise ValueError(f"{path}: damaged checkpoint: order must be a permutation of the {n} training "
+                             f"examples, got {order.dtype} of shape {order.shape}")
+        best = meta.get("best_val_acc")
+        if best is not None and (not isinstance(best, (int, float)) or not 0.0 <= best <= 1.0):
+            raise ValueError(f"{path}: damaged checkpoint: best_val_acc must be None or in [0, 1], got {best!r}")
 
     def load_best(self) -> None:
         """Load run_dir/model.safetensors (the best epoch's weights) into the model."""
