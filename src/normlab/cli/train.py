@@ -216,12 +216,6 @@ def _train(args, comm) -> int:
             if not (run_dir / CONFIG).is_file():
                 raise ValueError(f"--resume {run_dir}: no {CONFIG} there, so it is not a run directory")
             config = TrainConfig.load(run_dir / CONFIG)
-            complete = _completed_note(run_dir, config) if root else None
-            complete = comm.broadcast_object(complete) if comm is not None else complete
-            if complete:
-                if root:
-                    print(complete)
-                return 0
         else:
             config = config_from_args(args)
             run_dir = Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
@@ -234,6 +228,13 @@ def _train(args, comm) -> int:
         if sync_batchnorm is None:
             saved = run_dir / DISTRIBUTED if args.resume else None
             sync_batchnorm = _saved_sync_batchnorm(saved) if saved and saved.is_file() else True
+        if args.resume:  # after every metadata file is read, so a damaged one is named first
+            complete = _completed_note(run_dir, config) if root else None
+            complete = comm.broadcast_object(complete) if comm is not None else complete
+            if complete:
+                if root:
+                    print(complete)
+                return 0
         result = run_training(config, run_dir, resume=bool(args.resume), data_dir=args.data_dir,
                               download=not args.no_download, progress=args.progress, comm=comm,
                               sync_batchnorm=sync_batchnorm, tensorboard=args.tensorboard,
