@@ -94,8 +94,8 @@ def _run(command: str, cwd: Path) -> subprocess.CompletedProcess:
     args = command.split()
     assert args[0] == "normlab"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "normlab", *args[1:]], cwd=cwd, env=env, capture_output=True, check=False,
-                          text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "normlab", *args[1:]], cwd=cwd, env=env, capture_output=True,
+                          check=False, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")

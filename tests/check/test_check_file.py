@@ -129,7 +129,8 @@ def test_the_example_of_the_docs_finds_its_three_mistakes():
     assert any("momentum is the wrong way round" in d for d in functions["batchnorm_forward"].diagnoses)
     assert functions["batchnorm_backward"].first_wrong_step.node == "dsq"
     assert "the mistake is in the backward" in functions["batchnorm_backward"].verdict
-    assert any("dgamma has shape (1, 5) where (5,) is expected" in d for d in functions["batchnorm_backward_alt"].diagnoses)
+    diagnoses = functions["batchnorm_backward_alt"].diagnoses
+    assert any("dgamma has shape (1, 5) where (5,) is expected" in d for d in diagnoses)
 
 
 def test_outputs_returned_in_the_wrong_order_are_named(broken_file):

@@ -87,7 +87,8 @@ CATALOGUE: tuple[Mistake, ...] = (
     _flag("dvar_eps_missing", "dvar forgets eps: 0.5 / sqrt(var) where 0.5 / sqrt(var + eps) (= 0.5 / sqrtvar) is "
           "needed"),
     _flag("dsq_no_1_over_m", "dsq lacks the factor 1/{m} of the mean var = mean(sq)"),
-    _flag("dxmu2_missing", "the path through the variance is missing: dxmu = dxmu1 + dxmu2, with dxmu2 = 2 * xmu * dsq"),
+    _flag("dxmu2_missing",
+          "the path through the variance is missing: dxmu = dxmu1 + dxmu2, with dxmu2 = 2 * xmu * dsq"),
     _flag("dmu_sign", "dmu has the opposite sign: xmu = x - mu gives mu the gradient -sum(dxmu)"),
     _flag("dx2_no_1_over_m", "dx2 lacks the factor 1/{m} of the mean mu = mean(x)"),
     _flag("dmu_missing", "the path through the mean is missing: dx = dx1 + dx2, with dx2 = dmu / {m}"),
@@ -116,5 +117,5 @@ def words_for(kind: str, convention: str) -> dict[str, str]:
                     f"var * {m} / ({m} - 1)")
         not_updated = ("the running statistics were not updated in place: `running_mean = ...` rebinds the name; "
                        "write into the array (running_mean *= 1 - momentum; running_mean += momentum * mean)")
-    return {"stat": stat, "m": m, "count": count, "wrong_axes": wrong, "over": over, "rule": rule, "running_var_text": var_text,
-            "not_updated_text": not_updated}
+    return {"stat": stat, "m": m, "count": count, "wrong_axes": wrong, "over": over, "rule": rule,
+            "running_var_text": var_text, "not_updated_text": not_updated}

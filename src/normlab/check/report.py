@@ -188,7 +188,8 @@ def _render_function(f: FunctionReport) -> list[str]:
     for d in f.diagnoses:
         lines.append(f"  - {d}")
     if f.gradient_check:
-        parts = ", ".join(f"{g.output} {'ok' if g.passed else 'differs'} ({_number(g.error)})" for g in f.gradient_check)
+        parts = ", ".join(f"{g.output} {'ok' if g.passed else 'differs'} ({_number(g.error)})"
+                          for g in f.gradient_check)
         lines.append(f"  numerical gradient of your forward (main case) against this backward: {parts}")
     if f.verdict:
         lines.append(f"  => {f.verdict}")

@@ -23,8 +23,8 @@ from normlab.functional.normalize import Axes, group_size
 FLAGS = frozenset({
     "var_unbiased", "var_uncentred", "eps_missing", "eps_outside_sqrt", "var_not_sqrt", "eps_missing_backward",
     "dbeta_mean", "dgamma_mean", "dxhat_no_gamma", "dxhat_summed", "divar_mean",
-    "divar_not_summed", "dsqrtvar_sign", "dsqrtvar_squared_twice", "dvar_no_half", "dvar_eps_missing", "dsq_no_1_over_m",
-    "dxmu2_missing", "dmu_sign", "dx2_no_1_over_m", "dmu_missing",
+    "divar_not_summed", "dsqrtvar_sign", "dsqrtvar_squared_twice", "dvar_no_half", "dvar_eps_missing",
+    "dsq_no_1_over_m", "dxmu2_missing", "dmu_sign", "dx2_no_1_over_m", "dmu_missing",
 })
 
 FORWARD_NODES = ("mu", "xmu", "sq", "var", "sqrtvar", "ivar", "xhat", "gammax", "out")

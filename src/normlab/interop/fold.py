@@ -28,6 +28,8 @@ import numpy as np
 
 from normlab import nn
 from normlab.functional import batchnorm_inference_affine
+from normlab.models.cnn import ResNetCNN, ThreeLayerConvNet  # interop sits above models
+from normlab.models.fcnet import FullyConnectedNet
 
 FOLD_TARGETS: set[type] = {nn.Linear}
 # Batch norms whose evaluation is plain batch norm's with their running statistics (renorm's r and d and
@@ -112,8 +114,5 @@ register_fold_pairs(nn.ResidualBlock, lambda block: [("conv1", "bn1"), ("conv2",
 
 # The models of normlab.models that are Sequentials with a name compute as Sequentials (what normlab train
 # builds, so what `normlab export --fold` folds).
-from normlab.models.cnn import ResNetCNN, ThreeLayerConvNet  # (interop sits above models)
-from normlab.models.fcnet import FullyConnectedNet
-
 for _model_type in (FullyConnectedNet, ThreeLayerConvNet, ResNetCNN):
     register_fold_pairs(_model_type, _sequential_pairs)
