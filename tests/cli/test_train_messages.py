@@ -17,7 +17,7 @@ def test_resuming_a_finished_run_says_it_is_complete_and_trains_nothing(toy_fash
     before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir()}
     assert train("--resume", out) == 0  # no --data-dir: it does not even load the data
     captured = capsys.readouterr()
-    assert captured.out.strip() == (f"{out} is already complete (1 of 1 epochs, test accuracy {test_acc}); nothing "
+    assert captured.out.strip() == (f"{out} is already complete (1 of 1 epoch, test accuracy {test_acc}); nothing "
                                     "to train. To train longer, start a new run with --epochs.")
     assert captured.err == ""
     assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir()} == before

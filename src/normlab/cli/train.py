@@ -264,7 +264,7 @@ def _completed_note(run_dir: Path, config) -> str | None:
     """A message when the run in run_dir has trained all its epochs and measured its test accuracy
     (resuming it has nothing to do), else None."""
     from normlab.train.checkpoint import load_meta
-    from normlab.train.trainer import CHECKPOINT, HISTORY
+    from normlab.train.trainer import CHECKPOINT, HISTORY, plural
 
     checkpoint = run_dir / CHECKPOINT
     if not checkpoint.is_file() or load_meta(checkpoint).get("epochs_done", 0) < config.epochs:
@@ -273,7 +273,7 @@ def _completed_note(run_dir: Path, config) -> str | None:
     test_acc = json.loads(history.read_text()).get("test_acc") if history.is_file() else None
     if test_acc is None:  # trained, but stopped before the test: resuming measures it
         return None
-    return (f"{run_dir} is already complete ({config.epochs} of {config.epochs} epochs, test accuracy "
+    return (f"{run_dir} is already complete ({config.epochs} of {plural(config.epochs, 'epoch')}, test accuracy "
             f"{test_acc:.4f}); nothing to train. To train longer, start a new run with --epochs.")
 
 

@@ -30,7 +30,7 @@ from normlab.train.config import TrainConfig
 from normlab.train.history import HISTORY_CSV, ITERATIONS_CSV, History, save_history
 from normlab.train.plots import plot_curves
 from normlab.train.tensorboard import TENSORBOARD_DIR
-from normlab.train.trainer import BEST_MODEL, CHECKPOINT, HISTORY, Callback, Trainer
+from normlab.train.trainer import BEST_MODEL, CHECKPOINT, HISTORY, Callback, Trainer, plural
 
 if TYPE_CHECKING:
     from normlab.distributed import Communicator
@@ -279,7 +279,7 @@ def run_training(config: TrainConfig, run_dir: str | os.PathLike, *, resume: boo
         + (f"; {comm.threads.describe()})" if getattr(comm, "threads", None) else ")"))
     log(f"{config.model} ({n_params:,} parameters) on {config.dataset}: {len(data.x_train)} training, "
         f"{len(data.x_val)} validation, {len(data.x_test)} test examples; {config.optimizer} lr {config.lr:g}, "
-        f"batch {config.batch_size}, {config.epochs} epochs, {config.framework}{processes} -> {run_dir}")
+        f"batch {config.batch_size}, {plural(config.epochs, 'epoch')}, {config.framework}{processes} -> {run_dir}")
     try:
         fit = trainer.fit(resume=resume, max_steps=max_steps)
         test_acc = None

@@ -274,7 +274,7 @@ class Trainer:
                     self._end_epoch()
                 if self._stop_requested:
                     raise KeyboardInterrupt
-            return self._result("completed", f"trained {self.epochs} epochs ({self.iteration} iterations)")
+            return self._result("completed", f"trained {plural(self.epochs, 'epoch')} ({self.iteration} iterations)")
         except KeyboardInterrupt:
             return self._interrupted()
         except NonFiniteLossError as e:
@@ -394,7 +394,7 @@ class Trainer:
         if path is None or not path.is_file():
             return "No checkpoint had been saved."
         meta = load_meta(path)
-        return (f"The last good checkpoint ({path}, after {meta['epochs_done']} epochs and "
+        return (f"The last good checkpoint ({path}, after {plural(meta['epochs_done'], 'epoch')} and "
                 f"{meta['iteration']} iterations) is left in place.")
 
     def _result(self, status: str, message: str) -> FitResult:
@@ -504,3 +504,8 @@ class Trainer:
     def load_best(self) -> None:
         """Load run_dir/model.safetensors (the best epoch's weights) into the model."""
         load_model(self.run_dir / BEST_MODEL, self.model)
+
+
+def plural(count: int, noun: str) -> str:
+    """'1 epoch', '5 epochs': for messages."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
