@@ -51,6 +51,19 @@ def blas_threads() -> int | None:
     return None if found is None else int(found[1]())
 
 
+def set_blas_threads(n: int) -> int | None:
+    """Set OpenBLAS's number of threads to n for the rest of the process (as OPENBLAS_NUM_THREADS would
+    have at start-up). Returns the number now in force, or None without OpenBLAS (nothing changes)."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n must be a positive integer number of threads, got {n!r}")
+    found = _openblas()
+    if found is None:
+        return None
+    setter, getter = found
+    setter(n)
+    return int(getter())
+
+
 @contextlib.contextmanager
 def limited_blas_threads(n: int = 1) -> Iterator[int | None]:
     """Run the block with OpenBLAS on at most n threads, restoring the previous number after. Yields the

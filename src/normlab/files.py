@@ -34,6 +34,17 @@ def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
             os.unlink(tmp)
 
 
+def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files `atomic_file` leaves when its process is killed mid-write (SIGKILL, power
+    loss: no `finally` runs). Call it where no other process is writing. Returns the paths removed."""
+    removed = []
+    for tmp in Path(directory).glob(".*.tmp"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_file(path) as f:
         f.write(data)

@@ -14,6 +14,7 @@ def test_bench_quick_prints_a_table_and_writes_json(tmp_path, capsys):
     report = json.loads(path.read_text())
 
     assert "copy bandwidth" in table and "% limit" in table
+    assert "runs 1 timed pass." in table and "timed passes" not in table  # --quick: one pass per turn
     assert report["quick"] and report["bandwidth_gbps"]["limit"] > 0
     norms = [row for row in report["rows"] if "bytes_per_element" in row]
     assert [row["case"].split()[0] for row in norms] == ["batchnorm", "batchnorm", "layernorm", "groupnorm"]

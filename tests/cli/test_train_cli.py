@@ -35,9 +35,11 @@ def test_train_writes_a_run_directory(toy_fashion, tmp_path, capsys):
     assert train("--data-dir", toy_fashion, "--epochs", 2, "--hidden", 32, "--batch-size", 32, "--out", out) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert sum(line.startswith("epoch ") for line in lines) == 2
-    assert re.fullmatch(r"test accuracy [01]\.\d{4} \(weights of epoch \d, val acc [01]\.\d{4}\); run saved in .*run", lines[-1])
+    assert re.fullmatch(r"test accuracy [01]\.\d{4} \(weights of epoch \d, val acc [01]\.\d{4}\) in \d+\.\d s; "
+                        r"run saved in (.*run), plot \1/curves\.png", lines[-1])
     assert float(lines[-1].split()[2]) > 0.8
-    assert {p.name for p in out.iterdir()} == {"config.json", "history.json", "curves.png", "model.safetensors",
+    assert {p.name for p in out.iterdir()} == {"config.json", "preprocessing.json", "history.json", "history.csv",
+                                               "iterations.csv", "curves.png", "model.safetensors",
                                                "checkpoint.safetensors"}
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     config = json.loads((out / "config.json").read_text())
@@ -149,3 +151,16 @@ def test_the_cnns_name_their_options(model, capsys):
 
 def test_the_bn_cnn_takes_a_normalization():
     assert config_for("--model", "bn-cnn", "--normalization", "group").model_options == {"normalization": "group"}
+
+
+def test_train_prints_the_model_summary_first_and_writes_tensorboard_events(toy_fashion, tmp_path, capsys):
+    pytest.importorskip("tensorboardX")
+    out = tmp_path / "run"
+    assert train("--data-dir", toy_fashion, "--epochs", 1, "--hidden", 16, "--batch-size", 64, "--out", out,
+                 "--tensorboard") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "FullyConnectedNet on inputs (1, 1, 28, 28)"
+    first_epoch = next(i for i, line in enumerate(lines) if line.startswith("epoch 1"))
+    assert lines.index("parameters: 12,762 (0.05 MiB)") < first_epoch
+    assert any(re.fullmatch(r"1\s+Linear\s+\(1, 16\)\s+12,560", line) for line in lines)
+    assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 1

@@ -94,7 +94,8 @@ def test_image_and_label_files_must_match(tmp_path):
     with pytest.raises(DataFormatError, match="y.gz: 4 labels for 5 images in x.gz"):
         read_idx_pair(tmp_path / "x.gz", tmp_path / "y.gz")
     write_idx(tmp_path / "y.gz", np.full(5, 10, np.uint8))
-    with pytest.raises(DataFormatError, match=r"labels must lie in \[0, 10\), got a maximum of 10"):
+    with pytest.raises(DataFormatError,
+                       match=r"labels must lie in \[0, 10\), got 5 outside it \(e.g. 10; minimum 10, maximum 10\)"):
         read_idx_pair(tmp_path / "x.gz", tmp_path / "y.gz")
     write_idx(tmp_path / "y.gz", np.zeros((5, 2), np.uint8))
     with pytest.raises(DataFormatError, match=r"expected labels of shape \(N,\)"):

@@ -85,7 +85,15 @@ def test_checksum_mismatch_keeps_nothing(isolated):
     bad = RemoteFile(remote(isolated, "a.gz", b"tampered").url, "md5:" + hashlib.md5(b"original").hexdigest())
     with pytest.raises(ChecksumError, match=r"a.gz: md5 checksum mismatch: expected [0-9a-f]{32}, got [0-9a-f]{32}"):
         locate(spec(isolated, [bad]), isolated / "explicit")
-    assert list((isolated / "explicit" / "toy").iterdir()) == []  # no partial or temporary file
+    assert not (isolated / "explicit" / "toy").exists()  # no partial or temporary file, no empty directory
+
+
+def test_a_failed_download_says_where_to_put_the_files_by_hand(isolated):
+    missing = RemoteFile((isolated / "nowhere.gz").as_uri(), "md5:" + "0" * 32)
+    with pytest.raises(DatasetNotFoundError, match=r"could not download .*toy not found \(looked in .*explicit.*\): "
+                                                   r"to install it by hand, put its files \[.*\] in one of those"):
+        locate(spec(isolated, [missing]), isolated / "explicit")
+    assert not (isolated / "explicit" / "toy").exists()
 
 
 def test_unreachable_url_is_a_clear_error(isolated):

@@ -35,15 +35,21 @@ def run_threads():
 
 
 def _run_mpi(script: str, *args, n: int = 2, timeout: float = 30.0, launcher: bool = True, check: bool = True,
-             module: bool = False):
+             module: bool = False, environment: dict[str, str | None] | None = None):
     """Run tests/distributed/scripts/`script` (or, with module=True, `python -m script`) with `args` under
     `mpiexec -n n` (or plain python when launcher=False), one thread per rank; returns the CompletedProcess
-    (stdout and stderr as text). With check=True a non-zero exit fails the test, showing the output."""
+    (stdout and stderr as text). With check=True a non-zero exit fails the test, showing the output.
+    environment: variables to set on top (a value of None removes the variable, e.g. a thread count)."""
     if launcher and shutil.which("mpiexec") is None:
         pytest.skip("mpiexec is not on PATH (install the extra: pip install 'normlab[mpi]')")
     pytest.importorskip("mpi4py")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    for name, value in (environment or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     command = [sys.executable, *(["-m", script] if module else [str(SCRIPTS / script)]), *map(str, args)]
     if launcher:
         command = ["mpiexec", "-n", str(n), *command]

@@ -127,3 +127,23 @@ def test_containers_other_than_sequential_register_their_pairs(make_batch, asser
 def test_fold_batchnorm_rejects_what_is_not_a_model():
     with pytest.raises(TypeError, match="model must be a normlab.nn.Module, got dict"):
         fold_batchnorm({})
+
+
+@pytest.mark.parametrize("name, options", [("fcnet", {"hidden_dims": (8, 6)}), ("bn-cnn", {"widths": (4, 8, 8)})])
+def test_the_registered_models_fold_like_sequentials(name, options):
+    """The models normlab train builds are Sequential subclasses; folding matches container types exactly,
+    so each is registered: every batch norm of theirs that follows an affine layer goes."""
+    from normlab.models import build_model
+
+    rng = np.random.default_rng(0)
+    model = build_model(name, input_shape=(1, 12, 12), num_classes=3, rng=rng, **options)
+    for m in model.modules():  # running statistics away from (0, 1), so a missed fold shows
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            m.running_mean[...] = rng.standard_normal(m.num_features)
+            m.running_var[...] = rng.uniform(0.5, 2, m.num_features)
+    model.eval()
+    folded = fold_batchnorm(model)
+    norms = [n for n, m in folded.named_modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
+    assert norms == []
+    x = rng.standard_normal((5, 1, 12, 12)).astype(np.float32)
+    np.testing.assert_allclose(folded.forward(x), model.forward(x), rtol=1e-4, atol=1e-5)

@@ -122,3 +122,35 @@ def test_the_threading_layer_is_tbb_where_it_loads_unless_the_environment_says_o
     expected = forced or ("tbb" if seen["tbb"] else "workqueue")
     assert seen["layer"] == expected
     assert seen["child"] in (None, 0)
+
+
+_COPY_ONCE = """
+import numpy as np
+from normlab.kernels.backend import numba_available
+assert numba_available()
+from normlab.kernels.copy_numba import parallel_copy
+dst = np.empty(10)
+parallel_copy(dst, np.ones(10))
+parallel_copy(dst, np.ones(10))  # the same signature again: no second compilation, no second line
+"""
+
+
+def test_a_kernel_that_misses_the_disk_cache_says_it_is_compiling_once_and_a_cached_one_says_nothing(tmp_path):
+    pytest.importorskip("numba")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "PYTHONPATH": os.pathsep.join(
+        [os.path.join(os.path.dirname(__file__), "..", "..", "src"), os.environ.get("PYTHONPATH", "")])}
+    cold, warm = (subprocess.run([sys.executable, "-c", _COPY_ONCE], env=env, capture_output=True, text=True,
+                                 check=True, timeout=120) for _ in range(2))
+    assert cold.stderr.count(backend.COMPILE_NOTICE) == 1
+    assert backend.COMPILE_NOTICE.startswith("compiling normlab's kernels (first run only: about 15 s")
+    assert backend.COMPILE_NOTICE not in warm.stderr
+
+
+def test_the_compile_notice_can_be_silenced(tmp_path):
+    pytest.importorskip("numba")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "PYTHONPATH": os.pathsep.join(
+        [os.path.join(os.path.dirname(__file__), "..", "..", "src"), os.environ.get("PYTHONPATH", "")])}
+    silenced = "from normlab.kernels.backend import set_compile_notice\nset_compile_notice(None)\n" + _COPY_ONCE
+    result = subprocess.run([sys.executable, "-c", silenced], env=env, capture_output=True, text=True, check=True,
+                            timeout=120)
+    assert backend.COMPILE_NOTICE not in result.stderr

@@ -104,6 +104,25 @@ def test_load_state_dict_rejects_a_wrong_shape(rng):
         net.load_state_dict(state)
 
 
+@pytest.mark.parametrize("bad_key, bad_value, error, message", [
+    ("10.weight", np.zeros((3, 7)), ValueError, r"10.weight: expected shape \(3, 8\)"),  # the last key
+    ("4.weight", np.full((8, 8), "x"), TypeError, r"4.weight: expected a float64 array .* got <U1"),
+    ("2.num_batches_tracked", np.array(1.5), TypeError, r"2.num_batches_tracked: expected a int64 array"),
+    ("2.running_var", np.ones(8, np.complex128), TypeError, r"got complex128"),
+])
+def test_load_state_dict_is_all_or_nothing(rng, bad_key, bad_value, error, message):
+    """The reported case: one mis-shaped key raised after the other tensors were overwritten, leaving the
+    model half-loaded. Every entry is now checked before any is copied."""
+    net = make_net(rng)
+    before = {k: v.copy() for k, v in net.state_dict().items()}
+    state = {k: v + 1 for k, v in net.state_dict().items()}
+    state[bad_key] = bad_value
+    with pytest.raises(error, match=message):
+        net.load_state_dict(state)
+    for k, v in net.state_dict().items():
+        np.testing.assert_array_equal(v, before[k], err_msg=f"{k} changed by a failed load")
+
+
 def test_parameter_rejects_non_float_data():
     with pytest.raises(TypeError, match="floating-point"):
         nn.Parameter(np.zeros(3, dtype=np.int64))

@@ -185,7 +185,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
     result = trainer.fit()
     assert result.status == "diverged" and not result.ok
     assert "loss is nan at epoch 2, step 4/8 (iteration 12)" in result.message
-    assert "after 1 epochs and 8 iterations" in result.message
+    assert "after 1 epoch and 8 iterations" in result.message
     assert checkpoint.read_bytes() == seen["bytes"]  # untouched since the end of epoch 1
     assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
 

@@ -30,6 +30,13 @@ INSTALL_HINT = (
     "  conda:          conda install -c conda-forge graphviz\n"
     "then render the DOT file yourself with:  dot -T{fmt} {dot_path} -o {path}"
 )
+SVG_INSTALL_HINT = (
+    "Graphviz's `dot` program was not found on PATH; normlab uses it to lay out the graph. Install Graphviz:\n"
+    "  Debian/Ubuntu:  sudo apt-get install graphviz\n"
+    "  macOS:          brew install graphviz\n"
+    "  conda:          conda install -c conda-forge graphviz\n"
+    "or write the DOT source alone (--out FILE.dot), which needs no Graphviz."
+)
 _FONT = "Helvetica,Arial,sans-serif"
 _LEFT_BREAK = '<BR ALIGN="LEFT"/>'  # ends a left-aligned line of an HTML label
 
@@ -38,7 +45,8 @@ class GraphvizNotFoundError(RuntimeError):
     """`dot` is not installed. The message says how to install it; the .dot file was still written."""
 
 
-def to_dot(graph: Tensor | GraphView, *, title: str | None = None, rankdir: str = "LR") -> str:
+def to_dot(graph: Tensor | GraphView, *, title: str | None = None, rankdir: str = "LR", values: bool = True,
+           ids: bool = False) -> str:
     """DOT source of the graph ending at `graph` (a Tensor, or a GraphView of one).
 
     Inputs:
@@ -46,6 +54,10 @@ def to_dot(graph: Tensor | GraphView, *, title: str | None = None, rankdir: str 
     - title: drawn above the graph (may have several lines).
     - rankdir: "LR" draws the forward left to right, as the graph is drawn by hand; "TB" top to bottom,
       tall and narrow, for a page or a phone.
+    - values: False leaves out the values and gradients (name, shape and operation only): the layout the
+      interactive page fills in.
+    - ids: give every node the SVG id "node-NAME" and the k-th arrow of `GraphView.edges()` "edge-k", for
+      a script to find.
 
     Returns the DOT text. Node IDs are the node names; edges run from input to use.
     """
@@ -54,7 +66,7 @@ def to_dot(graph: Tensor | GraphView, *, title: str | None = None, rankdir: str 
     view = graph if isinstance(graph, GraphView) else GraphView(graph)
     title_lines = title.splitlines() if title else []
     heading = [f"<B>{_escape(line)}</B>" if k == 0 else _escape(line) for k, line in enumerate(title_lines)]
-    has_gradients = any(n.tensor.grad is not None for n in view.nodes)
+    has_gradients = values and any(n.tensor.grad is not None for n in view.nodes)
     if has_gradients:
         heading.append(f'<FONT POINT-SIZE="11" COLOR="{FORWARD_COLOR}">blue: values (forward)</FONT>')
         heading.append(f'<FONT POINT-SIZE="11" COLOR="{BACKWARD_COLOR}">red: gradients (backward); on an arrow, '
@@ -70,22 +82,27 @@ def to_dot(graph: Tensor | GraphView, *, title: str | None = None, rankdir: str 
         + (f', fontcolor="{BACKWARD_COLOR}"];' if has_gradients else "];"),
     ]
     for node in view.nodes:
-        lines.append(f"  {_quote(node.name)} [{_node_attributes(node, node.tensor is view.out)}];")
-    for source, target, term in view.edges():
-        label = f" [label=<{_escape(term)}>]" if term and has_gradients else ""
-        lines.append(f"  {_quote(source)} -> {_quote(target)}{label};")
+        node_id = f", id={_quote('node-' + node.name)}" if ids else ""
+        lines.append(f"  {_quote(node.name)} [{_node_attributes(node, node.tensor is view.out, values)}{node_id}];")
+    for k, (source, target, term) in enumerate(view.edges()):
+        attributes = [f"label=<{_escape(term)}>"] if term and has_gradients else []
+        if ids:
+            attributes.append(f'id="edge-{k}"')
+        lines.append(f"  {_quote(source)} -> {_quote(target)}" + (f" [{', '.join(attributes)}]" if attributes else "")
+                     + ";")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
 
-def _node_attributes(node: Node, is_output: bool) -> str:
+def _node_attributes(node: Node, is_output: bool, values: bool = True) -> str:
     t = node.tensor
     dims = "scalar" if t.ndim == 0 else str(t.shape)
     rows = [f'<B>{_escape(node.name)}</B> <FONT POINT-SIZE="10" COLOR="#555555">{dims}</FONT>']
     if node.expression is not None:
         rows.append(f'<FONT POINT-SIZE="11">= {_escape(node.expression)}</FONT>')
-    rows.append(f'<FONT COLOR="{FORWARD_COLOR}">{_escape(summarize(t.data))}</FONT>')
-    if t.grad is not None:
+    if values:
+        rows.append(f'<FONT COLOR="{FORWARD_COLOR}">{_escape(summarize(t.data))}</FONT>')
+    if values and t.grad is not None:
         rows.append(f'<FONT COLOR="{BACKWARD_COLOR}">d{_escape(node.name)}: {_escape(summarize(t.grad))}</FONT>')
     table = "".join(f"<TR><TD>{row}</TD></TR>" for row in rows)
     label = f'<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1">{table}</TABLE>>'
@@ -110,6 +127,22 @@ def summarize(a: np.ndarray) -> str:
     if a.size <= 3:
         return "[" + ", ".join(short(v) for v in a.reshape(-1)) + "]"
     return f"mean {short(a.mean())}, std {short(a.std())}"
+
+
+def render_svg(source: str) -> str:
+    """Lay out the DOT `source` with Graphviz and return the SVG text (what Jupyter displays and the
+    interactive page inlines).
+
+    Raises GraphvizNotFoundError when `dot` is not installed; RuntimeError with Graphviz's message when
+    it fails.
+    """
+    dot = shutil.which("dot")
+    if dot is None:
+        raise GraphvizNotFoundError(SVG_INSTALL_HINT)
+    result = subprocess.run([dot, "-Tsvg"], input=source, capture_output=True, text=True, timeout=120, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"dot failed (exit {result.returncode}): {result.stderr.strip()}")
+    return result.stdout
 
 
 def render(source: str, path: str | Path) -> Path:

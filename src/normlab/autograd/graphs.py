@@ -37,6 +37,12 @@ class NormGraph:
     eps: float
     stat_axes: Axes  # the axes the statistics run over (of xg for group norm)
 
+    def _repr_svg_(self) -> str | None:
+        """Jupyter shows the graph inline (see GraphView._repr_svg_)."""
+        from normlab.autograd.steps import GraphView
+
+        return GraphView(self.out)._repr_svg_()
+
     def backward(self, dout: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Run the engine's backward from out with upstream gradient `dout` (out's shape).
 

@@ -37,10 +37,22 @@ class Node:
 
 @dataclass(frozen=True)
 class Use:
-    """One way a node's gradient arrives: from `consumer`, as `term` (local gradient * upstream)."""
+    """One way a node's gradient arrives: from `consumer`, as `term` (local gradient * upstream).
+
+    - local: the local gradient d consumer / d node as text ("ivar", "2 * xmu", "1/4"), when it is a
+      factor of the upstream gradient (elementwise operations and reductions); None otherwise (@, reshape).
+    - path: (operation, operand index) from the node's first use up to the consumer; longer than one
+      where unnamed steps are folded into the consumer (var -> var + eps -> sqrtvar).
+    """
 
     consumer: str
     term: str
+    local: str | None = None
+    path: tuple[tuple[Tensor, int], ...] = ()
+
+    @property
+    def upstream(self) -> str:
+        return "d" + self.consumer
 
 
 @dataclass(frozen=True)
@@ -94,6 +106,16 @@ class GraphView:
         # A node's terms in the order its uses' gradients are complete: dxmu = ivar * dxhat + 2 * xmu * dsq.
         self._done = {self._names[id(t)]: k for k, t in enumerate(backward_order)}
         self.steps = [self._step(t) for t in backward_order if t.requires_grad]
+
+    def _repr_svg_(self) -> str | None:
+        """Jupyter shows the graph inline (values and gradients, as `normlab graph` draws it); None, and so
+        the text repr, when Graphviz is not installed."""
+        from normlab.autograd.dot import GraphvizNotFoundError, render_svg, to_dot
+
+        try:
+            return render_svg(to_dot(self, rankdir="TB"))
+        except GraphvizNotFoundError:
+            return None
 
     def node(self, name: str) -> Node:
         try:
@@ -171,6 +193,33 @@ class GraphView:
             return [(self._names[id(self._shown_use(c))], "") for c, _ in self._uses[id(t)]]
         return [self._term(c, i) for c, i in self._uses[id(t)]]
 
+    def _path(self, consumer: Tensor, index: int) -> tuple[tuple[Tensor, int], ...]:
+        """(operation, operand index) from operand `index` of `consumer` up to the shown node."""
+        path = [(consumer, index)]
+        while id(path[-1][0]) not in self._names:
+            path.append(self._uses[id(path[-1][0])][0])
+        return tuple(path)
+
+    def _local(self, path: tuple[tuple[Tensor, int], ...]) -> str | None:
+        """The local gradient along `path` as text, when it is a factor of the upstream gradient: one
+        operation with a factor, or a chain of elementwise ones. None otherwise."""
+        if any(op.local_factors[i] is None for op, i in path):
+            return None
+        if len(path) > 1 and not all(op.elementwise for op, _ in path):
+            return None
+        factors = []
+        for op, i in path:
+            template = op.local_gradients[i]
+            if not template.endswith(" * {g}") or template.count("{g}") != 1:
+                return None
+            texts = self._parent_texts(op)
+            factor = _fill(template[:-len(" * {g}")], {"a": texts[0], "b": texts[-1], "out": self._text(op)})
+            if factor != "1":
+                factors.append(factor)
+        if len(factors) > 1:
+            factors = [f if _is_atom(f) else f"({f})" for f in factors]
+        return " * ".join(factors) or "1"
+
     def _term(self, consumer: Tensor, index: int) -> tuple[str, str]:
         """The gradient reaching operand `index` of `consumer`, as text, and the shown node it comes from."""
         if id(consumer) in self._names:
@@ -192,8 +241,12 @@ class GraphView:
     def _step(self, t: Tensor) -> Step:
         if t is self.out:
             return Step(self._by_name[self._names[id(t)]], ())
-        uses = sorted(self._terms(t), key=lambda use: self._done[use[0]])
-        return Step(self._by_name[self._names[id(t)]], tuple(Use(c, term) for c, term in uses))
+        uses = []
+        for (consumer, term), (op, index) in zip(self._terms(t), self._uses[id(t)]):
+            path = self._path(op, index)
+            uses.append(Use(consumer, term, self._local(path), path))
+        uses.sort(key=lambda use: self._done[use.consumer])
+        return Step(self._by_name[self._names[id(t)]], tuple(uses))
 
     def _backward_order(self) -> list[Tensor]:
         """Reverse topological order of the shown nodes, each as soon as all its uses are done; among the

@@ -2,14 +2,16 @@
 
 A `Tensor` holds an array (`data`), the gradient of the last `backward()` with respect to it (`grad`),
 the tensors it was computed from (`parents`) and the operation that made it. Every operation below
-computes its result and, right beside it, defines how the gradient flows back to each operand: the
-local gradient times the upstream gradient `out.grad`, summed over any axes the forward broadcast.
-`backward()` is a topological sort and a loop.
+computes its result and, right beside it, how the gradient flows back to each operand: the local
+gradient times the upstream gradient `out.grad`, summed over any axes the forward broadcast. An
+elementwise operation gives its local gradient as numbers (`local_factors`, what the interactive page
+shows beside the upstream gradient); every operation gives the product as a function of the upstream
+gradient (`vjps`). `backward()` is a topological sort and a loop over them.
 
 Every operation also writes down, as text, its forward expression and the local gradient for each
 operand, so that a graph can explain itself (`normlab.autograd.steps`). The texts are templates:
 {a} and {b} name the operands, {out} the result, {g} the upstream gradient. Tests evaluate them with
-NumPy and hold them equal to the numbers the closures compute.
+NumPy and hold them equal to the numbers the vjps compute.
 
 A Python number in an operation (the eps in `var + eps`) is a parameter of that operation, not a node;
 a NumPy array becomes a constant leaf that receives no gradient.
@@ -23,6 +25,8 @@ from typing import Callable
 import numpy as np
 
 Axes = tuple[int, ...]
+Factor = Callable[[], "float | np.ndarray"]  # an elementwise local gradient, computed when asked for
+Vjp = Callable[[np.ndarray], np.ndarray]  # upstream gradient -> an operand's share of it
 
 
 class Tensor:
@@ -52,7 +56,11 @@ class Tensor:
         self.expression: str | None = None
         self.local_gradients: tuple[str, ...] = ()  # one template per parent
         self.broadcast_axes: tuple[Axes, ...] = ()  # per parent: axes of this tensor its gradient sums over
-        self._backward: Callable[[], None] = lambda: None
+        # Per parent: the local gradient of an elementwise operation (None otherwise), and upstream ->
+        # that parent's share of the gradient. See _result.
+        self.local_factors: tuple[Factor | None, ...] = ()
+        self.vjps: tuple[Vjp, ...] = ()
+        self.elementwise = False
 
     # ----------------------------------------------------------------------------------------------
     # Plumbing shared by the operations
@@ -80,15 +88,29 @@ class Tensor:
         made = "leaf" if self.expression is None else f"expression={self.expression!r}"
         return f"Tensor(name={self.name!r}, shape={self.shape}, dtype={self.dtype}, {made})"
 
-    def _result(self, data, parents: tuple[Tensor, ...], expression: str, local_gradients: tuple[str, ...],
-                elementwise: bool = False, broadcast_axes: tuple[Axes, ...] | None = None) -> Tensor:
+    def _result(self, data, parents: tuple[Tensor, ...], expression: str, local_gradients: tuple[str, ...], *,
+                factors: tuple[Factor | None, ...], vjps: tuple[Vjp, ...] | None = None,
+                broadcasting: bool = False, broadcast_axes: tuple[Axes, ...] | None = None) -> Tensor:
+        """The result of an operation on `parents`.
+
+        - factors: per parent, the local gradient of an elementwise operation as a function returning a
+          number or an array that broadcasts against the result (d out / d parent, element by element), or
+          None for every parent when the operation is not elementwise (reductions give their factor and
+          vjps both: 1/m times the upstream gradient spread back over the reduced axes).
+        - vjps: per parent, upstream gradient (the result's shape) -> that parent's share of it, before
+          the sum over broadcast axes; by default factor * upstream.
+        - broadcasting: the parents broadcast against each other (work out broadcast_axes).
+        """
         out = Tensor(data, requires_grad=any(p.requires_grad for p in parents))
         out.parents = parents
         out.expression = expression
         out.local_gradients = local_gradients
         if broadcast_axes is None:
-            broadcast_axes = tuple(_broadcast_axes(p.shape, out.shape) if elementwise else () for p in parents)
+            broadcast_axes = tuple(_broadcast_axes(p.shape, out.shape) if broadcasting else () for p in parents)
         out.broadcast_axes = broadcast_axes
+        out.local_factors = factors
+        out.elementwise = vjps is None
+        out.vjps = vjps if vjps is not None else tuple(_times(f) for f in factors)
         return out
 
     def _accumulate(self, grad: np.ndarray) -> None:
@@ -100,27 +122,17 @@ class Tensor:
         self.grad = grad if self.grad is None else self.grad + grad
 
     # ----------------------------------------------------------------------------------------------
-    # Elementwise arithmetic. Operands broadcast; each backward sums over the broadcast axes.
+    # Elementwise arithmetic. Operands broadcast; the backward sums over the broadcast axes. Each
+    # operation gives, per operand, its text and its local gradient: the chain rule multiplies that by
+    # the upstream gradient.
 
     def __add__(self, other) -> Tensor:
         if _is_number(other):
             text = f"{{a}} + {_number(other)}" if other >= 0 else f"{{a}} - {_number(-other)}"
-            out = self._result(self.data + other, (self,), text, ("1 * {g}",))
-
-            def _backward():
-                self._accumulate(out.grad)
-
-            out._backward = _backward
-            return out
+            return self._result(self.data + other, (self,), text, ("1 * {g}",), factors=(_const(1.0),))
         other = _as_tensor(other, "+")
-        out = self._result(self.data + other.data, (self, other), "{a} + {b}", ("1 * {g}", "1 * {g}"), True)
-
-        def _backward():
-            self._accumulate(out.grad)
-            other._accumulate(out.grad)
-
-        out._backward = _backward
-        return out
+        return self._result(self.data + other.data, (self, other), "{a} + {b}", ("1 * {g}", "1 * {g}"),
+                            factors=(_const(1.0), _const(1.0)), broadcasting=True)
 
     def __radd__(self, other) -> Tensor:
         if _is_number(other):
@@ -131,54 +143,26 @@ class Tensor:
         if _is_number(other):
             return self + (-other)
         other = _as_tensor(other, "-")
-        out = self._result(self.data - other.data, (self, other), "{a} - {b}", ("1 * {g}", "-1 * {g}"), True)
-
-        def _backward():
-            self._accumulate(out.grad)
-            other._accumulate(-out.grad)
-
-        out._backward = _backward
-        return out
+        return self._result(self.data - other.data, (self, other), "{a} - {b}", ("1 * {g}", "-1 * {g}"),
+                            factors=(_const(1.0), _const(-1.0)), broadcasting=True)
 
     def __rsub__(self, other) -> Tensor:
         if _is_number(other):
-            out = self._result(other - self.data, (self,), f"{_number(other)} - {{a}}", ("-1 * {g}",))
-
-            def _backward():
-                self._accumulate(-out.grad)
-
-            out._backward = _backward
-            return out
+            return self._result(other - self.data, (self,), f"{_number(other)} - {{a}}", ("-1 * {g}",),
+                                factors=(_const(-1.0),))
         return _as_tensor(other, "-") - self
 
     def __neg__(self) -> Tensor:
-        out = self._result(-self.data, (self,), "-{a}", ("-1 * {g}",))
-
-        def _backward():
-            self._accumulate(-out.grad)
-
-        out._backward = _backward
-        return out
+        return self._result(-self.data, (self,), "-{a}", ("-1 * {g}",), factors=(_const(-1.0),))
 
     def __mul__(self, other) -> Tensor:
         if _is_number(other):
             c = _number(other)
-            out = self._result(self.data * other, (self,), f"{c} * {{a}}", (f"{c} * {{g}}",))
-
-            def _backward():
-                self._accumulate(other * out.grad)
-
-            out._backward = _backward
-            return out
+            return self._result(self.data * other, (self,), f"{c} * {{a}}", (f"{c} * {{g}}",),
+                                factors=(_const(other),))
         other = _as_tensor(other, "*")
-        out = self._result(self.data * other.data, (self, other), "{a} * {b}", ("{b} * {g}", "{a} * {g}"), True)
-
-        def _backward():
-            self._accumulate(other.data * out.grad)
-            other._accumulate(self.data * out.grad)
-
-        out._backward = _backward
-        return out
+        return self._result(self.data * other.data, (self, other), "{a} * {b}", ("{b} * {g}", "{a} * {g}"),
+                            factors=(lambda: other.data, lambda: self.data), broadcasting=True)
 
     def __rmul__(self, other) -> Tensor:
         if _is_number(other):
@@ -188,35 +172,19 @@ class Tensor:
     def __truediv__(self, other) -> Tensor:
         if _is_number(other):
             c = _number(other)
-            out = self._result(self.data / other, (self,), f"{{a}} / {c}", (f"1 / {c} * {{g}}",))
-
-            def _backward():
-                self._accumulate(out.grad / other)
-
-            out._backward = _backward
-            return out
+            return self._result(self.data / other, (self,), f"{{a}} / {c}", (f"1 / {c} * {{g}}",),
+                                factors=(_const(1.0 / other),))
         other = _as_tensor(other, "/")
-        out = self._result(self.data / other.data, (self, other), "{a} / {b}",
-                           ("1 / {b} * {g}", "-{a} / {b}**2 * {g}"), True)
-
-        def _backward():
-            self._accumulate(out.grad / other.data)
-            other._accumulate(-self.data / other.data**2 * out.grad)
-
-        out._backward = _backward
-        return out
+        return self._result(self.data / other.data, (self, other), "{a} / {b}",
+                            ("1 / {b} * {g}", "-{a} / {b}**2 * {g}"),
+                            factors=(lambda: 1.0 / other.data, lambda: -self.data / other.data**2), broadcasting=True)
 
     def __rtruediv__(self, other) -> Tensor:
         if _is_number(other):
             # c / a as one node (ivar = 1 / sqrtvar), not c * a**-1: the staged graph has one step here.
-            out = self._result(other / self.data, (self,), f"{_number(other)} / {{a}}",
-                               (f"{_number(-other)} / {{a}}**2 * {{g}}",))
-
-            def _backward():
-                self._accumulate(-other / self.data**2 * out.grad)
-
-            out._backward = _backward
-            return out
+            return self._result(other / self.data, (self,), f"{_number(other)} / {{a}}",
+                                (f"{_number(-other)} / {{a}}**2 * {{g}}",),
+                                factors=(lambda: -other / self.data**2,))
         return _as_tensor(other, "/") / self
 
     def __pow__(self, exponent) -> Tensor:
@@ -229,76 +197,55 @@ class Tensor:
             local = "1 * {g}"
         else:
             local = f"{_number(p)} * {{a}}**{_number(p - 1)} * {{g}}"
-        out = self._result(self.data**p, (self,), f"{{a}}**{_number(p)}", (local,))
-
-        def _backward():
-            self._accumulate(p * self.data ** (p - 1) * out.grad)
-
-        out._backward = _backward
-        return out
+        return self._result(self.data**p, (self,), f"{{a}}**{_number(p)}", (local,),
+                            factors=(lambda: p * self.data ** (p - 1),))
 
     # ----------------------------------------------------------------------------------------------
-    # Elementwise functions
+    # Elementwise functions. A factor may read the result (`out`), computed by then.
 
     def sqrt(self) -> Tensor:
-        out = self._result(np.sqrt(self.data), (self,), "sqrt({a})", ("0.5 / {out} * {g}",))
-
-        def _backward():
-            self._accumulate(0.5 / out.data * out.grad)
-
-        out._backward = _backward
+        out = self._result(np.sqrt(self.data), (self,), "sqrt({a})", ("0.5 / {out} * {g}",),
+                           factors=(lambda: 0.5 / out.data,))
         return out
 
     def exp(self) -> Tensor:
-        out = self._result(np.exp(self.data), (self,), "exp({a})", ("{out} * {g}",))
-
-        def _backward():
-            self._accumulate(out.data * out.grad)
-
-        out._backward = _backward
+        out = self._result(np.exp(self.data), (self,), "exp({a})", ("{out} * {g}",), factors=(lambda: out.data,))
         return out
 
     def log(self) -> Tensor:
-        out = self._result(np.log(self.data), (self,), "log({a})", ("1 / {a} * {g}",))
-
-        def _backward():
-            self._accumulate(out.grad / self.data)
-
-        out._backward = _backward
-        return out
+        return self._result(np.log(self.data), (self,), "log({a})", ("1 / {a} * {g}",),
+                            factors=(lambda: 1.0 / self.data,))
 
     # ----------------------------------------------------------------------------------------------
-    # Reductions. The backward broadcasts the upstream gradient back over the reduced axes.
+    # Reductions. The backward spreads the upstream gradient back over the reduced axes.
 
     def sum(self, axis: int | Axes | None = None, keepdims: bool = False) -> Tensor:
         axes = _normalize_axes(axis, self.ndim)
-        out = self._result(self.data.sum(axis=axes, keepdims=keepdims), (self,),
-                           f"sum({{a}}{_axis_text(axis, self.ndim)})", (f"1 * {_expanded(axes, keepdims)}",))
-
-        def _backward():
-            g = out.grad if keepdims else np.expand_dims(out.grad, axes)
-            self._accumulate(np.broadcast_to(g, self.shape))
-
-        out._backward = _backward
-        return out
+        return self._result(self.data.sum(axis=axes, keepdims=keepdims), (self,),
+                            f"sum({{a}}{_axis_text(axis, self.ndim)})", (f"1 * {_expanded(axes, keepdims)}",),
+                            factors=(_const(1.0),), vjps=(self._spread(axes, keepdims, 1.0),))
 
     def mean(self, axis: int | Axes | None = None, keepdims: bool = False) -> Tensor:
         axes = _normalize_axes(axis, self.ndim)
         m = int(np.prod([self.shape[a] for a in axes], dtype=np.int64))
         if m == 0:
             raise ValueError(f"mean over axis={axis} of a tensor of shape {self.shape}: no elements")
-        out = self._result(self.data.mean(axis=axes, keepdims=keepdims), (self,),
-                           f"mean({{a}}{_axis_text(axis, self.ndim)})", (f"1/{m} * {_expanded(axes, keepdims)}",))
+        return self._result(self.data.mean(axis=axes, keepdims=keepdims), (self,),
+                            f"mean({{a}}{_axis_text(axis, self.ndim)})", (f"1/{m} * {_expanded(axes, keepdims)}",),
+                            factors=(_const(1.0 / m),), vjps=(self._spread(axes, keepdims, 1.0 / m),))
 
-        def _backward():
-            g = out.grad if keepdims else np.expand_dims(out.grad, axes)
-            self._accumulate(np.broadcast_to(g / m, self.shape))
+    def _spread(self, axes: Axes, keepdims: bool, factor: float) -> Vjp:
+        """The backward of a reduction over `axes`: factor times the upstream gradient, put back over
+        the reduced axes of this tensor's shape."""
 
-        out._backward = _backward
-        return out
+        def vjp(g: np.ndarray) -> np.ndarray:
+            g = g if keepdims else np.expand_dims(g, axes)
+            return np.broadcast_to(factor * g, self.shape)
+
+        return vjp
 
     # ----------------------------------------------------------------------------------------------
-    # Matrix product and reshape
+    # Matrix product and reshape: not elementwise, so no factor; the vjps are the whole local step.
 
     def __matmul__(self, other) -> Tensor:
         other = _as_tensor(other, "@")
@@ -312,17 +259,12 @@ class Tensor:
         t = ".T" if self.ndim == 2 and other.ndim == 2 else ".mT"  # .mT swaps the last two axes
         data = self.data @ other.data
         batch = data.shape[:-2]
-        out = self._result(data, (self, other), "{a} @ {b}", (f"{{g}} @ {{b}}{t}", f"{{a}}{t} @ {{g}}"),
-                           broadcast_axes=(_broadcast_axes(self.shape[:-2], batch),
-                                           _broadcast_axes(other.shape[:-2], batch)))
-
-        def _backward():
-            # Batch axes the forward broadcast are summed back by _accumulate.
-            self._accumulate(out.grad @ other.data.swapaxes(-1, -2))
-            other._accumulate(self.data.swapaxes(-1, -2) @ out.grad)
-
-        out._backward = _backward
-        return out
+        # Batch axes the forward broadcast are summed back by _accumulate.
+        return self._result(data, (self, other), "{a} @ {b}", (f"{{g}} @ {{b}}{t}", f"{{a}}{t} @ {{g}}"),
+                            factors=(None, None),
+                            vjps=(lambda g: g @ other.data.swapaxes(-1, -2), lambda g: self.data.swapaxes(-1, -2) @ g),
+                            broadcast_axes=(_broadcast_axes(self.shape[:-2], batch),
+                                            _broadcast_axes(other.shape[:-2], batch)))
 
     def __rmatmul__(self, other) -> Tensor:
         return _as_tensor(other, "@") @ self
@@ -335,13 +277,8 @@ class Tensor:
         except ValueError:
             raise ValueError(f"cannot reshape a tensor of shape {self.shape} ({self.data.size} elements) "
                              f"to shape {shape}") from None
-        out = self._result(data, (self,), f"reshape({{a}}, {data.shape})", (f"reshape({{g}}, {self.shape})",))
-
-        def _backward():
-            self._accumulate(out.grad.reshape(self.shape))
-
-        out._backward = _backward
-        return out
+        return self._result(data, (self,), f"reshape({{a}}, {data.shape})", (f"reshape({{g}}, {self.shape})",),
+                            factors=(None,), vjps=(lambda g: g.reshape(self.shape),))
 
     # ----------------------------------------------------------------------------------------------
     # Backward
@@ -383,7 +320,8 @@ class Tensor:
         self.grad = grad
         for t in reversed(order):
             if t.grad is not None:
-                t._backward()
+                for parent, vjp in zip(t.parents, t.vjps):
+                    parent._accumulate(vjp(t.grad))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -397,6 +335,14 @@ def _is_number(value) -> bool:
 def _number(value) -> str:
     """A number as it appears in the texts: 1e-05, 0.5, 2."""
     return f"{float(value):g}"
+
+
+def _const(value: float) -> Factor:
+    return lambda: value
+
+
+def _times(factor: Factor) -> Vjp:
+    return lambda g: factor() * g
 
 
 def _as_tensor(value, op: str) -> Tensor:

@@ -187,8 +187,9 @@ def format_report(report: dict) -> str:
         "same for the fastest run. numpy and torch ms: forward + backward on NumPy and on torch's CPU kernels;",
         "x torch: torch time / normlab time (medians).",
         (f"Each turn starts after {report['settle_seconds']} s idle, so the thread pools of the turn before "
-         f"(OpenBLAS, torch's OpenMP) have stopped spinning, then runs {report['burst']} timed passes back to back"
-         + (" after an untimed one." if report["burst"] > 1 else ".")),
+         f"(OpenBLAS, torch's OpenMP) have stopped spinning, then "
+         + (f"runs {report['burst']} timed passes back to back after an untimed one." if report["burst"] > 1
+            else "runs 1 timed pass.")),
     ]
     for row in report["rows"]:
         if not row.get("available", True):

@@ -17,12 +17,12 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from normlab.autograd.steps import explain
-    from normlab.cli._norm_args import build_sample, describe
+    from normlab.cli._norm_args import build_sample
 
     try:
-        graph = build_sample(args)
-    except ValueError as error:
+        out, description = build_sample(args)
+    except (ValueError, TypeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(explain(graph.out, title=describe(graph)), end="")
+    print(explain(out, title=description), end="")
     return 0

@@ -9,7 +9,8 @@ HELP = "check each normalization's backward pass against numerical gradients (fl
 
 def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
-    parser.add_argument("--tolerance", type=float, default=1e-7, help="largest relative error that passes")
+    parser.add_argument("--tolerance", type=float, default=1e-7,
+                        help="largest relative error that passes (default %(default)g)")
 
 
 def run(args) -> int:

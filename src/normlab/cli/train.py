@@ -25,9 +25,38 @@ def _weight_scale(text: str):
     if text == "he":
         return text
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected 'he' or a number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected 'he' or a finite number > 0, got {text!r}")
+    return value
+
+
+def _number(kind, *, low=None, low_open=False, high=None, high_open=False):
+    """An argparse type: a finite number of `kind` in the given range, so a bad value is refused as the
+    option typed (--warmup -27), never later as the internal parameter it becomes (warmup_steps)."""
+    import math
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        too_low = low is not None and (value <= low if low_open else value < low)
+        too_high = high is not None and (value >= high if high_open else value > high)
+        if too_low or too_high:
+            lower = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+            upper = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
+            raise argparse.ArgumentTypeError(f"expected a number {' and '.join(filter(None, (lower, upper)))}, "
+                                             f"got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
 
 
 def add_arguments(parser) -> None:
@@ -42,8 +71,9 @@ def add_arguments(parser) -> None:
                       help="where to look for the dataset first, and to download it to (then $NORMLAB_DATA, "
                            "~/.cache/normlab, /usr/share/datasets/<name>)")
     data.add_argument("--no-download", action="store_true", help="never download; fail if the files are missing")
-    data.add_argument("--limit", type=int, metavar="N", help="use only the first N training examples (quick runs)")
-    data.add_argument("--val-size", type=int, metavar="N",
+    data.add_argument("--limit", type=_number(int, low=2), metavar="N",
+                      help="use only the first N training examples (quick runs)")
+    data.add_argument("--val-size", type=_number(int, low=0), metavar="N",
                       help="training examples held out for validation (default: 5000 or a tenth of the "
                            "training set, whichever is fewer)")
     data.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
@@ -51,36 +81,44 @@ def add_arguments(parser) -> None:
 
     model = parser.add_argument_group("model")
     model.add_argument("--model", choices=available_models(), help=f"model (default {d.model})")
-    model.add_argument("--hidden", type=int, nargs="*", metavar="D", help="hidden layer sizes (fcnet: 512 256)")
+    model.add_argument("--hidden", type=_number(int, low=1), nargs="*", metavar="D",
+                       help="hidden layer sizes (fcnet: 512 256)")
     model.add_argument("--normalization", choices=("none", "batch", "layer", "group"),
                        help="normalization after each hidden layer (fcnet: batch)")
-    model.add_argument("--dropout", type=float, metavar="P", help="probability of dropping an activation (0)")
+    model.add_argument("--dropout", type=_number(float, low=0, high=1, high_open=True), metavar="P",
+                       help="probability of dropping an activation (0)")
     model.add_argument("--weight-scale", type=_weight_scale, metavar="he|S",
                        help="initialization: He, or N(0, S^2) as CS231n (he)")
 
     opt = parser.add_argument_group("optimization")
     opt.add_argument("--optimizer", choices=sorted(DEFAULT_LR), help=f"optimizer (default {d.optimizer})")
-    opt.add_argument("--lr", type=float, help="learning rate (default: " +
+    opt.add_argument("--lr", type=_number(float, low=0, low_open=True), help="learning rate (default: " +
                      ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")")
-    opt.add_argument("--momentum", type=float, help=f"SGD momentum (default {d.momentum})")
+    opt.add_argument("--momentum", type=_number(float, low=0, high=1, high_open=True),
+                     help=f"SGD momentum (default {d.momentum})")
     opt.add_argument("--nesterov", action="store_true", default=None, help="SGD with Nesterov momentum")
-    opt.add_argument("--weight-decay", type=float, metavar="WD",
+    opt.add_argument("--weight-decay", type=_number(float, low=0), metavar="WD",
                      help="L2 strength on the weights, never on gamma, beta or biases: the model's "
                           "0.5 * WD * ||W||^2 penalty, or AdamW's decoupled decay (default 0; adamw 0.01)")
     opt.add_argument("--schedule", choices=SCHEDULES, help=f"learning-rate schedule (default {d.schedule})")
-    opt.add_argument("--warmup", type=float, metavar="EPOCHS", help="linear warm-up, in epochs (default 0)")
-    opt.add_argument("--step-epochs", type=int, metavar="K",
+    opt.add_argument("--warmup", type=_number(float, low=0), metavar="EPOCHS",
+                     help="linear warm-up, in epochs (default 0)")
+    opt.add_argument("--step-epochs", type=_number(int, low=1), metavar="K",
                      help=f"step schedule: decay every K epochs (default {d.step_epochs})")
-    opt.add_argument("--step-gamma", type=float, help=f"step schedule: decay factor (default {d.step_gamma})")
-    opt.add_argument("--epochs", type=int, help=f"epochs (default {d.epochs})")
-    opt.add_argument("--batch-size", type=int, help=f"minibatch size (default {d.batch_size})")
-    opt.add_argument("--seed", type=int, help=f"seed of the split, the initialization and the order (default {d.seed})")
+    opt.add_argument("--step-gamma", type=_number(float, low=0, low_open=True),
+                     help=f"step schedule: decay factor (default {d.step_gamma})")
+    opt.add_argument("--epochs", type=_number(int, low=1), help=f"epochs (default {d.epochs})")
+    opt.add_argument("--batch-size", type=_number(int, low=1), help=f"minibatch size (default {d.batch_size})")
+    opt.add_argument("--seed", type=_number(int, low=0),
+                     help=f"seed of the split, the initialization and the order (default {d.seed})")
 
     run = parser.add_argument_group("run")
     run.add_argument("--framework", choices=("numpy", "torch", "tensorflow"),
                      help="train normlab's model (numpy, the default) or its twin in torch or tensorflow: same data, "
                           "initial weights, hyperparameters and run files")
-    run.add_argument("--out", metavar="DIR", help="run directory (default runs/<date-time>)")
+    run.add_argument("--out", metavar="DIR", help="run directory (default runs/<date-time>); refused if it holds "
+                                                   "a run, unless --overwrite")
+    run.add_argument("--overwrite", action="store_true", help="with --out: replace the run already there")
     run.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint, with "
                                                       "its saved configuration")
     dist = parser.add_argument_group("data parallel (docs/distributed.md)")
@@ -91,6 +129,8 @@ def add_arguments(parser) -> None:
                       help="with --distributed: batch norm statistics over the global batch (default: on; "
                            "when resuming, as the run was started)")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar (default: on)")
+    run.add_argument("--tensorboard", action="store_true",
+                     help="also write TensorBoard event files into RUN/tensorboard (needs normlab[tensorboard])")
 
 
 def config_from_args(args):
@@ -142,45 +182,104 @@ def run(args) -> int:
     return code
 
 
+def _saved_sync_batchnorm(path: Path) -> bool:
+    """The batch norm kind a data-parallel run was started with, from its distributed.json."""
+    try:
+        value = json.loads(path.read_text())["sync_batchnorm"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: damaged: expected a JSON object with a true/false \"sync_batchnorm\" "
+                         f"({type(e).__name__}: {e})") from None
+    if not isinstance(value, bool):
+        raise ValueError(  # noqa: TRY004 (a damaged file: the callers report ValueError)
+            f"{path}: damaged: \"sync_batchnorm\" must be true or false, got {value!r}")
+    return value
+
+
 def _train(args, comm) -> int:
     """Train (on the processes of `comm`, or alone when None); the exit status. Only rank 0 prints."""
     from normlab.data import ChecksumError, DataFormatError, DatasetNotFoundError
     from normlab.train.config import TrainConfig
-    from normlab.train.run import CONFIG, DISTRIBUTED, run_training
+    from normlab.train.run import CONFIG, CURVES, DISTRIBUTED, RunDirectoryError, check_run_directory, run_training
 
+    started = time.perf_counter()
     root = comm is None or comm.is_root
     try:
         if args.resume:
             given = [f"--{name.replace('_', '-')}" for name in CONFIG_OPTIONS if getattr(args, name) is not None]
-            if given or args.out:
+            given += [option for option, value in (("--out", args.out), ("--overwrite", args.overwrite)) if value]
+            if given:
                 raise ValueError(f"--resume continues a run with its saved configuration; do not combine it with "
-                                 f"{' '.join(given + (['--out'] if args.out else []))}")
+                                 f"{' '.join(given)}")
             run_dir = Path(args.resume)
+            if run_dir.exists() and not run_dir.is_dir():
+                raise ValueError(f"--resume {run_dir}: is a file, not a run directory")
             if not (run_dir / CONFIG).is_file():
                 raise ValueError(f"--resume {run_dir}: no {CONFIG} there, so it is not a run directory")
             config = TrainConfig.load(run_dir / CONFIG)
         else:
             config = config_from_args(args)
             run_dir = Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+        if root:
+            try:  # before the data are loaded: a wrong directory fails at once
+                check_run_directory(run_dir, resume=bool(args.resume), overwrite=args.overwrite)
+            except RunDirectoryError as e:
+                raise ValueError(f"{'--resume' if args.resume else '--out'} {e}") from None
         sync_batchnorm = args.sync_bn
         if sync_batchnorm is None:
             saved = run_dir / DISTRIBUTED if args.resume else None
-            sync_batchnorm = json.loads(saved.read_text())["sync_batchnorm"] if saved and saved.is_file() else True
+            sync_batchnorm = _saved_sync_batchnorm(saved) if saved and saved.is_file() else True
+        if args.resume:  # after every metadata file is read, so a damaged one is named first
+            complete = _completed_note(run_dir, config) if root else None
+            complete = comm.broadcast_object(complete) if comm is not None else complete
+            if complete:
+                if root:
+                    print(complete)
+                return 0
         result = run_training(config, run_dir, resume=bool(args.resume), data_dir=args.data_dir,
                               download=not args.no_download, progress=args.progress, comm=comm,
-                              sync_batchnorm=sync_batchnorm)
-    except (ValueError, FileNotFoundError, DatasetNotFoundError, DataFormatError, ChecksumError) as e:
+                              sync_batchnorm=sync_batchnorm, tensorboard=args.tensorboard,
+                              overwrite=args.overwrite)
+    except (ValueError, FileNotFoundError, ImportError, DatasetNotFoundError, DataFormatError, ChecksumError,
+            OSError) as e:
         where = "" if root else f" (rank {comm.rank})"  # an error only some ranks see must be shown too
-        print(f"normlab train: error{where}: {e}", file=sys.stderr)
+        text = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.filename and e.strerror else str(e)
+        print(f"normlab train: error{where}: {text}", file=sys.stderr)
         return 2
     if not root:
         return 0 if result.ok else (130 if result.status == "interrupted" else 1)
     if result.status == "completed":
         best = result.history.best_epoch()
         chosen = f"epoch {best.epoch}, val acc {best.val_acc:.4f}" if best else "last epoch"
-        print(f"test accuracy {result.test_acc:.4f} (weights of {chosen}); run saved in {result.run_dir}")
+        took = _duration(time.perf_counter() - started)
+        print(f"test accuracy {result.test_acc:.4f} (weights of {chosen}) in {took}; run saved in {result.run_dir}, "
+              f"plot {result.run_dir / CURVES}")
         return 0
     print(result.message, file=sys.stderr)
     if result.status == "interrupted" and (result.run_dir / "checkpoint.safetensors").is_file():
         print(f"continue with: normlab train --resume {result.run_dir}", file=sys.stderr)
     return 130 if result.status == "interrupted" else 1
+
+
+def _completed_note(run_dir: Path, config) -> str | None:
+    """A message when the run in run_dir has trained all its epochs and measured its test accuracy
+    (resuming it has nothing to do), else None."""
+    from normlab.train.checkpoint import load_meta
+    from normlab.train.trainer import CHECKPOINT, HISTORY, plural
+
+    checkpoint = run_dir / CHECKPOINT
+    if not checkpoint.is_file() or load_meta(checkpoint).get("epochs_done", 0) < config.epochs:
+        return None
+    history = run_dir / HISTORY
+    test_acc = json.loads(history.read_text()).get("test_acc") if history.is_file() else None
+    if test_acc is None:  # trained, but stopped before the test: resuming measures it
+        return None
+    return (f"{run_dir} is already complete ({config.epochs} of {plural(config.epochs, 'epoch')}, test accuracy "
+            f"{test_acc:.4f}); nothing to train. To train longer, start a new run with --epochs.")
+
+
+def _duration(seconds: float) -> str:
+    """'42.6 s', or '3 min 05 s' from a minute on."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s"

@@ -19,8 +19,10 @@ code; `SafeUnpickler` resolves only the globals this format needs and refuses ev
 from __future__ import annotations
 
 import io
+import math
 import os
 import pickle
+import pickletools
 from pathlib import Path
 
 import numpy as np
@@ -33,18 +35,112 @@ META = "batches.meta"
 IMAGE_SHAPE = (3, 32, 32)
 
 
+class _NdarrayName:
+    """Stands for numpy.ndarray inside a pickle: the argument `_reconstruct` is given, never a constructor.
+
+    Calling numpy.ndarray directly would let a file ask for any shape, strides and buffer (a 2^40-element
+    allocation, or a zero-stride array that repeats one byte as a whole batch)."""
+
+    def __new__(cls, *args, **kwargs):
+        raise UnsafePickleError("refusing to call numpy.ndarray directly: arrays in a CIFAR-10 batch are "
+                                "rebuilt from their own bytes only")
+
+
+_SIMPLE_KINDS = "biufcSU"
+
+
+def _text(value) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+class _PickledDtype:
+    """numpy.dtype(spec, align, copy) as a pickle calls it, then BUILD with the dtype's state: both checked
+    here and turned into a real dtype. numpy's own dtype __setstate__ took a damaged state into a broken
+    dtype (SystemError, then "get_clear_loop not set" when the array was freed: found by fuzzing), so no
+    state from the file ever reaches it."""
+
+    def __init__(self, spec, align=False, copy=False):
+        try:
+            dtype = np.dtype(_text(spec))
+        except (TypeError, ValueError) as e:
+            raise UnsafePickleError(f"refusing dtype {spec!r}: {e}") from None
+        if dtype.kind not in _SIMPLE_KINDS or dtype.fields is not None or dtype.subdtype is not None or \
+                dtype.itemsize > 64:
+            raise UnsafePickleError(f"refusing dtype {dtype}: only plain numbers, bytes and strings")
+        self.dtype = dtype
+
+    def __setstate__(self, state):
+        # (version, byte order, subarray, names, fields, elsize, alignment, flags[, metadata])
+        if not (isinstance(state, tuple) and len(state) in (8, 9) and state[0] in (3, 4)
+                and _text(state[1]) in ("<", ">", "|", "=") and all(v is None for v in state[2:5])
+                and tuple(state[5:8]) == (-1, -1, self.dtype.flags)):
+            raise UnsafePickleError(f"refusing dtype state {state!r}: not a plain dtype's")
+        if _text(state[1]) in "<>":
+            self.dtype = self.dtype.newbyteorder(_text(state[1]))
+
+
+class _PickledArray:
+    """An array as a pickle rebuilds it: _reconstruct(ndarray, (0,), ...) then BUILD with (version, shape,
+    dtype, fortran order, bytes). The bytes must be exactly shape x itemsize; the array is built here with
+    numpy.frombuffer, never by numpy's __setstate__ on a state from the file."""
+
+    array: np.ndarray | None = None
+
+    def __setstate__(self, state):
+        if not (isinstance(state, tuple) and len(state) == 5 and state[0] == 1):
+            raise UnsafePickleError(f"refusing array state of type {type(state).__name__}: not (1, shape, dtype, "
+                                    "fortran, bytes)")
+        _, shape, dtype, fortran, raw = state
+        if not (isinstance(shape, tuple) and all(isinstance(d, int) and d >= 0 for d in shape)):
+            raise UnsafePickleError(f"refusing array shape {shape!r}")
+        if not isinstance(dtype, _PickledDtype) or not isinstance(raw, bytes):
+            raise UnsafePickleError("refusing array state: needs a plain dtype and the array's bytes")
+        count = math.prod(shape)
+        if len(raw) != count * dtype.dtype.itemsize:
+            raise DataFormatError(f"array of shape {shape} and dtype {dtype.dtype} needs "
+                                  f"{count * dtype.dtype.itemsize} bytes, the file holds {len(raw)}")
+        flat = np.frombuffer(raw, dtype=dtype.dtype, count=count)
+        self.array = flat.reshape(shape, order="F" if fortran else "C").copy(order="K")
+
+
+def _resolve(value):
+    """The unpickled object with every _PickledArray / _PickledDtype replaced by the real thing."""
+    if isinstance(value, _PickledArray):
+        if value.array is None:
+            raise DataFormatError("an array without its data (no state after _reconstruct)")
+        return value.array
+    if isinstance(value, _PickledDtype):
+        return value.dtype
+    if isinstance(value, dict):
+        return {_resolve(k): _resolve(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_resolve(v) for v in value)
+    return value
+
+
 def _numpy_array_globals() -> dict[tuple[str, str], object]:
-    """NumPy's array-reconstruction callables under the module names pickles use: numpy.core (NumPy 1,
-    and every Python 2 pickle) and numpy._core (NumPy 2). Resolved here, never by importing a name that
-    came from the file."""
-    try:
-        from numpy._core import multiarray
-    except ImportError:  # NumPy 1
-        from numpy.core import multiarray
-    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    """NumPy's array-reconstruction names as pickles spell them: numpy.core (NumPy 1, and every Python 2
+    pickle) and numpy._core (NumPy 2). Each resolves to a stand-in of ours, never to an import of a name
+    that came from the file: arrays and dtypes are rebuilt only from their own bytes (`_PickledArray`,
+    `_PickledDtype`)."""
+
+    def reconstruct(subtype, shape, dtype):
+        if subtype is not _NdarrayName or tuple(shape) != (0,):
+            raise UnsafePickleError(f"refusing numpy _reconstruct({getattr(subtype, '__name__', subtype)}, "
+                                    f"{shape!r}): a pickled array starts empty, as numpy.ndarray of shape (0,)")
+        return _PickledArray()
+
+    def scalar(dtype, data=None):
+        if not isinstance(dtype, _PickledDtype) or not isinstance(data, bytes) or len(data) != dtype.dtype.itemsize:
+            raise UnsafePickleError("refusing numpy scalar: needs a plain dtype and exactly its bytes")
+        return np.frombuffer(data, dtype=dtype.dtype, count=1)[0]
+
+    allowed = {("numpy", "ndarray"): _NdarrayName, ("numpy", "dtype"): _PickledDtype}
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[(module, "_reconstruct")] = multiarray._reconstruct
-        allowed[(module, "scalar")] = multiarray.scalar
+        allowed[(module, "_reconstruct")] = reconstruct
+        allowed[(module, "scalar")] = scalar
     return allowed
 
 
@@ -69,13 +165,33 @@ class SafeUnpickler(pickle.Unpickler):
             ) from None
 
 
+_MEMO_OPCODES = ("PUT", "BINPUT", "LONG_BINPUT")
+
+
+def _check_opcodes(data: bytes, source: str) -> None:
+    """Read the opcodes without running them (pickletools): every memo index must be one a real pickle
+    could have reached (at most the number of opcodes so far). The C unpickler grows its memo to any index
+    it is given, so one LONG_BINPUT of 2^31 asked for 16 GB (found by fuzzing)."""
+    try:
+        for count, (opcode, arg, position) in enumerate(pickletools.genops(data), start=1):
+            if opcode.name in _MEMO_OPCODES and not (isinstance(arg, int) and 0 <= arg <= count):
+                raise DataFormatError(f"{source}: not a readable pickle: memo index {arg!r} at byte {position} "
+                                      f"after {count} opcodes")
+    except (ValueError, EOFError, UnicodeDecodeError) as e:
+        raise DataFormatError(f"{source}: not a readable pickle (truncated or corrupted): {e}") from None
+
+
 def safe_load_pickle(data: bytes, source: str = "<bytes>"):
     """Unpickle `data` with SafeUnpickler; a truncated or corrupted pickle raises DataFormatError."""
+    _check_opcodes(data, source)
     try:
-        return SafeUnpickler(io.BytesIO(data), source=source).load()
-    except UnsafePickleError:
-        raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as e:
+        return _resolve(SafeUnpickler(io.BytesIO(data), source=source).load())
+    except (UnsafePickleError, DataFormatError) as e:
+        if str(e).startswith(source):
+            raise
+        raise type(e)(f"{source}: {e}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
+            OverflowError, RecursionError, MemoryError) as e:
         raise DataFormatError(f"{source}: not a readable pickle (truncated or corrupted): "
                               f"{type(e).__name__}: {e}") from None
 
@@ -98,7 +214,9 @@ def read_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != pixels:
         raise DataFormatError(f"{path}: b'data' must be a uint8 array of shape (N, {pixels}), got "
                               f"{getattr(data, 'dtype', type(data).__name__)} of shape {getattr(data, 'shape', None)}")
-    if not isinstance(labels, list) or not all(isinstance(v, int) for v in labels):
+    if any(stride <= 0 for stride in data.strides) or not data.flags.c_contiguous:
+        raise DataFormatError(f"{path}: b'data' must be a contiguous array, got strides {data.strides}")
+    if not isinstance(labels, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in labels):
         raise DataFormatError(f"{path}: b'labels' must be a list of ints, got {type(labels).__name__}")
     labels = np.asarray(labels, dtype=np.int64)
     if labels.shape != (data.shape[0],):

@@ -71,6 +71,16 @@ def read_idx_pair(images_path: Path, labels_path: Path, num_classes: int = 10) -
     if labels.shape[0] != images.shape[0]:
         raise DataFormatError(f"{labels_path}: {labels.shape[0]} labels for {images.shape[0]} images in "
                               f"{images_path.name}")
-    if labels.size and labels.max() >= num_classes:
-        raise DataFormatError(f"{labels_path}: labels must lie in [0, {num_classes}), got a maximum of {labels.max()}")
-    return images[:, None], labels.astype(np.int64)
+    return images[:, None], check_labels(labels_path, labels, num_classes)
+
+
+def check_labels(path: Path, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Labels must be integers in [0, num_classes): a float label file would be truncated and a negative
+    label would count as a wrong prediction, both silently. Returns them as int64."""
+    if labels.dtype.kind not in "iu":
+        raise DataFormatError(f"{path}: labels must be integers, got {labels.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        bad = labels[(labels < 0) | (labels >= num_classes)]
+        raise DataFormatError(f"{path}: labels must lie in [0, {num_classes}), got {bad.size} outside it "
+                              f"(e.g. {bad[0]}; minimum {labels.min()}, maximum {labels.max()})")
+    return labels.astype(np.int64)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -23,41 +24,90 @@ IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
+_MAX_HEADER = 4 + 4 * 255  # the longest header: 255 dimensions
+_DEFLATE_MAX_RATIO = 1100  # deflate expands at most about 1032:1, so a larger claimed size is a lie
+
+
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file (gzipped or not: decided by its first two bytes, not its name).
 
     Returns the array in native byte order with the file's shape, e.g. (60000, 28, 28) uint8 images or
     (60000,) uint8 labels. Raises DataFormatError naming the file for a wrong magic number, an unknown
     element type, or a file shorter or longer than its header says.
+
+    Nothing is allocated before the header is checked against the file: a gzip stream is decompressed only
+    as far as its header's size (a "gzip bomb" stops there), and a size the compressed file could not hold
+    is refused before decompressing.
     """
     path = Path(path)
-    raw = path.read_bytes()
-    if raw[:2] == _GZIP_MAGIC:
+    with open(path, "rb") as f:
+        compressed = f.read(2) == _GZIP_MAGIC
+        f.seek(0)
+        if not compressed:
+            return _parse(path, f.read(_MAX_HEADER), file_size=os.fstat(f.fileno()).st_size, rest=f.read)
+        raw = f.read()
+    inflater = zlib.decompressobj(wbits=31)  # gzip framing; output bounded by every call's max_length
+
+    def inflate(n: int) -> bytes:
         try:
-            raw = gzip.decompress(raw)
-        except (EOFError, OSError, zlib.error) as e:
+            return inflater.decompress(inflater.unconsumed_tail, n) if n > 0 else b""
+        except zlib.error as e:
             raise DataFormatError(f"{path}: truncated or corrupted gzip data ({e})") from None
-    if len(raw) < 4:
-        raise DataFormatError(f"{path}: too short for an IDX header (4 bytes), got {len(raw)} bytes")
-    zero, type_code, ndim = raw[:2], raw[2], raw[3]
+
+    try:
+        head = inflater.decompress(raw, _MAX_HEADER)
+    except zlib.error as e:
+        raise DataFormatError(f"{path}: truncated or corrupted gzip data ({e})") from None
+    return _parse(path, head, file_size=None, rest=inflate, compressed_size=len(raw), inflater=inflater)
+
+
+def _parse(path: Path, head: bytes, *, file_size: int | None, rest, compressed_size: int | None = None,
+           inflater=None) -> np.ndarray:
+    """Check the header in `head` (the first bytes), then read exactly the payload it declares through
+    `rest(n)` (at most n more bytes), refusing sizes the file cannot hold before allocating them."""
+    if len(head) < 4:
+        raise DataFormatError(f"{path}: too short for an IDX header (4 bytes), got {len(head)} bytes")
+    zero, type_code, ndim = head[:2], head[2], head[3]
     if zero != b"\x00\x00" or type_code not in IDX_TYPES:
         raise DataFormatError(
             f"{path}: not an IDX file: magic number must be 00 00 <type> <ndim> with type one of "
-            f"{', '.join(f'{t:#04x}' for t in IDX_TYPES)}, got {raw[:4].hex(' ')}"
+            f"{', '.join(f'{t:#04x}' for t in IDX_TYPES)}, got {head[:4].hex(' ')}"
         )
     header_size = 4 + 4 * ndim
-    if len(raw) < header_size:
+    if len(head) < header_size:
         raise DataFormatError(f"{path}: truncated header: {ndim} dimensions need {header_size} bytes, "
-                              f"got {len(raw)}")
-    shape = struct.unpack(f">{ndim}I", raw[4:header_size])
+                              f"got {len(head)}")
+    shape = struct.unpack(f">{ndim}I", head[4:header_size])
     dtype = np.dtype(IDX_TYPES[type_code])
-    expected = header_size + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(raw) != expected:
-        problem = "truncated" if len(raw) < expected else "has trailing bytes"
+    expected = header_size + math.prod(shape) * dtype.itemsize  # Python integers: no wrap-around
+    if file_size is not None and file_size != expected:
+        problem = "truncated" if file_size < expected else "has trailing bytes"
         raise DataFormatError(f"{path}: {problem}: header says shape {shape} of {dtype.name} "
-                              f"({expected} bytes in all), the file holds {len(raw)} bytes")
-    data = np.frombuffer(raw, dtype=dtype, offset=header_size).reshape(shape)
+                              f"({expected} bytes in all), the file holds {file_size} bytes")
+    if compressed_size is not None and expected > compressed_size * _DEFLATE_MAX_RATIO + _MAX_HEADER:
+        raise DataFormatError(f"{path}: truncated: header says shape {shape} of {dtype.name} ({expected} bytes), "
+                              f"more than {compressed_size} gzipped bytes can hold")
+    if len(head) > expected:
+        raise DataFormatError(f"{path}: has trailing bytes: header says shape {shape} of {dtype.name} "
+                              f"({expected} bytes in all), the file holds more")
+    payload = head[header_size:] + rest(expected - len(head))
+    if inflater is not None:
+        _check_gzip_end(path, inflater, rest, len(payload) == expected - header_size)
+    if len(payload) != expected - header_size:
+        raise DataFormatError(f"{path}: truncated: header says shape {shape} of {dtype.name} "
+                              f"({expected} bytes in all), the file holds {header_size + len(payload)} bytes")
+    data = np.frombuffer(payload, dtype=dtype).reshape(shape)
     return data.astype(dtype.newbyteorder("="))
+
+
+def _check_gzip_end(path: Path, inflater, rest, complete: bool) -> None:
+    """After the declared payload, the gzip stream must end: no more data, a valid trailer, nothing after."""
+    if complete and rest(1):
+        raise DataFormatError(f"{path}: has trailing bytes: the gzip stream holds more than its IDX header says")
+    if not inflater.eof:
+        raise DataFormatError(f"{path}: truncated or corrupted gzip data (the stream ends early)")
+    if inflater.unused_data:
+        raise DataFormatError(f"{path}: has trailing bytes after the gzip stream ({len(inflater.unused_data)} bytes)")
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray, *, compress: bool | None = None) -> None:

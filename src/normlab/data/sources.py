@@ -112,20 +112,27 @@ def locate(spec: DatasetSpec, path: str | os.PathLike | None = None, *, download
     if not download:
         raise DatasetNotFoundError(f"{spec.name} not found (looked in {looked}) and downloading is off; "
                                    f"put its files {list(spec.files)} in one of those directories")
+    by_hand = f"to install it by hand, put its files {list(spec.files)} in one of those directories"
     errors = []
     for root in roots:
         target = root / spec.name
+        created = not target.exists()
         try:
             target.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             errors.append(f"{target}: {e}")
             continue
-        for remote in spec.downloads:
-            dest = target / remote.filename
-            download_file(remote.url, dest, remote.checksum, fetch=fetch)
-            if dest.name.endswith((".tar.gz", ".tgz")):
-                extract_archive(dest, target)
-                dest.unlink()
+        try:
+            for remote in spec.downloads:
+                dest = target / remote.filename
+                download_file(remote.url, dest, remote.checksum, fetch=fetch)
+                if dest.name.endswith((".tar.gz", ".tgz")):
+                    extract_archive(dest, target)
+                    dest.unlink()
+        except (DatasetNotFoundError, ChecksumError) as e:
+            if created and not any(target.iterdir()):
+                target.rmdir()  # leave no empty directory behind
+            raise type(e)(f"{e}; {spec.name} not found (looked in {looked}): {by_hand}") from e
         if spec.holds_files(target):
             return target
         raise DatasetNotFoundError(f"{spec.name}: downloaded into {target} but the files {list(spec.files)} "

@@ -113,6 +113,7 @@ class MPICommunicator(Communicator):
         self._mpi = MPI
         self.comm = MPI.COMM_WORLD if comm is None else comm
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        self.threads = None  # the ThreadShare `world()` gave this process, if it did
 
     def _allreduce_sum(self, buf: np.ndarray) -> None:
         self.comm.Allreduce(self._mpi.IN_PLACE, buf, op=self._mpi.SUM)
@@ -145,7 +146,9 @@ def world() -> Communicator:
 
     - Not started by an MPI launcher: `SingleProcess`, without importing mpi4py.
     - Started by one with a single process: `SingleProcess` too.
-    - Started by one with several: `MPICommunicator` over COMM_WORLD.
+    - Started by one with several: `MPICommunicator` over COMM_WORLD. Each process then takes its share of
+      its node's cores for OpenBLAS and numba, unless their thread variables are set
+      (`normlab.distributed.threads`; what it did is in the communicator's `threads`).
 
     Raises RuntimeError when the launcher started several processes but they cannot talk: mpi4py is not
     installed, or it was built for another MPI than the launcher's (each process would then believe it is
@@ -173,7 +176,20 @@ def _connect() -> Communicator:
         raise RuntimeError(f"the MPI launcher started {launched} processes but MPI sees each as alone: the "
                            "mpiexec on PATH belongs to another MPI than the one mpi4py was built with "
                            "(mixing Open MPI and MPICH?); use the matching mpiexec")
-    return comm if comm.size > 1 else SingleProcess()
+    if comm.size == 1:
+        return SingleProcess()
+    _share_node_cores(comm)
+    return comm
+
+
+def _share_node_cores(comm: MPICommunicator) -> None:
+    """Each rank on its share of its node's cores (a collective: every rank connects at once)."""
+    from normlab.distributed.threads import local_ranks_from_mpi, share_node_cores
+    from normlab.kernels.backend import set_compile_notice
+
+    comm.threads = share_node_cores(*local_ranks_from_mpi(comm.comm))
+    if not comm.is_root:
+        set_compile_notice(None)  # rank 0 says it for all
 
 
 @contextmanager

@@ -27,7 +27,7 @@ import numpy as np
 
 from normlab.distributed.comm import Communicator, world
 from normlab.distributed.moments import merge_moments
-from normlab.functional._checks import check_probability, check_same_shape
+from normlab.functional._checks import check_cache, check_probability, check_same_shape
 from normlab.functional.batchnorm import (
     BatchNormCache,
     batchnorm_backward,
@@ -135,6 +135,7 @@ def sync_batchnorm_backward(
     """
     if isinstance(cache, BatchNormCache):
         return batchnorm_backward(dout, cache)
+    check_cache("sync_batchnorm_backward", cache, SyncBatchNormCache, "sync_batchnorm_forward")
     dout = check_same_shape("dout", dout, cache.xhat.shape)
     g_sum, gxhat_sum = backward_sums(dout, cache.xhat, cache.axes)  # (1, C, 1...) each, local
     c = g_sum.size

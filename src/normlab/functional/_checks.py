@@ -3,14 +3,21 @@ and what was given."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+
+def is_float_dtype(dtype: np.dtype) -> bool:
+    """A NumPy floating type, or ml_dtypes' bfloat16 (which NumPy files under void)."""
+    return dtype.kind == "f" or dtype.name == "bfloat16"  # attributes: a microsecond less than np.issubdtype
 
 
 def check_float_array(name: str, x: object, ndims: tuple[int, ...] | None = None) -> np.ndarray:
     """`x` must be a floating-point NumPy array (with one of `ndims` dimensions, if given)."""
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(x).__name__}")
-    if not np.issubdtype(x.dtype, np.floating):
+    if not is_float_dtype(x.dtype):
         raise TypeError(f"{name} must have a floating-point dtype (float32 or float64), got {x.dtype}")
     if ndims is not None and x.ndim not in ndims:
         expected = " or ".join(f"{d}-D" for d in ndims)
@@ -24,7 +31,7 @@ def check_param(name: str, p: object, shape: tuple[int, ...], dtype: np.dtype) -
         raise TypeError(f"{name} must be a numpy.ndarray of shape {shape}, got {type(p).__name__}")
     if p.shape != shape:
         raise ValueError(f"{name} must have shape {shape} to match the input, got shape {p.shape}")
-    if not np.issubdtype(p.dtype, np.floating):
+    if not is_float_dtype(p.dtype):
         raise TypeError(f"{name} must have a floating-point dtype, got {p.dtype}")
     return p.astype(dtype, copy=False)
 
@@ -38,12 +45,33 @@ def check_same_shape(name: str, a: np.ndarray, shape: tuple[int, ...]) -> np.nda
 
 
 def check_positive(name: str, value: float) -> float:
+    """A finite number > 0 (an eps of inf would silently turn every output into zeros)."""
+    if not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number > 0, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
     if not value > 0:
         raise ValueError(f"{name} must be > 0, got {value!r}")
     return value
 
 
 def check_probability(name: str, value: float) -> float:
+    """A finite number in [0, 1] (momentum, dropout probability)."""
+    if not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number in [0, 1], got {type(value).__name__}")
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {value!r}")
     return value
+
+
+def check_cache(backward: str, cache: object, expected: type, forward: str) -> None:
+    """`cache` must come from `forward`: a cache of another operation can have matching sizes and give a
+    wrong gradient without any error, so every backward checks where its cache came from.
+
+    Caches that several forwards share (pooling) also carry a `forward` field naming the one that made it.
+    """
+    made_by = getattr(cache, "forward", None)
+    if isinstance(cache, expected) and made_by in (None, forward):
+        return
+    origin = f"{type(cache).__name__}" + (f" made by {made_by}" if made_by else "")
+    raise TypeError(f"{backward}: cache must be the cache returned by {forward}, got a {origin}")

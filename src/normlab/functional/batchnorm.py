@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from normlab.functional._checks import (
+    check_cache,
     check_float_array,
     check_param,
     check_positive,
@@ -18,6 +19,7 @@ from normlab.functional._checks import (
 from normlab.functional._recomputed import RecomputedWhenNone
 from normlab.functional.normalize import (
     Axes,
+    compiled_statistics_in_range,
     compiled_twin,
     normalize,
     normalize_scale_shift_backward,
@@ -128,12 +130,16 @@ def batchnorm_forward(
         m = x.size // c
         if m <= 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.shape}")
-        if kernels is None:
+        if kernels is not None:
+            out, stats = kernels.normalize_channels(_channels_view(x), gamma, beta, eps)
+            if not compiled_statistics_in_range(kernels, stats, x.dtype, m):
+                stats = None  # values near the dtype's largest: the NumPy core rescales them
+        if stats is None:
             xhat, mean, var, rstd = normalize(x, axes, eps)
         else:
-            out, stats = kernels.normalize_channels(_channels_view(x), gamma, beta, eps)
             out, xhat = out.reshape(x.shape), None  # xhat is recomputed from x when read
-            mean, var, rstd = (per_channel(v.astype(x.dtype), x.ndim) for v in (stats.mean, stats.var, stats.rstd))
+            with np.errstate(over="ignore"):  # a variance beyond x's range is inf, as `normalize` gives it
+                mean, var, rstd = (per_channel(v.astype(x.dtype), x.ndim) for v in (stats.mean, stats.var, stats.rstd))
         if running_mean is not None or running_var is not None:
             update_running_stats(running_mean, running_var, mean, var, m, momentum, convention)
     else:
@@ -265,4 +271,5 @@ def batchnorm_backward_staged(dout: np.ndarray, cache: BatchNormCache) -> tuple[
 
 
 def _check_dout(dout: np.ndarray, cache: BatchNormCache) -> np.ndarray:
+    check_cache("batchnorm_backward", cache, BatchNormCache, "batchnorm_forward")
     return check_same_shape("dout", dout, cache.x.shape)

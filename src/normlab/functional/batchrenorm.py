@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from normlab.functional._checks import check_param, check_probability, check_same_shape
+from normlab.functional._checks import check_cache, check_param, check_probability, check_same_shape
 from normlab.functional.batchnorm import (
     BatchNormCache,
     batchnorm_backward,
@@ -234,6 +234,7 @@ def batchrenorm_backward(dout: np.ndarray, cache: BatchRenormCache) -> tuple[np.
 
     Returns (dx, dgamma, dbeta): dx like x, dgamma and dbeta of shape (C,).
     """
+    check_cache("batchrenorm_backward", cache, BatchRenormCache, "batchrenorm_forward")
     bn = cache.batchnorm
     if not bn.training:
         return batchnorm_backward(dout, bn)

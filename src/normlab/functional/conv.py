@@ -41,7 +41,7 @@ from types import ModuleType
 import numpy as np
 
 from normlab import memory
-from normlab.functional._checks import check_float_array, check_param, check_same_shape
+from normlab.functional._checks import check_cache, check_float_array, check_param, check_same_shape
 from normlab.functional._windows import Pair, as_pair, fold_windows, output_size, pad_spatial, sliding_windows
 from normlab.functional.conv_channels_last import channels_last_applies, channels_last_backward, channels_last_forward
 from normlab.functional.conv_winograd import winograd_applies, winograd_backward, winograd_forward
@@ -263,6 +263,7 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, *, input_grad: bool = 
     Returns (dx, dweight, dbias): dx (N, C, H, W) or None when input_grad is False, dweight
     (F, C // groups, kh, kw), dbias (F,) or None when the forward had no bias.
     """
+    check_cache("conv2d_backward", cache, Conv2dCache, "conv2d_forward")
     x, weight, groups, stride, padding = cache.x, cache.weight, cache.groups, cache.stride, cache.padding
     kernels = cache.kernels
     n, c, h, w = x.shape
@@ -355,6 +356,7 @@ def conv2d_forward_loop(
 def conv2d_backward_loop(dout: np.ndarray, cache: Conv2dCache) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """The reference backward: every output position sends its gradient to the filter (times the input
     field it saw) and to the input field (times the filter). Same contract as `conv2d_backward`."""
+    check_cache("conv2d_backward_loop", cache, Conv2dCache, "conv2d_forward")
     x, weight, groups, (sh, sw) = cache.x, cache.weight, cache.groups, cache.stride
     n, _, h, w = x.shape
     f, cg, kh, kw = weight.shape

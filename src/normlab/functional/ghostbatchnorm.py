@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from normlab.functional._checks import check_param, check_probability, check_same_shape
+from normlab.functional._checks import check_cache, check_param, check_probability, check_same_shape
 from normlab.functional.batchnorm import (
     BatchNormCache,
     batchnorm_backward,
@@ -180,6 +180,7 @@ def ghost_batchnorm_backward(
 
     Returns (dx, dgamma, dbeta): dx like x, dgamma and dbeta of shape (C,).
     """
+    check_cache("ghost_batchnorm_backward", cache, GhostBatchNormCache, "ghost_batchnorm_forward")
     if cache.evaluation is not None:
         return batchnorm_backward(dout, cache.evaluation)
     dout = check_same_shape("dout", dout, cache.input_shape)

@@ -9,9 +9,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from normlab.functional._checks import check_float_array, check_param, check_positive, check_same_shape
+from normlab.functional._checks import check_cache, check_float_array, check_param, check_positive, check_same_shape
 from normlab.functional._recomputed import RecomputedWhenNone
-from normlab.functional.normalize import compiled_twin, normalize, normalize_scale_shift_backward, scale_shift
+from normlab.functional.normalize import (
+    compiled_statistics_in_range,
+    compiled_twin,
+    normalize,
+    normalize_scale_shift_backward,
+    scale_shift,
+)
 
 if TYPE_CHECKING:
     from normlab.kernels.statistics import GroupStatistics
@@ -84,12 +90,15 @@ def groupnorm_forward(
     param_shape = (1, num_groups, c // num_groups) + (1,) * (x.ndim - 2)
     stat_axes = tuple(range(2, len(grouped)))
     gamma_b = gamma.reshape(param_shape)
+    if kernels is not None:
+        gamma2, beta2 = gamma.reshape(num_groups, -1), beta.reshape(num_groups, -1)  # (G, C // G)
+        out, stats = kernels.normalize_rows(_rows_view(x, grouped), gamma2, beta2, _spatial_size(x.shape), eps)
+        if not compiled_statistics_in_range(kernels, stats, x.dtype, x.size // (grouped[0] * grouped[1])):
+            kernels = None  # values near the dtype's largest: the NumPy core rescales them
     if kernels is None:
         xhat, _, _, rstd = normalize(x.reshape(grouped), stat_axes, eps)
         out = scale_shift(xhat, gamma_b, beta.reshape(param_shape))
         return out.reshape(x.shape), GroupNormCache(xhat, rstd, gamma_b, x.shape)
-    gamma2, beta2 = gamma.reshape(num_groups, -1), beta.reshape(num_groups, -1)  # (G, C // G)
-    out, stats = kernels.normalize_rows(_rows_view(x, grouped), gamma2, beta2, _spatial_size(x.shape), eps)
     rstd = stats.rstd.astype(x.dtype).reshape(grouped[:2] + (1,) * (len(grouped) - 2))  # (N, G, 1, 1...)
     cache = GroupNormCache(None, rstd, gamma_b, x.shape, x=x, compiled=stats)
     return out.reshape(x.shape), cache  # xhat (None) is recomputed from x when read
@@ -100,6 +109,7 @@ def groupnorm_backward(dout: np.ndarray, cache: GroupNormCache) -> tuple[np.ndar
 
     Returns (dx, dgamma, dbeta): dx like x, dgamma and dbeta of shape (C,).
     """
+    check_cache("groupnorm_backward", cache, GroupNormCache, "groupnorm_forward or instancenorm_forward")
     dout = check_same_shape("dout", dout, cache.input_shape)
     if cache.compiled is not None and dout.dtype == cache.x.dtype:
         from normlab.kernels.normalize_numba import normalize_rows_backward

@@ -8,9 +8,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from normlab.functional._checks import check_float_array, check_param, check_positive, check_same_shape
+from normlab.functional._checks import check_cache, check_float_array, check_param, check_positive, check_same_shape
 from normlab.functional._recomputed import RecomputedWhenNone
-from normlab.functional.normalize import Axes, compiled_twin, normalize, normalize_scale_shift_backward, scale_shift
+from normlab.functional.normalize import (
+    Axes,
+    compiled_statistics_in_range,
+    compiled_twin,
+    normalize,
+    normalize_scale_shift_backward,
+    scale_shift,
+)
 from normlab.functional.staged import staged_backward
 
 if TYPE_CHECKING:
@@ -85,12 +92,15 @@ def layernorm_forward(
         param_axes = (0,)
     gamma_b, beta_b = gamma.reshape(broadcast_shape), beta.reshape(broadcast_shape)
     stat_axes = tuple(range(1, x.ndim))
+    if kernels is not None:
+        channel_size = _channel_size(x.shape, param_axes)
+        out, stats = kernels.normalize_rows(_rows_view(x), gamma.reshape(1, -1), beta.reshape(1, -1), channel_size, eps)
+        if not compiled_statistics_in_range(kernels, stats, x.dtype, x.size // x.shape[0]):
+            kernels = None  # values near the dtype's largest: the NumPy core rescales them
     if kernels is None:
         xhat, _, _, rstd = normalize(x, stat_axes, eps)
         out = scale_shift(xhat, gamma_b, beta_b)
         return out, LayerNormCache(x, xhat, rstd, gamma_b, eps, stat_axes, param_axes, param_shape)
-    channel_size = _channel_size(x.shape, param_axes)
-    out, stats = kernels.normalize_rows(_rows_view(x), gamma.reshape(1, -1), beta.reshape(1, -1), channel_size, eps)
     rstd = stats.rstd.astype(x.dtype).reshape((-1,) + (1,) * (x.ndim - 1))  # (N, 1, ...)
     cache = LayerNormCache(x, None, rstd, gamma_b, eps, stat_axes, param_axes, param_shape, compiled=stats)
     return out.reshape(x.shape), cache  # xhat (None) is recomputed from x when read
@@ -102,6 +112,7 @@ def layernorm_backward(dout: np.ndarray, cache: LayerNormCache) -> tuple[np.ndar
 
     Returns (dx, dgamma, dbeta), dgamma and dbeta shaped like gamma.
     """
+    check_cache("layernorm_backward", cache, LayerNormCache, "layernorm_forward")
     dout = check_same_shape("dout", dout, cache.x.shape)
     if cache.compiled is not None and dout.dtype == cache.x.dtype:
         from normlab.kernels.normalize_numba import normalize_rows_backward
@@ -123,6 +134,7 @@ def layernorm_backward_staged(dout: np.ndarray, cache: LayerNormCache) -> tuple[
 
     Returns (dx, dgamma, dbeta), equal to `layernorm_backward`'s.
     """
+    check_cache("layernorm_backward_staged", cache, LayerNormCache, "layernorm_forward")
     dout = check_same_shape("dout", dout, cache.x.shape)
     dx, dgamma, dbeta = staged_backward(
         dout, cache.x, cache.gamma, cache.eps, cache.stat_axes, cache.param_axes

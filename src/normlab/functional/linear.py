@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from normlab.functional._checks import check_float_array, check_param, check_same_shape
+from normlab.functional._checks import check_cache, check_float_array, check_param, check_same_shape
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ def linear_backward(dout: np.ndarray, cache: LinearCache, *, input_grad: bool = 
                     ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """Returns (dx, dweight, dbias): dx like the input (None when input_grad is False: the input is data),
     dweight (M, D), dbias (M,)."""
+    check_cache("linear_backward", cache, LinearCache, "linear_forward")
     dout = check_same_shape("dout", dout, (cache.x2d.shape[0], cache.weight.shape[0]))
     dx = None
     if input_grad:

@@ -31,6 +31,7 @@ equal to 1e-6 (float32) and 1e-12 (float64).
 
 from __future__ import annotations
 
+import math
 from types import ModuleType
 from typing import NamedTuple
 
@@ -40,6 +41,7 @@ from normlab.kernels.backend import compiled_kernels
 
 Axes = tuple[int, ...]
 COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_LARGEST = {dtype: float(np.finfo(dtype).max) for dtype in COMPILED_DTYPES}
 
 
 class Normalized(NamedTuple):
@@ -85,11 +87,74 @@ def normalize(x: np.ndarray, axes: Axes, eps: float) -> Normalized:
 
     Returns a `Normalized` (xhat, mean, var, rstd). The statistics are in x's dtype; the mean is computed
     on pivot-shifted data and the variance from centered data, so neither suffers cancellation.
+
+    Any finite x works, however large: a group whose sums overflow x's dtype (float32 deviations above
+    about 1.8e19) is recomputed in float64, scaled by a power of two (`_normalize_wide`); its xhat and rstd
+    are then exact to x's precision, while var, which is then beyond x's range, is inf. Half-precision
+    inputs (float16, bfloat16) are normalized with float32 statistics, as the frameworks do: mean, var
+    and rstd are float32, xhat is in x's dtype.
     """
-    xmu, mean, var = _centered(x, axes)
+    if is_half(x.dtype):
+        wide = normalize(x.astype(np.float32), axes, eps)
+        return wide._replace(xhat=wide.xhat.astype(x.dtype))
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow here is caught below and redone
+        xmu, mean, var = _centered(x, axes)
+    if not _finite(mean, var):
+        return _normalize_wide(x, axes, eps)
     rstd = inverse_std(var, eps, x.dtype)
     xmu *= rstd  # xhat, in the same buffer
     return Normalized(xhat=xmu, mean=mean, var=var, rstd=rstd)
+
+
+def is_half(dtype: np.dtype) -> bool:
+    """float16 or bfloat16 (ml_dtypes): floating types narrower than float32, normalized in float32."""
+    return np.dtype(dtype).itemsize < 4
+
+
+def _finite(*arrays: np.ndarray) -> bool:
+    """Every value finite: an O(groups) check on the statistics, so the wide path costs only when needed."""
+    return all(bool(np.isfinite(a).all()) for a in arrays)
+
+
+def _normalize_wide(x: np.ndarray, axes: Axes, eps: float) -> Normalized:
+    """`normalize` for a group whose sums overflow x's dtype: in float64, every group whose largest
+    magnitude exceeds 2^400 divided by a power of two near it (exact), so no square overflows.
+
+    A non-finite x (inf, NaN) is not rescued: its statistics are NaN, as in the fast path.
+    """
+    x64 = x.astype(np.float64)
+    amax = np.max(np.abs(x64), axis=axes, keepdims=True)  # (stats shape)
+    with np.errstate(invalid="ignore"):
+        huge = amax > 2.0**400  # below this, float64 squares of differences and their sums cannot overflow
+    _, exponent = np.frexp(np.where(huge, amax, 1.0))
+    scale = np.where(huge, np.ldexp(1.0, exponent - 1), 1.0)  # power of two <= amax, or 1
+    xmu, mean_s, var_s = _centered(x64 / scale, axes)
+    tiny = np.finfo(np.float64).tiny
+    with np.errstate(over="ignore", under="ignore"):
+        eps_s = np.maximum(eps / (scale * scale), tiny)  # eps in the scaled units, never 0
+        rstd_s = 1.0 / np.sqrt(var_s + eps_s)
+        var = var_s * scale * scale  # inf where the variance exceeds float64
+        rstd = np.where(np.isfinite(var), 1.0 / np.sqrt(var + eps), rstd_s / scale)
+        xmu *= rstd_s
+        return Normalized(
+            xhat=xmu.astype(x.dtype), mean=(mean_s * scale).astype(x.dtype), var=var.astype(x.dtype),
+            rstd=rstd.astype(x.dtype),
+        )
+
+
+def compiled_statistics_in_range(kernels: ModuleType, stats, dtype: np.dtype, count: int) -> bool:
+    """Whether a compiled forward's statistics (`GroupStatistics`, from `kernels`) can be trusted for x of
+    `dtype` with `count` values per group: every value finite and no group near the top of the dtype's range.
+
+    The kernels form x - pivot and (x - pivot) - shift in x's dtype; both stay finite when every |x| is
+    below half the dtype's largest value M. Any group with max |x| >= M / 2 has
+    sqrt(var) + |mean| >= rms(x) >= M / (2 sqrt(count)), so checking that bound on the O(groups) statistics
+    (one compiled loop, about a microsecond) catches every such group, and rarely a harmless one; the
+    caller then falls back to the NumPy core, which rescales.
+    """
+    bound = _LARGEST[dtype] / (2.0 * math.sqrt(count))
+    size = kernels.statistics_size(stats.pivot, stats.shift, stats.var)
+    return bool(size < bound)  # False for NaN too
 
 
 def moments(x: np.ndarray, axes: Axes) -> tuple[np.ndarray, np.ndarray]:
@@ -98,7 +163,13 @@ def moments(x: np.ndarray, axes: Axes) -> tuple[np.ndarray, np.ndarray]:
     For callers that combine statistics before normalizing (SyncBatchNorm merges every process's
     moments, then calls `normalize_with_stats` with the merged ones).
     """
-    _, mean, var = _centered(x, axes)
+    if is_half(x.dtype):
+        return moments(x.astype(np.float32), axes)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow here is caught below and redone
+        _, mean, var = _centered(x, axes)
+    if not _finite(mean, var):
+        wide = _normalize_wide(x, axes, 1.0)
+        return wide.mean, wide.var
     return mean, var
 
 
@@ -151,12 +222,20 @@ def normalize_backward(g: np.ndarray, xhat: np.ndarray, scale: np.ndarray, axes:
     two sums instead of reducing again.
     """
     g_sum, gxhat_sum = backward_sums(g, xhat, axes)
+    if is_half(g.dtype):  # float32 arithmetic, dx rounded once to g's dtype
+        dx = normalize_backward_from_sums(
+            g.astype(np.float32), xhat.astype(np.float32), scale, g_sum, gxhat_sum, group_size(xhat.shape, axes)
+        )
+        return NormalizeGrad(dx=dx.astype(g.dtype), g_sum=g_sum, gxhat_sum=gxhat_sum)
     dx = normalize_backward_from_sums(g, xhat, scale, g_sum, gxhat_sum, group_size(xhat.shape, axes))
     return NormalizeGrad(dx=dx, g_sum=g_sum, gxhat_sum=gxhat_sum)
 
 
 def backward_sums(g: np.ndarray, xhat: np.ndarray, axes: Axes) -> tuple[np.ndarray, np.ndarray]:
-    """The two reductions of the backward: (sum of g, sum of g * xhat) over `axes`, keepdims."""
+    """The two reductions of the backward: (sum of g, sum of g * xhat) over `axes`, keepdims; float32 for
+    half-precision g (a float16 sum over a batch overflows at 65504)."""
+    if is_half(g.dtype):
+        g, xhat = g.astype(np.float32), xhat.astype(np.float32)
     return g.sum(axis=axes, keepdims=True), sum_of_products(g, xhat, axes)
 
 
@@ -205,8 +284,14 @@ def normalize_scale_shift_backward(
     - gamma: broadcastable to xhat, reduced over param_axes (keepdims).
     - stat_axes: the axes normalized over; param_axes: the axes gamma and beta are shared over.
 
-    Returns (dx, dgamma, dbeta), dgamma and dbeta shaped like gamma.
+    Returns (dx, dgamma, dbeta), dgamma and dbeta shaped like gamma, in dout's dtype (computed in float32
+    for half-precision dout).
     """
+    if is_half(dout.dtype):
+        wide = normalize_scale_shift_backward(
+            *(a.astype(np.float32) for a in (dout, xhat, rstd, gamma)), stat_axes, param_axes
+        )
+        return tuple(a.astype(dout.dtype) for a in wide)
     gamma_is_constant_per_group = all(gamma.shape[a] == 1 for a in stat_axes)
     if gamma_is_constant_per_group and tuple(stat_axes) == tuple(param_axes):
         # Batch norm: dL/dxhat = dout * gamma with gamma constant per group, so pass dout and fold gamma

@@ -30,7 +30,7 @@ from types import ModuleType
 
 import numpy as np
 
-from normlab.functional._checks import check_float_array, check_same_shape
+from normlab.functional._checks import check_cache, check_float_array, check_same_shape
 from normlab.functional._windows import Pair, as_pair, fold_windows, output_size, sliding_windows
 from normlab.functional.normalize import COMPILED_DTYPES
 from normlab.kernels.backend import compiled_pool_kernels
@@ -44,6 +44,7 @@ class PoolCache:
     stride: Pair
     argmax: np.ndarray | None  # (N, C, Ho, Wo) index of each window's first maximum (uint8 up to 256 offsets); None for average
     compiled: bool = False  # the forward ran the compiled kernels (a flag, not the module: caches must deep-copy)
+    forward: str = "max_pool2d_forward"  # which forward made it: max and average share this type
 
     @property
     def kernels(self) -> ModuleType | None:
@@ -160,6 +161,7 @@ def max_pool2d_forward(x: np.ndarray, kernel_size: int | Pair, stride: int | Pai
 
 def max_pool2d_backward(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
     """Max pooling backward: each window's gradient goes to its (first) maximum. Returns dx (N, C, H, W)."""
+    check_cache("max_pool2d_backward", cache, PoolCache, "max_pool2d_forward")
     n, c = cache.input_shape[:2]
     kh, kw = cache.kernel
     dout = check_same_shape("dout", dout, (n, c, *cache.argmax.shape[2:]))
@@ -184,18 +186,19 @@ def avg_pool2d_forward(x: np.ndarray, kernel_size: int | Pair, stride: int | Pai
         x3, out3 = _planes(x), _planes(out)  # (N*C, H, W), (N*C, Ho, Wo)
         _over_planes(lambda start, stop: kernels.avg_pool_forward(
             x3, *kernel, *stride, start, stop, out3), len(x3), x.size)
-        return out, PoolCache(x.shape, kernel, stride, None, compiled=True)
+        return out, PoolCache(x.shape, kernel, stride, None, compiled=True, forward="avg_pool2d_forward")
     windows = _windows(x, kernel, stride, out_size)  # (N, C, Ho, Wo, kh, kw)
     out = windows[..., 0, 0].copy()  # (N, C, Ho, Wo), the running sum
     for offset in range(1, kernel[0] * kernel[1]):
         out += windows[..., offset // kernel[1], offset % kernel[1]]
     out /= kernel[0] * kernel[1]
-    return out, PoolCache(x.shape, kernel, stride, None)
+    return out, PoolCache(x.shape, kernel, stride, None, forward="avg_pool2d_forward")
 
 
 def avg_pool2d_backward(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
     """Average pooling backward: each window spreads its gradient evenly, 1 / (kh*kw) to each element.
     Returns dx (N, C, H, W)."""
+    check_cache("avg_pool2d_backward", cache, PoolCache, "avg_pool2d_forward")
     n, c, h, w = cache.input_shape
     kh, kw = cache.kernel
     dout = check_same_shape("dout", dout, (n, c, *output_size((h, w), cache.kernel, cache.stride)))

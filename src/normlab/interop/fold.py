@@ -21,12 +21,15 @@ block's `shortcut`, a Sequential, folds by the Sequential rule); other layers re
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Callable
 
 import numpy as np
 
 from normlab import nn
 from normlab.functional import batchnorm_inference_affine
+from normlab.models.cnn import ResNetCNN, ThreeLayerConvNet  # interop sits above models
+from normlab.models.fcnet import FullyConnectedNet
 
 FOLD_TARGETS: set[type] = {nn.Linear}
 # Batch norms whose evaluation is plain batch norm's with their running statistics (renorm's r and d and
@@ -48,8 +51,9 @@ def register_fold_pairs(container_type: type, pairs: Callable[[nn.Module], list[
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """A copy of `model` with every evaluation-mode batch norm folded into the Linear (or other registered
-    affine layer) right before it, the batch norm replaced by an Identity. The original is untouched.
+    """A copy of `model` with every evaluation-mode batch norm folded into the Linear or Conv2d (or other
+    registered affine layer) right before it, inside residual blocks too, the batch norm replaced by an
+    Identity. The original is untouched.
 
     Left as they are: batch norms in training mode (their statistics still change), those with
     track_running_stats=False (they use batch statistics in evaluation too), and those with no
@@ -76,9 +80,12 @@ def _pairs(container: nn.Module) -> list[tuple[str, str]]:
     if type(container) in FOLD_PAIRS:
         return FOLD_PAIRS[type(container)](container)
     if type(container) is nn.Sequential:
-        names = list(container._modules)
-        return list(zip(names, names[1:]))
+        return _sequential_pairs(container)
     return []
+
+
+def _sequential_pairs(container: nn.Module) -> list[tuple[str, str]]:
+    return list(itertools.pairwise(container._modules))
 
 
 def _foldable(affine: nn.Module, norm: nn.Module) -> bool:
@@ -104,3 +111,8 @@ def _fold_into(affine: nn.Module, norm: nn.Module) -> None:
 
 register_fold_target(nn.Conv2d)
 register_fold_pairs(nn.ResidualBlock, lambda block: [("conv1", "bn1"), ("conv2", "bn2")])
+
+# The models of normlab.models that are Sequentials with a name compute as Sequentials (what normlab train
+# builds, so what `normlab export --fold` folds).
+for _model_type in (FullyConnectedNet, ThreeLayerConvNet, ResNetCNN):
+    register_fold_pairs(_model_type, _sequential_pairs)

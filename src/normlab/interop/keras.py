@@ -28,8 +28,12 @@ Conventions that change on the way:
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Mapping
+import re
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -93,7 +97,8 @@ ROOT_NAME = "root"  # the Keras name of the model's top module, whose normlab pa
 def import_keras() -> ModuleType:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     try:
-        import keras
+        with _each_startup_line_once():
+            import keras
     except ImportError as error:
         raise ImportError('normlab.interop.keras needs Keras 3 and TensorFlow: '
                           'pip install "normlab[tensorflow]"') from error
@@ -101,6 +106,38 @@ def import_keras() -> ModuleType:
         raise ImportError(f"normlab.interop.keras needs Keras 3, found keras {keras.__version__}: "
                           'pip install "normlab[tensorflow]"')
     return keras
+
+
+_LOG_PREFIX = re.compile(rb"^[IWEF]\d{4} [\d:.]+\s+\d+ ")  # absl's "I0000 00:00:1796.. 13359 ", which differs
+
+
+@contextlib.contextmanager
+def _each_startup_line_once() -> Iterator[None]:
+    """Print what importing TensorFlow writes to stderr with each line once. Its C++ start-up lines (oneDNN,
+    the CPU features) come from every shared library of TensorFlow that logs them, so twice, differing
+    only in their time stamps. The lines are held back (file descriptor 2 goes to a temporary file) and
+    written when the import ends, or fails."""
+    if "tensorflow" in sys.modules:  # nothing more to print
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            seen = set()
+            for line in held.read().splitlines(keepends=True):
+                key = _LOG_PREFIX.sub(b"", line)
+                if key not in seen:
+                    seen.add(key)
+                    sys.stderr.write(line.decode(errors="replace"))
+            sys.stderr.flush()
 
 
 def keras_layer_name(path: str) -> str:

@@ -114,6 +114,21 @@ def _sums_about(seg, p):
 
 
 @njit(**JIT)
+def statistics_size(pivot, shift, var):
+    """max over groups of |pivot| + |shift| + sqrt(var): a bound on how far a group's values reach, read
+    off the statistics (O(groups)) to tell data near the top of the dtype's range (see
+    `normlab.functional.normalize.compiled_statistics_in_range`). NaN if any statistic is NaN."""
+    size = 0.0
+    for g in range(var.shape[0]):
+        v = abs(np.float64(pivot[g])) + abs(shift[g]) + np.sqrt(var[g])
+        if not v <= size:  # larger, or NaN: NaN stays
+            size = v
+            if np.isnan(v):
+                return v
+    return size
+
+
+@njit(**JIT)
 def _chunk_moments(count, s, q):
     """(mean - p, M2) of a chunk of `count` values from its sums about p: s = sum(x - p), q = sum((x - p)^2)."""
     shift = s / count

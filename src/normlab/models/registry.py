@@ -58,5 +58,8 @@ def model_builder(name: str) -> ModelBuilder:
 
 def build_model(name: str, *, input_shape: tuple[int, ...], num_classes: int, rng: np.random.Generator,
                 **options) -> Module:
-    """Build the registered model `name` for samples of `input_shape` and `num_classes` classes."""
-    return model_builder(name)(input_shape=tuple(input_shape), num_classes=num_classes, rng=rng, **options)
+    """Build the registered model `name` for samples of `input_shape` and `num_classes` classes. The model
+    remembers `input_shape` (for `model.summary()` and the exports)."""
+    model = model_builder(name)(input_shape=tuple(input_shape), num_classes=num_classes, rng=rng, **options)
+    model.input_shape = tuple(int(d) for d in input_shape)
+    return model

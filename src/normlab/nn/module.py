@@ -145,7 +145,10 @@ class Module:
     def load_state_dict(self, state: Mapping[str, np.ndarray], strict: bool = True) -> None:
         """Copy arrays into the parameters and buffers of the same names (values, not references).
 
-        With strict=True, missing and unexpected keys are an error, listed by name. Shapes must match.
+        With strict=True, missing and unexpected keys are an error, listed by name. Shapes must match and
+        dtypes must cast safely within their kind (float64 into float32 is fine, float into an integer
+        buffer or text into anything is not). All or nothing: every entry is checked before any is copied,
+        so a bad entry leaves the model as it was.
         """
         own = dict(self.named_parameters())
         own_buffers = {name: (module, attr) for name, module, attr in self._buffer_slots()}
@@ -153,8 +156,8 @@ class Module:
         unexpected = [k for k in state if k not in own and k not in own_buffers]
         if strict and (missing or unexpected):
             raise KeyError(f"state dict does not match the model: missing keys {missing}, unexpected keys {unexpected}")
+        copies = []  # (target, value), all checked before the first copy
         for name, value in state.items():
-            value = np.asarray(value)
             if name in own:
                 target = own[name].data
             elif name in own_buffers:
@@ -162,8 +165,14 @@ class Module:
                 target = getattr(module, attr)
             else:
                 continue
+            value = np.asarray(value)
             if value.shape != target.shape:
                 raise ValueError(f"{name}: expected shape {target.shape} in the state dict, got {value.shape}")
+            if value.dtype.kind not in "biuf" or not np.can_cast(value.dtype, target.dtype, casting="same_kind"):
+                raise TypeError(f"{name}: expected a {target.dtype} array (or one that casts to it) in the state "
+                                f"dict, got {value.dtype}")
+            copies.append((target, value))
+        for target, value in copies:
             target[...] = value
 
     def _buffer_slots(self) -> Iterator[tuple[str, Module, str]]:
@@ -188,6 +197,13 @@ class Module:
         return cache
 
     # -- printing -----------------------------------------------------------------------------------
+    def summary(self, input_shape=None):
+        """Layers, output shapes and parameter counts on samples of `input_shape` (one sample's shape;
+        optional for models that know theirs). Returns a `normlab.nn.summary.ModelSummary`; print it."""
+        from normlab.nn.summary import summarize
+
+        return summarize(self, input_shape)
+
     def extra_repr(self) -> str:
         return ""
 

@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from normlab import functional as F
+from normlab.functional._checks import check_positive, check_probability
 from normlab.nn.container import Identity
 from normlab.nn.module import Module, Parameter
 
@@ -36,6 +37,9 @@ class _BatchNorm(Module):
                  track_running_stats: bool = True, *, convention: str = "pytorch", dtype=np.float32):
         super().__init__()
         self.num_features = _check_num_features("num_features", num_features)
+        check_positive("eps", eps)  # checked here too, so a bad value fails when the model is built
+        if momentum is not None:
+            check_probability("momentum", momentum)
         self.eps, self.momentum, self.affine = eps, momentum, affine
         self.track_running_stats, self.convention = track_running_stats, convention
         c = self.num_features
@@ -147,6 +151,7 @@ class LayerNorm(Module):
         shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
         for d in shape:
             _check_num_features("normalized_shape", d)
+        check_positive("eps", eps)
         self.normalized_shape, self.eps, self.elementwise_affine = shape, eps, elementwise_affine
         if elementwise_affine:
             self.weight = Parameter(np.ones(shape, dtype))
@@ -185,6 +190,7 @@ class GroupNorm(Module):
         self.num_channels = _check_num_features("num_channels", num_channels)
         if num_channels % num_groups:
             raise ValueError(f"num_groups must divide num_channels={num_channels}, got num_groups={num_groups}")
+        check_positive("eps", eps)
         self.eps, self.affine = eps, affine
         if affine:
             self.weight = Parameter(np.ones(num_channels, dtype))
@@ -222,6 +228,7 @@ class InstanceNorm2d(Module):
     def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = False, *, dtype=np.float32):
         super().__init__()
         self.num_features = _check_num_features("num_features", num_features)
+        check_positive("eps", eps)
         self.eps, self.affine = eps, affine
         if affine:
             self.weight = Parameter(np.ones(num_features, dtype))

@@ -41,14 +41,30 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[s
             arrays = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from None
-    return arrays, json.loads(header[METADATA_KEY]) if METADATA_KEY in header else {}
+    return arrays, _parse_meta(path, header)
 
 
 def load_meta(path: str | os.PathLike) -> dict[str, Any]:
     """Only the JSON metadata of a file written by `save_tensors` (the arrays are not read)."""
-    with safe_open(str(path), framework="np") as f:
-        header = f.metadata() or {}
-    return json.loads(header[METADATA_KEY]) if METADATA_KEY in header else {}
+    try:
+        with safe_open(str(path), framework="np") as f:
+            header = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from None
+    return _parse_meta(path, header)
+
+
+def _parse_meta(path: str | os.PathLike, header: Mapping[str, str]) -> dict[str, Any]:
+    if METADATA_KEY not in header:
+        return {}
+    try:
+        meta = json.loads(header[METADATA_KEY])
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: damaged metadata: not JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(  # noqa: TRY004 (a damaged file: the callers report ValueError)
+            f"{path}: damaged metadata: expected a JSON object, got {type(meta).__name__}")
+    return meta
 
 
 def save_model(path: str | os.PathLike, model: Module, meta: Mapping[str, Any] | None = None) -> None:

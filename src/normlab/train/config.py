@@ -74,7 +74,18 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Read a config.json; a damaged one raises ValueError naming the file and what is wrong."""
+        try:
+            d = json.loads(Path(path).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}: damaged: not JSON ({e})") from None
+        if not isinstance(d, dict):
+            raise ValueError(  # noqa: TRY004 (a damaged file: the callers report ValueError)
+                f"{path}: damaged: expected a JSON object of settings, got {type(d).__name__}")
+        try:
+            return cls.from_dict(d)
+        except (TypeError, ValueError, KeyError) as e:
+            raise ValueError(f"{path}: {e}") from None
 
 
 def builder_options(model: str) -> dict[str, inspect.Parameter]:

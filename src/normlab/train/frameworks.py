@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 
-from normlab.data.loader import batch_indices
 from normlab.models.regularization import weight_parameters
 from normlab.nn import Module
 from normlab.train.config import TrainConfig
@@ -251,9 +250,8 @@ class FrameworkTrainer(Trainer):
         self.optimizer.set_lr_factor(self.schedule(self.iteration))
         return self.optimizer.train_step(x, y)
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        preds = [self.optimizer.scores(x[idx]).argmax(axis=1)
-                 for idx in batch_indices(np.arange(len(x)), self.eval_batch_size)]
+    def predict(self, x: np.ndarray, desc: str = "evaluating") -> np.ndarray:
+        preds = [self.optimizer.scores(x[idx]).argmax(axis=1) for idx in self.eval_batches(len(x), desc)]
         return np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
 
     def pull_weights(self) -> None:

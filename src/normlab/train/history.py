@@ -1,9 +1,25 @@
-"""What a run records: the loss of every iteration and one row of metrics per epoch."""
+"""What a run records: the loss of every iteration and one row of metrics per epoch.
+
+`save_history` writes it into a run directory three ways: history.json (everything, the test accuracy
+included), history.csv (one row per epoch: the fields of `EpochRecord`, an empty val_acc without a
+validation set) and iterations.csv (one row per iteration: iteration, epoch, step, loss, lr), so that
+`pandas.read_csv` or a spreadsheet reads them as they are.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import csv
+import io
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
+
+from normlab.files import atomic_write_bytes, atomic_write_json
+
+HISTORY_JSON = "history.json"
+HISTORY_CSV = "history.csv"
+ITERATIONS_CSV = "iterations.csv"
 
 
 @dataclass
@@ -36,3 +52,26 @@ class History:
         """The epoch with the highest validation accuracy (the first of equals), or None."""
         scored = [e for e in self.epochs if e.val_acc is not None]
         return max(scored, key=lambda e: e.val_acc) if scored else None
+
+
+def _csv(header: list[str], rows) -> bytes:
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(["" if v is None else repr(v) if isinstance(v, float) else v for v in row] for row in rows)
+    return text.getvalue().encode()
+
+
+def save_history(run_dir: str | os.PathLike, history: History, steps_per_epoch: int) -> None:
+    """Write history.json, history.csv and iterations.csv into run_dir (each atomically).
+
+    steps_per_epoch numbers the iterations' epochs and steps: iteration i (1-based) is step
+    (i - 1) % steps_per_epoch + 1 of epoch (i - 1) // steps_per_epoch + 1.
+    """
+    run_dir = Path(run_dir)
+    atomic_write_json(run_dir / HISTORY_JSON, history.to_dict())
+    columns = [f.name for f in fields(EpochRecord)]
+    atomic_write_bytes(run_dir / HISTORY_CSV, _csv(columns, ([getattr(e, c) for c in columns] for e in history.epochs)))
+    iterations = ([i + 1, i // steps_per_epoch + 1, i % steps_per_epoch + 1, loss, lr]
+                  for i, (loss, lr) in enumerate(zip(history.loss, history.lr)))
+    atomic_write_bytes(run_dir / ITERATIONS_CSV, _csv(["iteration", "epoch", "step", "loss", "lr"], iterations))

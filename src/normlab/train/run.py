@@ -1,13 +1,18 @@
 """Execute a TrainConfig with the NumPy models (or their torch / TensorFlow twins, `config.framework`):
 data -> model -> optimizer -> Trainer -> run directory.
 
-The run directory gets config.json (and distributed.json for a data-parallel run) at the start,
-checkpoint.safetensors and model.safetensors and history.json (every epoch, see `normlab.train.trainer`), and curves.png (at the end, or when stopped).
+The run directory gets config.json, preprocessing.json (input shape, class names, the standardization's
+statistics) and, for a data-parallel run, distributed.json at the start; checkpoint.safetensors,
+model.safetensors, history.json, history.csv and iterations.csv every epoch (see `normlab.train.trainer`);
+curves.png at the end, or when stopped; with tensorboard=True, event files in tensorboard/.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,21 +21,23 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from normlab.data import Augment, Standardizer, load_dataset, train_val_split
-from normlab.files import atomic_write_bytes, atomic_write_json
+from normlab.files import atomic_write_bytes, atomic_write_json, remove_stale_temporaries
 from normlab.models import build_model
 from normlab.models.regularization import decay_groups
 from normlab.nn import Module
 from normlab.optim import OPTIMIZERS, Constant, Cosine, LinearWarmup, Optimizer, Schedule, StepDecay
 from normlab.train.config import TrainConfig
-from normlab.train.history import History
+from normlab.train.history import HISTORY_CSV, ITERATIONS_CSV, History, save_history
 from normlab.train.plots import plot_curves
-from normlab.train.trainer import HISTORY, Callback, Trainer
+from normlab.train.tensorboard import TENSORBOARD_DIR
+from normlab.train.trainer import BEST_MODEL, CHECKPOINT, HISTORY, Callback, Trainer, plural
 
 if TYPE_CHECKING:
     from normlab.distributed import Communicator
 
 CONFIG = "config.json"
 CURVES = "curves.png"
+PREPROCESSING = "preprocessing.json"  # what `normlab.train.load_run` needs besides the config and weights
 DISTRIBUTED = "distributed.json"  # a data-parallel run's number of processes and batch norm kind
 
 
@@ -45,6 +52,8 @@ class PreparedData:
     x_test: np.ndarray
     y_test: np.ndarray
     classes: tuple[str, ...]
+    standardizer: Standardizer | None = None  # fitted on the training split; maps raw images to x
+    identity: str = ""  # sha256 of the dataset as loaded (`data_identity`): what a resumed run must find again
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -77,7 +86,81 @@ def prepare_data(config: TrainConfig, rng: np.random.Generator, data_dir: str | 
     x_train, y_train, x_val, y_val = train_val_split(x, y, val_size, rng)
     standardize = Standardizer.fit(x_train)
     return PreparedData(standardize(x_train), y_train, standardize(x_val), y_val, standardize(ds.x_test),
-                        ds.y_test, ds.classes)
+                        ds.y_test, ds.classes, standardize,
+                        data_identity(ds.x_train, ds.y_train, ds.x_test, ds.y_test))
+
+
+def run_seeds(config: TrainConfig) -> list[np.random.SeedSequence]:
+    """The seeds of a run's (split, initialization, training order) generators, from config.seed."""
+    return np.random.SeedSequence(config.seed).spawn(3)
+
+
+def preprocessing_record(data: PreparedData) -> dict:
+    """preprocessing.json: one sample's shape, the class names and the Standardizer's statistics (float64,
+    exact in JSON), so a saved model can be used without loading the training data again."""
+    std = data.standardizer
+    return {"input_shape": list(data.input_shape), "classes": list(data.classes),
+            "standardizer": None if std is None else {"mean": std.mean.tolist(), "std": std.std.tolist()}}
+
+
+def data_identity(*arrays: np.ndarray) -> str:
+    """sha256 over the arrays' shapes, dtypes and bytes (about 0.1 s for Fashion-MNIST): two data directories
+    give the same identity exactly when they hold the same examples in the same order."""
+    digest = hashlib.sha256()
+    for a in arrays:
+        digest.update(f"{a.shape}{a.dtype.str}".encode())
+        digest.update(np.ascontiguousarray(a).data)
+    return "sha256:" + digest.hexdigest()
+
+
+# what a run directory holds (an overwritten run's are deleted first; tensorboard/ too)
+RUN_FILES = (CONFIG, PREPROCESSING, DISTRIBUTED, CHECKPOINT, BEST_MODEL, HISTORY, HISTORY_CSV, ITERATIONS_CSV, CURVES)
+
+
+class RunDirectoryError(ValueError):
+    """The run directory cannot be used as asked: a file, an existing run, a checkpoint of another run."""
+
+
+def check_run_directory(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Before anything is loaded or written: run_dir must be a directory (or not exist yet), and a new run
+    must not land on an earlier one unless `overwrite` (its checkpoint would be taken for this run's)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirectoryError(f"{run_dir} is a file, not a directory")
+    if resume:
+        if not (run_dir / CHECKPOINT).is_file():
+            raise RunDirectoryError(f"{run_dir}: no {CHECKPOINT} to resume from")
+        return
+    earlier = [name for name in (CONFIG, CHECKPOINT) if (run_dir / name).exists()]
+    if earlier and not overwrite:
+        raise RunDirectoryError(f"{run_dir} already holds a run ({', '.join(earlier)}); resume it, choose "
+                                "another directory, or overwrite it (normlab train --overwrite)")
+
+
+def run_dependencies(config: TrainConfig, data: PreparedData) -> dict:
+    """What a checkpoint's state depends on, recorded in it and compared on resume: the configuration and
+    the data's identity."""
+    return {"config": json.loads(config.to_json()), "data": data.identity}
+
+
+def check_resume_matches(checkpoint: Path, expected: dict) -> None:
+    """Refuse to resume when the checkpoint was made with another configuration or data, naming the
+    difference (an edited config.json, another data directory). Checkpoints older than this record pass."""
+    from normlab.train.checkpoint import load_meta
+
+    saved = load_meta(checkpoint).get("depends_on")
+    if saved is None:
+        return
+    differences = []
+    old_config, new_config = saved.get("config", {}), expected["config"]
+    for key in sorted(set(old_config) | set(new_config)):
+        if old_config.get(key) != new_config.get(key):
+            differences.append(f"{key} was {old_config.get(key)!r}, {CONFIG} now says {new_config.get(key)!r}")
+    if saved.get("data") != expected["data"]:
+        differences.append(f"the data differ (dataset identity {str(saved.get('data'))[:19]}... then, "
+                           f"{expected['data'][:19]}... now)")
+    if differences:
+        raise RunDirectoryError(f"{checkpoint}: cannot resume: the run was made with other settings: "
+                                + "; ".join(differences) + ". Resume with what the run began with.")
 
 
 def build_optimizer(config: TrainConfig, model: Module) -> Optimizer:
@@ -112,7 +195,7 @@ def run_training(config: TrainConfig, run_dir: str | os.PathLike, *, resume: boo
                  data_dir: str | os.PathLike | None = None, download: bool = True, progress: bool = True,
                  log: Callable[[str], None] = print, callbacks: Sequence[Callback] = (),
                  max_steps: int | None = None, comm: Communicator | None = None,
-                 sync_batchnorm: bool = True) -> RunResult:
+                 sync_batchnorm: bool = True, tensorboard: bool = False, overwrite: bool = False) -> RunResult:
     """Train as `config` says, writing the run directory. With resume=True, continue the run saved in
     run_dir (its checkpoint.safetensors); the configuration must be the one it was started with.
 
@@ -120,19 +203,45 @@ def run_training(config: TrainConfig, run_dir: str | os.PathLike, *, resume: boo
     run_training with the same arguments, and only rank 0 writes the run directory and logs), with
     SyncBatchNorm unless sync_batchnorm=False; config.batch_size is the global batch. None: this process
     alone. A comm of one process trains exactly as None does.
+    tensorboard: also write TensorBoard event files into run_dir/tensorboard (`normlab.train.tensorboard`).
+
+    A new run refuses a run_dir that holds an earlier run unless overwrite=True (which deletes that run's
+    files first); a resumed one refuses a checkpoint made with another configuration or data. The run
+    directory is created only once the data are loaded, so a failed download leaves none behind.
     """
     run_dir = Path(run_dir)
     root = comm is None or comm.is_root
+    if tensorboard and root:  # a missing writer is said before anything is loaded or written
+        from normlab.train.tensorboard import import_tensorboardx
+
+        import_tensorboardx()
     if root:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    split_seed, init_seed, train_seed = np.random.SeedSequence(config.seed).spawn(3)
+        check_run_directory(run_dir, resume=resume, overwrite=overwrite)
+    split_seed, init_seed, train_seed = run_seeds(config)
     # Every process loads the whole data set and draws the same split, weights, order and augmentation.
     data = prepare_data(config, np.random.default_rng(split_seed), data_dir, download)
+    depends_on = run_dependencies(config, data)
+    if root:
+        if resume:
+            check_resume_matches(run_dir / CHECKPOINT, depends_on)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(run_dir)  # left by a process killed while writing
+        if not resume:
+            for name in RUN_FILES:  # an overwritten run's files (none otherwise)
+                (run_dir / name).unlink(missing_ok=True)
+            shutil.rmtree(run_dir / TENSORBOARD_DIR, ignore_errors=True)
     model = build_model(config.model, input_shape=data.input_shape, num_classes=len(data.classes),
                         rng=np.random.default_rng(init_seed), **config.model_options)
+    summary = model.summary(data.input_shape) if root else None  # before any SyncBatchNorm conversion
+    board = None
+    if tensorboard and root:
+        from normlab.train.tensorboard import TensorBoardLogger
+
+        board = TensorBoardLogger(run_dir / TENSORBOARD_DIR)
+        callbacks = [*callbacks, board.on_step]
     common = {"epochs": config.epochs, "batch_size": config.batch_size, "rng": np.random.default_rng(train_seed),
               "augment": augmentation(config, data.input_shape), "run_dir": run_dir, "callbacks": callbacks,
-              "progress": progress, "log": log}
+              "epoch_callbacks": [board.on_epoch] if board else [], "progress": progress, "log": log}
     if comm is not None and config.framework != "numpy":
         raise ValueError(f"--distributed trains the NumPy models only; got framework {config.framework!r}")
     if comm is None and config.framework == "numpy":
@@ -155,23 +264,45 @@ def run_training(config: TrainConfig, run_dir: str | os.PathLike, *, resume: boo
                                      comm=comm, dropout_seed=config.seed, **common)
         log = trainer.log
     trainer.schedule = build_schedule(config, trainer.steps_per_epoch)
+    trainer.depends_on = depends_on
     if not resume and root:
         atomic_write_bytes(run_dir / CONFIG, config.to_json().encode())
         if comm is not None:
             atomic_write_json(run_dir / DISTRIBUTED, {"processes": comm.size, "sync_batchnorm": sync_batchnorm})
+    if root:
+        atomic_write_json(run_dir / PREPROCESSING, preprocessing_record(data))
     n_params = sum(p.data.size for p in model.parameters())
+    if summary is not None:
+        log(str(summary))
     processes = "" if comm is None or comm.size == 1 else (
-        f" on {comm.size} processes ({'synchronized' if sync_batchnorm else 'local'} batch norm)")
+        f" on {comm.size} processes ({'synchronized' if sync_batchnorm else 'local'} batch norm"
+        + (f"; {comm.threads.describe()})" if getattr(comm, "threads", None) else ")"))
     log(f"{config.model} ({n_params:,} parameters) on {config.dataset}: {len(data.x_train)} training, "
         f"{len(data.x_val)} validation, {len(data.x_test)} test examples; {config.optimizer} lr {config.lr:g}, "
-        f"batch {config.batch_size}, {config.epochs} epochs, {config.framework}{processes} -> {run_dir}")
-    fit = trainer.fit(resume=resume, max_steps=max_steps)
-    test_acc = None
-    if fit.status == "completed" and root:  # rank 0 alone holds the best weights' file
-        trainer.load_best()
-        test_acc = trainer.accuracy(data.x_test, data.y_test)
-        fit.history.test_acc = test_acc
-        atomic_write_json(run_dir / HISTORY, fit.history.to_dict())
+        f"batch {config.batch_size}, {plural(config.epochs, 'epoch')}, {config.framework}{processes} -> {run_dir}")
+    try:
+        fit = trainer.fit(resume=resume, max_steps=max_steps)
+        test_acc = None
+        if fit.status == "completed" and root:  # rank 0 alone holds the best weights' file
+            trainer.load_best()
+            test_acc = trainer.accuracy(data.x_test, data.y_test, "test")
+            fit.history.test_acc = test_acc
+            save_history(run_dir, fit.history, trainer.steps_per_epoch)
+            if board is not None:
+                board.test_accuracy(test_acc, trainer.epochs_done)
+    finally:
+        if board is not None:
+            board.close()
     if (fit.history.epochs or fit.history.loss) and root:
-        plot_curves(fit.history, run_dir / CURVES, title=f"{config.model} on {config.dataset}")
+        plot_curves(fit.history, run_dir / CURVES, title=curves_title(config, model))
     return RunResult(fit.status, fit.message, fit.history, test_acc, run_dir)
+
+
+def curves_title(config: TrainConfig, model: Module) -> str:
+    """curves.png's title: what tells runs apart, e.g. 'fcnet, batch norm, on fashion-mnist: adam lr 0.001,
+    numpy'."""
+    normalization = getattr(model, "normalization", None)
+    norm = "" if normalization is None else (", no normalization" if normalization == "none"
+                                             else f", {normalization} norm")
+    return (f"{config.model}{norm}, on {config.dataset}: {config.optimizer} lr {config.lr:g}, "
+            f"{config.framework}")

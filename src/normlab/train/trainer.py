@@ -12,7 +12,8 @@ Run directory (when `run_dir` is given):
   `fit(resume=True)` continues from it and ends with bit-identical weights to an uninterrupted run.
 - model.safetensors: the weights of the epoch with the best validation accuracy (the last epoch's when
   there is no validation set).
-- history.json: the loss of every iteration and one row of metrics per epoch.
+- history.json: the loss of every iteration and one row of metrics per epoch; the same in history.csv
+  (per epoch) and iterations.csv (per iteration), see `normlab.train.history.save_history`.
 """
 
 from __future__ import annotations
@@ -29,22 +30,26 @@ from typing import Any
 import numpy as np
 
 from normlab.data.loader import batch_indices, epoch_order, num_batches
-from normlab.files import atomic_write_json
 from normlab.functional import softmax_cross_entropy
 from normlab.nn import Module, input_grad_skipped
 from normlab.optim import Optimizer, Schedule
-from normlab.optim.schedules import Constant
+from normlab.optim.schedules import Constant, Cosine
 from normlab.train.checkpoint import load_meta, load_model, load_tensors, save_model, save_tensors
-from normlab.train.history import EpochRecord, History
+from normlab.train.history import HISTORY_JSON, EpochRecord, History, save_history
 
 CHECKPOINT = "checkpoint.safetensors"
 BEST_MODEL = "model.safetensors"
-HISTORY = "history.json"
+HISTORY = HISTORY_JSON
 CHECKPOINT_FORMAT = 1
 
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; raised before the step is applied."""
+
+
+class NonFiniteWeightsError(NonFiniteLossError):
+    """A parameter holds NaN or inf (a step with a finite loss can still overflow the weights); raised
+    before such weights are saved, so the last good checkpoint stays the last good one."""
 
 
 @dataclass(frozen=True)
@@ -73,50 +78,81 @@ class FitResult:
 
 
 Callback = Callable[["Trainer", StepInfo], None]
+EpochCallback = Callable[["Trainer", EpochRecord], None]
+NAMED_SCHEDULES = ("cosine", "constant")
+
+
+def named_schedule(name: str, total_steps: int) -> Schedule:
+    """"cosine": decay to 0 over the run's total_steps, as `normlab train`; "constant": a constant rate."""
+    return Cosine(total_steps) if name == "cosine" else Constant()
+
+
+def _positive(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _pair(name: str, data) -> tuple[np.ndarray, np.ndarray]:
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise TypeError(f"{name} must be a pair (x, y) of arrays, got {type(data).__name__}")
+    x, y = data
+    if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
+        raise TypeError(f"{name} must be a pair (x, y) of numpy arrays, got ({type(x).__name__}, "
+                        f"{type(y).__name__})")
+    return x, y
 
 
 class Trainer:
-    """Trains `model` with `optimizer` on (x_train, y_train), validating on (x_val, y_val).
+    """Trains `model` with `optimizer` on (x_train, y_train), validating on (x_val, y_val); the defaults are
+    `normlab train`'s (5 epochs of batches of 128, cosine decay):
+
+        history = Trainer(model, Adam(model.parameters())).fit((x, y), (x_val, y_val), epochs=5).history
 
     Inputs:
-    - x_train: (N, ...) float inputs; y_train: (N,) int labels. x_val, y_val likewise (may be empty).
+    - x_train: (N, ...) float inputs; y_train: (N,) int labels. x_val, y_val likewise (may be empty or
+      None). The data may instead be given to `fit`.
     - epochs, batch_size: each epoch visits every training example once, in a random order, in
       batches of batch_size (the last one smaller).
-    - rng: draws each epoch's order and the augmentation; saved in checkpoints with the state of every
-      module's own `rng` (Dropout), so a run is a function of its seeds.
-    - schedule: learning-rate factor per iteration (default constant).
+    - rng: draws each epoch's order and the augmentation (a fresh unseeded generator if None); saved in
+      checkpoints with the state of every module's own `rng` (Dropout), so a run is a function of its seeds.
+    - schedule: learning-rate factor per iteration: a Schedule, None (constant) or a name: "cosine" (the
+      default, `normlab train`'s: decay to 0 over the run) or "constant".
     - augment: called as augment(x_batch, rng) on each training batch, or None.
     - run_dir: where checkpoint.safetensors, model.safetensors and history.json go (None: nowhere).
     - callbacks: called as callback(trainer, StepInfo) after every step; raising KeyboardInterrupt there
-      acts as Ctrl-C.
+      acts as Ctrl-C. epoch_callbacks: called as callback(trainer, EpochRecord) after each epoch's
+      evaluation and checkpoint.
     - train_eval_size: the per-epoch training accuracy is measured on the first train_eval_size
       training examples (in eval mode), which is cheaper than all of them.
     """
 
-    def __init__(self, model: Module, optimizer: Optimizer, x_train: np.ndarray, y_train: np.ndarray,
-                 x_val: np.ndarray, y_val: np.ndarray, *, epochs: int, batch_size: int,
-                 rng: np.random.Generator, schedule: Schedule | None = None,
+    def __init__(self, model: Module, optimizer: Optimizer, x_train: np.ndarray | None = None,
+                 y_train: np.ndarray | None = None, x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
+                 *, epochs: int = 5, batch_size: int = 128, rng: np.random.Generator | None = None,
+                 schedule: Schedule | str | None = "cosine",
                  augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
-                 run_dir: str | Path | None = None, callbacks: Sequence[Callback] = (), progress: bool = True,
+                 run_dir: str | Path | None = None, callbacks: Sequence[Callback] = (),
+                 epoch_callbacks: Sequence[EpochCallback] = (), progress: bool = True,
                  log: Callable[[str], None] = print, train_eval_size: int = 10000, eval_batch_size: int = 1000):
-        if len(x_train) != len(y_train) or len(x_val) != len(y_val):
-            raise ValueError(f"inputs and labels must have the same length, got x_train {len(x_train)}, "
-                             f"y_train {len(y_train)}, x_val {len(x_val)}, y_val {len(y_val)}")
-        if len(x_train) == 0:
-            raise ValueError("x_train is empty")
-        if not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.model, self.optimizer = model, optimizer
-        self.x_train, self.y_train, self.x_val, self.y_val = x_train, y_train, x_val, y_val
-        self.epochs, self.batch_size, self.rng = epochs, batch_size, rng
-        self.schedule = schedule or Constant()
+        self.rng = np.random.default_rng() if rng is None else rng
+        if isinstance(schedule, str) and schedule not in NAMED_SCHEDULES:
+            raise ValueError(f"schedule must be a Schedule, None or one of {NAMED_SCHEDULES}, got {schedule!r}")
+        self.schedule = Constant() if schedule is None or isinstance(schedule, str) else schedule
+        # A named schedule is built for the run's length when fit starts (assigning .schedule replaces it).
+        self.schedule_name = schedule if isinstance(schedule, str) else None
         self.augment = augment
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.callbacks, self.progress, self.log = list(callbacks), progress, log
+        self.epoch_callbacks = list(epoch_callbacks)
         self.train_eval_size, self.eval_batch_size = train_eval_size, eval_batch_size
-        self.steps_per_epoch = num_batches(len(x_train), batch_size)
+        self.epochs, self.batch_size = _positive("epochs", epochs), _positive("batch_size", batch_size)
+        self.x_train = self.y_train = None
+        self.steps_per_epoch = 0
+        if x_train is not None or y_train is not None:
+            val = None if x_val is None and y_val is None else (x_val, y_val)
+            self.set_data((x_train, y_train), val)
         # Position: epochs completed, steps taken in the current epoch, and that epoch's order.
         self.epochs_done, self.step_in_epoch, self.iteration = 0, 0, 0
         self.order: np.ndarray | None = None
@@ -125,6 +161,15 @@ class Trainer:
         self._epoch_started: float | None = None
         self._stop_requested = False
         self._consistent = True  # False while a step or an epoch's end is half done
+        self.depends_on: dict[str, Any] | None = None  # saved in checkpoints; `run_training` checks it on resume
+
+    @property
+    def schedule(self) -> Schedule:
+        return self._schedule
+
+    @schedule.setter
+    def schedule(self, schedule: Schedule) -> None:
+        self._schedule, self.schedule_name = schedule, None
 
     # -- one step -----------------------------------------------------------------------------------
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
@@ -152,32 +197,69 @@ class Trainer:
         all-reduce gradients across processes. Does nothing here."""
 
     # -- evaluation ---------------------------------------------------------------------------------
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Class predictions (N,) in eval mode, in batches of eval_batch_size; the model's mode is restored."""
+    def predict(self, x: np.ndarray, desc: str = "evaluating") -> np.ndarray:
+        """Class predictions (N,) in eval mode, in batches of eval_batch_size, under a progress bar named
+        desc; the model's mode is restored."""
         was_training = self.model.training
         self.model.eval()
         try:
-            preds = [self.model.forward(x[idx]).argmax(axis=1)
-                     for idx in batch_indices(np.arange(len(x)), self.eval_batch_size)]
+            preds = [self.model.forward(x[idx]).argmax(axis=1) for idx in self.eval_batches(len(x), desc)]
         finally:
             self.model.train(was_training)
         return np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
 
-    def accuracy(self, x: np.ndarray, y: np.ndarray) -> float:
-        """Fraction of correct predictions in eval mode."""
+    def eval_batches(self, n: int, desc: str):
+        """The index arrays of range(n) in batches of eval_batch_size, under a progress bar named desc that
+        disappears when done (shown when progress is on and stderr is a terminal)."""
+        from tqdm import tqdm
+
+        batches = list(batch_indices(np.arange(n), self.eval_batch_size))
+        return tqdm(batches, desc=desc, unit="batch", leave=False, disable=None if self.progress else True,
+                    dynamic_ncols=True)
+
+    def accuracy(self, x: np.ndarray, y: np.ndarray, desc: str = "evaluating") -> float:
+        """Fraction of correct predictions in eval mode (progress shown as `predict` shows it)."""
         if len(x) == 0:
             raise ValueError("cannot measure accuracy on an empty set")
-        return float(np.mean(self.predict(x) == y))
+        return float(np.mean(self.predict(x, desc) == y))
 
     # -- the loop -----------------------------------------------------------------------------------
-    def fit(self, resume: bool = False, max_steps: int | None = None) -> FitResult:
-        """Train until `epochs` epochs are done (or `max_steps` iterations have been taken in all, then
-        save a checkpoint and return "paused").
+    def set_data(self, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """Train on train = (x, y) and validate on val = (x, y) (None: no validation)."""
+        x_train, y_train = _pair("train", train)
+        x_val, y_val = _pair("val", val) if val is not None else (x_train[:0], y_train[:0])
+        if len(x_train) != len(y_train) or len(x_val) != len(y_val):
+            raise ValueError(f"inputs and labels must have the same length, got x_train {len(x_train)}, "
+                             f"y_train {len(y_train)}, x_val {len(x_val)}, y_val {len(y_val)}")
+        if len(x_train) == 0:
+            raise ValueError("x_train is empty")
+        if self.x_train is not None and self.iteration and len(x_train) != len(self.x_train):
+            raise ValueError(f"this trainer has taken {self.iteration} steps on {len(self.x_train)} training "
+                             f"examples; train has {len(x_train)}: start a new Trainer for other data")
+        self.x_train, self.y_train, self.x_val, self.y_val = x_train, y_train, x_val, y_val
+        self.steps_per_epoch = num_batches(len(x_train), self.batch_size)
 
+    def fit(self, train: tuple[np.ndarray, np.ndarray] | None = None, val: tuple[np.ndarray, np.ndarray] | None = None,
+            *, epochs: int | None = None, resume: bool = False, max_steps: int | None = None) -> FitResult:
+        """Train until `epochs` epochs are done in all (or `max_steps` iterations have been taken in all,
+        then save a checkpoint and return "paused"). Returns a FitResult: status, message, history.
+
+        train, val: (x, y) pairs, as `Trainer(model, optimizer).fit((x, y), (x_val, y_val), epochs=5)`;
+        None: the data given to the constructor. epochs: None keeps the constructor's.
         resume=True first restores run_dir/checkpoint.safetensors. Ctrl-C (SIGINT) finishes the current
         step, saves a checkpoint and returns "interrupted"; a second Ctrl-C aborts at once. A NaN or
         infinite loss returns "diverged" without saving, so the last good checkpoint stays in place.
         """
+        if train is not None:
+            self.set_data(train, val)
+        elif val is not None:
+            raise ValueError("val was given without train; pass both, as fit((x, y), (x_val, y_val))")
+        if self.x_train is None:
+            raise ValueError("no training data: pass train=(x, y) to fit, or x_train and y_train to Trainer")
+        if epochs is not None:
+            self.epochs = _positive("epochs", epochs)
+        if self.schedule_name is not None:
+            self._schedule = named_schedule(self.schedule_name, self.epochs * self.steps_per_epoch)
         if resume:
             if self.run_dir is None:
                 raise ValueError("resume=True needs a run_dir holding a checkpoint")
@@ -192,7 +274,7 @@ class Trainer:
                     self._end_epoch()
                 if self._stop_requested:
                     raise KeyboardInterrupt
-            return self._result("completed", f"trained {self.epochs} epochs ({self.iteration} iterations)")
+            return self._result("completed", f"trained {plural(self.epochs, 'epoch')} ({self.iteration} iterations)")
         except KeyboardInterrupt:
             return self._interrupted()
         except NonFiniteLossError as e:
@@ -246,8 +328,8 @@ class Trainer:
         self._consistent = False
         started = time.perf_counter()
         n_eval = min(self.train_eval_size, len(self.x_train))
-        train_acc = self.accuracy(self.x_train[:n_eval], self.y_train[:n_eval])
-        val_acc = self.accuracy(self.x_val, self.y_val) if len(self.x_val) else None
+        train_acc = self.accuracy(self.x_train[:n_eval], self.y_train[:n_eval], "train accuracy")
+        val_acc = self.accuracy(self.x_val, self.y_val, "validation") if len(self.x_val) else None
         epoch_losses = self.history.loss[-self.steps_per_epoch:]
         record = EpochRecord(epoch=self.epochs_done + 1, train_loss=float(np.mean(epoch_losses)),
                              train_acc=train_acc, val_acc=val_acc, lr=self.optimizer.lr, seconds=seconds,
@@ -259,14 +341,17 @@ class Trainer:
         self.epochs_done += 1
         self.order, self.step_in_epoch = None, 0
         if self.run_dir is not None:
+            self.check_weights_finite()
             if improved:
                 save_model(self.run_dir / BEST_MODEL, self.model, {"epoch": record.epoch, "val_acc": val_acc})
             self.save_checkpoint(self.run_dir / CHECKPOINT)
-            atomic_write_json(self.run_dir / HISTORY, self.history.to_dict())
+            save_history(self.run_dir, self.history, self.steps_per_epoch)
         self._consistent = True
         val = f"{val_acc:.4f}" if val_acc is not None else "-"
         self.log(f"epoch {record.epoch}/{self.epochs}  loss {record.train_loss:.4f}  train acc {train_acc:.4f}  "
                  f"val acc {val}  lr {record.lr:.2e}  {seconds:.1f}s" + ("  *" if improved and val_acc else ""))
+        for callback in self.epoch_callbacks:
+            callback(self, record)
 
     # -- stopping -----------------------------------------------------------------------------------
     def _install_sigint_handler(self) -> Callable[[], None]:
@@ -295,8 +380,12 @@ class Trainer:
 
     def _stop(self, status: str, message: str) -> FitResult:
         if self.run_dir is not None:
+            try:
+                self.check_weights_finite()
+            except NonFiniteWeightsError as e:
+                return self._result("diverged", f"{e}; nothing saved. {self._last_checkpoint_note()}")
             self.save_checkpoint(self.run_dir / CHECKPOINT)
-            atomic_write_json(self.run_dir / HISTORY, self.history.to_dict())
+            save_history(self.run_dir, self.history, self.steps_per_epoch)
             message += f"; checkpoint saved to {self.run_dir / CHECKPOINT}"
         return self._result(status, message)
 
@@ -305,7 +394,7 @@ class Trainer:
         if path is None or not path.is_file():
             return "No checkpoint had been saved."
         meta = load_meta(path)
-        return (f"The last good checkpoint ({path}, after {meta['epochs_done']} epochs and "
+        return (f"The last good checkpoint ({path}, after {plural(meta['epochs_done'], 'epoch')} and "
                 f"{meta['iteration']} iterations) is left in place.")
 
     def _result(self, status: str, message: str) -> FitResult:
@@ -334,7 +423,15 @@ class Trainer:
             "optimizer": opt_meta,
             "history": self.history.to_dict(),
         }
+        if self.depends_on is not None:
+            meta["depends_on"] = self.depends_on
         return arrays, meta
+
+    def check_weights_finite(self) -> None:
+        """Raise NonFiniteWeightsError naming the first parameter or buffer that holds NaN or inf."""
+        for name, value in self.model.state_dict().items():
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
+                raise NonFiniteWeightsError(f"{name} holds NaN or inf after iteration {self.iteration}")
 
     def save_checkpoint(self, path: str | Path) -> None:
         arrays, meta = self.state()
@@ -346,9 +443,11 @@ class Trainer:
         self.restore(arrays, meta, path)
 
     def restore(self, arrays: dict[str, np.ndarray], meta: dict[str, Any], path: str | Path) -> None:
-        """Restore a state as `state()` returns it (read from the checkpoint `path`, named in errors)."""
+        """Restore a state as `state()` returns it (read from the checkpoint `path`, named in errors).
+        Every position field is checked first (a damaged one could make the loop spin or take extra steps)."""
         if meta.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path}: not a normlab training checkpoint (format {meta.get('format')!r})")
+        self._check_position(arrays, meta, path)
         if meta["steps_per_epoch"] != self.steps_per_epoch:
             raise ValueError(f"{path}: saved with {meta['steps_per_epoch']} steps per epoch, this trainer has "
                              f"{self.steps_per_epoch}: the data or the batch size differ")
@@ -367,6 +466,46 @@ class Trainer:
             rngs[name].bit_generator.state = state
         self.history = History.from_dict(meta["history"])
 
+    def _check_position(self, arrays: dict[str, np.ndarray], meta: dict[str, Any], path: str | Path) -> None:
+        """The checkpoint's position must be one this trainer can reach: whole numbers in range, iteration =
+        epochs_done * steps_per_epoch + step_in_epoch, and a mid-epoch position's order a permutation of
+        the training examples."""
+        kinds = {"epochs_done": int, "step_in_epoch": int, "iteration": int, "steps_per_epoch": int, "rng": dict,
+                 "module_rngs": dict, "optimizer": dict, "history": dict}
+        for key, kind in kinds.items():
+            if key not in meta:
+                raise ValueError(f"{path}: damaged checkpoint: its metadata lacks {key!r}")
+            if not isinstance(meta[key], kind) or isinstance(meta[key], bool):
+                raise ValueError(  # noqa: TRY004 (a damaged file: the callers report ValueError)
+                    f"{path}: damaged checkpoint: {key} must be a{'n' if kind is int else ''} "
+                    f"{kind.__name__}, got {meta[key]!r}")
+        done, step, iteration, per_epoch = (meta[k] for k in ("epochs_done", "step_in_epoch", "iteration",
+                                                                "steps_per_epoch"))
+        if not 0 <= done <= self.epochs:
+            raise ValueError(f"{path}: damaged checkpoint: epochs_done must be in [0, {self.epochs}], got {done}")
+        if not 0 <= step <= per_epoch:
+            raise ValueError(f"{path}: damaged checkpoint: step_in_epoch must be in [0, {per_epoch}], got {step}")
+        if iteration != done * per_epoch + step:
+            raise ValueError(f"{path}: damaged checkpoint: iteration {iteration} is not epochs_done {done} x "
+                             f"{per_epoch} steps + step_in_epoch {step}")
+        order = arrays.get("order")
+        if step > 0 and order is None:
+            raise ValueError(f"{path}: damaged checkpoint: step_in_epoch {step} needs the epoch's order, "
+                             "which is missing")
+        n = len(self.x_train)
+        if order is not None and (order.shape != (n,) or order.dtype.kind not in "iu"
+                                  or not np.array_equal(np.sort(order), np.arange(n))):
+            raise ValueError(f"{path}: damaged checkpoint: order must be a permutation of the {n} training "
+                             f"examples, got {order.dtype} of shape {order.shape}")
+        best = meta.get("best_val_acc")
+        if best is not None and (not isinstance(best, (int, float)) or not 0.0 <= best <= 1.0):
+            raise ValueError(f"{path}: damaged checkpoint: best_val_acc must be None or in [0, 1], got {best!r}")
+
     def load_best(self) -> None:
         """Load run_dir/model.safetensors (the best epoch's weights) into the model."""
         load_model(self.run_dir / BEST_MODEL, self.model)
+
+
+def plural(count: int, noun: str) -> str:
+    """'1 epoch', '5 epochs': for messages."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"

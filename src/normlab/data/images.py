@@ -1,0 +1,100 @@
+"""Reading images from files for a trained model (`normlab predict`): .npy arrays and .png pictures.
+
+A file holds one image or, for .npy, a batch of them, in the layout the datasets use, (C, H, W), or
+channels-last (H, W, C), or (H, W) for one channel. Values are uint8 in 0..255, or floats in [0, 1] (what
+`Standardizer` expects; other integer types are accepted within 0..255). Nothing is resized or rescaled
+silently: a wrong size, layout or range is an error that names the file, the expected and the actual.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from normlab.data.errors import DataFormatError
+
+IMAGE_SUFFIXES = (".npy", ".png")
+
+
+def read_images(path: str | os.PathLike, input_shape: tuple[int, int, int]) -> tuple[np.ndarray, bool]:
+    """The images in one file as a batch.
+
+    Inputs:
+    - path: a .npy file (one image or a batch) or a .png file (one image; converted to grayscale or RGB
+      to match input_shape's channels).
+    - input_shape: one image's (C, H, W), as the model was trained on.
+    Returns (images, batched): images (N, C, H, W), uint8 or float32 in [0, 1]; batched is True when the
+    file holds a batch (N = 1 included) rather than one image. Raises DataFormatError naming the file.
+    """
+    path = Path(path)
+    c, h, w = (int(d) for d in input_shape)
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise DataFormatError(f"{path}: expected a .npy or .png file, got {path.suffix or 'no suffix'!r}")
+    if not path.is_file():
+        raise DataFormatError(f"{path}: no such file")
+    array = _read_png(path, c) if path.suffix.lower() == ".png" else _read_npy(path)
+    batch, batched = _as_batch(path, array, (c, h, w))
+    return _checked_values(path, batch), batched
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise DataFormatError(f"{path}: not a readable .npy array ({error})") from None
+
+
+def _read_png(path: Path, channels: int) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError  # Pillow comes with matplotlib
+
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("1", "L", "LA", "P", "PA", "RGB", "RGBA"):
+                raise DataFormatError(f"{path}: PNG mode {image.mode!r} is not supported (8-bit gray or RGB)")
+            pixels = np.asarray(image.convert("L" if channels == 1 else "RGB"))  # (H, W) or (H, W, 3) uint8
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise DataFormatError(f"{path}: not a readable PNG image ({error})") from None
+    if channels not in (1, 3):
+        raise DataFormatError(f"{path}: a PNG gives 1 or 3 channels, the model takes {channels}")
+    return pixels
+
+
+def _as_batch(path: Path, a: np.ndarray, shape: tuple[int, int, int]) -> tuple[np.ndarray, bool]:
+    c, h, w = shape
+    if a.shape == shape:
+        return a[None], False
+    if a.shape == (h, w, c):
+        return a.transpose(2, 0, 1)[None], False
+    if c == 1 and a.shape == (h, w):
+        return a[None, None], False
+    if a.ndim == 4 and a.shape[1:] == shape:
+        return a, True
+    if a.ndim == 4 and a.shape[1:] == (h, w, c):
+        return a.transpose(0, 3, 1, 2), True
+    if c == 1 and a.ndim == 3 and a.shape[1:] == (h, w):
+        return a[:, None], True
+    accepted = [shape, (h, w, c)] + ([(h, w)] if c == 1 else [])
+    text = ", ".join(map(str, accepted))
+    raise DataFormatError(f"{path}: expected one image of shape {text} (or a batch (N, ...) of them in a .npy), "
+                          f"got shape {a.shape}")
+
+
+def _checked_values(path: Path, a: np.ndarray) -> np.ndarray:
+    if a.dtype == np.uint8:
+        return np.ascontiguousarray(a)
+    if a.size == 0:
+        raise DataFormatError(f"{path}: holds no images (shape {a.shape})")
+    if np.issubdtype(a.dtype, np.integer):
+        if a.min() < 0 or a.max() > 255:
+            raise DataFormatError(f"{path}: integer pixels must be in 0..255, got {a.min()}..{a.max()}")
+        return a.astype(np.uint8)
+    if np.issubdtype(a.dtype, np.floating):
+        if not np.all(np.isfinite(a)):
+            raise DataFormatError(f"{path}: holds NaN or infinite values")
+        if a.min() < 0 or a.max() > 1:
+            raise DataFormatError(f"{path}: float pixels must be in [0, 1] (uint8 for 0..255), got "
+                                  f"{a.min():g}..{a.max():g}")
+        return a.astype(np.float32)
+    raise DataFormatError(f"{path}: pixels must be uint8, integers or floats, got dtype {a.dtype}")
