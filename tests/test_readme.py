@@ -72,8 +72,9 @@ TOO_EXPENSIVE = {
     "normlab train --dataset cifar10 --augment": "downloads CIFAR-10 (170 MB); tests/data reads its format",
     "normlab train --model bn-cnn --framework torch": "minutes of CNN training; tests/train/test_frameworks.py "
                                                       "trains the twins on small data",
-    "normlab experiment batch-size --quick": "about a minute; tests/experiments runs every experiment smaller",
-    "normlab experiment all --out docs/results": "about 8 minutes, and it rewrites docs/results",
+    "normlab experiment batch-size --quick --jobs 2": "a minute or two; tests/experiments runs every experiment "
+                                                      "smaller, with --jobs 2",
+    "normlab experiment all --jobs 2": "about 40 minutes on two cores (docs/results.md)",
     "normlab export runs/ln-sgd --format onnx": "15 s (torch.onnx's exporter, then onnxruntime); "
                                                 "tests/cli/test_use_a_run_cli.py exports every format",
 }
