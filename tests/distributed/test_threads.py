@@ -72,7 +72,7 @@ def _ranks(result) -> list[dict]:
 
 
 def test_two_ranks_started_without_thread_variables_each_take_their_share(run_mpi):
-    ranks = _ranks(run_mpi("threads_worker.py", environment=dict.fromkeys(THREAD_VARIABLES), timeout=60))
+    ranks = _ranks(run_mpi("threads_worker.py", environment=dict.fromkeys(THREAD_VARIABLES), timeout=180))
     cores = available_cores()
     assert [r["rank"] for r in ranks] == [0, 1]
     for r in ranks:
@@ -87,7 +87,7 @@ def test_two_ranks_started_without_thread_variables_each_take_their_share(run_mp
 
 def test_two_ranks_keep_the_thread_counts_the_user_set(run_mpi):
     environment = {**dict.fromkeys(THREAD_VARIABLES), "OPENBLAS_NUM_THREADS": "2", "NUMBA_NUM_THREADS": "2"}
-    for r in _ranks(run_mpi("threads_worker.py", environment=environment, timeout=60)):
+    for r in _ranks(run_mpi("threads_worker.py", environment=environment, timeout=180)):
         assert r["kept"] == ["OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"]
         if r["blas"] is not None:
             assert r["blas"] == 2
