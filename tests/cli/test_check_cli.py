@@ -82,8 +82,21 @@ def test_infinite_loop_and_crash_end_with_a_message_and_the_rest_is_checked(tmp_
 def test_bad_arguments_exit_2(tmp_path, capsys):
     assert main(["check", str(tmp_path / "missing.py")]) == 2
     assert "FILE must be an existing Python file" in capsys.readouterr().err
-    assert main(["check", str(FIXTURES / "cs231n_correct.py"), "--timeout", "0"]) == 2
-    assert "--timeout must be a positive number" in capsys.readouterr().err
+    for bad in ("0", "nan", "inf"):
+        assert main(["check", str(FIXTURES / "cs231n_correct.py"), "--timeout", bad]) == 2
+        assert "--timeout must be a positive, finite number of seconds" in capsys.readouterr().err
     empty = tmp_path / "empty.py"
     empty.write_text("")
     assert main(["check", str(empty)]) == 2
+
+
+def test_the_timeout_applies_to_each_call_not_to_the_numerical_gradients_many_calls(tmp_path, capsys):
+    # The numerical gradient calls the forward 2 * (x.size + gamma.size + beta.size) times (60 for layer norm's
+    # main case): at 30 ms a call, more than the 1 s limit together, each call far below it.
+    source = (FIXTURES / "cs231n_correct.py").read_text()
+    path = tmp_path / "layers.py"
+    path.write_text(source.replace("def layernorm_forward(x, gamma, beta, ln_param):\n",
+                                   "def layernorm_forward(x, gamma, beta, ln_param):\n    __import__('time').sleep(0.03)\n"))
+    assert main(["check", str(path), "--timeout", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "TIMEOUT" not in out and "layernorm_forward  [cs231n-layernorm]  PASS" in out

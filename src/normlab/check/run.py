@@ -3,6 +3,7 @@ with normlab's functional core, and explain what is wrong."""
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from pathlib import Path
@@ -42,8 +43,8 @@ def check_file(path, *, timeout: float = 10.0, isolate: bool = True, seed: int =
     shown, path = str(path), Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"FILE must be an existing Python file, got {str(path)!r} (no such file)")
-    if timeout <= 0:
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout}")
+    if not 0 < timeout < math.inf:  # NaN fails too
+        raise ValueError(f"timeout must be a positive, finite number of seconds, got {timeout}")
     path = path.resolve()
     start = time.perf_counter()
     child = Child(path, timeout) if isolate else None
@@ -95,7 +96,7 @@ def analyse(family: Family, cases: list[Case], raw: dict | None, stopped: dict[s
     names = [family.forward, *backwards]
     if raw is None:
         s = stopped[family.forward]
-        reports = [FunctionReport(family.forward, family.key, "forward", "timeout" if "within" in s.reason else "crash",
+        reports = [FunctionReport(family.forward, family.key, "forward", s.kind,
                                   f"{family.forward} {s.reason} (case {s.case})")]
         return reports + [FunctionReport(b, family.key, "backward", "not run",
                                          f"not run: its forward {family.forward} did not return") for b in backwards]
@@ -105,7 +106,7 @@ def analyse(family: Family, cases: list[Case], raw: dict | None, stopped: dict[s
         role = "forward" if name == family.forward else "backward"
         if name in stopped:
             s = stopped[name]
-            reports.append(FunctionReport(name, family.key, role, "timeout" if "within" in s.reason else "crash",
+            reports.append(FunctionReport(name, family.key, role, s.kind,
                                           f"{name} {s.reason} (case {s.case})"))
             continue
         report = FunctionReport(name, family.key, role, "pass")

@@ -91,13 +91,13 @@ def run_family(module, family: Family, cases: list[Case], skip: frozenset[str], 
         result["steps"][case.name] = steps
     main, first = cases[0], cases[0].steps[0]
     if backwards and first.mode == "train" and result["steps"][main.name][0]["forward"]["error"] is None:
-        notify(family.forward, f"{main.name} (numerical gradient)")
-        result["numeric"] = _numeric(family, forward, main, path)
+        result["numeric"] = _numeric(family, forward, main, path, notify)
     return result
 
 
-def _numeric(family: Family, forward, case: Case, path: Path) -> dict:
-    """The gradient of sum(forward(x, gamma, beta)[0] * dout) by centered differences, for the main step."""
+def _numeric(family: Family, forward, case: Case, path: Path, notify) -> dict:
+    """The gradient of sum(forward(x, gamma, beta)[0] * dout) by centered differences, for the main step;
+    notify(function, case) before each of the forward's calls, so the timeout applies to each."""
     from normlab.gradcheck import numerical_gradient
 
     step = case.steps[0]
@@ -106,6 +106,7 @@ def _numeric(family: Family, forward, case: Case, path: Path) -> dict:
     for name, value in inputs.items():
 
         def f(v, name=name):
+            notify(family.forward, f"{case.name} (numerical gradient)")
             args = {**{k: a.copy() for k, a in inputs.items()}, name: v.copy()}  # the learner may write into x
             out = forward_call(family, forward, case, args["x"], "train", initial_state(family, case),
                                args["gamma"], args["beta"])[0]
@@ -260,9 +261,9 @@ def _child_main(conn, path: str) -> None:
 class Stopped(Exception):
     """The child ended without an answer: `function` on `case` timed out or crashed (`reason`)."""
 
-    def __init__(self, function: str | None, case: str | None, reason: str):
+    def __init__(self, function: str | None, case: str | None, reason: str, kind: str):
         super().__init__(reason)
-        self.function, self.case, self.reason = function, case, reason
+        self.function, self.case, self.reason, self.kind = function, case, reason, kind  # kind: timeout|crash
 
 
 class Child:
@@ -301,14 +302,14 @@ class Child:
     def _receive(self, timeout: float, function, case):
         if not self.conn.poll(timeout):
             self.stop()
-            raise Stopped(function, case, f"did not return within {timeout:g} s (an infinite loop?)")
+            raise Stopped(function, case, f"did not return within {timeout:g} s (an infinite loop?)", "timeout")
         try:
             return self.conn.recv()
         except (EOFError, OSError):
             self.process.join(5)
             code = self.process.exitcode
             self.stop()
-            raise Stopped(function, case, f"ended the process running it (exit code {code})") from None
+            raise Stopped(function, case, f"ended the process running it (exit code {code})", "crash") from None
 
     def stop(self) -> None:
         if self.process is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 
 NAME = "check"
@@ -28,8 +29,8 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from normlab.check import check_file
 
-    if args.timeout <= 0:
-        print(f"error: --timeout must be a positive number of seconds, got {args.timeout}", file=sys.stderr)
+    if not 0 < args.timeout < math.inf:  # NaN fails too
+        print(f"error: --timeout must be a positive, finite number of seconds, got {args.timeout}", file=sys.stderr)
         return 2
     try:
         report = check_file(args.file, timeout=args.timeout, seed=args.seed)
