@@ -95,8 +95,8 @@ def test_the_timeout_applies_to_each_call_not_to_the_numerical_gradients_many_ca
     # main case): at 30 ms a call, more than the 1 s limit together, each call far below it.
     source = (FIXTURES / "cs231n_correct.py").read_text()
     path = tmp_path / "layers.py"
-    path.write_text(source.replace("def layernorm_forward(x, gamma, beta, ln_param):\n",
-                                   "def layernorm_forward(x, gamma, beta, ln_param):\n    __import__('time').sleep(0.03)\n"))
+    header = "def layernorm_forward(x, gamma, beta, ln_param):\n"
+    path.write_text(source.replace(header, header + "    __import__('time').sleep(0.03)\n"))
     assert main(["check", str(path), "--timeout", "1"]) == 0
     out = capsys.readouterr().out
     assert "TIMEOUT" not in out and "layernorm_forward  [cs231n-layernorm]  PASS" in out
