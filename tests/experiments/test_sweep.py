@@ -118,3 +118,40 @@ def test_under_mpi4py_futures_the_results_are_those_of_one_process(tmp_path):
     mpi, one = (json.loads((tmp_path / d / "init-scale" / "results.json").read_text()) for d in ("mpi", "one"))
     assert mpi["executor"] == "MPIPoolExecutor" and one["executor"] == "InlineExecutor"
     assert without_times(mpi["results"]) == without_times(one["results"])
+
+
+def slow_or_failing(spec: RunSpec) -> dict:
+    """Marks its start and end in the config's folder; seed 0 fails after a while, the others take 0.25 s."""
+    import pathlib
+    import time
+
+    folder = pathlib.Path(spec.config["folder"])
+    (folder / f"started-{spec.seed}").touch()
+    if spec.seed == 0:
+        time.sleep(0.6)
+        raise RuntimeError("run 0 failed")
+    time.sleep(0.25)
+    (folder / f"done-{spec.seed}").touch()
+    return {"seed": spec.seed}
+
+
+def test_a_failing_run_cancels_the_queued_runs_and_caches_the_finished_ones(tmp_path):
+    marks, cache = tmp_path / "marks", tmp_path / "cache"
+    marks.mkdir()
+    specs = [RunSpec("toy", {"folder": str(marks)}, seed) for seed in range(12)]
+    with concurrent.futures.ProcessPoolExecutor(max_workers=2) as pool:
+        sweep = Sweep(pool, cache, log=lambda line: None)
+        with pytest.raises(RuntimeError, match="run 0 failed"):
+            sweep.map(slow_or_failing, specs)
+        cached = {s.seed for s in specs if (cache / f"{s.key(slow_or_failing)}.json").exists()}
+    done = {int(p.name.split("-")[1]) for p in marks.glob("done-*")}
+    started = {int(p.name.split("-")[1]) for p in marks.glob("started-*")}
+    assert cached and cached <= done and sweep.computed == len(cached)
+    # Runs that had not been handed to a worker were cancelled, not run during the executor's shutdown.
+    assert len(started) < len(specs)
+    # A rerun reads the finished runs from the cache.
+    again = CountingExecutor()
+    rerun = Sweep(again, cache, log=lambda line: None)
+    with pytest.raises(RuntimeError):
+        rerun.map(slow_or_failing, specs)
+    assert rerun.reused == len(cached)

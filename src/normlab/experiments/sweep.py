@@ -162,13 +162,31 @@ class Sweep:
                 self.reused += 1
             else:
                 pending[self.executor.submit(execute, function, spec)] = i
-        for future in concurrent.futures.as_completed(pending):
-            i = pending[future]
-            results[i] = future.result()
-            self._write(function, specs[i], results[i])
-            self.computed += 1
-            self.log(f"{specs[i].experiment}: run {describe_config(specs[i])} done")
+        recorded: set[concurrent.futures.Future] = set()
+        try:
+            for future in concurrent.futures.as_completed(pending):
+                i = pending[future]
+                results[i] = future.result()
+                self._record(function, specs[i], results[i])
+                recorded.add(future)
+        except BaseException:
+            # A run failed (or the sweep was interrupted): runs not yet started are cancelled, so that the
+            # executor's shutdown does not run them all to the end, and the runs already finished are cached,
+            # so that a rerun after the fix resumes from them. Then the error goes on.
+            for future in pending:
+                future.cancel()
+            for future, i in pending.items():
+                if future in recorded or not future.done() or future.cancelled():
+                    continue
+                if future.exception() is None:
+                    self._record(function, specs[i], future.result())
+            raise
         return results
+
+    def _record(self, function: RunFunction, spec: RunSpec, result: Any) -> None:
+        self._write(function, spec, result)
+        self.computed += 1
+        self.log(f"{spec.experiment}: run {describe_config(spec)} done")
 
     def _path(self, function: RunFunction, spec: RunSpec) -> Path | None:
         return None if self.cache_dir is None else self.cache_dir / f"{spec.key(function)}.json"
