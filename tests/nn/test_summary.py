@@ -66,3 +66,28 @@ def test_summary_names_a_wrong_input_shape():
         model.summary((7,))
     with pytest.raises(ValueError, match="input_shape must be one sample's shape"):
         model.summary((0, 3))
+
+
+@pytest.mark.parametrize("batch, training", [(16, True), (1, False)])
+def test_summary_between_forward_and_backward_leaves_the_forward_caches(batch, training):
+    """forward -> summary() -> backward gives the gradients of forward -> backward: the summary's pass (a batch
+    of one in evaluation mode) must not replace the caches the backward reads (with 16 samples the backward
+    raised on the shapes; with one, in evaluation mode, it silently used the summary's zero input)."""
+    def grads(with_summary):
+        rng = np.random.default_rng(5)
+        model = build_model("bn-cnn", input_shape=(1, 8, 8), num_classes=3, rng=np.random.default_rng(0),
+                            widths=(2, 4, 4))
+        model.train(training)
+        x = rng.standard_normal((batch, 1, 8, 8)).astype(np.float32)
+        out = model.forward(x)
+        if with_summary:
+            model.summary()
+        dx = model.backward(rng.standard_normal(out.shape).astype(np.float32))
+        return dx, [p.grad for p in model.parameters()]
+
+    dx, plain = grads(False)
+    dx_summary, with_summary = grads(True)
+    np.testing.assert_array_equal(dx_summary, dx)
+    assert len(plain) == len(with_summary)
+    for a, b in zip(plain, with_summary):
+        np.testing.assert_array_equal(b, a)

@@ -1,14 +1,15 @@
 """A model summary: every layer with its output shape and parameter count, then the totals (Keras's
 `model.summary()`, torchinfo's `summary`).
 
-The output shapes come from one evaluation-mode forward pass of a batch of one zero sample: each module's
-`forward` is wrapped for that pass only (the instance attribute shadows the class's method) and records
-the shape it returns. Evaluation mode changes nothing: batch norms read their running statistics without
-updating them and dropout draws no mask, so a summary leaves the model's state and generators untouched.
+The output shapes come from one evaluation-mode forward pass of a batch of one zero sample through a deep
+copy of the model: each of the copy's modules has its `forward` wrapped (the instance attribute shadows the
+class's method) to record the shape it returns. The model itself is not run, so its weights, buffers, modes,
+generators and forward caches (what a following backward reads) are all left as they were.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -79,8 +80,11 @@ def summarize(model: Module, input_shape: Sequence[int] | None = None) -> ModelS
     shape = _input_shape(model, input_shape)
     dtype = next((p.data.dtype for p in model.parameters()), np.dtype(np.float32))
     outputs: dict[str, tuple[int, ...]] = {}
-    wrapped = []
-    for name, module in model.named_modules():
+    # The pass runs on a copy: every layer's forward overwrites its cache (the one its backward reads), so a
+    # pass on the model itself would leave a forward -> summary() -> backward sequence with the summary's
+    # evaluation-mode batch of one in place of the training batch's caches.
+    probe = copy.deepcopy(model)
+    for name, module in probe.named_modules():
         if not name:
             continue
 
@@ -90,21 +94,12 @@ def summarize(model: Module, input_shape: Sequence[int] | None = None) -> ModelS
             return out
 
         object.__setattr__(module, "forward", recording)
-        wrapped.append(module)
-    was_training = model.training
-    modes = {id(m): m.training for m in model.modules()}
-    model.eval()
+    probe.eval()
     try:
-        out = model.forward(np.zeros((1, *shape), dtype=dtype))
+        out = probe.forward(np.zeros((1, *shape), dtype=dtype))
     except Exception as error:
         raise ValueError(f"{type(model).__name__} does not take inputs of shape {(1, *shape)} (input_shape "
                          f"{shape}): {type(error).__name__}: {error}") from error
-    finally:
-        for module in wrapped:
-            object.__delattr__(module, "forward")
-        for m in model.modules():
-            object.__setattr__(m, "training", modes[id(m)])
-        object.__setattr__(model, "training", was_training)
     rows = []
     for name, module in model.named_modules():
         if not name:
