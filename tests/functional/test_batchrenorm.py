@@ -324,3 +324,22 @@ def test_schedule_rejects_bad_settings(kwargs, message):
 def test_schedule_rejects_a_negative_step():
     with pytest.raises(ValueError, match="step must be a non-negative integer, got -1"):
         RenormSchedule()(-1)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_float16_keeps_its_dtype_and_matches_float32(training):
+    """Half-precision inputs: out, dx, dgamma and dbeta stay float16 (normalize's statistics are float32,
+    and r, d with them; out and the sums were returned in float32) and agree with a float32 computation."""
+    rng = np.random.default_rng(11)
+    shape = (16, 3, 2, 2)
+    x, gamma, beta, rm, rv = _inputs(shape, rng, np.float16)
+    dout = rng.standard_normal(shape).astype(np.float16)
+    out16, cache16 = batchrenorm_forward(x, gamma, beta, rm.copy(), rv.copy(), training=training, rmax=10,
+                                         dmax=10, eps=EPS)
+    dx16, dgamma16, dbeta16 = batchrenorm_backward(dout, cache16)
+    wide = [a.astype(np.float32) for a in (x, gamma, beta, rm, rv, dout)]
+    out32, cache32 = batchrenorm_forward(*wide[:5], training=training, rmax=10, dmax=10, eps=EPS)
+    dx32, dgamma32, dbeta32 = batchrenorm_backward(wide[5], cache32)
+    for half, single in [(out16, out32), (dx16, dx32), (dgamma16, dgamma32), (dbeta16, dbeta32)]:
+        assert half.dtype == np.float16 and half.shape == single.shape
+        np.testing.assert_allclose(half.astype(np.float32), single, rtol=1e-2, atol=2e-2)

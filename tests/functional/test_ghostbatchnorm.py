@@ -210,3 +210,22 @@ def test_bad_arguments_are_named(shape, kwargs, message):
     args = {"running_mean": np.zeros(3), "running_var": np.ones(3), **kwargs}
     with pytest.raises(ValueError, match=message):
         ghost_batchnorm_forward(x, np.ones(3), np.zeros(3), **args)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_float16_keeps_its_dtype_and_matches_float32(training):
+    """Half-precision inputs: out, dx, dgamma and dbeta stay float16 and agree with a float32 computation
+    (the chunks' dgamma and dbeta are summed in float32, then rounded once)."""
+    rng = np.random.default_rng(12)
+    shape, vbs = (10, 3, 2, 2), 4
+    x, gamma, beta, rm, rv = (a.astype(np.float16) for a in _inputs(shape, rng))
+    dout = rng.standard_normal(shape).astype(np.float16)
+    out16, cache16 = ghost_batchnorm_forward(x, gamma, beta, rm.copy(), rv.copy(), virtual_batch_size=vbs,
+                                             training=training)
+    dx16, dgamma16, dbeta16 = ghost_batchnorm_backward(dout, cache16)
+    wide = [a.astype(np.float32) for a in (x, gamma, beta, rm, rv, dout)]
+    out32, cache32 = ghost_batchnorm_forward(*wide[:5], virtual_batch_size=vbs, training=training)
+    dx32, dgamma32, dbeta32 = ghost_batchnorm_backward(wide[5], cache32)
+    for half, single in [(out16, out32), (dx16, dx32), (dgamma16, dgamma32), (dbeta16, dbeta32)]:
+        assert half.dtype == np.float16 and half.shape == single.shape
+        np.testing.assert_allclose(half.astype(np.float32), single, rtol=1e-2, atol=2e-2)

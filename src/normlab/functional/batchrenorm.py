@@ -208,7 +208,8 @@ def batchrenorm_forward(
 
     gamma_b = per_channel(gamma, x.ndim)  # (1, C, 1...)
     # gamma * (xhat * r + d) + beta, folded into one scale and one shift per channel
-    out = scale_shift(xhat, gamma_b * r, gamma_b * d + per_channel(beta, x.ndim))
+    # r and d are float32 for half-precision x (normalize's statistics are), so round out back to x's dtype
+    out = scale_shift(xhat, gamma_b * r, gamma_b * d + per_channel(beta, x.ndim)).astype(x.dtype, copy=False)
     bn_cache = BatchNormCache(x, xhat, mean, var, rstd, gamma_b, eps, axes, training=True)
     return out, BatchRenormCache(bn_cache, r, d)
 
@@ -240,5 +241,5 @@ def batchrenorm_backward(dout: np.ndarray, cache: BatchRenormCache) -> tuple[np.
         return batchnorm_backward(dout, bn)
     dout = check_same_shape("dout", dout, bn.xhat.shape)
     grad = normalize_backward(dout, bn.xhat, bn.gamma * cache.r * bn.rstd, bn.axes)
-    dgamma = cache.r * grad.gxhat_sum + cache.d * grad.g_sum
-    return grad.dx, dgamma.reshape(-1), grad.g_sum.reshape(-1)
+    dgamma = cache.r * grad.gxhat_sum + cache.d * grad.g_sum  # float32 sums for half-precision dout
+    return grad.dx, dgamma.reshape(-1).astype(dout.dtype), grad.g_sum.reshape(-1).astype(dout.dtype)

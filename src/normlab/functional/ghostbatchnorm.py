@@ -187,7 +187,8 @@ def ghost_batchnorm_backward(
     n, c, *spatial = cache.input_shape
     axes = _block_axes(len(cache.input_shape) + 1)
     sum_axes = (0, 1, *range(3, len(cache.input_shape) + 1))  # all but the channel axis of a block
-    dxs, dgamma, dbeta = [], np.zeros(c, dout.dtype), np.zeros(c, dout.dtype)
+    wide = np.result_type(dout.dtype, np.float32)  # half-precision dout: sum the chunks in float32
+    dxs, dgamma, dbeta = [], np.zeros(c, wide), np.zeros(c, wide)
     for block in cache.blocks:
         count, size = block.xhat.shape[:2]
         stop = block.start + count * size
@@ -198,4 +199,4 @@ def ghost_batchnorm_backward(
         dgamma += grad.gxhat_sum.sum(axis=sum_axes)
         dbeta += grad.g_sum.sum(axis=sum_axes)
     dx = dxs[0] if len(dxs) == 1 else np.concatenate(dxs)
-    return dx, dgamma, dbeta
+    return dx, dgamma.astype(dout.dtype, copy=False), dbeta.astype(dout.dtype, copy=False)
