@@ -39,8 +39,8 @@ def test_a_new_run_refuses_an_existing_one_unless_overwrite(toy_fashion, tmp_pat
     first = _run(_config(), tmp_path / "run", toy_fashion)
     assert first.status == "completed"
     before = (tmp_path / "run" / CHECKPOINT).read_bytes()
-    with pytest.raises(RunDirectoryError, match=r"run already holds a run \(config.json, checkpoint.safetensors\); "
-                                                r"resume it, choose another directory, or overwrite it"):
+    with pytest.raises(RunDirectoryError, match=r"run already holds a run's files \(config.json, .*checkpoint.safetensors"
+                                                r".*\); resume it, choose another directory, or overwrite it"):
         _run(_config(seed=1), tmp_path / "run", toy_fashion)
     assert (tmp_path / "run" / CHECKPOINT).read_bytes() == before
     # overwrite: the earlier run's files go first, so none of them can be taken for the new run's
@@ -48,6 +48,35 @@ def test_a_new_run_refuses_an_existing_one_unless_overwrite(toy_fashion, tmp_pat
     assert paused.status == "paused"
     assert not (tmp_path / "run" / "model.safetensors").exists()
     assert json.loads((tmp_path / "run" / "config.json").read_text())["seed"] == 1
+
+
+def test_any_file_of_a_run_is_kept_unless_overwrite_and_then_every_one_goes(toy_fashion, tmp_path):
+    """A directory holding only some of a run's files (a model, exports, tensorboard/) is not written into;
+    --overwrite removes them all, also what evaluate and export wrote from the old weights."""
+    run = tmp_path / "run"
+    (run / "tensorboard").mkdir(parents=True)
+    (run / "tensorboard" / "notes.txt").write_text("mine")
+    (run / "model.safetensors").write_bytes(b"old")
+    with pytest.raises(RunDirectoryError, match=r"already holds a run's files \(model.safetensors, tensorboard\)"):
+        _run(_config(), run, toy_fashion)
+    assert (run / "model.safetensors").read_bytes() == b"old" and (run / "tensorboard" / "notes.txt").is_file()
+    others = ["confusion.png", "model.onnx", "model.folded.pt2", "model.keras", "notes.md"]
+    for name in others:
+        (run / name).write_text("old")
+    assert _run(_config(), run, toy_fashion, overwrite=True, max_steps=2).status == "paused"
+    assert sorted(p.name for p in run.iterdir() if p.name in others) == ["notes.md"]  # not a run's: kept
+    assert not (run / "tensorboard").exists() and not (run / "model.safetensors").exists()  # paused before epoch 1
+
+
+def test_a_default_run_directory_taken_in_the_same_second_gets_a_suffix(tmp_path, monkeypatch):
+    from normlab.cli.train import _new_run_directory
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(time, "strftime", lambda fmt: "20261207-215509")
+    assert _new_run_directory(None) == Path("runs/20261207-215509")
+    Path("runs/20261207-215509").mkdir(parents=True)
+    Path("runs/20261207-215509-2").mkdir()
+    assert _new_run_directory(None) == Path("runs/20261207-215509-3")
 
 
 def test_a_file_is_not_a_run_directory(toy_fashion, tmp_path):

@@ -9,7 +9,7 @@ from normlab.cli._run_args import add_data_arguments, add_run_argument, fail, us
 
 NAME = "evaluate"
 HELP = "test accuracy, accuracy per class and a confusion matrix of a trained run"
-CONFUSION = "confusion.png"
+CONFUSION = "confusion.png"  # = normlab.train.run.CONFUSION (kept here: the CLI imports no training code)
 
 
 def add_arguments(parser) -> None:

@@ -218,12 +218,13 @@ def _train(args, comm) -> int:
             config = TrainConfig.load(run_dir / CONFIG)
         else:
             config = config_from_args(args)
-            run_dir = Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+            run_dir = Path(args.out) if args.out else _new_run_directory(comm)
         if root:
             try:  # before the data are loaded: a wrong directory fails at once
                 check_run_directory(run_dir, resume=bool(args.resume), overwrite=args.overwrite)
             except RunDirectoryError as e:
-                raise ValueError(f"{'--resume' if args.resume else '--out'} {e}") from None
+                option = "--resume" if args.resume else "--out" if args.out else "run directory"
+                raise ValueError(f"{option} {e}") from None
         sync_batchnorm = args.sync_bn
         if sync_batchnorm is None:
             saved = run_dir / DISTRIBUTED if args.resume else None
@@ -258,6 +259,16 @@ def _train(args, comm) -> int:
     if result.status == "interrupted" and (result.run_dir / "checkpoint.safetensors").is_file():
         print(f"continue with: normlab train --resume {result.run_dir}", file=sys.stderr)
     return 130 if result.status == "interrupted" else 1
+
+
+def _new_run_directory(comm) -> Path:
+    """runs/<date-time>, or runs/<date-time>-2, -3, ... when runs started in the same second (chosen by rank 0
+    and sent to the others)."""
+    run_dir = None
+    if comm is None or comm.is_root:
+        stem = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+        run_dir = next(p for p in (stem, *(Path(f"{stem}-{k}") for k in range(2, 10**6))) if not p.exists())
+    return comm.broadcast_object(run_dir) if comm is not None else run_dir
 
 
 def _completed_note(run_dir: Path, config) -> str | None:

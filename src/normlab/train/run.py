@@ -113,8 +113,18 @@ def data_identity(*arrays: np.ndarray) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-# what a run directory holds (an overwritten run's are deleted first; tensorboard/ too)
-RUN_FILES = (CONFIG, PREPROCESSING, DISTRIBUTED, CHECKPOINT, BEST_MODEL, HISTORY, HISTORY_CSV, ITERATIONS_CSV, CURVES)
+CONFUSION = "confusion.png"  # written by `normlab evaluate`
+# What a run directory holds: what training writes, and what `normlab evaluate` and `normlab export` write
+# from its weights (model[.folded].onnx|.pt2|.keras), which would describe the old weights after an overwrite.
+RUN_FILES = (CONFIG, PREPROCESSING, DISTRIBUTED, CHECKPOINT, BEST_MODEL, HISTORY, HISTORY_CSV, ITERATIONS_CSV, CURVES,
+             CONFUSION, TENSORBOARD_DIR)
+RUN_FILE_PATTERNS = ("model*.onnx", "model*.pt2", "model*.keras")
+
+
+def run_files(run_dir: Path) -> list[Path]:
+    """The files (and tensorboard/) of a run that are in run_dir: what a new run may not land on."""
+    found = [run_dir / name for name in RUN_FILES if (run_dir / name).exists()]
+    return found + sorted(p for pattern in RUN_FILE_PATTERNS for p in run_dir.glob(pattern))
 
 
 class RunDirectoryError(ValueError):
@@ -130,10 +140,10 @@ def check_run_directory(run_dir: Path, *, resume: bool, overwrite: bool) -> None
         if not (run_dir / CHECKPOINT).is_file():
             raise RunDirectoryError(f"{run_dir}: no {CHECKPOINT} to resume from")
         return
-    earlier = [name for name in (CONFIG, CHECKPOINT) if (run_dir / name).exists()]
+    earlier = [p.name for p in run_files(run_dir)] if run_dir.is_dir() else []
     if earlier and not overwrite:
-        raise RunDirectoryError(f"{run_dir} already holds a run ({', '.join(earlier)}); resume it, choose "
-                                "another directory, or overwrite it (normlab train --overwrite)")
+        raise RunDirectoryError(f"{run_dir} already holds a run's files ({', '.join(earlier)}); resume it, "
+                                "choose another directory, or overwrite it (normlab train --overwrite)")
 
 
 def run_dependencies(config: TrainConfig, data: PreparedData) -> dict:
@@ -227,9 +237,9 @@ def run_training(config: TrainConfig, run_dir: str | os.PathLike, *, resume: boo
         run_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(run_dir)  # left by a process killed while writing
         if not resume:
-            for name in RUN_FILES:  # an overwritten run's files (none otherwise)
-                (run_dir / name).unlink(missing_ok=True)
-            shutil.rmtree(run_dir / TENSORBOARD_DIR, ignore_errors=True)
+            check_run_directory(run_dir, resume=False, overwrite=overwrite)  # again: another run may have started
+            for path in run_files(run_dir) if overwrite else ():  # the overwritten run's files, and only those
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
     model = build_model(config.model, input_shape=data.input_shape, num_classes=len(data.classes),
                         rng=np.random.default_rng(init_seed), **config.model_options)
     summary = model.summary(data.input_shape) if root else None  # before any SyncBatchNorm conversion
