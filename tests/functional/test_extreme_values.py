@@ -173,3 +173,26 @@ def test_bfloat16_uses_float32_statistics_and_stays_bfloat16(magnitude):
     assert np.max(np.abs(out.astype(np.float64) - exact)) <= 2 * 2.0**-8 * np.max(np.abs(exact))
     dx, dgamma, _ = F.batchnorm_backward(np.ones_like(x), cache)
     assert dx.dtype == bf16 and dgamma.dtype == bf16 and np.isfinite(dx.astype(np.float32)).all()
+
+
+def test_half_precision_evaluation_backward_sums_in_float32():
+    """Evaluation-mode backward of float16 batch norm: dgamma = sum(dout * xhat) over 4096 samples passes
+    65504 on the way (+40 for half the batch, -40 for the other) but ends at 0; summed in float16 it was
+    inf. dgamma and dbeta stay float16 and agree with a float32 computation's."""
+    n, c = 4096, 8
+    rng = np.random.default_rng(0)
+    x = np.full((n, c), 40, np.float16)
+    dout = np.ones((n, c), np.float16)
+    dout[n // 2:] = -1
+    gamma, beta = rng.uniform(0.5, 1.5, c).astype(np.float16), np.zeros(c, np.float16)
+    stats = (np.zeros(c, np.float16), np.ones(c, np.float16))
+    _, cache = F.batchnorm_forward(x, gamma, beta, *stats, training=False, eps=1e-5)
+    dx, dgamma, dbeta = F.batchnorm_backward(dout, cache)
+    assert dx.dtype == dgamma.dtype == dbeta.dtype == np.float16
+    _, cache32 = F.batchnorm_forward(x.astype(np.float32), gamma.astype(np.float32), beta.astype(np.float32),
+                                     *(s.astype(np.float32) for s in stats), training=False, eps=1e-5)
+    dx32, dgamma32, dbeta32 = F.batchnorm_backward(dout.astype(np.float32), cache32)
+    assert np.isfinite(dgamma).all()
+    np.testing.assert_allclose(dgamma.astype(np.float32), dgamma32, atol=1e-2)
+    np.testing.assert_allclose(dbeta.astype(np.float32), dbeta32, atol=1e-2)
+    np.testing.assert_allclose(dx.astype(np.float32), dx32, rtol=1e-3)

@@ -19,12 +19,12 @@ from normlab.functional._checks import (
 from normlab.functional._recomputed import RecomputedWhenNone
 from normlab.functional.normalize import (
     Axes,
+    backward_sums,
     compiled_statistics_in_range,
     compiled_twin,
     normalize,
     normalize_scale_shift_backward,
     scale_shift,
-    sum_of_products,
 )
 from normlab.functional.staged import staged_backward
 
@@ -251,8 +251,9 @@ def batchnorm_backward(dout: np.ndarray, cache: BatchNormCache) -> tuple[np.ndar
         )
     else:
         dx = dout * (cache.gamma * cache.rstd)
-        dgamma = sum_of_products(dout, cache.xhat, cache.axes)
-        dbeta = dout.sum(axis=cache.axes)
+        # float32 sums for half-precision dout (a float16 sum over the batch overflows at 65504)
+        dbeta, dgamma = backward_sums(dout, cache.xhat, cache.axes)
+        dgamma, dbeta = dgamma.astype(dout.dtype, copy=False), dbeta.astype(dout.dtype, copy=False)
     return dx, dgamma.reshape(-1), dbeta.reshape(-1)
 
 
