@@ -155,3 +155,19 @@ def test_a_failing_run_cancels_the_queued_runs_and_caches_the_finished_ones(tmp_
     with pytest.raises(RuntimeError):
         rerun.map(slow_or_failing, specs)
     assert rerun.reused == len(cached)
+
+
+def test_a_changed_source_changes_the_cache_key(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    (tmp_path / "toy_runs.py").write_text("def run(spec):\n    return {'x': 1}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("toy_runs")
+    spec = RunSpec("toy", {"a": 1}, 0)
+    before = spec.key(module.run)
+    assert spec.key(module.run) == before  # the same source, the same key
+    (tmp_path / "toy_runs.py").write_text("def run(spec):\n    return {'x': 2}\n")
+    module = importlib.reload(module)
+    assert spec.key(module.run) != before
+    sys.modules.pop("toy_runs")

@@ -9,8 +9,9 @@ configuration so that an interrupted sweep resumes.
   derived from the seed and labels, and NumPy's BLAS runs on one thread. So its result is the same whatever
   the executor, the number of workers and the order in which runs finish.
 - The cache: a finished run's result is written to `cache_dir/<key>.json`, where the key is a hash of the
-  experiment, the run function and the RunSpec. A sweep first looks there; results always pass through
-  JSON (also when freshly computed), so a cached and a recomputed result are the same objects.
+  experiment, the run function, the source of the run function's module and the RunSpec. A sweep first
+  looks there; results always pass through JSON (also when freshly computed), so a cached and a recomputed
+  result are the same objects.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import hashlib
+import inspect
 import json
 import os
 import sys
@@ -68,14 +70,26 @@ class RunSpec:
                             ds.classes)
 
     def key(self, function: Callable) -> str:
-        """The cache key: a hash of the run function's name and everything the result depends on."""
+        """The cache key: a hash of the run function's name, of its module's source (a changed experiment
+        does not reuse the runs of the previous version) and of everything the result depends on."""
         identity = {"function": f"{function.__module__}.{function.__qualname__}", "experiment": self.experiment,
-                    "config": self.config, "seed": self.seed, "dataset": self.dataset}
+                    "config": self.config, "seed": self.seed, "dataset": self.dataset,
+                    "source": module_source_hash(function)}
         backend = os.environ.get("NORMLAB_BACKEND")
         if backend:  # a forced kernel backend changes the last bits of every result (and every timing)
             identity["backend"] = backend
         text = json.dumps(identity, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def module_source_hash(function: Callable) -> str:
+    """A hash of the source of the module that defines `function` (its code version); "unknown" where the
+    source cannot be read (a function defined interactively)."""
+    try:
+        source = inspect.getsource(sys.modules[function.__module__])
+    except (KeyError, OSError, TypeError):
+        return "unknown"
+    return hashlib.sha256(source.encode()).hexdigest()[:16]
 
 
 @functools.lru_cache(maxsize=2)
