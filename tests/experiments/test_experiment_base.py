@@ -143,6 +143,19 @@ def test_registry_refuses_duplicates_and_run_experiment_names_bad_arguments(toy_
         run_experiment("toy", tmp_path, quick=True, seeds=0)
     with pytest.raises(ValueError, match="jobs must be a positive integer, got 0"):
         run_experiment("toy", tmp_path, quick=True, jobs=0)
+    with pytest.raises(ValueError, match="seed must be a non-negative integer, got -1"):
+        run_experiment("toy", tmp_path / "negative", quick=True, seed=-1)
+    assert not (tmp_path / "negative").exists()  # refused before anything ran or was written
+
+
+def test_the_cli_refuses_a_negative_seed(tmp_path, capsys):
+    from normlab.cli import main
+
+    with pytest.raises(SystemExit) as exit:
+        main(["experiment", "learning-rate", "--quick", "--seed", "-1", "--out", str(tmp_path)])
+    assert exit.value.code == 2
+    assert "--seed: expected a non-negative integer, got '-1'" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_finished_result_is_never_overwritten_silently(toy_experiment, tmp_path, capsys):

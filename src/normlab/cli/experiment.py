@@ -25,6 +25,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
 def add_arguments(parser) -> None:
     from normlab.experiments import EXPERIMENTS
     from normlab.experiments.base import DATASETS
@@ -41,7 +51,8 @@ def add_arguments(parser) -> None:
                         help="replace DIR/NAME/results.json if it exists (cached runs in DIR/NAME/runs/ are reused)")
     parser.add_argument("--seeds", type=positive_int, default=None, metavar="K",
                         help="run every setting with K seeds (default 5; 2 with --quick)")
-    parser.add_argument("--seed", type=int, default=0, help="the first seed (default 0): seeds SEED .. SEED+K-1")
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="the first seed (default 0): seeds SEED .. SEED+K-1")
     parser.add_argument("--jobs", type=positive_int, default=1, metavar="N",
                         help="run N runs at a time in local processes (default 1); ignored under mpi4py.futures")
     parser.add_argument("--dataset", choices=DATASETS, default="fashion-mnist",

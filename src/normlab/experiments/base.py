@@ -328,6 +328,8 @@ def run_experiment(name: str, out: str | Path, *, quick: bool = False, scale: fl
         raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
     if not scale > 0:
         raise ValueError(f"scale must be > 0, got {scale!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:  # NumPy's seeds are non-negative
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     seeds = (2 if quick else 5) if seeds is None else seeds
     if not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
