@@ -48,3 +48,30 @@ def test_backward_from_its_own_sums_is_normalize_backward(rng, shape, axes):
     m = x.size // g_sum.size
     dx = normalize_backward_from_sums(g, forward.xhat, forward.rstd, g_sum, gxhat_sum, m)
     np.testing.assert_array_equal(dx, whole.dx)
+
+
+@pytest.mark.parametrize("dtype, magnitude", [(np.float32, 1e30), (np.float64, 1e300)])
+def test_moments_of_data_beyond_the_fast_path_are_normalize_statistics(dtype, magnitude):
+    """Data whose sums overflow x's dtype: moments (the wide pass, without forming xhat) gives normalize's
+    mean and var exactly, the variance inf where it is beyond the dtype."""
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((6, 4, 3)) * magnitude).astype(dtype)
+    x[:, 1] /= dtype(magnitude)  # a group far from overflowing, next to ones that do
+    mean, var = moments(x, (0, 2))
+    expected = normalize(x, (0, 2), 1e-5)
+    assert mean.dtype == var.dtype == dtype
+    np.testing.assert_array_equal(mean, expected.mean)
+    np.testing.assert_array_equal(var, expected.var)
+    assert np.isinf(var[:, 0]).all() and np.isfinite(var[:, 1]).all()
+
+
+def test_half_precision_normalize_backward_is_the_float32_one_rounded():
+    rng = np.random.default_rng(5)
+    g, xhat = (rng.standard_normal((8, 3, 4)).astype(np.float16) for _ in range(2))
+    scale = rng.uniform(0.5, 1.5, (1, 3, 1)).astype(np.float32)
+    half = normalize_backward(g, xhat, scale, (0, 2))
+    single = normalize_backward(g.astype(np.float32), xhat.astype(np.float32), scale, (0, 2))
+    assert half.dx.dtype == np.float16 and half.g_sum.dtype == half.gxhat_sum.dtype == np.float32
+    np.testing.assert_array_equal(half.dx, single.dx.astype(np.float16))
+    np.testing.assert_array_equal(half.g_sum, single.g_sum)
+    np.testing.assert_array_equal(half.gxhat_sum, single.gxhat_sum)

@@ -116,11 +116,12 @@ def _finite(*arrays: np.ndarray) -> bool:
     return all(bool(np.isfinite(a).all()) for a in arrays)
 
 
-def _normalize_wide(x: np.ndarray, axes: Axes, eps: float) -> Normalized:
-    """`normalize` for a group whose sums overflow x's dtype: in float64, every group whose largest
-    magnitude exceeds 2^400 divided by a power of two near it (exact), so no square overflows.
+def _moments_wide(x: np.ndarray, axes: Axes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The first pass of `_normalize_wide`, in float64 on x scaled per group: (x - mean, mean, var, scale),
+    the first three in the scaled units (multiply the mean by scale, the variance by scale**2).
 
-    A non-finite x (inf, NaN) is not rescued: its statistics are NaN, as in the fast path.
+    Every group whose largest magnitude exceeds 2^400 is divided by a power of two near it (exact), so no
+    square overflows; the other groups have scale 1.
     """
     x64 = x.astype(np.float64)
     amax = np.max(np.abs(x64), axis=axes, keepdims=True)  # (stats shape)
@@ -129,12 +130,22 @@ def _normalize_wide(x: np.ndarray, axes: Axes, eps: float) -> Normalized:
     _, exponent = np.frexp(np.where(huge, amax, 1.0))
     scale = np.where(huge, np.ldexp(1.0, exponent - 1), 1.0)  # power of two <= amax, or 1
     xmu, mean_s, var_s = _centered(x64 / scale, axes)
+    return xmu, mean_s, var_s, scale
+
+
+def _normalize_wide(x: np.ndarray, axes: Axes, eps: float) -> Normalized:
+    """`normalize` for a group whose sums overflow x's dtype: in float64, every group whose largest
+    magnitude exceeds 2^400 divided by a power of two near it (exact), so no square overflows.
+
+    A non-finite x (inf, NaN) is not rescued: its statistics are NaN, as in the fast path.
+    """
+    xmu, mean_s, var_s, scale = _moments_wide(x, axes)
     tiny = np.finfo(np.float64).tiny
     with np.errstate(over="ignore", under="ignore"):
         eps_s = np.maximum(eps / (scale * scale), tiny)  # eps in the scaled units, never 0
-        rstd_s = 1.0 / np.sqrt(var_s + eps_s)
+        rstd_s = inverse_std(var_s, eps_s, np.float64)
         var = var_s * scale * scale  # inf where the variance exceeds float64
-        rstd = np.where(np.isfinite(var), 1.0 / np.sqrt(var + eps), rstd_s / scale)
+        rstd = np.where(np.isfinite(var), inverse_std(var, eps, np.float64), rstd_s / scale)
         xmu *= rstd_s
         return Normalized(
             xhat=xmu.astype(x.dtype), mean=(mean_s * scale).astype(x.dtype), var=var.astype(x.dtype),
@@ -168,8 +179,9 @@ def moments(x: np.ndarray, axes: Axes) -> tuple[np.ndarray, np.ndarray]:
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow here is caught below and redone
         _, mean, var = _centered(x, axes)
     if not _finite(mean, var):
-        wide = _normalize_wide(x, axes, 1.0)
-        return wide.mean, wide.var
+        _, mean_s, var_s, scale = _moments_wide(x, axes)
+        with np.errstate(over="ignore"):
+            return (mean_s * scale).astype(x.dtype), (var_s * scale * scale).astype(x.dtype)
     return mean, var
 
 
@@ -221,12 +233,12 @@ def normalize_backward(g: np.ndarray, xhat: np.ndarray, scale: np.ndarray, axes:
     Returns a `NormalizeGrad` (dx, sum of g, sum of g * xhat): batch norm reads dbeta and dgamma off the
     two sums instead of reducing again.
     """
-    g_sum, gxhat_sum = backward_sums(g, xhat, axes)
-    if is_half(g.dtype):  # float32 arithmetic, dx rounded once to g's dtype
-        dx = normalize_backward_from_sums(
-            g.astype(np.float32), xhat.astype(np.float32), scale, g_sum, gxhat_sum, group_size(xhat.shape, axes)
-        )
+    if is_half(g.dtype):  # float32 arithmetic (g and xhat converted once), dx rounded once to g's dtype
+        g32, xhat32 = g.astype(np.float32), xhat.astype(np.float32)
+        g_sum, gxhat_sum = backward_sums(g32, xhat32, axes)
+        dx = normalize_backward_from_sums(g32, xhat32, scale, g_sum, gxhat_sum, group_size(xhat.shape, axes))
         return NormalizeGrad(dx=dx.astype(g.dtype), g_sum=g_sum, gxhat_sum=gxhat_sum)
+    g_sum, gxhat_sum = backward_sums(g, xhat, axes)
     dx = normalize_backward_from_sums(g, xhat, scale, g_sum, gxhat_sum, group_size(xhat.shape, axes))
     return NormalizeGrad(dx=dx, g_sum=g_sum, gxhat_sum=gxhat_sum)
 
