@@ -72,3 +72,51 @@ def test_errors_name_the_file_the_expected_and_the_actual(tmp_path, gray):
     Image.fromarray(np.zeros((30, 28), np.uint8)).save(tmp_path / "tall.png")
     with pytest.raises(DataFormatError, match=r"tall.png: expected one image .* got shape \(30, 28\)"):
         read_images(tmp_path / "tall.png", (1, 28, 28))
+
+
+def test_a_zip_file_named_npy_is_refused_and_closed(tmp_path, gray):
+    np.savez(tmp_path / "archive.npz", images=gray)
+    (tmp_path / "x.npy").write_bytes((tmp_path / "archive.npz").read_bytes())
+    with pytest.raises(DataFormatError, match=r"x.npy: a zip \(.npz\) archive, not a .npy array"):
+        read_images(tmp_path / "x.npy", (1, 28, 28))
+
+
+def test_a_npy_header_declaring_a_huge_array_is_refused_before_allocating(tmp_path):
+    """A few bytes whose header claims 2**60 float64 values: a DataFormatError naming the file, not a
+    MemoryError (or an allocation of the claimed size)."""
+    path = tmp_path / "huge.npy"
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": (2**30, 2**30)})
+        f.write(b"\0" * 64)
+    with pytest.raises(DataFormatError, match=r"huge.npy: the .npy header declares an array of shape "
+                                              r"\(1073741824, 1073741824\)"):
+        read_images(path, (1, 28, 28))
+
+
+def test_a_memory_error_while_loading_names_the_file(tmp_path, gray, monkeypatch):
+    np.save(tmp_path / "x.npy", gray)
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(np, "load", out_of_memory)
+    with pytest.raises(DataFormatError, match="x.npy: the .npy header declares an array too large to load"):
+        read_images(tmp_path / "x.npy", (1, 28, 28))
+
+
+def test_a_png_of_the_wrong_size_is_refused_before_decoding(tmp_path, monkeypatch):
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "big.png")
+
+    def no_decoding(self, *args, **kwargs):
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(Image.Image, "load", no_decoding)
+    with pytest.raises(DataFormatError, match=r"big.png: expected one image of 28x28 pixels .* got shape \(64, 64\)"):
+        read_images(tmp_path / "big.png", (1, 28, 28))
+
+
+def test_a_png_decompression_bomb_is_a_data_format_error(tmp_path, monkeypatch):
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 784 pixels: more than twice the limit
+    with pytest.raises(DataFormatError, match="bomb.png: refused as a possible decompression bomb"):
+        read_images(tmp_path / "bomb.png", (1, 28, 28))

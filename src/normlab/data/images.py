@@ -34,26 +34,64 @@ def read_images(path: str | os.PathLike, input_shape: tuple[int, int, int]) -> t
         raise DataFormatError(f"{path}: expected a .npy or .png file, got {path.suffix or 'no suffix'!r}")
     if not path.is_file():
         raise DataFormatError(f"{path}: no such file")
-    array = _read_png(path, c) if path.suffix.lower() == ".png" else _read_npy(path)
+    array = _read_png(path, (c, h, w)) if path.suffix.lower() == ".png" else _read_npy(path)
     batch, batched = _as_batch(path, array, (c, h, w))
     return _checked_values(path, batch), batched
 
 
 def _read_npy(path: Path) -> np.ndarray:
     try:
-        return np.load(path, allow_pickle=False)
+        _check_npy_header(path)
+        loaded = np.load(path, allow_pickle=False)
+    except MemoryError:
+        raise DataFormatError(f"{path}: the .npy header declares an array too large to load") from None
     except (ValueError, OSError, EOFError) as error:
         raise DataFormatError(f"{path}: not a readable .npy array ({error})") from None
+    if isinstance(loaded, np.lib.npyio.NpzFile):  # np.load reads any zip file as a .npz archive
+        loaded.close()
+        raise DataFormatError(f"{path}: a zip (.npz) archive, not a .npy array")
+    return loaded
 
 
-def _read_png(path: Path, channels: int) -> np.ndarray:
+def _check_npy_header(path: Path) -> None:
+    """Refuse a .npy file whose header declares more data than the file holds, before anything is
+    allocated (a few bytes can claim a terabyte array). Files that are not .npy (1.0 or 2.0) headers are
+    left to np.load."""
+    fmt = np.lib.format
+    with open(path, "rb") as f:
+        if f.read(len(fmt.MAGIC_PREFIX)) != fmt.MAGIC_PREFIX:
+            return
+        f.seek(0)
+        version = fmt.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = fmt.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = fmt.read_array_header_2_0(f)
+        else:
+            return
+        if dtype.hasobject:
+            return  # refused by np.load (allow_pickle=False)
+        held = os.fstat(f.fileno()).st_size - f.tell()
+    declared = dtype.itemsize * int(np.prod(shape, dtype=object))
+    if declared > held:
+        raise DataFormatError(f"{path}: the .npy header declares an array of shape {shape} and dtype {dtype} "
+                              f"({declared:,} bytes), the file holds {held:,} bytes of data")
+
+
+def _read_png(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError  # Pillow comes with matplotlib
 
+    channels, h, w = shape
     try:
-        with Image.open(path) as image:
+        with Image.open(path) as image:  # reads the header only
+            if image.size != (w, h):  # before decoding: a small file may declare a huge picture
+                raise DataFormatError(f"{path}: expected one image of {h}x{w} pixels (height x width), got shape "
+                                      f"({image.size[1]}, {image.size[0]})")
             if image.mode not in ("1", "L", "LA", "P", "PA", "RGB", "RGBA"):
                 raise DataFormatError(f"{path}: PNG mode {image.mode!r} is not supported (8-bit gray or RGB)")
             pixels = np.asarray(image.convert("L" if channels == 1 else "RGB"))  # (H, W) or (H, W, 3) uint8
+    except Image.DecompressionBombError as error:
+        raise DataFormatError(f"{path}: refused as a possible decompression bomb ({error})") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise DataFormatError(f"{path}: not a readable PNG image ({error})") from None
     if channels not in (1, 3):
