@@ -114,3 +114,28 @@ def test_wrong_structure_is_named(obj, message, tmp_path):
     path.write_bytes(dumps_py2(obj))
     with pytest.raises(DataFormatError, match=message):
         read_batch(path)
+
+
+def test_a_label_beyond_int64_is_a_data_format_error_naming_the_file(tmp_path):
+    path = tmp_path / "test_batch"
+    path.write_bytes(pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 2**70]}, protocol=4))
+    with pytest.raises(DataFormatError, match=r"test_batch: labels must lie in \[0, 10\), got 1180591620717411303424"):
+        read_batch(path)
+
+
+def test_a_fortran_order_data_array_is_read_as_its_values(tmp_path):
+    """A genuine Fortran-order b'data' (numpy pickles the order flag and the bytes in that order) is the
+    same images; it used to be refused as "not contiguous"."""
+    data = np.asfortranarray(pattern_images(2).reshape(2, 3072))
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps({b"data": data, b"labels": [3, 7]}, protocol=4))
+    images, labels = read_batch(path)
+    assert images.flags.c_contiguous and images.shape == (2, 3, 32, 32)
+    np.testing.assert_array_equal(images.reshape(2, 3072), data)
+    assert labels.tolist() == [3, 7]
+
+
+@pytest.mark.parametrize("dtype", ["S2", "U2"])
+def test_byte_and_string_arrays_are_refused_by_their_dtype(dtype):
+    with pytest.raises(UnsafePickleError, match=r"refusing dtype .*2: only plain numbers"):
+        safe_load_pickle(pickle.dumps(np.array(["ab"], dtype=dtype), protocol=4), "batch")

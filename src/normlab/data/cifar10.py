@@ -46,7 +46,7 @@ class _NdarrayName:
                                 "rebuilt from their own bytes only")
 
 
-_SIMPLE_KINDS = "biufcSU"
+_SIMPLE_KINDS = "biufc"  # bytes and strings (S, U) never pass the dtype state check below
 
 
 def _text(value) -> str:
@@ -66,7 +66,7 @@ class _PickledDtype:
             raise UnsafePickleError(f"refusing dtype {spec!r}: {e}") from None
         if dtype.kind not in _SIMPLE_KINDS or dtype.fields is not None or dtype.subdtype is not None or \
                 dtype.itemsize > 64:
-            raise UnsafePickleError(f"refusing dtype {dtype}: only plain numbers, bytes and strings")
+            raise UnsafePickleError(f"refusing dtype {dtype}: only plain numbers")
         self.dtype = dtype
 
     def __setstate__(self, state):
@@ -214,16 +214,19 @@ def read_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != pixels:
         raise DataFormatError(f"{path}: b'data' must be a uint8 array of shape (N, {pixels}), got "
                               f"{getattr(data, 'dtype', type(data).__name__)} of shape {getattr(data, 'shape', None)}")
-    if any(stride <= 0 for stride in data.strides) or not data.flags.c_contiguous:
-        raise DataFormatError(f"{path}: b'data' must be a contiguous array, got strides {data.strides}")
+    data = np.ascontiguousarray(data)  # a Fortran-order array is as good once copied to row-major
     if not isinstance(labels, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in labels):
         raise DataFormatError(f"{path}: b'labels' must be a list of ints, got {type(labels).__name__}")
-    labels = np.asarray(labels, dtype=np.int64)
+    from normlab.data.datasets import check_labels  # datasets imports this module
+
+    try:
+        labels = np.asarray(labels, dtype=np.int64)
+    except OverflowError:
+        raise DataFormatError(f"{path}: labels must lie in [0, 10), got {max(labels, key=abs)}") from None
     if labels.shape != (data.shape[0],):
         raise DataFormatError(f"{path}: b'labels' must hold one label per image ({data.shape[0]}), "
                               f"got {labels.shape[0]}")
-    if labels.size and (labels.min() < 0 or labels.max() > 9):
-        raise DataFormatError(f"{path}: labels must lie in [0, 10), got values in [{labels.min()}, {labels.max()}]")
+    labels = check_labels(path, labels, 10)
     # Each row is the red plane, then green, then blue, each 32 rows of 32: exactly (3, 32, 32) row-major.
     return data.reshape(-1, *IMAGE_SHAPE), labels
 
