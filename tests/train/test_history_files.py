@@ -87,3 +87,29 @@ def test_tensorboard_without_tensorboardx_says_what_to_install(toy_fashion, tmp_
         run_training(config, tmp_path / "run", data_dir=toy_fashion, download=False, progress=False,
                      log=lambda line: None, tensorboard=True)
     assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_a_resumed_run_opens_its_event_file_with_a_purge_at_its_first_step(toy_fashion, tmp_path):
+    """TensorBoard drops the earlier files' events from a SessionLog START's step on: the steps a killed run
+    logged after its last checkpoint are not shown twice."""
+    pytest.importorskip("tensorboardX")
+    from tensorboardX.proto import event_pb2
+
+    config = TrainConfig(model_options={"hidden_dims": (16,)}, epochs=1, batch_size=64)
+    kwargs = {"data_dir": toy_fashion, "download": False, "progress": False, "log": lambda line: None,
+              "tensorboard": True}
+    assert run_training(config, tmp_path / "run", max_steps=3, **kwargs).status == "paused"
+    assert run_training(config, tmp_path / "run", resume=True, **kwargs).status == "completed"
+    first, second = sorted((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    starts = [e.step for e in map(event_pb2.Event.FromString, _records(second))
+              if e.HasField("session_log") and e.session_log.status == event_pb2.SessionLog.START]
+    assert starts == [4]
+    assert not any(e.HasField("session_log") for e in map(event_pb2.Event.FromString, _records(first)))
+
+
+def _records(path):
+    data, pos = path.read_bytes(), 0
+    while pos < len(data):
+        (length,) = struct.unpack("<Q", data[pos:pos + 8])
+        yield data[pos + 12:pos + 12 + length]
+        pos += 16 + length

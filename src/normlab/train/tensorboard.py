@@ -6,12 +6,14 @@ Scalars, in run_dir/tensorboard/:
 - test/accuracy: once, at the last epoch, when the run completes.
 
 View with `tensorboard --logdir runs/` (tensorboard is a separate install). A resumed run appends a new
-event file beside the first one; TensorBoard merges them by step.
+event file beside the first one, opened at its first step with purge_step: the steps a killed run logged
+after its last checkpoint, trained again, are dropped from the earlier files instead of shown twice.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from normlab.train.history import EpochRecord
@@ -36,9 +38,24 @@ class TensorBoardLogger:
 
     def __init__(self, log_dir: str | os.PathLike):
         self.log_dir = Path(log_dir)
-        self.writer = import_tensorboardx().SummaryWriter(logdir=str(self.log_dir))
+        self.tensorboardx = import_tensorboardx()
+        self._writer = None  # opened at the first event, so a run that stops before training leaves no file
+
+    def _open(self, purge_step: int | None = None):
+        if self._writer is None:
+            # a suffix of its own: tensorboardX names files by the second, and a run resumed within the same
+            # second would write over the first file
+            self._writer = self.tensorboardx.SummaryWriter(logdir=str(self.log_dir), purge_step=purge_step,
+                                                           filename_suffix=f".{time.time_ns()}")
+        return self._writer
+
+    @property
+    def writer(self):
+        return self._open()
 
     def on_step(self, trainer, info) -> None:
+        # the first step this process takes: after a resume, the earlier files' events from it on are stale
+        self._open(purge_step=info.iteration if info.iteration > 1 else None)
         self.writer.add_scalar("iteration/loss", info.loss, info.iteration)
         self.writer.add_scalar("iteration/lr", info.lr, info.iteration)
 
@@ -53,4 +70,5 @@ class TensorBoardLogger:
         self.writer.add_scalar("test/accuracy", accuracy, epoch)
 
     def close(self) -> None:
-        self.writer.close()
+        if self._writer is not None:
+            self._writer.close()
