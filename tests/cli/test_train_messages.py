@@ -40,3 +40,13 @@ def test_gradcheck_help_shows_the_default_tolerance(capsys):
     sub = next(a for a in parser._actions if a.dest == "command").choices["gradcheck"]
     # the help wraps with the terminal's width: compare the words
     assert "largest relative error that passes (default 1e-07)" in " ".join(sub.format_help().split())
+
+
+def test_resuming_a_finished_run_with_a_damaged_history_names_the_file(toy_fashion, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train("--data-dir", toy_fashion, "--epochs", 1, "--hidden", 8, "--out", out) == 0
+    (out / "history.json").write_text("{not json")
+    capsys.readouterr()
+    assert train("--resume", out) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"{out / 'history.json'}: damaged: expected the JSON object" in err

@@ -114,3 +114,14 @@ def test_export_refuses_an_unknown_format(trained_run, capsys):
     with pytest.raises(SystemExit):
         main(["export", str(trained_run), "--format", "tflite"])
     assert "invalid choice: 'tflite'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, value, expected", [
+    ("--tolerance", "nan", "expected a finite number, got 'nan'"),
+    ("--tolerance", "-1", "expected a number >= 0, got '-1'"),
+    ("--check", "-5", "expected a number >= 0, got '-5'"),
+])
+def test_export_refuses_bad_numbers_naming_the_option(tmp_path, capsys, option, value, expected):
+    with pytest.raises(SystemExit):
+        main(["export", str(tmp_path), "--format", "onnx", option, value])
+    assert f"argument {option}: {expected}" in capsys.readouterr().err

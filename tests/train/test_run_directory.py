@@ -39,8 +39,8 @@ def test_a_new_run_refuses_an_existing_one_unless_overwrite(toy_fashion, tmp_pat
     first = _run(_config(), tmp_path / "run", toy_fashion)
     assert first.status == "completed"
     before = (tmp_path / "run" / CHECKPOINT).read_bytes()
-    with pytest.raises(RunDirectoryError, match=r"run already holds a run's files \(config.json, .*checkpoint.safetensors"
-                                                r".*\); resume it, choose another directory, or overwrite it"):
+    message = r"run already holds a run's files \(config.json, .*checkpoint.safetensors.*\); resume it, choose"
+    with pytest.raises(RunDirectoryError, match=message + " another directory, or overwrite it"):
         _run(_config(seed=1), tmp_path / "run", toy_fashion)
     assert (tmp_path / "run" / CHECKPOINT).read_bytes() == before
     # overwrite: the earlier run's files go first, so none of them can be taken for the new run's

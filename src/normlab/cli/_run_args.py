@@ -1,7 +1,9 @@
-"""Options shared by the subcommands that use a trained run (evaluate, predict, export)."""
+"""Options shared by the subcommands that use a trained run (evaluate, predict, export), and `number`, the
+argparse type for numeric options that names the option when a value is out of range."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 
@@ -30,3 +32,29 @@ def add_data_arguments(parser) -> None:
 def fail(command: str, error: Exception) -> int:
     print(f"normlab {command}: error: {error}", file=sys.stderr)
     return 2
+
+
+def number(kind, *, low=None, low_open=False, high=None, high_open=False):
+    """An argparse type: a finite number of `kind` in the given range, so a bad value is refused as the
+    option typed (--warmup -27), never later as the internal parameter it becomes (warmup_steps)."""
+    import math
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        too_low = low is not None and (value <= low if low_open else value < low)
+        too_high = high is not None and (value >= high if high_open else value > high)
+        if too_low or too_high:
+            lower = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+            upper = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
+            raise argparse.ArgumentTypeError(f"expected a number {' and '.join(filter(None, (lower, upper)))}, "
+                                             f"got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from normlab.cli._run_args import add_data_arguments, add_run_argument, fail, user_errors
+from normlab.cli._run_args import add_data_arguments, add_run_argument, fail, number, user_errors
 
 NAME = "export"
 HELP = "export a trained run's model to ONNX, PyTorch (torch.export) or Keras, checked against normlab"
@@ -20,9 +20,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--fold", action="store_true",
                         help="merge evaluation-mode batch norms into the layer before them first")
     parser.add_argument("--out", metavar="FILE", help="where to write (default RUN/model[.folded].onnx|.pt2|.keras)")
-    parser.add_argument("--check", type=int, default=256, metavar="N",
+    parser.add_argument("--check", type=number(int, low=0), default=256, metavar="N",
                         help="compare with normlab on the first N test images (default 256; 0: no check)")
-    parser.add_argument("--tolerance", type=float, default=1e-4,
+    parser.add_argument("--tolerance", type=number(float, low=0), default=1e-4,
                         help="largest difference of scores that passes, relative to the largest score (default 1e-4)")
     add_data_arguments(parser)
 

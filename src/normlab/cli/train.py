@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from normlab.cli._run_args import number
+
 NAME = "train"
 HELP = "train a network on Fashion-MNIST, MNIST or CIFAR-10 and write a run directory"
 
@@ -33,32 +35,6 @@ def _weight_scale(text: str):
     return value
 
 
-def _number(kind, *, low=None, low_open=False, high=None, high_open=False):
-    """An argparse type: a finite number of `kind` in the given range, so a bad value is refused as the
-    option typed (--warmup -27), never later as the internal parameter it becomes (warmup_steps)."""
-    import math
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
-                                             f"got {text!r}") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-        too_low = low is not None and (value <= low if low_open else value < low)
-        too_high = high is not None and (value >= high if high_open else value > high)
-        if too_low or too_high:
-            lower = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
-            upper = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
-            raise argparse.ArgumentTypeError(f"expected a number {' and '.join(filter(None, (lower, upper)))}, "
-                                             f"got {text!r}")
-        return value
-
-    parse.__name__ = kind.__name__  # argparse names the type in its messages
-    return parse
-
-
 def add_arguments(parser) -> None:
     from normlab.data import available_datasets
     from normlab.models import available_models
@@ -71,9 +47,9 @@ def add_arguments(parser) -> None:
                       help="where to look for the dataset first, and to download it to (then $NORMLAB_DATA, "
                            "~/.cache/normlab, /usr/share/datasets/<name>)")
     data.add_argument("--no-download", action="store_true", help="never download; fail if the files are missing")
-    data.add_argument("--limit", type=_number(int, low=2), metavar="N",
+    data.add_argument("--limit", type=number(int, low=2), metavar="N",
                       help="use only the first N training examples (quick runs)")
-    data.add_argument("--val-size", type=_number(int, low=0), metavar="N",
+    data.add_argument("--val-size", type=number(int, low=0), metavar="N",
                       help="training examples held out for validation (default: 5000 or a tenth of the "
                            "training set, whichever is fewer)")
     data.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
@@ -81,35 +57,35 @@ def add_arguments(parser) -> None:
 
     model = parser.add_argument_group("model")
     model.add_argument("--model", choices=available_models(), help=f"model (default {d.model})")
-    model.add_argument("--hidden", type=_number(int, low=1), nargs="*", metavar="D",
+    model.add_argument("--hidden", type=number(int, low=1), nargs="*", metavar="D",
                        help="hidden layer sizes (fcnet: 512 256)")
     model.add_argument("--normalization", choices=("none", "batch", "layer", "group"),
                        help="normalization after each hidden layer (fcnet: batch)")
-    model.add_argument("--dropout", type=_number(float, low=0, high=1, high_open=True), metavar="P",
+    model.add_argument("--dropout", type=number(float, low=0, high=1, high_open=True), metavar="P",
                        help="probability of dropping an activation (0)")
     model.add_argument("--weight-scale", type=_weight_scale, metavar="he|S",
                        help="initialization: He, or N(0, S^2) as CS231n (he)")
 
     opt = parser.add_argument_group("optimization")
     opt.add_argument("--optimizer", choices=sorted(DEFAULT_LR), help=f"optimizer (default {d.optimizer})")
-    opt.add_argument("--lr", type=_number(float, low=0, low_open=True), help="learning rate (default: " +
+    opt.add_argument("--lr", type=number(float, low=0, low_open=True), help="learning rate (default: " +
                      ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")")
-    opt.add_argument("--momentum", type=_number(float, low=0, high=1, high_open=True),
+    opt.add_argument("--momentum", type=number(float, low=0, high=1, high_open=True),
                      help=f"SGD momentum (default {d.momentum})")
     opt.add_argument("--nesterov", action="store_true", default=None, help="SGD with Nesterov momentum")
-    opt.add_argument("--weight-decay", type=_number(float, low=0), metavar="WD",
+    opt.add_argument("--weight-decay", type=number(float, low=0), metavar="WD",
                      help="L2 strength on the weights, never on gamma, beta or biases: the model's "
                           "0.5 * WD * ||W||^2 penalty, or AdamW's decoupled decay (default 0; adamw 0.01)")
     opt.add_argument("--schedule", choices=SCHEDULES, help=f"learning-rate schedule (default {d.schedule})")
-    opt.add_argument("--warmup", type=_number(float, low=0), metavar="EPOCHS",
+    opt.add_argument("--warmup", type=number(float, low=0), metavar="EPOCHS",
                      help="linear warm-up, in epochs (default 0)")
-    opt.add_argument("--step-epochs", type=_number(int, low=1), metavar="K",
+    opt.add_argument("--step-epochs", type=number(int, low=1), metavar="K",
                      help=f"step schedule: decay every K epochs (default {d.step_epochs})")
-    opt.add_argument("--step-gamma", type=_number(float, low=0, low_open=True),
+    opt.add_argument("--step-gamma", type=number(float, low=0, low_open=True),
                      help=f"step schedule: decay factor (default {d.step_gamma})")
-    opt.add_argument("--epochs", type=_number(int, low=1), help=f"epochs (default {d.epochs})")
-    opt.add_argument("--batch-size", type=_number(int, low=1), help=f"minibatch size (default {d.batch_size})")
-    opt.add_argument("--seed", type=_number(int, low=0),
+    opt.add_argument("--epochs", type=number(int, low=1), help=f"epochs (default {d.epochs})")
+    opt.add_argument("--batch-size", type=number(int, low=1), help=f"minibatch size (default {d.batch_size})")
+    opt.add_argument("--seed", type=number(int, low=0),
                      help=f"seed of the split, the initialization and the order (default {d.seed})")
 
     run = parser.add_argument_group("run")
@@ -281,7 +257,11 @@ def _completed_note(run_dir: Path, config) -> str | None:
     if not checkpoint.is_file() or load_meta(checkpoint).get("epochs_done", 0) < config.epochs:
         return None
     history = run_dir / HISTORY
-    test_acc = json.loads(history.read_text()).get("test_acc") if history.is_file() else None
+    try:
+        test_acc = json.loads(history.read_text()).get("test_acc") if history.is_file() else None
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise ValueError(f"{history}: damaged: expected the JSON object normlab train writes "
+                         f"({type(e).__name__}: {e})") from None
     if test_acc is None:  # trained, but stopped before the test: resuming measures it
         return None
     return (f"{run_dir} is already complete ({config.epochs} of {plural(config.epochs, 'epoch')}, test accuracy "
