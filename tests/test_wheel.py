@@ -46,7 +46,9 @@ def test_the_wheel_holds_every_module_and_the_entry_point(wheel):
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         entry_points = next(archive.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt"))
-    modules = {str(p.relative_to(ROOT / "src")) for p in (ROOT / "src" / "normlab").rglob("*.py")}
+    # every file of the package (page.js and page.css too), not only modules
+    modules = {str(p.relative_to(ROOT / "src")) for p in (ROOT / "src" / "normlab").rglob("*")
+               if p.is_file() and "__pycache__" not in p.parts}
     assert modules <= names, f"missing from the wheel: {sorted(modules - names)}"
     assert "normlab = normlab.cli:main" in entry_points
 
