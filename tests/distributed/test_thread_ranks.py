@@ -2,6 +2,7 @@
 norm on the global batch."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -25,15 +26,24 @@ def test_collectives_on_thread_ranks():
 
 
 def test_an_error_on_one_rank_releases_the_others_and_is_raised():
+    released = {}
+
     def work(comm):
         if comm.rank == 1:
             raise ValueError("rank 1 broke")
-        comm.allreduce_sum(np.zeros(1))  # would wait forever for rank 1
+        try:
+            comm.allreduce_sum(np.zeros(1))  # would wait for rank 1 until the timeout
+        except threading.BrokenBarrierError as error:
+            released[comm.rank] = (error, time.perf_counter())
+            raise
         return comm.rank
 
+    started = time.perf_counter()
     with pytest.raises(ValueError, match="rank 1 broke"):
-        run_in_threads(2, work)
-    assert threading.active_count() < 10  # no rank thread left behind
+        run_in_threads(3, work, timeout=60)  # the timeout: without the abort this fails after 60 s, not hangs
+    # Each other rank was released by rank 1's abort, long before its wait would have timed out.
+    assert sorted(released) == [0, 2]
+    assert all(at - started < 30 for _, at in released.values())
     with pytest.raises(ValueError, match="size must be a positive integer, got 0"):
         run_in_threads(0, lambda comm: None)
 
