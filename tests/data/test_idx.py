@@ -103,3 +103,35 @@ def test_image_and_label_files_must_match(tmp_path):
     write_idx(tmp_path / "y.gz", np.arange(5, dtype=np.uint8))
     x, y = read_idx_pair(tmp_path / "x.gz", tmp_path / "y.gz")
     assert x.shape == (5, 1, 3, 3) and y.dtype == np.int64
+
+
+@pytest.mark.parametrize("cuts", [(2,), (4 + 4 * 3 + 7,), (1, 9, 9)])
+def test_multi_member_gzip_is_its_members_concatenated(tmp_path, cuts):
+    """A gzip file of several members (`cat a.gz b.gz`) decompresses to their concatenation; it used to be
+    refused as "trailing bytes". Cuts inside the header, inside the data, and an empty member."""
+    array = (np.arange(5 * 7 * 3) % 251).astype(np.uint8).reshape(5, 7, 3)
+    plain = tmp_path / "plain.idx"
+    write_idx(plain, array, compress=False)
+    raw = plain.read_bytes()
+    bounds = [0, *cuts, len(raw)]
+    path = tmp_path / "multi.idx.gz"
+    path.write_bytes(b"".join(gzip.compress(raw[a:b], mtime=0) for a, b in zip(bounds, bounds[1:])))
+    np.testing.assert_array_equal(read_idx(path), array)
+
+
+def test_multi_member_gzip_still_bounded_by_its_header(tmp_path):
+    raw_path = tmp_path / "plain.idx"
+    write_idx(raw_path, np.arange(10, dtype=np.uint8), compress=False)
+    raw = raw_path.read_bytes()
+    extra = tmp_path / "extra.idx.gz"
+    extra.write_bytes(gzip.compress(raw, mtime=0) + gzip.compress(b"\0" * 100, mtime=0))
+    with pytest.raises(DataFormatError, match="extra.idx.gz: has trailing bytes"):
+        read_idx(extra)
+    short = tmp_path / "short.idx.gz"
+    short.write_bytes(gzip.compress(raw[:8], mtime=0) + gzip.compress(raw[8:12], mtime=0)[:-6])
+    with pytest.raises(DataFormatError, match="short.idx.gz: truncated"):
+        read_idx(short)
+    garbage = tmp_path / "garbage.idx.gz"
+    garbage.write_bytes(gzip.compress(raw, mtime=0) + b"\x1f\x8bnot a member")
+    with pytest.raises(DataFormatError, match="garbage.idx.gz: truncated or corrupted gzip data"):
+        read_idx(garbage)

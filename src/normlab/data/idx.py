@@ -46,19 +46,48 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         if not compressed:
             return _parse(path, f.read(_MAX_HEADER), file_size=os.fstat(f.fileno()).st_size, rest=f.read)
         raw = f.read()
-    inflater = zlib.decompressobj(wbits=31)  # gzip framing; output bounded by every call's max_length
+    inflater = _GzipMembers(path, raw)
+    return _parse(path, inflater.read(_MAX_HEADER), file_size=None, rest=inflater.read,
+                  compressed_size=len(raw), inflater=inflater)
 
-    def inflate(n: int) -> bytes:
+
+class _GzipMembers:
+    """The decompressed bytes of a gzip file, read a bounded number at a time, across its members: a gzip
+    file may be several gzip streams one after the other (`cat a.gz b.gz`, some compressors write it so),
+    and decompresses to their concatenation. `eof` and `unused_data` are those of the current member."""
+
+    def __init__(self, path: Path, raw: bytes):
+        self.path = path
+        self.member = zlib.decompressobj(wbits=31)  # gzip framing; output bounded by every call's max_length
+        self.pending = raw  # compressed bytes not yet given to self.member
+
+    @property
+    def eof(self) -> bool:
+        return self.member.eof
+
+    @property
+    def unused_data(self) -> bytes:
+        return self.member.unused_data
+
+    def read(self, n: int) -> bytes:
+        """At most n more decompressed bytes (fewer only where the data ends)."""
+        parts = []
         try:
-            return inflater.decompress(inflater.unconsumed_tail, n) if n > 0 else b""
+            while n > 0:
+                data = self.member.decompress(self.pending, n)
+                self.pending = self.member.unconsumed_tail
+                parts.append(data)
+                n -= len(data)
+                if self.member.eof:
+                    if not self.member.unused_data.startswith(_GZIP_MAGIC):
+                        break  # the end, or trailing bytes that are no gzip member (_check_gzip_end says so)
+                    self.pending = self.member.unused_data  # the next member
+                    self.member = zlib.decompressobj(wbits=31)
+                elif not data:
+                    break  # every compressed byte consumed and the member not ended: truncated
         except zlib.error as e:
-            raise DataFormatError(f"{path}: truncated or corrupted gzip data ({e})") from None
-
-    try:
-        head = inflater.decompress(raw, _MAX_HEADER)
-    except zlib.error as e:
-        raise DataFormatError(f"{path}: truncated or corrupted gzip data ({e})") from None
-    return _parse(path, head, file_size=None, rest=inflate, compressed_size=len(raw), inflater=inflater)
+            raise DataFormatError(f"{self.path}: truncated or corrupted gzip data ({e})") from None
+        return b"".join(parts)
 
 
 def _parse(path: Path, head: bytes, *, file_size: int | None, rest, compressed_size: int | None = None,
