@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+from optional import require
 
 from normlab.cli import build_parser, main
 from normlab.models import register_model
@@ -154,7 +155,7 @@ def test_the_bn_cnn_takes_a_normalization():
 
 
 def test_train_prints_the_model_summary_first_and_writes_tensorboard_events(toy_fashion, tmp_path, capsys):
-    pytest.importorskip("tensorboardX")
+    require("tensorboardX", "tensorboard")
     out = tmp_path / "run"
     assert train("--data-dir", toy_fashion, "--epochs", 1, "--hidden", 16, "--batch-size", 64, "--out", out,
                  "--tensorboard") == 0

@@ -5,6 +5,7 @@ import re
 
 import numpy as np
 import pytest
+from optional import require
 from PIL import Image
 
 from normlab.cli import main
@@ -68,12 +69,12 @@ def test_predict_names_the_file_with_a_wrong_shape_and_prints_nothing_else(train
                                        ("keras", False)])
 def test_export_writes_a_file_its_runtime_runs_like_normlab(trained_run, toy_fashion_session, tmp_path, capsys,
                                                            fmt, fold):
-    pytest.importorskip("torch")
+    require("torch", "torch")
     if fmt == "onnx":
-        pytest.importorskip("onnxruntime")
-        pytest.importorskip("onnxscript")
+        require("onnxruntime", "onnx")
+        require("onnxscript", "onnx")
     if fmt == "keras":
-        pytest.importorskip("keras")
+        require("keras", "tensorflow")
     out = tmp_path / f"model.{fmt}"
     args = ["export", str(trained_run), "--format", fmt, "--out", str(out), "--check", "50",
             "--data-dir", str(toy_fashion_session), "--no-download"] + (["--fold"] if fold else [])
@@ -97,8 +98,8 @@ def test_export_writes_a_file_its_runtime_runs_like_normlab(trained_run, toy_fas
 
 
 def test_export_results_agree_with_load_run_on_raw_images(trained_run, toy_fashion_session, tmp_path):
-    ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxscript")
+    ort = require("onnxruntime", "onnx")
+    require("onnxscript", "onnx")
     from normlab.train import load_run
 
     out = tmp_path / "m.onnx"

@@ -2,11 +2,11 @@
 missing, an error where NORMLAB_REQUIRE_FRAMEWORKS=1, as in CI), the models compared, and the error
 measure."""
 
-import importlib
 import os
 
 import numpy as np
 import pytest
+from optional import require
 
 from normlab import functional as F
 from normlab import nn
@@ -21,11 +21,7 @@ CASES = [(kind, norm) for kind in KINDS for norm in NORMS]
 BATCH, CLASSES = 10, 3
 
 
-def _framework(name: str, extra: str):
-    if os.environ.get("NORMLAB_REQUIRE_FRAMEWORKS") == "1":
-        return importlib.import_module(name)  # CI: a missing framework fails instead of skipping
-    return pytest.importorskip(name, reason=f"{name} is not installed: pip install 'normlab[{extra}]' "
-                                            "(CI installs it and sets NORMLAB_REQUIRE_FRAMEWORKS=1)")
+_framework = require  # a missing framework skips, or fails in CI (NORMLAB_REQUIRE_FRAMEWORKS=1)
 
 
 def pytest_generate_tests(metafunc):

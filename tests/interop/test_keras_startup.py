@@ -8,13 +8,13 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import pytest
+from optional import require
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def test_tensorflow_start_up_lines_are_printed_once_each():
-    pytest.importorskip("tensorflow")
+    require("tensorflow", "tensorflow")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # TensorFlow's own default, as a user has it (conftest quiets it)
     code = "from normlab.interop.keras import import_keras; import_keras(); import tensorflow; print('imported')"

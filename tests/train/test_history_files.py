@@ -7,6 +7,7 @@ import struct
 
 import numpy as np
 import pytest
+from optional import require
 
 from normlab.train.config import TrainConfig
 from normlab.train.history import EpochRecord, History, save_history
@@ -60,7 +61,7 @@ def tensorboard_scalars(log_dir):
 
 
 def test_tensorboard_event_files_hold_the_history(toy_fashion, tmp_path):
-    pytest.importorskip("tensorboardX")
+    require("tensorboardX", "tensorboard")
     config = TrainConfig(model_options={"hidden_dims": (16,)}, epochs=2, batch_size=64)
     result = run_training(config, tmp_path / "run", data_dir=toy_fashion, download=False, progress=False,
                           log=lambda line: None, tensorboard=True)
@@ -92,7 +93,7 @@ def test_tensorboard_without_tensorboardx_says_what_to_install(toy_fashion, tmp_
 def test_a_resumed_run_opens_its_event_file_with_a_purge_at_its_first_step(toy_fashion, tmp_path):
     """TensorBoard drops the earlier files' events from a SessionLog START's step on: the steps a killed run
     logged after its last checkpoint are not shown twice."""
-    pytest.importorskip("tensorboardX")
+    require("tensorboardX", "tensorboard")
     from tensorboardX.proto import event_pb2
 
     config = TrainConfig(model_options={"hidden_dims": (16,)}, epochs=1, batch_size=64)
