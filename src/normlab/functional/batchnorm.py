@@ -237,7 +237,7 @@ def batchnorm_backward(dout: np.ndarray, cache: BatchNormCache) -> tuple[np.ndar
 
     Returns (dx, dgamma, dbeta): dx like x, dgamma and dbeta of shape (C,).
     """
-    dout = _check_dout(dout, cache)
+    dout = _check_dout(dout, cache, "batchnorm_backward")
     if cache.compiled is not None and dout.dtype == cache.x.dtype:
         from normlab.kernels.normalize_numba import normalize_channels_backward
 
@@ -263,7 +263,7 @@ def batchnorm_backward_staged(dout: np.ndarray, cache: BatchNormCache) -> tuple[
 
     Returns (dx, dgamma, dbeta), equal to `batchnorm_backward`'s.
     """
-    dout = _check_dout(dout, cache)
+    dout = _check_dout(dout, cache, "batchnorm_backward_staged")
     constant_stats = None if cache.training else (cache.mean, cache.var)
     dx, dgamma, dbeta = staged_backward(
         dout, cache.x, cache.gamma, cache.eps, cache.axes, cache.axes, constant_stats
@@ -271,6 +271,6 @@ def batchnorm_backward_staged(dout: np.ndarray, cache: BatchNormCache) -> tuple[
     return dx, dgamma.reshape(-1), dbeta.reshape(-1)
 
 
-def _check_dout(dout: np.ndarray, cache: BatchNormCache) -> np.ndarray:
-    check_cache("batchnorm_backward", cache, BatchNormCache, "batchnorm_forward")
+def _check_dout(dout: np.ndarray, cache: BatchNormCache, backward: str) -> np.ndarray:
+    check_cache(backward, cache, BatchNormCache, "batchnorm_forward")
     return check_same_shape("dout", dout, cache.x.shape)

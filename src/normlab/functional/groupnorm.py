@@ -109,7 +109,14 @@ def groupnorm_backward(dout: np.ndarray, cache: GroupNormCache) -> tuple[np.ndar
 
     Returns (dx, dgamma, dbeta): dx like x, dgamma and dbeta of shape (C,).
     """
-    check_cache("groupnorm_backward", cache, GroupNormCache, "groupnorm_forward or instancenorm_forward")
+    return _groupnorm_backward(dout, cache, "groupnorm_backward")
+
+
+def _groupnorm_backward(
+    dout: np.ndarray, cache: GroupNormCache, backward: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`groupnorm_backward`, its errors naming `backward` (the function the caller called)."""
+    check_cache(backward, cache, GroupNormCache, "groupnorm_forward or instancenorm_forward")
     dout = check_same_shape("dout", dout, cache.input_shape)
     if cache.compiled is not None and dout.dtype == cache.x.dtype:
         from normlab.kernels.normalize_numba import normalize_rows_backward
@@ -147,4 +154,4 @@ def instancenorm_forward(
 
 def instancenorm_backward(dout: np.ndarray, cache: GroupNormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Backward of `instancenorm_forward`: (dx, dgamma, dbeta)."""
-    return groupnorm_backward(dout, cache)
+    return _groupnorm_backward(dout, cache, "instancenorm_backward")
