@@ -13,7 +13,6 @@ from normlab.functional import (
 )
 from normlab.gradcheck import check_layer, numerical_gradient, relative_error
 
-
 # Bit-for-bit comparisons with batch norm: every layer must do the same arithmetic (see tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("numpy_backend")
 

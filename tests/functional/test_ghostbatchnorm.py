@@ -15,7 +15,6 @@ from normlab.functional import (
 )
 from normlab.gradcheck import check_layer
 
-
 # Bit-for-bit comparisons with batch norm: every layer must do the same arithmetic (see tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("numpy_backend")
 
