@@ -99,6 +99,7 @@ def test_backward_adds_the_functional_gradients_into_weight_and_bias(name, rng):
     module.backward(dout)
     np.testing.assert_array_equal(module.weight.grad, dgamma)
     np.testing.assert_array_equal(module.bias.grad, dbeta)
+    np.testing.assert_array_equal(module.bias.grad, dbeta)
     module.forward(x)
     module.backward(dout)
     np.testing.assert_allclose(module.weight.grad, 2 * dgamma, rtol=1e-15)
@@ -218,3 +219,4 @@ def test_a_functional_layer_is_what_each_module_computes(rng):
     dx, dgamma, dbeta = F.groupnorm_backward(dout, cache)
     np.testing.assert_array_equal(module.backward(dout), dx)
     np.testing.assert_array_equal(module.weight.grad, dgamma)
+    np.testing.assert_array_equal(module.bias.grad, dbeta)

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from normlab import nn
 from normlab.distributed import run_in_threads
@@ -18,8 +17,8 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def test_normlab_distributed_exports_the_same_objects():
-    import normlab.distributed as distributed
     import normlab.distributed.sync_batchnorm as legacy
+    from normlab import distributed
 
     assert distributed.SyncBatchNorm is legacy.SyncBatchNorm is nn.SyncBatchNorm
     assert distributed.convert_sync_batchnorm is nn.convert_sync_batchnorm

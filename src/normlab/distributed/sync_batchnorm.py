@@ -1,8 +1,7 @@
-"""SyncBatchNorm in `normlab.distributed`, where data-parallel code looks for it. The layer and its math
-live in `normlab.nn.syncbatchnorm` (it is an nn module, `normlab.nn.SyncBatchNorm`, and needs of a
-communicator only its collectives); these are the same objects."""
+"""SyncBatchNorm where data-parallel code looks for it: the layer and its math are an nn module,
+`normlab.nn.syncbatchnorm` (it needs of a communicator only its collectives); these are the same objects."""
 
-from normlab.nn.syncbatchnorm import (
+from normlab.nn.syncbatchnorm import (  # noqa: F401
     CONVERTIBLE,
     SyncBatchNorm,
     SyncBatchNormCache,
@@ -10,6 +9,3 @@ from normlab.nn.syncbatchnorm import (
     sync_batchnorm_backward,
     sync_batchnorm_forward,
 )
-
-__all__ = ["CONVERTIBLE", "SyncBatchNorm", "SyncBatchNormCache", "convert_sync_batchnorm", "sync_batchnorm_backward",
-           "sync_batchnorm_forward"]
