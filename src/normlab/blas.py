@@ -18,6 +18,8 @@ import ctypes
 from collections.abc import Iterator
 from functools import cache
 
+from normlab.checks import check_positive_int
+
 _SPELLINGS = [(f"{prefix}openblas_set_num_threads{suffix}", f"{prefix}openblas_get_num_threads{suffix}")
               for prefix in ("scipy_", "") for suffix in ("64_", "")]
 
@@ -54,8 +56,7 @@ def blas_threads() -> int | None:
 def set_blas_threads(n: int) -> int | None:
     """Set OpenBLAS's number of threads to n for the rest of the process (as OPENBLAS_NUM_THREADS would
     have at start-up). Returns the number now in force, or None without OpenBLAS (nothing changes)."""
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"n must be a positive integer number of threads, got {n!r}")
+    n = check_positive_int("n", n, what="number of threads")
     found = _openblas()
     if found is None:
         return None
@@ -68,8 +69,7 @@ def set_blas_threads(n: int) -> int | None:
 def limited_blas_threads(n: int = 1) -> Iterator[int | None]:
     """Run the block with OpenBLAS on at most n threads, restoring the previous number after. Yields the
     number in force inside (None without OpenBLAS, when nothing changes)."""
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive integer number of threads, got {n!r}")
+    n = check_positive_int("n", n, what="number of threads")
     found = _openblas()
     if found is None:
         yield None

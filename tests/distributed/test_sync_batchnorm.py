@@ -84,6 +84,7 @@ MPI_CASES = [  # (shape of one step's global batch, local batch sizes of ranks 0
 
 
 def test_sync_batchnorm_under_mpiexec_equals_batchnorm_on_the_global_batch(run_mpi, tmp_path, rng):
+    """Two MPI processes, each with nn.SyncBatchNorm built without a communicator (it finds world())."""
     cases = [make_case(rng, shape, counts, momentum=momentum) for shape, counts, momentum in MPI_CASES]
     with open(tmp_path / "cases.pkl", "wb") as f:
         pickle.dump(cases, f)

@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from normlab.autograd.tensor import Axes, Tensor
+from normlab.checks import check_positive_int
 from normlab.functional._checks import check_float_array, check_param, check_positive, check_same_shape
 
 KINDS = ("batchnorm", "layernorm", "groupnorm")
@@ -104,8 +105,7 @@ def groupnorm_graph(
     """
     x, gamma, beta = _check_inputs(x, gamma, beta, eps, lambda x: (x.shape[1],))
     c = x.shape[1]
-    if not isinstance(num_groups, (int, np.integer)) or isinstance(num_groups, bool) or num_groups < 1:
-        raise ValueError(f"num_groups must be a positive integer, got {num_groups!r}")
+    check_positive_int("num_groups", num_groups)
     if c % num_groups:
         raise ValueError(f"num_groups must divide the number of channels C={c}, got num_groups={num_groups}")
     per_channel = (c,) + (1,) * (x.ndim - 2)

@@ -11,28 +11,26 @@ import argparse
 import sys
 import time
 
+from normlab.checks import check_non_negative_int, check_positive_int
+
 NAME = "experiment"
 HELP = "test one of batch norm's claims on real data: results.json, plots and a summary table"
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _integer_type(check, expected: str):
+    """An argparse type: the text as an int, checked by `check` (normlab.checks), argparse's error otherwise."""
+
+    def convert(text: str) -> int:
+        try:
+            return check("value", int(text))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+
+    return convert
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
+positive_int = _integer_type(check_positive_int, "a positive integer")
+non_negative_int = _integer_type(check_non_negative_int, "a non-negative integer")
 
 
 def add_arguments(parser) -> None:

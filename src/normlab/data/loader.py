@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from normlab.checks import check_positive_int
+
 
 def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
     return n // batch_size if drop_last else -(-n // batch_size)
@@ -14,8 +16,7 @@ def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
 def batch_indices(order: np.ndarray, batch_size: int, drop_last: bool = False) -> Iterator[np.ndarray]:
     """Consecutive slices of `order` (a permutation, or arange for evaluation) of `batch_size` indices; the
     last one shorter unless `drop_last`."""
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_positive_int("batch_size", batch_size)
     for b in range(num_batches(len(order), batch_size, drop_last)):
         yield order[b * batch_size:(b + 1) * batch_size]
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from normlab.checks import check_non_negative_int
+
 
 def train_val_split(x: np.ndarray, y: np.ndarray, val_size: int, rng: np.random.Generator
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -66,8 +68,7 @@ def random_crop(x: np.ndarray, padding: int, rng: np.random.Generator) -> np.nda
     """
     if x.ndim != 4:
         raise ValueError(f"x must be (N, C, H, W) images, got shape {x.shape}")
-    if not isinstance(padding, (int, np.integer)) or padding < 0:
-        raise ValueError(f"padding must be a non-negative integer, got {padding!r}")
+    check_non_negative_int("padding", padding)
     n, _, h, w = x.shape
     if padding == 0:
         return x.copy()

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from normlab.checks import check_positive_int
 from normlab.distributed.comm import Communicator
 
 T = TypeVar("T")
@@ -76,8 +77,7 @@ def run_in_threads(size: int, function: Callable[[Communicator], T], timeout: fl
     the others are released (their collectives raise) and the first rank's error is raised here.
     timeout: seconds a collective may wait for the other ranks before it raises BrokenBarrierError (None:
     forever; tests pass one so that a rank that stops calling collectives fails instead of hanging)."""
-    if not isinstance(size, int) or size < 1:
-        raise ValueError(f"size must be a positive integer, got {size!r}")
+    check_positive_int("size", size)
     group = _Group(size, timeout)
     results: list[Any] = [None] * size
     errors: list[BaseException | None] = [None] * size

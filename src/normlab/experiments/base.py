@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from normlab.blas import limited_blas_threads
+from normlab.checks import check_non_negative_int, check_positive_int
 from normlab.experiments.stats import VERDICT_RULE
 from normlab.experiments.status import run_status
 from normlab.experiments.sweep import InlineExecutor, RunFunction, RunSpec, Sweep, make_executor
@@ -328,11 +329,9 @@ def run_experiment(name: str, out: str | Path, *, quick: bool = False, scale: fl
         raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
     if not scale > 0:
         raise ValueError(f"scale must be > 0, got {scale!r}")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:  # NumPy's seeds are non-negative
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    check_non_negative_int("seed", seed)  # NumPy's seeds are non-negative
     seeds = (2 if quick else 5) if seeds is None else seeds
-    if not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
+    check_positive_int("seeds", seeds)
     experiment = EXPERIMENTS[name]
     out_dir = check_out_dir(name, out, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from normlab.blas import limited_blas_threads
+from normlab.checks import check_positive_int
 from normlab.files import atomic_write_bytes
 
 
@@ -139,8 +140,7 @@ def under_mpi_futures() -> bool:
 
 def make_executor(jobs: int) -> concurrent.futures.Executor:
     """The executor of a sweep (see the module docstring)."""
-    if not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
+    check_positive_int("jobs", jobs)
     if under_mpi_futures():
         from mpi4py.futures import MPIPoolExecutor
 

@@ -1,11 +1,12 @@
-"""Input validation shared by the functional layers. Every message names the argument, what was expected
-and what was given."""
+"""Input validation shared by the functional layers: arrays, parameters and caches (the scalar checks,
+sizes and rates, are `normlab.checks`'s, used by every layer). Every message names the argument, what was
+expected and what was given."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
+
+from normlab.checks import check_positive, check_positive_int, check_probability  # noqa: F401  (scalar checks)
 
 
 def is_float_dtype(dtype: np.dtype) -> bool:
@@ -42,26 +43,6 @@ def check_same_shape(name: str, a: np.ndarray, shape: tuple[int, ...]) -> np.nda
     if a.shape != shape:
         raise ValueError(f"{name} must have shape {shape} (the forward output's), got {a.shape}")
     return a
-
-
-def check_positive(name: str, value: float) -> float:
-    """A finite number > 0 (an eps of inf would silently turn every output into zeros)."""
-    if not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number > 0, got {type(value).__name__}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
-    if not value > 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
-    return value
-
-
-def check_probability(name: str, value: float) -> float:
-    """A finite number in [0, 1] (momentum, dropout probability)."""
-    if not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number in [0, 1], got {type(value).__name__}")
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
-    return value
 
 
 def check_cache(backward: str, cache: object, expected: type, forward: str) -> None:

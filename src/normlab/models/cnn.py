@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from normlab.checks import check_positive_int
 from normlab.models.registry import register_model
 from normlab.nn import (
     Conv2d,
@@ -60,7 +61,7 @@ class ThreeLayerConvNet(Sequential):
                  num_classes: int = 10, weight_scale: float | None = None, *, rng: np.random.Generator,
                  dtype=np.float32):
         c, h, w = _image_shape(input_shape)
-        if not isinstance(filter_size, (int, np.integer)) or filter_size < 1 or filter_size % 2 == 0:
+        if check_positive_int("filter_size", filter_size) % 2 == 0:
             raise ValueError(f"filter_size must be a positive odd integer (the convolution keeps H and W), "
                              f"got {filter_size!r}")
         if h < 2 or w < 2:

@@ -20,6 +20,7 @@ from normlab.nn.normalization import (
 )
 from normlab.nn.pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
 from normlab.nn.residual import ResidualBlock
+from normlab.nn.syncbatchnorm import SyncBatchNorm, convert_sync_batchnorm
 
 __all__ = [
     "NORMALIZATIONS_2D",
@@ -47,7 +48,9 @@ __all__ = [
     "ResidualBlock",
     "Sequential",
     "Sigmoid",
+    "SyncBatchNorm",
     "Tanh",
+    "convert_sync_batchnorm",
     "input_grad_skipped",
     "norm2d",
 ]

@@ -31,6 +31,7 @@ class _BatchRenorm(_BatchNorm):
     """
 
     _backward_fn = staticmethod(F.batchrenorm_backward)
+    _repr_keywords = ("eps", "momentum", "affine", "schedule")
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.01, affine: bool = True,
                  *, schedule: RenormSchedule | None = None, convention: str = "pytorch", dtype=np.float32):
@@ -46,15 +47,11 @@ class _BatchRenorm(_BatchNorm):
         """(rmax, dmax) for the next training batch: the schedule at num_batches_tracked."""
         return self.schedule(int(self.num_batches_tracked))
 
-    def _normalize(self, x, gamma, beta, running_mean, running_var, training, momenta):
+    def _normalize_batch(self, x, gamma, beta, running_mean, running_var, training, momenta):
         rmax, dmax = self.clipping()
         return F.batchrenorm_forward(x, gamma, beta, running_mean, running_var, training=training,
                                      momentum=momenta[0], eps=self.eps, rmax=rmax, dmax=dmax,
                                      convention=self.convention)
-
-    def extra_repr(self) -> str:
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"schedule={self.schedule}")
 
 
 class BatchRenorm1d(_BatchRenorm):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from normlab.checks import check_positive_int, resolve_rng
 from normlab.functional import conv2d_backward, conv2d_forward
 from normlab.functional._windows import as_pair
 from normlab.nn.module import Module, Parameter
@@ -25,16 +26,15 @@ class Conv2d(Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, bias: bool = True,
                  groups: int = 1, *, rng: np.random.Generator | None = None, dtype=np.float32):
         super().__init__()
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.in_channels = in_channels = check_positive_int("in_channels", in_channels)
+        self.out_channels = out_channels = check_positive_int("out_channels", out_channels)
+        self.groups = groups = check_positive_int("groups", groups)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
-        self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), int(groups)
         self.kernel_size = as_pair("kernel_size", kernel_size, minimum=1)
         self.stride = as_pair("stride", stride, minimum=1)
         self.padding = as_pair("padding", padding, minimum=0)
-        rng = np.random.default_rng() if rng is None else rng
+        rng = resolve_rng(rng)
         shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
         bound = 1.0 / np.sqrt(shape[1] * shape[2] * shape[3])
         self.weight = Parameter(rng.uniform(-bound, bound, shape).astype(dtype))

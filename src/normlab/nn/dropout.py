@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from normlab.checks import check_probability, resolve_rng
 from normlab.functional import dropout_backward, dropout_forward
-from normlab.functional._checks import check_probability
 from normlab.nn.module import Module
 
 
@@ -20,7 +20,7 @@ class Dropout(Module):
         if p == 1.0:
             raise ValueError("p must be < 1 (p = 1 would drop every activation), got 1.0")
         self.p = float(p)
-        self.rng = np.random.default_rng() if rng is None else rng
+        self.rng = resolve_rng(rng)
         self._mask = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from normlab import functional as F
-from normlab.nn.normalization import _BatchNorm, _check_num_features
+from normlab.checks import check_positive_int
+from normlab.nn.normalization import _BatchNorm
 
 
 class _GhostBatchNorm(_BatchNorm):
@@ -23,24 +24,22 @@ class _GhostBatchNorm(_BatchNorm):
     """
 
     _backward_fn = staticmethod(F.ghost_batchnorm_backward)
+    _repr_keywords = (*_BatchNorm._repr_keywords, "virtual_batch_size")
 
     def __init__(self, num_features: int, virtual_batch_size: int, eps: float = 1e-5,
                  momentum: float | None = 0.1, affine: bool = True, track_running_stats: bool = True, *,
                  convention: str = "pytorch", dtype=np.float32):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, convention=convention,
                          dtype=dtype)
-        self.virtual_batch_size = _check_num_features("virtual_batch_size", virtual_batch_size)
+        self.virtual_batch_size = check_positive_int("virtual_batch_size", virtual_batch_size)
 
     def _batches_in(self, x: np.ndarray) -> int:
         return len(F.virtual_batch_sizes(x.shape[0], self.virtual_batch_size))
 
-    def _normalize(self, x, gamma, beta, running_mean, running_var, training, momenta):
+    def _normalize_batch(self, x, gamma, beta, running_mean, running_var, training, momenta):
         return F.ghost_batchnorm_forward(x, gamma, beta, running_mean, running_var,
                                          virtual_batch_size=self.virtual_batch_size, training=training,
                                          momentum=momenta, eps=self.eps, convention=self.convention)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, virtual_batch_size={self.virtual_batch_size}"
 
 
 class GhostBatchNorm1d(_GhostBatchNorm):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from normlab.checks import check_positive_int, resolve_rng
 from normlab.functional import linear_backward, linear_forward
 from normlab.nn.module import Module, Parameter
 
@@ -18,11 +19,9 @@ class Linear(Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
                  rng: np.random.Generator | None = None, dtype=np.float32):
         super().__init__()
-        for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        self.in_features, self.out_features = int(in_features), int(out_features)
-        rng = np.random.default_rng() if rng is None else rng
+        self.in_features = in_features = check_positive_int("in_features", in_features)
+        self.out_features = out_features = check_positive_int("out_features", out_features)
+        rng = resolve_rng(rng)
         bound = 1.0 / np.sqrt(in_features)
         self.weight = Parameter(rng.uniform(-bound, bound, (out_features, in_features)).astype(dtype))
         self.bias = Parameter(rng.uniform(-bound, bound, out_features).astype(dtype)) if bias else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from normlab import functional as F
+from normlab.checks import resolve_rng
 from normlab.nn.container import Sequential
 from normlab.nn.conv import Conv2d
 from normlab.nn.module import Module
@@ -33,7 +34,7 @@ class ResidualBlock(Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, normalization: str = "batch", *,
                  rng: np.random.Generator | None = None, dtype=np.float32):
         super().__init__()
-        rng = np.random.default_rng() if rng is None else rng
+        rng = resolve_rng(rng)
         bias = normalization == "none"
         self.conv1 = Conv2d(in_channels, out_channels, 3, stride, 1, bias=bias, rng=rng, dtype=dtype)
         self.bn1 = norm2d(normalization, out_channels, dtype=dtype)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+from normlab.checks import check_non_negative_int, check_positive_int
+
 
 class Schedule:
     """A factor of the initial learning rate as a function of the step."""
@@ -37,8 +39,7 @@ class StepDecay(Schedule):
     (torch.optim.lr_scheduler.StepLR). Defaults: gamma=0.1."""
 
     def __init__(self, step_size: int, gamma: float = 0.1):
-        if not isinstance(step_size, int) or step_size < 1:
-            raise ValueError(f"step_size must be a positive integer number of steps, got {step_size!r}")
+        check_positive_int("step_size", step_size, what="number of steps")
         if not gamma > 0:
             raise ValueError(f"gamma must be > 0, got {gamma!r}")
         self.step_size, self.gamma = step_size, gamma
@@ -56,8 +57,7 @@ class Cosine(Schedule):
     total_steps. Defaults: final=0."""
 
     def __init__(self, total_steps: int, final: float = 0.0):
-        if not isinstance(total_steps, int) or total_steps < 1:
-            raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}")
+        check_positive_int("total_steps", total_steps)
         if not 0.0 <= final <= 1.0:
             raise ValueError(f"final must be in [0, 1] (a fraction of the initial lr), got {final!r}")
         self.total_steps, self.final = total_steps, final
@@ -76,8 +76,7 @@ class LinearWarmup(Schedule):
     settle (Goyal et al., 2017). `after` defaults to Constant()."""
 
     def __init__(self, warmup_steps: int, after: Schedule | None = None):
-        if not isinstance(warmup_steps, int) or warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be a non-negative integer, got {warmup_steps!r}")
+        check_non_negative_int("warmup_steps", warmup_steps)
         self.warmup_steps, self.after = warmup_steps, Constant() if after is None else after
 
     def __call__(self, step: int) -> float:

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from normlab.checks import check_positive_int
 from normlab.models import model_builder
 
 # Each optimizer's default learning rate, used when none is given.
@@ -54,8 +55,7 @@ class TrainConfig:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         for name in ("epochs", "batch_size", "step_epochs"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+            check_positive_int(name, getattr(self, name))
         if self.limit is not None and self.limit < 2:
             raise ValueError(f"limit must be at least 2 examples, got {self.limit!r}")
         if not self.lr > 0:

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from normlab.checks import check_positive_int
 from normlab.data.loader import batch_indices, epoch_order, num_batches
 from normlab.functional import softmax_cross_entropy
 from normlab.nn import Module, input_grad_skipped
@@ -87,12 +88,6 @@ def named_schedule(name: str, total_steps: int) -> Schedule:
     return Cosine(total_steps) if name == "cosine" else Constant()
 
 
-def _positive(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def _pair(name: str, data) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         raise TypeError(f"{name} must be a pair (x, y) of arrays, got {type(data).__name__}")
@@ -147,7 +142,7 @@ class Trainer:
         self.callbacks, self.progress, self.log = list(callbacks), progress, log
         self.epoch_callbacks = list(epoch_callbacks)
         self.train_eval_size, self.eval_batch_size = train_eval_size, eval_batch_size
-        self.epochs, self.batch_size = _positive("epochs", epochs), _positive("batch_size", batch_size)
+        self.epochs, self.batch_size = check_positive_int("epochs", epochs), check_positive_int("batch_size", batch_size)
         self.x_train = self.y_train = None
         self.steps_per_epoch = 0
         if x_train is not None or y_train is not None:
@@ -257,7 +252,7 @@ class Trainer:
         if self.x_train is None:
             raise ValueError("no training data: pass train=(x, y) to fit, or x_train and y_train to Trainer")
         if epochs is not None:
-            self.epochs = _positive("epochs", epochs)
+            self.epochs = check_positive_int("epochs", epochs)
         if self.schedule_name is not None:
             self._schedule = named_schedule(self.schedule_name, self.epochs * self.steps_per_epoch)
         if resume:

@@ -6,6 +6,9 @@ computed to another pickle file. Launched by tests/distributed/test_sync_batchno
 A case: {"x": (steps, N, C, *), "dout": like x, "gamma", "beta": (C,), "momentum", "counts": one local
 batch size per rank}. Per step a rank records its output and dx; per case its weight and bias gradients
 of each step, its running statistics at the end, and its output in evaluation mode afterwards.
+
+Under mpiexec the layer is `normlab.nn.SyncBatchNorm` built without a communicator: it finds the world of
+MPI processes on its own.
 """
 
 import pickle
@@ -13,16 +16,18 @@ import sys
 
 import numpy as np
 
-from normlab.distributed import SyncBatchNorm, abort_on_error
+from normlab.distributed import abort_on_error
+from normlab.nn import SyncBatchNorm
 
 
-def run_case(case: dict, comm) -> dict:
+def run_case(case: dict, comm, pass_comm: bool = True) -> dict:
+    """This rank's part of `case`; the layer gets `comm`, or with pass_comm=False finds it (world())."""
     steps, n, c = case["x"].shape[:3]
     offsets = np.cumsum([0, *case["counts"]])
     if offsets[-1] != n or len(case["counts"]) != comm.size:
         raise ValueError(f"counts {case['counts']} must split {n} samples over {comm.size} ranks")
     part = slice(offsets[comm.rank], offsets[comm.rank + 1])
-    bn = SyncBatchNorm(c, momentum=case["momentum"], dtype=np.float64, comm=comm)
+    bn = SyncBatchNorm(c, momentum=case["momentum"], dtype=np.float64, comm=comm if pass_comm else None)
     bn.weight.data[...], bn.bias.data[...] = case["gamma"], case["beta"]
     record = {"out": [], "dx": [], "dgamma": [], "dbeta": []}
     for step in range(steps):
@@ -41,7 +46,7 @@ def main(cases_path: str, results_path: str) -> None:
     with abort_on_error() as comm:
         with open(cases_path, "rb") as f:
             cases = pickle.load(f)
-        records = [comm.allgather_object(run_case(case, comm)) for case in cases]  # [case][rank]
+        records = [comm.allgather_object(run_case(case, comm, pass_comm=False)) for case in cases]  # [case][rank]
         if comm.is_root:
             with open(results_path, "wb") as f:
                 pickle.dump({"size": comm.size, "records": records}, f)
