@@ -27,12 +27,12 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _timing import median_seconds
-from _versus_torch import blas_threads, import_torch, paired_medians
+from _versus_torch import blas_threads, import_torch
 
 from normlab import functional as F
 from normlab import nn
 from normlab.models import build_model
+from normlab.timing import median_seconds, paired_medians
 
 
 def torch_twin(model: nn.Module, torch):

@@ -21,10 +21,11 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _versus_torch import blas_threads, import_torch, paired_medians
+from _versus_torch import blas_threads, import_torch
 
 from normlab import functional as F
 from normlab.kernels import numba_available
+from normlab.timing import paired_medians
 
 # (name, input shape, weight shape, stride, padding); the first is the acceptance case.
 CONV_CASES = [

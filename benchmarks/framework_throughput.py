@@ -39,8 +39,8 @@ def main() -> None:
     tf.config.threading.set_inter_op_parallelism_threads(1)
     torch.set_num_threads(args.threads)
 
-    from normlab.bench.timing import SETTLE_SECONDS
     from normlab.models import build_model
+    from normlab.timing import SETTLE_SECONDS
     from normlab.train.config import TrainConfig
     from normlab.train.frameworks import KerasSteps, TorchSteps
     from normlab.train.run import build_optimizer
