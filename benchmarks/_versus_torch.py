@@ -1,5 +1,5 @@
 """Helpers for the "normlab vs torch" benchmarks: torch on a given thread count, and what NumPy's BLAS was
-told. The timing itself is `normlab.timing` (`paired_medians`: the two sides alternate)."""
+told. The timing itself is `normlab.timing` (`interleaved_medians`: the sides alternate)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from normlab.timing import median_seconds, paired_medians, paired_samples, time_passes
+from normlab.timing import interleaved_medians, median_seconds, paired_samples, time_passes
 
 
 def test_time_passes_interleaves_and_feeds_each_forward_to_its_backward():
@@ -85,7 +85,7 @@ def test_median_seconds_is_the_median_of_the_timed_calls_after_the_warmup():
     assert 0.001 <= median_seconds(fn, repeats=3, warmup=1) < 0.02  # the median of 0.001, 0.03, 0.001
 
 
-def test_paired_medians_alternate_the_two_sides_and_time_each_on_the_wall_and_cpu_clocks():
+def test_interleaved_medians_alternate_the_sides_and_time_each_on_the_wall_and_cpu_clocks():
     calls = []
 
     def ours():
@@ -98,7 +98,9 @@ def test_paired_medians_alternate_the_two_sides_and_time_each_on_the_wall_and_cp
         while time.perf_counter() < end:  # busy: CPU time too
             pass
 
-    mine, other = paired_medians(ours, theirs, repeats=3, warmup=1, settle=0.0)
+    times = interleaved_medians({"ours": ours, "theirs": theirs}, repeats=3, warmup=1, settle=0.0)
+    assert list(times) == ["ours", "theirs"]
+    mine, other = times.values()
     assert calls == ["ours", "theirs"] * 4
     assert 0.002 <= mine.wall < 0.05 and mine.cpu < mine.wall
     assert 0.004 <= other.wall < 0.05 and other.cpu > 0

@@ -4,7 +4,7 @@ the scripts in benchmarks/. Below every layer (it imports nothing of normlab), s
 - `median_seconds`: one function called back to back; the median of its repetitions.
 - `time_passes`: contenders (forward, backward) taking turns repetition by repetition, each turn after a
   pause (`SETTLE_SECONDS`), so that a burst of load from elsewhere falls on all of them alike.
-- `paired_medians`: two functions taking turns, timed on the wall clock and in process CPU time.
+- `interleaved_medians`: functions taking turns, timed on the wall clock and in process CPU time.
 - `paired_samples`: functions taking turns, each sample repeating a fast function long enough to time it.
 
 The measurements behind the pause and the burst are in docs/performance.md ("Measurements behind design
@@ -99,23 +99,24 @@ class Timing(NamedTuple):
     cpu: float  # median process CPU seconds (all threads)
 
 
-def paired_medians(ours: Callable[[], object], theirs: Callable[[], object], repeats: int = 7,
-                   warmup: int = 1, settle: float = SETTLE_SECONDS) -> tuple[Timing, Timing]:
-    """Medians for `ours` and for `theirs`, timed alternately after `warmup` calls of each, each turn after
-    `settle` seconds idle (see `SETTLE_SECONDS`). Each call is timed on the wall clock and in process CPU
-    time; with one thread per side, CPU time is the measure that other processes on the machine disturb
-    least."""
+def interleaved_medians(fns: Mapping[str, Callable[[], object]], repeats: int = 7, warmup: int = 1,
+                        settle: float = SETTLE_SECONDS) -> dict[str, Timing]:
+    """Medians of every function, the functions taking turns call by call after `warmup` calls of each,
+    each turn after `settle` seconds idle (see `SETTLE_SECONDS`). Each call is timed on the wall clock and
+    in process CPU time; with one thread per side, CPU time is the measure that other processes on the
+    machine disturb least, and CPU over wall time tells how many cores a call kept busy."""
     for _ in range(warmup):
-        ours()
-        theirs()
-    samples: tuple[list, list] = ([], [])
+        for fn in fns.values():
+            fn()
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in fns}
     for _ in range(repeats):
-        for fn, bucket in ((ours, samples[0]), (theirs, samples[1])):
+        for name, fn in fns.items():
             time.sleep(settle)
             wall, cpu = time.perf_counter(), time.process_time()
             fn()
-            bucket.append((time.perf_counter() - wall, time.process_time() - cpu))
-    return tuple(Timing(statistics.median(s[0] for s in b), statistics.median(s[1] for s in b)) for b in samples)
+            samples[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+    return {name: Timing(statistics.median(s[0] for s in b), statistics.median(s[1] for s in b))
+            for name, b in samples.items()}
 
 
 def paired_samples(fns: tuple[Callable[[], object], ...], repeats: int, min_sample: float = 2e-3) -> list[list[float]]:
