@@ -1,11 +1,11 @@
 """The training loop: epochs of shuffled minibatches, evaluation, checkpoints, resume.
 
-One training step (`train_step`) is `normlab.distributed.data_parallel_step` (forward -> softmax cross-entropy
--> backward -> `after_backward()`, which adds the model's regularization gradient -> the gradients summed
-over the processes, a no-op on one) -> optimizer step. `DistributedTrainer` only gives it more than one
-process. `fit` runs epochs of such steps, evaluates in eval mode
-after each epoch, keeps the weights with the best validation accuracy, and saves the full training state
-at the end of every epoch and when interrupted.
+One training step (`train_step`) is `normlab.distributed.data_parallel_step` (forward -> softmax
+cross-entropy -> backward -> `after_backward()`, which adds the model's regularization gradient -> the
+gradients summed over the processes, the identity on one) -> optimizer step; `DistributedTrainer` gives it
+more than one process. `fit` runs epochs of such steps, evaluates in eval mode after each epoch, keeps the
+weights with the best validation accuracy, and saves the full training state at the end of every epoch and
+when interrupted.
 
 Run directory (when `run_dir` is given):
 - checkpoint.safetensors: the latest full training state: weights, buffers, optimizer state, the epoch's
