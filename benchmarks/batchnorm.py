@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(__file__))
-from _timing import median_seconds  # noqa: E402
-
-from normlab import functional as F  # noqa: E402
+from normlab import functional as F
+from normlab.timing import median_seconds
 
 
 def staged_vs_simplified(shapes, repeats, rng):

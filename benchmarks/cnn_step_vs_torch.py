@@ -8,7 +8,7 @@ The torch twin is built here from normlab's module tree and loaded with normlab'
 first checks that the two compute the same logits. Target: normlab >= 0.7x torch's images per second.
 Set OPENBLAS_NUM_THREADS (or OMP_NUM_THREADS) to --threads for NumPy's BLAS.
 
-Two ways to time. By default the two sides alternate in one process (paired_medians), which cancels slow
+Two ways to time. By default the two sides alternate in one process (interleaved_medians), which cancels slow
 drifts of a shared machine but lets the libraries' thread pools meet: torch's speed there was seen to swing
 by up to 3x with the state of NumPy's OpenBLAS threads. `--separate` times each side alone, steps back to
 back, in its own fresh process (`--only normlab|torch`), alternating processes for `--rounds` rounds, and
@@ -27,12 +27,12 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _timing import median_seconds
-from _versus_torch import blas_threads, import_torch, paired_medians
+from _versus_torch import blas_threads, import_torch
 
 from normlab import functional as F
 from normlab import nn
 from normlab.models import build_model
+from normlab.timing import interleaved_medians, median_seconds
 
 
 def torch_twin(model: nn.Module, torch):
@@ -131,7 +131,7 @@ def main() -> None:
     if args.only == "torch":
         print(json.dumps({"seconds": median_seconds(theirs, args.repeats, warmup=2)}))
         return
-    ours_s, theirs_s = paired_medians(ours, theirs, args.repeats)
+    ours_s, theirs_s = interleaved_medians({"normlab": ours, "torch": theirs}, args.repeats).values()
     print(f"torch threads {torch.get_num_threads()}, NumPy BLAS threads: {blas_threads()}, float32, "
           f"batch {args.batch}, input {tuple(args.input_shape)}, normalization {args.normalization!r}, "
           f"median of {args.repeats}")

@@ -21,10 +21,11 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _versus_torch import blas_threads, import_torch, paired_medians
+from _versus_torch import blas_threads, import_torch
 
 from normlab import functional as F
 from normlab.kernels import numba_available
+from normlab.timing import interleaved_medians
 
 # (name, input shape, weight shape, stride, padding); the first is the acceptance case.
 CONV_CASES = [
@@ -61,8 +62,10 @@ def conv_rows(torch, rng, name, xs, ws, stride, padding, repeats):
         tx.grad = tw.grad = tb.grad = None
         tf.conv2d(tx, tw, tb, stride, padding).backward(tdout)
 
-    yield f"conv2d {name} {xs} fwd", *paired_medians(ours_forward, torch_forward, repeats)
-    yield f"conv2d {name} {xs} fwd+bwd", *paired_medians(ours_both, torch_both, repeats)
+    yield f"conv2d {name} {xs} fwd", *interleaved_medians({"normlab": ours_forward, "torch": torch_forward},
+                                                          repeats).values()
+    yield f"conv2d {name} {xs} fwd+bwd", *interleaved_medians({"normlab": ours_both, "torch": torch_both},
+                                                              repeats).values()
 
 
 def pool_row(torch, rng, kind, xs, k, s, repeats, backend):
@@ -81,7 +84,7 @@ def pool_row(torch, rng, kind, xs, k, s, repeats, backend):
         tx.grad = None
         torch_pool(tx, k, s).backward(tdout)
 
-    return paired_medians(ours, theirs, repeats)
+    return tuple(interleaved_medians({"normlab": ours, "torch": theirs}, repeats).values())
 
 
 def main() -> None:

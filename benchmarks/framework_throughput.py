@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 
 def main() -> None:
@@ -39,8 +37,8 @@ def main() -> None:
     tf.config.threading.set_inter_op_parallelism_threads(1)
     torch.set_num_threads(args.threads)
 
-    from normlab.bench.timing import SETTLE_SECONDS
     from normlab.models import build_model
+    from normlab.timing import interleaved_medians
     from normlab.train.config import TrainConfig
     from normlab.train.frameworks import KerasSteps, TorchSteps
     from normlab.train.run import build_optimizer
@@ -62,18 +60,15 @@ def main() -> None:
     keras_steps = KerasSteps(model(), config, shape)
     steps = {"numpy": lambda: trainer.train_step(x, y), "torch": lambda: torch_steps.train_step(x, y),
              "tensorflow": lambda: keras_steps.train_step(x, y)}
-    losses = {name: step() for name, step in steps.items()}  # warm-up (TensorFlow traces its graph here)
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    cpu: dict[str, list[float]] = {name: [] for name in steps}  # CPU time over wall time: threads really used
-    for _ in range(args.repeats):
-        for name, step in steps.items():
-            time.sleep(SETTLE_SECONDS)  # the previous framework's spinning thread pools stop first
-            start, start_cpu = time.perf_counter(), time.process_time()
-            losses[name] = step()
-            times[name].append(time.perf_counter() - start)
-            cpu[name].append(time.process_time() - start_cpu)
-    medians = {name: statistics.median(t) for name, t in times.items()}
-    cores = {name: statistics.median(c) / medians[name] for name, c in cpu.items()}
+    losses: dict[str, float] = {}
+
+    def recorded(name, step):
+        return lambda: losses.__setitem__(name, step())
+
+    # One warm-up step each (TensorFlow traces its graph there), then turns after a pause each.
+    timings = interleaved_medians({name: recorded(name, step) for name, step in steps.items()}, args.repeats)
+    medians = {name: t.wall for name, t in timings.items()}
+    cores = {name: t.cpu / t.wall for name, t in timings.items()}  # CPU time over wall time: threads really used
 
     print(f"{args.model} on {shape}, batch {args.batch}, SGD momentum, float32, threads {args.threads} "
           f"(BLAS {os.environ['OPENBLAS_NUM_THREADS']}, torch {torch.get_num_threads()}, TensorFlow intra-op "

@@ -6,7 +6,7 @@ Python overhead counts).
     python3 benchmarks/norm_kernels_vs_torch.py [--threads 2] [--repeats 15] [--burst 4]
     python3 benchmarks/norm_kernels_vs_torch.py --separate [--rounds 5]
 
-Default: normlab and torch take turns in one process (`normlab.bench.timing.time_passes`: a pause, an
+Default: normlab and torch take turns in one process (`normlab.timing.time_passes`: a pause, an
 untimed pass, then `burst` passes back to back, each timed). --separate: each side alone in a fresh
 process, sides alternating, `rounds` processes each; the table gives the median of their medians, and the
 median of each round's ratio (its two processes ran back to back, so a slow minute slows both). Compare
@@ -90,7 +90,7 @@ def _passes(sides, kind, shape, threads):
 
 
 def _measure(sides, names, threads, repeats, burst):
-    from normlab.bench.timing import time_passes
+    from normlab.timing import time_passes
 
     results = {}
     for name in names:

@@ -8,7 +8,8 @@ no /proc, the functions do nothing and say so by returning None.
 
 Why: the training experiments multiply small matrices (batches of 2 to 128 by a few hundred features), which
 one thread does as fast as several; on a machine whose cores are busy with other work, OpenBLAS's threads
-wait for each other, and a run took 20 times longer with two threads than with one.
+wait for each other, and a run took many times longer with two threads than with one (docs/performance.md,
+"Measurements behind design choices").
 """
 
 from __future__ import annotations

@@ -3,9 +3,8 @@ pages.
 
 Why: memory fresh from the kernel is zeroed page by page on first touch. glibc hands allocations above its
 mmap threshold (at most 32 MB) back to the kernel when they are freed, so a layer whose output is that
-large pays the zeroing on every call: for a (128, 64, 32, 32) float32 batch norm, about 3 ms of its
-forward + backward's 10 (measured; the kernels themselves move data at ~85% of the copy bandwidth).
-PyTorch's CPU tensors pay it too. A caching allocator, as PyTorch has on the GPU, avoids it.
+large pays the zeroing on every call, a large part of a memory-bound layer's time (docs/performance.md,
+"Measurements behind design choices"). PyTorch's CPU tensors pay it too. A caching allocator, as PyTorch has on the GPU, avoids it.
 
 How: `empty(shape, dtype)` returns a view of a pooled buffer. A buffer is free again when nothing but the
 pool refers to it: NumPy views refer to the buffer that owns their memory directly, so `sys.getrefcount`
@@ -43,7 +42,7 @@ ALIGN = 64  # bytes: pooled arrays start on a cache line, so no 64-byte vector l
 
 _lock = threading.Lock()
 _buffers: OrderedDict[int, np.ndarray] = OrderedDict()  # id -> uint8 buffer, least recently handed out first
-_starts: dict[int, int] = {}  # id -> offset of the buffer's first cache line (`.ctypes` costs ~20 us cold)
+_starts: dict[int, int] = {}  # id -> offset of the buffer's first cache line (`.ctypes` is slow with cold caches)
 
 
 def limit() -> int:
@@ -64,7 +63,7 @@ def empty(shape: tuple[int, ...], dtype) -> np.ndarray:
     """A C-contiguous array of `shape` and `dtype` with undefined contents, like `np.empty`; large ones
     reuse the memory of a dead earlier output when there is one."""
     dtype = np.dtype(dtype)
-    nbytes = math.prod(shape) * dtype.itemsize  # np.prod costs ~30 us with the caches cold after a kernel
+    nbytes = math.prod(shape) * dtype.itemsize  # not np.prod: far slower with the caches cold after a kernel
     if nbytes < MIN_BYTES or (cap := limit()) == 0:
         return np.empty(shape, dtype)
     size = -(-nbytes // ROUND_BYTES) * ROUND_BYTES
@@ -141,8 +140,8 @@ def _idle(size: int) -> np.ndarray | None:
 
 def _latest_idle(buffers: OrderedDict, nbytes: int, own: int) -> np.ndarray | None:
     """The last buffer of `nbytes` in `buffers` with a reference count of at most `own`, or None. It stops at
-    the first match: `empty` runs between kernels, with the caches cold, where every step costs (with this,
-    math.prod for np.prod and stored starts for `.ctypes`, a pooled `empty` went from ~75 to ~30 us cold)."""
+    the first match: `empty` runs between kernels, with the caches cold, where every step costs (this, math.prod
+    for np.prod and stored starts for `.ctypes` more than halved a pooled `empty`: docs/performance.md)."""
     for buffer in reversed(buffers.values()):
         if buffer.nbytes == nbytes and sys.getrefcount(buffer) <= own:
             return buffer

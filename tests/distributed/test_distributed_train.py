@@ -104,3 +104,31 @@ def test_resume_and_a_stop_seen_by_one_rank(run_mpi, tmp_path):
         np.testing.assert_array_equal(resumed[name], value, err_msg=name)  # the same reductions, the same bits
     histories = [json.loads((tmp_path / k / "history.json").read_text()) for k in ("whole", "resumed")]
     assert histories[0]["loss"] == histories[1]["loss"]
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_the_regularization_gradient_counts_once_over_the_ranks(run_threads, ranks):
+    """DistributedTrainer's step is Trainer's (`data_parallel_step`): with an L2 penalty strong enough that
+    counting it on every rank would show, P thread ranks (unequal parts of each batch of 10) train to the
+    single-process weights and losses, up to the order of float64 sums."""
+    from normlab.models import FullyConnectedNet
+    from normlab.optim import SGD
+    from normlab.train import Trainer
+    from normlab.train.distributed_trainer import DistributedTrainer
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((30, 6)), rng.integers(0, 3, 30)
+
+    def train(trainer_class, **comm):
+        model = FullyConnectedNet(6, (8,), 3, reg=0.5, rng=np.random.default_rng(1), dtype=np.float64)
+        trainer = trainer_class(model, SGD(model.parameters(), lr=0.1), x, y, None, None, epochs=2, batch_size=10,
+                                rng=np.random.default_rng(2), schedule=None, progress=False, log=lambda _: None,
+                                **comm)
+        assert trainer.fit().ok
+        return model.state_dict(), trainer.history.loss
+
+    alone_state, alone_losses = train(Trainer)
+    for state, losses in run_threads(ranks, lambda comm: train(DistributedTrainer, comm=comm)):
+        np.testing.assert_allclose(losses, alone_losses, rtol=1e-12)
+        for name, value in alone_state.items():
+            np.testing.assert_allclose(state[name], value, rtol=1e-10, atol=1e-12, err_msg=name)

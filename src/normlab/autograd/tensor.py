@@ -3,15 +3,16 @@
 A `Tensor` holds an array (`data`), the gradient of the last `backward()` with respect to it (`grad`),
 the tensors it was computed from (`parents`) and the operation that made it. Every operation below
 computes its result and, right beside it, how the gradient flows back to each operand: the local
-gradient times the upstream gradient `out.grad`, summed over any axes the forward broadcast. An
-elementwise operation gives its local gradient as numbers (`local_factors`, what the interactive page
-shows beside the upstream gradient); every operation gives the product as a function of the upstream
-gradient (`vjps`). `backward()` is a topological sort and a loop over them.
+gradient times the upstream gradient `out.grad`, summed over any axes the forward broadcast.
+`backward()` is a topological sort and a loop over them.
 
-Every operation also writes down, as text, its forward expression and the local gradient for each
-operand, so that a graph can explain itself (`normlab.autograd.steps`). The texts are templates:
-{a} and {b} name the operands, {out} the result, {g} the upstream gradient. Tests evaluate them with
-NumPy and hold them equal to the numbers the vjps compute.
+Each local gradient is written once, as the text a graph shows (`normlab.autograd.steps`): a template in
+which {a} and {b} name the operands, {out} the result, {g} the upstream gradient, and other names the
+operation's parameters ("{b} * {g}", "0.5 / {out} * {g}", "{g} @ {b}.T"). The numbers are that same text
+evaluated with NumPy on the operands' arrays (`_evaluate`): the gradient's share for each operand
+(`vjps`, which `backward()` loops over) and, where the share is a factor times the upstream gradient
+(elementwise operations and reductions), the factor alone (`local_factors`, what the interactive page
+shows beside the upstream gradient).
 
 A Python number in an operation (the eps in `var + eps`) is a parameter of that operation, not a node;
 a NumPy array becomes a constant leaf that receives no gradient.
@@ -19,14 +20,20 @@ a NumPy array becomes a constant leaf that receives no gradient.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Mapping
+from functools import cache
 from numbers import Real
-from typing import Callable
+from types import CodeType
 
 import numpy as np
 
 Axes = tuple[int, ...]
 Factor = Callable[[], "float | np.ndarray"]  # an elementwise local gradient, computed when asked for
 Vjp = Callable[[np.ndarray], np.ndarray]  # upstream gradient -> an operand's share of it
+# The functions a local gradient's text may call, as NumPy computes them.
+_FUNCTIONS = {"__builtins__": {}, "sqrt": np.sqrt, "exp": np.exp, "log": np.log, "reshape": np.reshape,
+              "expand_dims": np.expand_dims}
 
 
 class Tensor:
@@ -88,30 +95,53 @@ class Tensor:
         made = "leaf" if self.expression is None else f"expression={self.expression!r}"
         return f"Tensor(name={self.name!r}, shape={self.shape}, dtype={self.dtype}, {made})"
 
-    def _result(self, data, parents: tuple[Tensor, ...], expression: str, local_gradients: tuple[str, ...], *,
-                factors: tuple[Factor | None, ...], vjps: tuple[Vjp, ...] | None = None,
-                broadcasting: bool = False, broadcast_axes: tuple[Axes, ...] | None = None) -> Tensor:
+    def _result(self, data, parents: tuple[Tensor, ...], expression: str, shares: tuple[str, ...], *,
+                factors: tuple[str | None, ...], params: Mapping[str, object] | None = None, elementwise: bool = False,
+                spread: bool = False, broadcasting: bool = False,
+                broadcast_axes: tuple[Axes, ...] | None = None) -> Tensor:
         """The result of an operation on `parents`.
 
-        - factors: per parent, the local gradient of an elementwise operation as a function returning a
-          number or an array that broadcasts against the result (d out / d parent, element by element), or
-          None for every parent when the operation is not elementwise (reductions give their factor and
-          vjps both: 1/m times the upstream gradient spread back over the reduced axes).
-        - vjps: per parent, upstream gradient (the result's shape) -> that parent's share of it, before
-          the sum over broadcast axes; by default factor * upstream.
+        - shares: per parent, its share of the gradient as a template ({g} the upstream gradient), before
+          the sum over broadcast axes: the text the graph shows and, evaluated, the vjp.
+        - factors: per parent, the local gradient when the share is it times the upstream gradient (a
+          template that evaluates to a number or an array broadcasting against the result), else None.
+        - params: the values of the templates' other names; the texts show numbers as `_number` writes
+          them, the gradients compute with the exact values.
+        - elementwise: the share is the factor times the upstream gradient, element by element.
+        - spread: the share is put back over the parent's shape (a reduction's backward).
         - broadcasting: the parents broadcast against each other (work out broadcast_axes).
         """
+        params = dict(params or {})
         out = Tensor(data, requires_grad=any(p.requires_grad for p in parents))
         out.parents = parents
         out.expression = expression
-        out.local_gradients = local_gradients
+        out.local_gradients = tuple(_text(t, params) for t in shares)
         if broadcast_axes is None:
             broadcast_axes = tuple(_broadcast_axes(p.shape, out.shape) if broadcasting else () for p in parents)
         out.broadcast_axes = broadcast_axes
-        out.local_factors = factors
-        out.elementwise = vjps is None
-        out.vjps = vjps if vjps is not None else tuple(_times(f) for f in factors)
+
+        def values(g=None) -> dict[str, object]:  # what the templates' names stand for
+            return {**params, "a": parents[0].data, "b": parents[-1].data, "out": out.data, "g": g}
+
+        def factor(template: str) -> Factor:
+            return lambda: _evaluate(template, values(), as_float=True)
+
+        def vjp(template: str, shape: tuple[int, ...]) -> Vjp:
+            if spread:
+                return lambda g: np.broadcast_to(_evaluate(template, values(g)), shape)
+            return lambda g: _evaluate(template, values(g))
+
+        out.local_factors = tuple(None if f is None else factor(f) for f in factors)
+        out.vjps = tuple(vjp(t, p.shape) for t, p in zip(shares, parents))
+        out.elementwise = elementwise
         return out
+
+    def _elementwise(self, data, parents: tuple[Tensor, ...], expression: str, factors: tuple[str, ...], *,
+                     params: Mapping[str, object] | None = None, broadcasting: bool = False) -> Tensor:
+        """An elementwise operation: per parent, its local gradient `factors` (d out / d parent element by
+        element, a template); the share of the gradient is that times the upstream gradient."""
+        return self._result(data, parents, expression, tuple(f"{f} * {{g}}" for f in factors), factors=factors,
+                            params=params, elementwise=True, broadcasting=broadcasting)
 
     def _accumulate(self, grad: np.ndarray) -> None:
         """Add `grad` to this tensor's gradient, summed back to this tensor's shape first."""
@@ -123,16 +153,15 @@ class Tensor:
 
     # ----------------------------------------------------------------------------------------------
     # Elementwise arithmetic. Operands broadcast; the backward sums over the broadcast axes. Each
-    # operation gives, per operand, its text and its local gradient: the chain rule multiplies that by
-    # the upstream gradient.
+    # operation gives, per operand, its local gradient: the chain rule multiplies that by the upstream
+    # gradient.
 
     def __add__(self, other) -> Tensor:
         if _is_number(other):
             text = f"{{a}} + {_number(other)}" if other >= 0 else f"{{a}} - {_number(-other)}"
-            return self._result(self.data + other, (self,), text, ("1 * {g}",), factors=(_const(1.0),))
+            return self._elementwise(self.data + other, (self,), text, ("1",))
         other = _as_tensor(other, "+")
-        return self._result(self.data + other.data, (self, other), "{a} + {b}", ("1 * {g}", "1 * {g}"),
-                            factors=(_const(1.0), _const(1.0)), broadcasting=True)
+        return self._elementwise(self.data + other.data, (self, other), "{a} + {b}", ("1", "1"), broadcasting=True)
 
     def __radd__(self, other) -> Tensor:
         if _is_number(other):
@@ -143,26 +172,23 @@ class Tensor:
         if _is_number(other):
             return self + (-other)
         other = _as_tensor(other, "-")
-        return self._result(self.data - other.data, (self, other), "{a} - {b}", ("1 * {g}", "-1 * {g}"),
-                            factors=(_const(1.0), _const(-1.0)), broadcasting=True)
+        return self._elementwise(self.data - other.data, (self, other), "{a} - {b}", ("1", "-1"), broadcasting=True)
 
     def __rsub__(self, other) -> Tensor:
         if _is_number(other):
-            return self._result(other - self.data, (self,), f"{_number(other)} - {{a}}", ("-1 * {g}",),
-                                factors=(_const(-1.0),))
+            return self._elementwise(other - self.data, (self,), f"{_number(other)} - {{a}}", ("-1",))
         return _as_tensor(other, "-") - self
 
     def __neg__(self) -> Tensor:
-        return self._result(-self.data, (self,), "-{a}", ("-1 * {g}",), factors=(_const(-1.0),))
+        return self._elementwise(-self.data, (self,), "-{a}", ("-1",))
 
     def __mul__(self, other) -> Tensor:
         if _is_number(other):
-            c = _number(other)
-            return self._result(self.data * other, (self,), f"{c} * {{a}}", (f"{c} * {{g}}",),
-                                factors=(_const(other),))
+            return self._elementwise(self.data * other, (self,), f"{_number(other)} * {{a}}", ("{c}",),
+                                     params={"c": other})
         other = _as_tensor(other, "*")
-        return self._result(self.data * other.data, (self, other), "{a} * {b}", ("{b} * {g}", "{a} * {g}"),
-                            factors=(lambda: other.data, lambda: self.data), broadcasting=True)
+        return self._elementwise(self.data * other.data, (self, other), "{a} * {b}", ("{b}", "{a}"),
+                                 broadcasting=True)
 
     def __rmul__(self, other) -> Tensor:
         if _is_number(other):
@@ -171,20 +197,17 @@ class Tensor:
 
     def __truediv__(self, other) -> Tensor:
         if _is_number(other):
-            c = _number(other)
-            return self._result(self.data / other, (self,), f"{{a}} / {c}", (f"1 / {c} * {{g}}",),
-                                factors=(_const(1.0 / other),))
+            return self._elementwise(self.data / other, (self,), f"{{a}} / {_number(other)}", ("1 / {c}",),
+                                     params={"c": other})
         other = _as_tensor(other, "/")
-        return self._result(self.data / other.data, (self, other), "{a} / {b}",
-                            ("1 / {b} * {g}", "-{a} / {b}**2 * {g}"),
-                            factors=(lambda: 1.0 / other.data, lambda: -self.data / other.data**2), broadcasting=True)
+        return self._elementwise(self.data / other.data, (self, other), "{a} / {b}", ("1 / {b}", "-{a} / {b}**2"),
+                                 broadcasting=True)
 
     def __rtruediv__(self, other) -> Tensor:
         if _is_number(other):
             # c / a as one node (ivar = 1 / sqrtvar), not c * a**-1: the staged graph has one step here.
-            return self._result(other / self.data, (self,), f"{_number(other)} / {{a}}",
-                                (f"{_number(-other)} / {{a}}**2 * {{g}}",),
-                                factors=(lambda: -other / self.data**2,))
+            return self._elementwise(other / self.data, (self,), f"{_number(other)} / {{a}}", ("{minus_c} / {a}**2",),
+                                     params={"minus_c": -other})
         return _as_tensor(other, "/") / self
 
     def __pow__(self, exponent) -> Tensor:
@@ -192,29 +215,24 @@ class Tensor:
             raise TypeError(f"exponent must be a Python number, got {type(exponent).__name__}")
         p = exponent
         if p - 1 == 1:
-            local = f"{_number(p)} * {{a}} * {{g}}"
+            local = "{p} * {a}"
         elif p - 1 == 0:
-            local = "1 * {g}"
+            local = "1"
         else:
-            local = f"{_number(p)} * {{a}}**{_number(p - 1)} * {{g}}"
-        return self._result(self.data**p, (self,), f"{{a}}**{_number(p)}", (local,),
-                            factors=(lambda: p * self.data ** (p - 1),))
+            local = "{p} * {a}**{q}"
+        return self._elementwise(self.data**p, (self,), f"{{a}}**{_number(p)}", (local,), params={"p": p, "q": p - 1})
 
     # ----------------------------------------------------------------------------------------------
-    # Elementwise functions. A factor may read the result (`out`), computed by then.
+    # Elementwise functions. A local gradient may read the result ({out}), computed by then.
 
     def sqrt(self) -> Tensor:
-        out = self._result(np.sqrt(self.data), (self,), "sqrt({a})", ("0.5 / {out} * {g}",),
-                           factors=(lambda: 0.5 / out.data,))
-        return out
+        return self._elementwise(np.sqrt(self.data), (self,), "sqrt({a})", ("0.5 / {out}",))
 
     def exp(self) -> Tensor:
-        out = self._result(np.exp(self.data), (self,), "exp({a})", ("{out} * {g}",), factors=(lambda: out.data,))
-        return out
+        return self._elementwise(np.exp(self.data), (self,), "exp({a})", ("{out}",))
 
     def log(self) -> Tensor:
-        return self._result(np.log(self.data), (self,), "log({a})", ("1 / {a} * {g}",),
-                            factors=(lambda: 1.0 / self.data,))
+        return self._elementwise(np.log(self.data), (self,), "log({a})", ("1 / {a}",))
 
     # ----------------------------------------------------------------------------------------------
     # Reductions. The backward spreads the upstream gradient back over the reduced axes.
@@ -223,7 +241,7 @@ class Tensor:
         axes = _normalize_axes(axis, self.ndim)
         return self._result(self.data.sum(axis=axes, keepdims=keepdims), (self,),
                             f"sum({{a}}{_axis_text(axis, self.ndim)})", (f"1 * {_expanded(axes, keepdims)}",),
-                            factors=(_const(1.0),), vjps=(self._spread(axes, keepdims, 1.0),))
+                            factors=("1",), params={"axes": axes}, spread=True)
 
     def mean(self, axis: int | Axes | None = None, keepdims: bool = False) -> Tensor:
         axes = _normalize_axes(axis, self.ndim)
@@ -231,21 +249,11 @@ class Tensor:
         if m == 0:
             raise ValueError(f"mean over axis={axis} of a tensor of shape {self.shape}: no elements")
         return self._result(self.data.mean(axis=axes, keepdims=keepdims), (self,),
-                            f"mean({{a}}{_axis_text(axis, self.ndim)})", (f"1/{m} * {_expanded(axes, keepdims)}",),
-                            factors=(_const(1.0 / m),), vjps=(self._spread(axes, keepdims, 1.0 / m),))
-
-    def _spread(self, axes: Axes, keepdims: bool, factor: float) -> Vjp:
-        """The backward of a reduction over `axes`: factor times the upstream gradient, put back over
-        the reduced axes of this tensor's shape."""
-
-        def vjp(g: np.ndarray) -> np.ndarray:
-            g = g if keepdims else np.expand_dims(g, axes)
-            return np.broadcast_to(factor * g, self.shape)
-
-        return vjp
+                            f"mean({{a}}{_axis_text(axis, self.ndim)})", (f"1/{{m}} * {_expanded(axes, keepdims)}",),
+                            factors=("1/{m}",), params={"m": m, "axes": axes}, spread=True)
 
     # ----------------------------------------------------------------------------------------------
-    # Matrix product and reshape: not elementwise, so no factor; the vjps are the whole local step.
+    # Matrix product and reshape: not elementwise, so no factor; the shares are the whole local step.
 
     def __matmul__(self, other) -> Tensor:
         other = _as_tensor(other, "@")
@@ -261,10 +269,8 @@ class Tensor:
         batch = data.shape[:-2]
         # Batch axes the forward broadcast are summed back by _accumulate.
         return self._result(data, (self, other), "{a} @ {b}", (f"{{g}} @ {{b}}{t}", f"{{a}}{t} @ {{g}}"),
-                            factors=(None, None),
-                            vjps=(lambda g: g @ other.data.swapaxes(-1, -2), lambda g: self.data.swapaxes(-1, -2) @ g),
-                            broadcast_axes=(_broadcast_axes(self.shape[:-2], batch),
-                                            _broadcast_axes(other.shape[:-2], batch)))
+                            factors=(None, None), broadcast_axes=(_broadcast_axes(self.shape[:-2], batch),
+                                                                  _broadcast_axes(other.shape[:-2], batch)))
 
     def __rmatmul__(self, other) -> Tensor:
         return _as_tensor(other, "@") @ self
@@ -277,8 +283,8 @@ class Tensor:
         except ValueError:
             raise ValueError(f"cannot reshape a tensor of shape {self.shape} ({self.data.size} elements) "
                              f"to shape {shape}") from None
-        return self._result(data, (self,), f"reshape({{a}}, {data.shape})", (f"reshape({{g}}, {self.shape})",),
-                            factors=(None,), vjps=(lambda g: g.reshape(self.shape),))
+        return self._result(data, (self,), f"reshape({{a}}, {data.shape})", ("reshape({g}, {shape})",),
+                            factors=(None,), params={"shape": self.shape})
 
     # ----------------------------------------------------------------------------------------------
     # Backward
@@ -337,14 +343,6 @@ def _number(value) -> str:
     return f"{float(value):g}"
 
 
-def _const(value: float) -> Factor:
-    return lambda: value
-
-
-def _times(factor: Factor) -> Vjp:
-    return lambda g: factor() * g
-
-
 def _as_tensor(value, op: str) -> Tensor:
     if isinstance(value, Tensor):
         return value
@@ -376,7 +374,32 @@ def _expanded(axes: Axes, keepdims: bool) -> str:
     put them by itself (it only adds axes in front)."""
     if keepdims or axes == tuple(range(len(axes))):
         return "{g}"
-    return f"expand_dims({{g}}, {axes})"
+    return "expand_dims({g}, {axes})"
+
+
+_NAME = re.compile(r"\{(\w+)\}")  # {a} {b} {out} {g} and an operation's parameters, in a template
+
+
+def _text(template: str, params: Mapping[str, object]) -> str:
+    """What the graph shows: the parameters written in, {a} {b} {out} {g} kept for `steps` to fill."""
+    return _NAME.sub(lambda m: _param_text(params[m[1]]) if m[1] in params else m[0], template)
+
+
+def _evaluate(template: str, values: Mapping[str, object], as_float: bool = False):
+    """The template's numbers: every name bound to its array or exact value, the functions NumPy's."""
+    value = eval(_compiled(template), _FUNCTIONS, values)  # our own templates, not user input
+    # A literal factor ("1", "-1") in the upstream gradient's kind of number.
+    return float(value) if as_float and isinstance(value, int) else value
+
+
+@cache
+def _compiled(template: str) -> CodeType:
+    """The template as a Python expression: {name} -> name."""
+    return compile(_NAME.sub(r"\1", template), template, "eval")
+
+
+def _param_text(value) -> str:
+    return _number(value) if _is_number(value) else str(value)
 
 
 def _broadcast_axes(shape: tuple[int, ...], out_shape: tuple[int, ...]) -> Axes:

@@ -3,7 +3,7 @@
 It sits above `functional`, `models` and `interop`, whose code it times (the kernels layer may import
 none of them), and below the CLI, which only prints what `run_bench` returns.
 
-- `timing`: medians of interleaved repetitions, and the copy bandwidth.
+- `bandwidth`: the copy bandwidth, the bound of memory-bound kernels (the timing itself: `normlab.timing`).
 - `normalization`: batch norm (both layouts), layer norm and group norm, forward and backward.
 - `models`: a convolution and a training step of the batch-normalized CNN, when those exist.
 - `report`: runs everything; a table for people, a dict for tools.

@@ -11,7 +11,7 @@ from types import ModuleType
 
 import numpy as np
 
-from normlab.bench.timing import SETTLE_SECONDS, Pass, PassTimes, time_passes
+from normlab.timing import SETTLE_SECONDS, Pass, PassTimes, time_passes
 
 
 class NotAvailable(Exception):

@@ -20,7 +20,7 @@ from types import ModuleType
 import numpy as np
 
 from normlab import functional as F
-from normlab.bench.timing import SETTLE_SECONDS, Pass, PassTimes, time_passes
+from normlab.timing import SETTLE_SECONDS, Pass, PassTimes, time_passes
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,12 @@ from types import ModuleType
 
 import numpy as np
 
+from normlab.bench.bandwidth import copy_bandwidth
 from normlab.bench.models import cnn_step_passes, conv2d_passes, measure_optional
 from normlab.bench.normalization import FULL_CASES, QUICK_CASES, measure_norm
-from normlab.bench.timing import SETTLE_SECONDS, PassTimes, copy_bandwidth
 from normlab.blas import blas_threads, limited_blas_threads
 from normlab.kernels.backend import resolve_backend
+from normlab.timing import SETTLE_SECONDS, PassTimes
 
 MIB = 1 << 20
 

@@ -43,10 +43,6 @@ class Case:
     groups: int  # G for group norm, else 0
     steps: tuple[Step, ...]
 
-    @property
-    def train_steps(self) -> list[int]:
-        return [k for k, s in enumerate(self.steps) if s.mode == "train"]
-
 
 def build_cases(family: Family, seed: int = 0) -> list[Case]:
     """The cases for one family, the first of them the main one (training, all features of a random draw).

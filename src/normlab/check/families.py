@@ -133,8 +133,3 @@ def forward_call(family: Family, function, case, x: np.ndarray, mode: str, state
     if family.kind == "groupnorm":
         return function(x, gamma, beta, case.groups, eps=case.eps)
     return function(x, gamma, beta, eps=case.eps)
-
-
-def running_stats(state: dict) -> dict[str, object]:
-    """The running statistics after a call: read back from bn_param or the arrays passed in."""
-    return {"running_mean": state.get("running_mean"), "running_var": state.get("running_var")}

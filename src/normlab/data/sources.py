@@ -141,14 +141,6 @@ def locate(spec: DatasetSpec, path: str | os.PathLike | None = None, *, download
                                f"into: {'; '.join(errors)}")
 
 
-def file_checksum(path: str | os.PathLike, algorithm: str) -> str:
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download_file(url: str, dest: Path, checksum: str, *, fetch: Fetch | None = None) -> None:
     """Download `url` to `dest`, atomically: into a temporary file beside it, verified against `checksum`
     ("md5:<hex>" or "sha256:<hex>"), then renamed. On a mismatch nothing is left at `dest` and

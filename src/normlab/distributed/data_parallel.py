@@ -14,7 +14,8 @@ familiar average of the local gradients. The weight is applied before the backwa
 after it, because SyncBatchNorm's backward mixes the processes' upstream gradients: they must all be
 gradients of the same L.
 
-A training loop uses it in four places (see `DataParallel` for all of it in one object):
+A training loop uses it in four places (`data_parallel_step` is the step, `DataParallel` all of it in one
+object):
 
     model = convert_sync_batchnorm(model)             # optional: global batch statistics
     broadcast_state(model)                            # identical start (and after loading a checkpoint)
@@ -158,12 +159,51 @@ def check_synchronized(model: Module, comm: Communicator | None = None) -> None:
 
 
 class StepResult(NamedTuple):
-    """What `DataParallel.train_step` returns."""
+    """What `data_parallel_step` (and so `DataParallel.train_step`) returns."""
 
     loss: float  # mean loss over the global batch (the same on every process)
     output: np.ndarray  # this process's model output, (n_local, ...)
     local_count: int  # samples this process trained on
     global_count: int  # samples in the global batch
+
+
+def data_parallel_step(model: Module, x: np.ndarray, y: np.ndarray, loss_fn: LossFunction,
+                       comm: Communicator | None = None, *, before_allreduce: Callable[[], object] | None = None,
+                       extras: Sequence[float] = (), workspace: np.ndarray | None = None
+                       ) -> tuple[StepResult, np.ndarray]:
+    """The data-parallel step, up to the optimizer (`DataParallel.train_step` and normlab.train's `Trainer`
+    run this one): forward, loss and backward on this process's part (x, y) of a global batch, the loss
+    gradient weighted by n_r / N, then every .grad summed over the processes; a collective operation
+    (every process calls it once per global batch). With one process it is plain training, bit for bit.
+
+    Inputs:
+    - x: (n_local, ...) inputs; y: (n_local, ...) targets; n_local may differ between processes (and be 0).
+    - loss_fn: (output, y) -> (mean loss, d mean loss / d output), e.g. softmax_cross_entropy.
+    - before_allreduce: called after the backward, before the sum: the place for gradients that one process
+      adds on behalf of all (the trainer's regularization, on rank 0).
+    - extras: numbers summed over the processes in the same message (the trainer's stop request).
+    - workspace: see `allreduce_gradients`.
+
+    Returns (StepResult, the extras summed, float64 (len(extras),)). Afterwards every parameter's .grad is
+    the gradient of the global batch's mean loss, on every process.
+    """
+    comm = world() if comm is None else comm
+    if len(x) != len(y):
+        raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
+    n = global_count(len(x), comm)
+    if n == 0:
+        raise ValueError("the global batch is empty: every process passed an empty x")
+    weight = len(x) / n
+    model.zero_grad()
+    output = model.forward(x)  # (n_local, ...)
+    loss, doutput = loss_fn(output, y)
+    with input_grad_skipped(model):  # the inputs are data: no gradient
+        model.backward(doutput * weight)
+    if before_allreduce is not None:
+        before_allreduce()
+    share = loss * weight if len(x) else 0.0  # an empty part's mean loss is NaN, and its share nothing
+    sums = allreduce_gradients(model, comm, extras=[share, *extras], workspace=workspace)
+    return StepResult(float(sums[0]), output, len(x), n), sums[1:]
 
 
 class DataParallel:
@@ -184,7 +224,7 @@ class DataParallel:
         self.comm = world() if comm is None else comm
         self.model = convert_sync_batchnorm(model, self.comm) if sync_batchnorm else model
         broadcast_state(self.model, self.comm)
-        self._workspace = np.empty(gradient_workspace_size(self.model, 1))  # reused by every step
+        self._workspace = np.empty(gradient_workspace_size(self.model, 1))  # reused by every step: the loss
 
     @property
     def rank(self) -> int:
@@ -203,30 +243,9 @@ class DataParallel:
         return shard(array, self.comm)
 
     def train_step(self, x: np.ndarray, y: np.ndarray, loss_fn: LossFunction) -> StepResult:
-        """Forward, loss, backward and gradient all-reduce on this process's part (x, y) of a global batch;
-        a collective operation (every process calls it once per global batch).
-
-        Inputs:
-        - x: (n_local, ...) inputs; y: (n_local, ...) targets; n_local may differ between processes.
-        - loss_fn: (output, y) -> (mean loss, d mean loss / d output), e.g. softmax_cross_entropy.
-
-        Returns a StepResult. Afterwards every parameter's .grad is the gradient of the global batch's mean
-        loss, on every process; apply the optimizer next.
-        """
-        if len(x) != len(y):
-            raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
-        n = global_count(len(x), self.comm)
-        if n == 0:
-            raise ValueError("the global batch is empty: every process passed an empty x")
-        weight = len(x) / n
-        self.model.zero_grad()
-        output = self.model.forward(x)
-        loss, doutput = loss_fn(output, y)
-        with input_grad_skipped(self.model):  # the inputs are data: no gradient
-            self.model.backward(doutput * weight)
-        share = loss * weight if len(x) else 0.0  # an empty part's mean loss is NaN, and its share nothing
-        (global_loss,) = allreduce_gradients(self.model, self.comm, extras=[share], workspace=self._workspace)
-        return StepResult(float(global_loss), output, len(x), n)
+        """Forward, loss, backward and gradient all-reduce on this process's part (x, y) of a global batch
+        (`data_parallel_step`); apply the optimizer next."""
+        return data_parallel_step(self.model, x, y, loss_fn, self.comm, workspace=self._workspace)[0]
 
     def broadcast_state(self, root: int = 0) -> None:
         """Overwrite every process's parameters and buffers with root's (after root loads a checkpoint)."""

@@ -16,36 +16,17 @@ import os
 import statistics
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from normlab import functional as F
 from normlab.gradcheck import relative_error
+from normlab.timing import paired_samples
 
 ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
 DTYPES = ("float32", "float64")
-
-
-def paired_samples(fns: tuple[Callable[[], object], ...], repeats: int, min_sample: float = 2e-3) -> list[list[float]]:
-    """`repeats` samples of the seconds per call of each function. Samples of the functions alternate, so
-    a burst of load on the machine hits all of them; a sample repeats a fast function enough times to last
-    about `min_sample` seconds, since a single call of a few microseconds is below the timer's resolution."""
-    loops = []
-    for fn in fns:  # warm-up call, which also sizes the samples
-        started = time.perf_counter()
-        fn()
-        loops.append(max(1, round(min_sample / max(time.perf_counter() - started, 1e-7))))
-    samples: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, n, times in zip(fns, loops, samples):
-            started = time.perf_counter()
-            for _ in range(n):
-                fn()
-            times.append((time.perf_counter() - started) / n)
-    return samples
 
 
 def time_backwards(shape: tuple[int, ...], dtype, repeats: int, rng: np.random.Generator) -> dict:

@@ -47,7 +47,6 @@ LABELS = {"batch": "batch norm", "layer": "layer norm", "group": "group norm (32
           "renorm": "batch renorm (momentum 0.1)", "renorm-0.01": "batch renorm (its default momentum 0.01)"}
 BASE_LR, BASE_BATCH = 0.05, 32  # lr = BASE_LR * sqrt(batch / BASE_BATCH)
 RECOMPUTE_BATCH, RECOMPUTE_BATCHES = 128, 20
-GN_PAPER = {"batch": "23.6 % at 32 -> 34.7 % at 2 images/GPU", "group": "24.1 % at 32 -> 24.1 % at 2"}
 
 
 def renorm_schedule(total_steps: int) -> RenormSchedule:

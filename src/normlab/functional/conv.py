@@ -19,8 +19,7 @@ Two implementations with one contract:
   input (151 MB for (64, 64, 32, 32) float32 and 3x3 filters), so building it meant page-faulting it in,
   writing it to main memory on one thread and reading it back; a chunk's columns (4.7 MB there) stay in
   cache. The chunks are split over threads (`normlab.parallel`), each with BLAS on one thread, so the
-  copies run in parallel too. Measured on 2 cores: forward + backward 2x faster than the whole-batch
-  version (benchmarks/conv2d_vs_torch.py).
+  copies run in parallel too (the measurement: docs/performance.md, "Measurements behind design choices").
 - With numba installed, 3x3 stride-1 layers with 16+ channels on 4x4+ maps take Winograd's F(2x2, 3x3)
   (`normlab.functional.conv_winograd`: 2.25x fewer multiplications, data channels-last), and other layers
   with 16+ channels and kernels larger than 1x1 on maps of up to 8x8 take im2row

@@ -2,12 +2,9 @@
 
 `normlab.interop.torch` and `normlab.interop.keras` each keep a `ConverterRegistry`; converting a model
 walks its modules and asks the registry for each module's converter. Supporting a new layer is one more
-`register` call, next to the layer's siblings, for example (once `normlab.nn.Conv2d` exists):
+`register` call, next to the layer's siblings, for example:
 
     TORCH_TWINS.register(Conv2d, TorchTwin(torch_class=lambda torch: torch.nn.Conv2d, to_torch=..., from_torch=...))
-
-Layers that only some versions of normlab have are registered through `nn_class(name)`, so this package
-imports whether or not they exist yet.
 """
 
 from __future__ import annotations
@@ -54,11 +51,6 @@ class ConverterRegistry(Generic[C]):
 
     def __contains__(self, module_type: type) -> bool:
         return module_type in self._by_type
-
-
-def nn_class(name: str) -> type | None:
-    """`normlab.nn.<name>` if this version of normlab has that layer, else None."""
-    return getattr(nn, name, None)
 
 
 def float_dtype(arrays) -> np.dtype | None:

@@ -7,10 +7,10 @@ identical; with SyncBatchNorm the run equals a single-process run with the same 
 float32 rounding: the sums are formed in another order).
 
 What differs from `Trainer`, and why:
-- `train_step` shards the batch, weights the loss gradient by n_r / N before the backward, adds the
-  regularization gradient on rank 0 only (every process holds the same weights: P copies would count it
-  P times) and all-reduces the gradients with the loss and the stop flag riding along. The NaN check sees
-  the global loss, so every process stops at the same step.
+- The step is `Trainer.train_step` with this trainer's processes (`normlab.distributed.data_parallel_step`):
+  it shards the batch, weights the loss gradient by n_r / N before the backward, adds the regularization
+  gradient on rank 0 only (`Trainer.after_backward`) and all-reduces the gradients with the loss and the
+  stop flag riding along. The NaN check sees the global loss, so every process stops at the same step.
 - Stopping: Ctrl-C or a callback's KeyboardInterrupt reaches the processes at different moments, so it is
   only recorded; the next step's all-reduce tells every process, and all stop after that same step. A
   second Ctrl-C aborts every process at once.
@@ -26,7 +26,6 @@ With one process (no mpiexec) every collective is the identity and this is `Trai
 
 from __future__ import annotations
 
-import math
 import signal
 import threading
 from collections.abc import Callable, Sequence
@@ -35,11 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from normlab.distributed import Communicator, allreduce_gradients, gradient_workspace_size, loss_weight, shard
-from normlab.functional import softmax_cross_entropy
-from normlab.nn import input_grad_skipped
+from normlab.distributed import Communicator
 from normlab.train.checkpoint import load_tensors
-from normlab.train.trainer import CHECKPOINT, Callback, FitResult, NonFiniteLossError, StepInfo, Trainer
+from normlab.train.trainer import CHECKPOINT, Callback, FitResult, StepInfo, Trainer
 
 
 class DistributedTrainer(Trainer):
@@ -61,39 +58,7 @@ class DistributedTrainer(Trainer):
             callbacks = [_deferring_stop(c) for c in callbacks]
         super().__init__(model, optimizer, x_train, y_train, x_val, y_val, run_dir=run_dir if root else None,
                          callbacks=callbacks, progress=progress and root, log=log if root else _silent, **kwargs)
-        self._workspace = np.empty(gradient_workspace_size(model, 2)) if comm.size > 1 else None
-        self._local_stop = False  # this process was asked to stop; the next step's all-reduce tells the others
         self._reseed_module_rngs()
-
-    # -- one step -----------------------------------------------------------------------------------
-    def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
-        """One step on this process's part of the global batch (x, y); a collective operation. Returns
-        the global loss (data loss plus regularization), the same on every process. Raises
-        NonFiniteLossError on every process, before any parameter changes, if it is NaN or infinite."""
-        x, y = shard(x, self.comm), shard(y, self.comm)  # (n_r, ...), (n_r,)
-        weight = loss_weight(len(x), self.comm)
-        self.optimizer.zero_grad()
-        scores = self.model.forward(x)  # (n_r, K)
-        loss, dscores = softmax_cross_entropy(scores, y)
-        share = loss * weight if len(x) else 0.0  # an empty part's mean loss is NaN, and its share nothing
-        with input_grad_skipped(self.model):  # the images need no gradient
-            self.model.backward(dscores * weight)
-        regularized = hasattr(self.model, "regularization_loss")
-        if regularized and self.comm.is_root:
-            self.model.regularization_backward()
-        global_share, stop = allreduce_gradients(self.model, self.comm, extras=[share, float(self._local_stop)],
-                                                 workspace=self._workspace)
-        loss = float(global_share)
-        if regularized:
-            loss += self.model.regularization_loss()  # the same weights, so the same penalty, on every process
-        if not math.isfinite(loss):
-            raise NonFiniteLossError(f"loss is {loss}")
-        if stop > 0:
-            self._stop_requested = True  # on every process after this same step
-        self.after_backward()
-        self.optimizer.set_lr_factor(self.schedule(self.iteration))
-        self.optimizer.step()
-        return loss
 
     # -- stopping -----------------------------------------------------------------------------------
     def _install_sigint_handler(self) -> Callable[[], None]:

@@ -1,10 +1,11 @@
 """The training loop: epochs of shuffled minibatches, evaluation, checkpoints, resume.
 
-One training step (`train_step`) is forward -> softmax cross-entropy (+ the model's regularization) ->
-backward -> `after_backward()` -> optimizer step. `after_backward` does nothing here; it is where a
-data-parallel trainer all-reduces the gradients. `fit` runs epochs of such steps, evaluates in eval mode
-after each epoch, keeps the weights with the best validation accuracy, and saves the full training state
-at the end of every epoch and when interrupted.
+One training step (`train_step`) is `normlab.distributed.data_parallel_step` (forward -> softmax
+cross-entropy -> backward -> `after_backward()`, which adds the model's regularization gradient -> the
+gradients summed over the processes, the identity on one) -> optimizer step; `DistributedTrainer` gives it
+more than one process. `fit` runs epochs of such steps, evaluates in eval mode after each epoch, keeps the
+weights with the best validation accuracy, and saves the full training state at the end of every epoch and
+when interrupted.
 
 Run directory (when `run_dir` is given):
 - checkpoint.safetensors: the latest full training state: weights, buffers, optimizer state, the epoch's
@@ -31,8 +32,9 @@ import numpy as np
 
 from normlab.checks import check_positive_int
 from normlab.data.loader import batch_indices, epoch_order, num_batches
+from normlab.distributed import Communicator, SingleProcess, data_parallel_step, gradient_workspace_size, shard
 from normlab.functional import softmax_cross_entropy
-from normlab.nn import Module, input_grad_skipped
+from normlab.nn import Module
 from normlab.optim import Optimizer, Schedule
 from normlab.optim.schedules import Constant, Cosine
 from normlab.train.checkpoint import load_meta, load_model, load_tensors, save_model, save_tensors
@@ -122,6 +124,8 @@ class Trainer:
       training examples (in eval mode), which is cheaper than all of them.
     """
 
+    comm: Communicator = SingleProcess()  # the processes a step's gradients are summed over (DistributedTrainer's)
+
     def __init__(self, model: Module, optimizer: Optimizer, x_train: np.ndarray | None = None,
                  y_train: np.ndarray | None = None, x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
                  *, epochs: int = 5, batch_size: int = 128, rng: np.random.Generator | None = None,
@@ -157,6 +161,8 @@ class Trainer:
         self._stop_requested = False
         self._consistent = True  # False while a step or an epoch's end is half done
         self.depends_on: dict[str, Any] | None = None  # saved in checkpoints; `run_training` checks it on resume
+        self._workspace = np.empty(gradient_workspace_size(model, 2)) if self.comm.size > 1 else None
+        self._local_stop = False  # this process was asked to stop; the next step's all-reduce tells the others
 
     @property
     def schedule(self) -> Schedule:
@@ -168,28 +174,31 @@ class Trainer:
 
     # -- one step -----------------------------------------------------------------------------------
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
-        """One optimization step on a batch. Returns the loss (data loss plus regularization). Raises
-        NonFiniteLossError, before any parameter changes, if the loss is NaN or infinite."""
-        self.optimizer.zero_grad()
-        scores = self.model.forward(x)  # (B, K)
-        loss, dscores = softmax_cross_entropy(scores, y)
-        regularized = hasattr(self.model, "regularization_loss")
-        if regularized:
-            loss += self.model.regularization_loss()
+        """One optimization step on a batch (in DistributedTrainer: a global batch, of which this process
+        trains on its part, a collective operation). Returns the loss (data loss plus regularization), the
+        same on every process. Raises NonFiniteLossError, before any parameter changes, if the loss is NaN
+        or infinite."""
+        x, y = shard(x, self.comm), shard(y, self.comm)  # (n_r, ...), (n_r,): all of it on one process
+        step, (stop,) = data_parallel_step(self.model, x, y, softmax_cross_entropy, self.comm,
+                                           before_allreduce=self.after_backward, extras=[float(self._local_stop)],
+                                           workspace=self._workspace)
+        loss = step.loss
+        if hasattr(self.model, "regularization_loss"):
+            loss += self.model.regularization_loss()  # the same weights, so the same penalty, on every process
         if not math.isfinite(loss):
             raise NonFiniteLossError(f"loss is {loss}")
-        with input_grad_skipped(self.model):  # the images need no gradient
-            self.model.backward(dscores)
-        if regularized:
-            self.model.regularization_backward()
-        self.after_backward()
+        if stop > 0:
+            self._stop_requested = True  # on every process after this same step
         self.optimizer.set_lr_factor(self.schedule(self.iteration))
         self.optimizer.step()
         return loss
 
     def after_backward(self) -> None:
-        """Called between backward and the optimizer step, when every .grad is complete: the place to
-        all-reduce gradients across processes. Does nothing here."""
+        """Called between the backward of this process's part of the batch and the sum of the gradients over
+        the processes: adds the regularization's gradient, on rank 0 only (every process holds the same
+        weights: P copies would count it P times)."""
+        if hasattr(self.model, "regularization_loss") and self.comm.is_root:
+            self.model.regularization_backward()
 
     # -- evaluation ---------------------------------------------------------------------------------
     def predict(self, x: np.ndarray, desc: str = "evaluating") -> np.ndarray:

@@ -1,9 +1,11 @@
-"""The timing helpers: medians of interleaved repetitions, and the bandwidth limit."""
+"""The one timing module: medians of repetitions, contenders taking turns, samples sized for fast calls."""
+
+import time
 
 import numpy as np
 import pytest
 
-from normlab.bench.timing import Bandwidth, copy_bandwidth, time_passes
+from normlab.timing import interleaved_medians, median_seconds, paired_samples, time_passes
 
 
 def test_time_passes_interleaves_and_feeds_each_forward_to_its_backward():
@@ -27,19 +29,8 @@ def test_time_passes_interleaves_and_feeds_each_forward_to_its_backward():
     assert all(t.forward >= 0 and t.backward >= 0 and t.total == t.forward + t.backward for t in times.values())
 
 
-def test_the_limit_is_the_best_copy():
-    assert Bandwidth(30.0, 55.0, 2).limit == 55.0
-    assert Bandwidth(30.0, None, 1).limit == 30.0
-
-
-def test_copy_bandwidth_measures_both_copies():
-    bw = copy_bandwidth(1 << 20, repeats=2, threads=1)
-    assert bw.numpy_one_thread > 0 and np.isfinite(bw.numpy_one_thread)
-    assert bw.parallel is None or bw.parallel > 0
-
-
 def test_pass_times_measure_what_ran():
-    import time
+
 
     times = time_passes({"sleepy": (lambda: time.sleep(0.002), lambda _: time.sleep(0.004))}, repeats=3)["sleepy"]
     assert 0.002 <= times.forward < 0.05 and 0.004 <= times.backward < 0.05
@@ -47,7 +38,7 @@ def test_pass_times_measure_what_ran():
 
 
 def test_the_settle_pause_comes_before_every_turn_and_is_not_timed():
-    import time
+
 
     starts = []
 
@@ -68,7 +59,7 @@ def test_a_negative_settle_is_refused():
 
 
 def test_a_burst_times_its_passes_back_to_back_after_an_untimed_one():
-    import time
+
 
     calls = []
 
@@ -83,3 +74,43 @@ def test_a_burst_times_its_passes_back_to_back_after_an_untimed_one():
     assert gaps[[0, 1, 2, 4, 5, 6]].max() < 0.15 and gaps[3] >= 0.2  # back to back within a turn, paused between
     with pytest.raises(ValueError, match="burst must be >= 1 pass, got 0"):
         time_passes({"a": (forward, lambda _: None)}, repeats=1, burst=0)
+
+
+def test_median_seconds_is_the_median_of_the_timed_calls_after_the_warmup():
+    delays = iter([0.05, 0.001, 0.03, 0.001])  # the first call is the untimed warm-up
+
+    def fn():
+        time.sleep(next(delays))
+
+    assert 0.001 <= median_seconds(fn, repeats=3, warmup=1) < 0.02  # the median of 0.001, 0.03, 0.001
+
+
+def test_interleaved_medians_alternate_the_sides_and_time_each_on_the_wall_and_cpu_clocks():
+    calls = []
+
+    def ours():
+        calls.append("ours")
+        time.sleep(0.002)  # wall time, little CPU
+
+    def theirs():
+        calls.append("theirs")
+        end = time.perf_counter() + 0.004
+        while time.perf_counter() < end:  # busy: CPU time too
+            pass
+
+    times = interleaved_medians({"ours": ours, "theirs": theirs}, repeats=3, warmup=1, settle=0.0)
+    assert list(times) == ["ours", "theirs"]
+    mine, other = times.values()
+    assert calls == ["ours", "theirs"] * 4
+    assert 0.002 <= mine.wall < 0.05 and mine.cpu < mine.wall
+    assert 0.004 <= other.wall < 0.05 and other.cpu > 0
+
+
+def test_paired_samples_repeat_fast_calls_to_fill_a_sample_and_alternate():
+    calls = []
+    samples = paired_samples((lambda: calls.append("a"), lambda: time.sleep(0.003) or calls.append("b")),
+                             repeats=2, min_sample=2e-3)
+    assert [len(s) for s in samples] == [2, 2]
+    assert calls.count("b") == 3  # the sizing call, then one call per sample: it lasts longer than min_sample
+    assert calls.count("a") > 3  # a fast call is repeated within each sample
+    assert samples[0][0] < 1e-3 and min(samples[1]) >= 3e-3
