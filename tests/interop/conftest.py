@@ -99,8 +99,8 @@ def build(kind: str, norm: str, *, dtype=np.float32, convention: str = "pytorch"
     image: norm over (4, 3, 3) - ReLU - Flatten - Linear(36, 8) - norm - Sigmoid - Linear(8, 3)
     cnn:   (3, 8, 8) inputs: Conv2d(3, 4, 3, padding=1) - norm - ReLU - MaxPool2d(2) - ResidualBlock(4, 6)
            (with a shortcut) - AvgPool2d(2) - ResidualBlock(6, 6) (identity skip) - GlobalAvgPool2d -
-           Linear(6, 3); the blocks' norms are norm2d's: BatchNorm2d, GroupNorm(G, C) (G the largest divisor of C up to 32) or
-           GroupNorm(1, C)
+           Linear(6, 3); the blocks' norms are norm2d's: BatchNorm2d, GroupNorm(G, C) (G the largest divisor
+           of C up to 32) or GroupNorm(1, C)
     """
     rng = np.random.default_rng(seed)
     if kind == "mlp":

@@ -62,8 +62,8 @@ def test_conv2d_backward_skips_only_the_input_gradient_when_told():
     (lambda: nn.InstanceNorm2d(3)(np.zeros((2, 4, 3, 3))), ValueError,
      r"InstanceNorm2d\(3\) expected input of shape \(N, 3, H, W\), got \(2, 4, 3, 3\)"),
     (lambda: nn.norm2d("weight", 4), ValueError,
-     r"normalization must be one of \('none', 'batch', 'layer', 'group', 'instance', 'renorm', 'ghost'\), "
-     r"got 'weight'"),
+     (r"normalization must be one of \('none', 'batch', 'layer', 'group', 'instance', 'renorm', 'ghost'\), "
+      r"got 'weight'")),
     (lambda: nn.Conv2d(3, 4, 3).backward(np.zeros((1, 4, 3, 3))), RuntimeError, r"Conv2d.backward called before forward"),
 ])
 def test_bad_input_is_rejected_with_a_clear_message(call, error, message):
