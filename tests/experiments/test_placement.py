@@ -35,7 +35,8 @@ def test_placement_writes_every_arm_seed_and_verdict(placement_run):
     results, summary, d = placement_run
     assert results["experiment"] == "placement" and results["claim"] == EXPERIMENTS["placement"].claim
     assert results["seeds"] == [0, 1] and results["figures"] == ["placement.png"]
-    assert (d / "placement.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "![placement.png](placement.png)" in summary
+    assert (d / "placement.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![placement.png](placement.png)" in summary
     r = results["results"]
     assert list(r["runs"]) == list(ACTIVATIONS) == ["relu", "sigmoid"]
     for arms in r["runs"].values():

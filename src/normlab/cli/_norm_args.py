@@ -148,8 +148,8 @@ def add_train_norm_arguments(group) -> None:
 
 def norm_options_from_args(args, normalization: str | None, model: str, *, default: bool = False) -> dict | None:
     """The norm_options the flags give for `normalization` (the one given, or with default=True the model's
-    default; None for a model without one), None when no flag is given. Raises ValueError naming a flag the normalization
-    does not take."""
+    default; None for a model without one), None when no flag is given. Raises ValueError naming a flag the
+    normalization does not take."""
     from normlab.nn.norm_registry import check_norm_options, get_normalization
 
     given = {option: getattr(args, f"norm_{option}") for option in TRAIN_NORM_FLAGS
