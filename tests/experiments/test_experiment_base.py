@@ -89,7 +89,7 @@ def test_train_probes_every_k_steps_and_after_the_last(rng):
 
 def test_train_reports_divergence(rng):
     data = toy_data(rng)
-    model = FullyConnectedNet(6, (8,), 2, weight_scale=1e3, rng=rng)
+    model = FullyConnectedNet(6, (8,), 2, normalization="none", weight_scale=1e3, rng=rng)
     r = train(model, SGD(model.parameters(), lr=1e6), data, batch_size=10, rng=rng, epochs=3)
     assert r.diverged and r.steps < 18
     with pytest.raises(ValueError, match="exactly one of steps and epochs"):

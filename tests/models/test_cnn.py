@@ -109,3 +109,34 @@ def test_every_parameter_gradient_matches_numerical_gradients(name, options):
 def test_bad_configurations_are_rejected(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+def test_the_deeper_cnn_takes_every_normalization_with_its_options():
+    rng = np.random.default_rng(4)
+    grouped = build_model("bn-cnn", input_shape=(1, 8, 8), num_classes=3, rng=rng, widths=(8, 16),
+                          normalization="group", norm_options={"groups": 4})
+    assert {m.num_groups for m in grouped.modules() if isinstance(m, nn.GroupNorm)} == {4}
+    assert grouped.norm_options == {"groups": 4}
+    default = build_model("bn-cnn", input_shape=(1, 8, 8), num_classes=3, rng=rng, widths=(24, 48),
+                          normalization="group")
+    # The one group-count default: the largest divisor of C up to 32 (24 -> 24 groups, 48 -> 24 groups).
+    assert sorted({(m.num_channels, m.num_groups) for m in default.modules() if isinstance(m, nn.GroupNorm)}) == [
+        (24, 24), (48, 24)]
+    ghost = build_model("bn-cnn", input_shape=(1, 8, 8), num_classes=3, rng=rng, widths=(4,),
+                        normalization="ghost", norm_options={"virtual_batch_size": 2})
+    assert [m.virtual_batch_size for m in ghost.modules() if isinstance(m, nn.GhostBatchNorm2d)] == [2, 2, 2]
+    with pytest.raises(ValueError, match=r"normalization 'batch' does not take the option 'groups'"):
+        build_model("bn-cnn", input_shape=(1, 8, 8), num_classes=3, rng=rng, norm_options={"groups": 2})
+
+
+@pytest.mark.parametrize("name", ["convnet3", "bn-cnn"])
+def test_rng_is_optional_and_a_seeded_build_is_bit_identical(name):
+    options = {"num_filters": 3, "filter_size": 3, "hidden_dim": 5} if name == "convnet3" else {"widths": (4, 8)}
+    a, b = (build_model(name, input_shape=(1, 8, 8), num_classes=3, rng=np.random.default_rng(7), **options)
+            for _ in range(2))
+    for (key, value), other in zip(a.state_dict().items(), b.state_dict().values()):
+        np.testing.assert_array_equal(value, other, err_msg=key)
+    fresh = [build_model(name, input_shape=(1, 8, 8), num_classes=3, **options) for _ in range(2)]
+    assert not np.array_equal(fresh[0][0].weight.data, fresh[1][0].weight.data)
+    assert ThreeLayerConvNet((1, 8, 8), 3, 3, 5, 3)[0].weight.shape == (3, 1, 3, 3)
+    assert ResNetCNN((1, 8, 8), 3, widths=(4,))[0].weight.shape == (4, 1, 3, 3)

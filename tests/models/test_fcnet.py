@@ -14,6 +14,7 @@ from normlab.nn import (
     BatchNorm1d,
     BatchRenorm1d,
     Dropout,
+    Flatten,
     GhostBatchNorm1d,
     GroupNorm,
     LayerNorm,
@@ -22,6 +23,7 @@ from normlab.nn import (
     RenormSchedule,
     Sigmoid,
     Tanh,
+    build_norm,
 )
 from normlab.optim import Adam
 from normlab.train import Trainer
@@ -45,7 +47,8 @@ def test_initial_loss_is_ln_of_the_number_of_classes(normalization, rng):
 
 
 def test_regularization_raises_the_initial_loss_by_half_reg_sum_of_squares(rng):
-    net = FullyConnectedNet(20, (30,), 10, weight_scale=1e-2, reg=3.14, rng=rng, dtype=np.float64)
+    net = FullyConnectedNet(20, (30,), 10, normalization="none", weight_scale=1e-2, reg=3.14, rng=rng,
+                            dtype=np.float64)
     expected = 0.5 * 3.14 * sum(np.sum(net[i].weight.data ** 2) for i in (1, 3))
     assert net.regularization_loss() == pytest.approx(expected, rel=1e-12)
 
@@ -103,11 +106,11 @@ def test_layers_and_initialization(rng):
     assert sum(isinstance(m, BatchNorm1d) for m in net.modules()) == 2
     assert abs(linears[0].weight.data.std() - math.sqrt(2 / 784)) < 0.002  # He
     assert all(np.all(m.bias.data == 0) for m in linears)
-    fixed = FullyConnectedNet(784, (512,), 10, weight_scale=0.05, rng=rng)
+    fixed = FullyConnectedNet(784, (512,), 10, normalization="none", weight_scale=0.05, rng=rng)
     assert abs(fixed[1].weight.data.std() - 0.05) < 0.002
     assert isinstance(FullyConnectedNet(8, (4,), 2, normalization="layer", rng=rng)[2], LayerNorm)
     group = FullyConnectedNet(8, (100,), 2, normalization="group", rng=rng)[2]
-    assert isinstance(group, GroupNorm) and group.num_groups == 4  # gcd(32, 100)
+    assert isinstance(group, GroupNorm) and group.num_groups == 25  # the largest divisor of 100 up to 32
 
 
 def test_l2_leaves_gamma_beta_and_biases_alone(rng):
@@ -156,16 +159,23 @@ def test_ghost_net_trains_with_batches_split_into_virtual_batches():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"normalization": "instance"}, "normalization must be one of"),
+    ({"normalization": "weight"}, (r"normalization must be one of \('none', 'batch', 'layer', 'group', 'instance', "
+                                   r"'renorm', 'ghost'\), got 'weight'")),
+    ({"normalization": "instance"}, r"'instance' needs \(N, C, H, W\) maps"),
+    ({"placement": "inside"}, r"placement must be one of \('before', 'after'\).*got 'inside'"),
+    ({"norm_options": {"groups": 2}}, (r"normalization 'batch' does not take the option 'groups' \(it takes eps, "
+                                       r"momentum\)")),
+    ({"input_shape": (1, 0, 2)}, r"input_shape must be a positive integer or one sample's shape"),
     ({"activation": "gelu"}, r"activation must be one of \('relu', 'sigmoid', 'tanh'\), got 'gelu'"),
     ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
     ({"weight_scale": "xavier"}, "weight_scale must be 'he' or a positive number, got 'xavier'"),
     ({"reg": -1.0}, "reg must be >= 0"),
-    ({"normalization": "group", "num_groups": 3}, "num_groups must divide every hidden size, got num_groups=3"),
+    ({"normalization": "group", "num_groups": 3}, "groups must divide the number of channels, got groups=3 for 8"),
 ])
 def test_bad_options_are_named(kwargs, message, rng):
+    kwargs = {"input_shape": 10, **kwargs}
     with pytest.raises(ValueError, match=message):
-        FullyConnectedNet(10, (8,), 2, rng=rng, **kwargs)
+        FullyConnectedNet(hidden_dims=(8,), num_classes=2, rng=rng, **kwargs)
 
 
 def test_registry_builds_a_batch_normalized_fcnet_by_default(rng):
@@ -189,3 +199,73 @@ def test_a_torch_twin_loads_the_state_dict_and_agrees(rng):
     net.eval()
     twin.eval()
     np.testing.assert_allclose(net.forward(x), twin(torch.tensor(x)).detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_the_class_and_its_registered_builder_default_to_batch_norm_before_the_nonlinearity(rng):
+    net = FullyConnectedNet(6, (4,), 2, rng=rng)
+    built = build_model("fcnet", input_shape=(6,), num_classes=2, hidden_dims=(4,), rng=rng)
+    for model in (net, built):
+        assert model.normalization == "batch" and model.placement == "before"
+        assert [type(m) for m in model] == [Flatten, Linear, BatchNorm1d, ReLU, Linear]
+
+
+@pytest.mark.parametrize("normalization", ["batch", "layer", "group", "renorm", "ghost"])
+def test_placement_after_puts_the_normalization_after_the_nonlinearity(normalization, rng):
+    net = FullyConnectedNet(6, (8, 4), 3, normalization=normalization, placement="after", activation="sigmoid",
+                            dropout=0.1, rng=rng)
+    kinds = [type(m) for m in net]
+    norm = type(build_norm(normalization, 8))
+    assert kinds == [Flatten, Linear, Sigmoid, norm, Dropout, Linear, Sigmoid, norm, Dropout, Linear]
+    assert net.placement == "after"
+
+
+@pytest.mark.parametrize("placement", ["before", "after"])
+def test_placement_after_passes_a_float64_gradient_check(placement):
+    rng = np.random.default_rng(8)
+    net = FullyConnectedNet(5, (6, 4), 3, normalization="batch", placement=placement, weight_scale=0.7, rng=rng,
+                            dtype=np.float64)
+    for p in net.parameters():
+        if p.data.ndim == 1:
+            p.data[...] = rng.standard_normal(p.shape)
+    x, y = rng.standard_normal((9, 5)), rng.integers(0, 3, 9)
+    loss_and_backward(net, x, y)
+    for name, p in net.named_parameters():
+        numerical = numerical_gradient(lambda _: softmax_cross_entropy(net.forward(x), y)[0], p.data)
+        if placement == "before" and name in ("1.bias", "4.bias"):  # removed by the mean subtraction after it
+            continue
+        assert relative_error(p.grad, numerical) < 1e-6, name
+
+
+def test_norm_options_reach_the_layers_and_the_shorthands_still_work(rng):
+    group = FullyConnectedNet(8, (16,), 2, normalization="group", norm_options={"groups": 4, "eps": 1e-3}, rng=rng)
+    assert group[2].num_groups == 4 and group[2].eps == 1e-3
+    assert FullyConnectedNet(8, (16,), 2, normalization="group", num_groups=2, rng=rng)[2].num_groups == 2
+    ghost = FullyConnectedNet(8, (16,), 2, normalization="ghost", norm_options={"virtual_batch_size": 5}, rng=rng)
+    assert ghost[2].virtual_batch_size == 5
+    renorm = FullyConnectedNet(8, (16,), 2, normalization="renorm", rng=rng,
+                               norm_options={"rmax": 2.0, "dmax": 1.0, "warmup_steps": 0, "rmax_full_at": 10,
+                                             "dmax_full_at": 5})
+    assert renorm[2].schedule == RenormSchedule(2.0, 1.0, 0, 10, 5) and renorm.norm_options["rmax"] == 2.0
+
+
+def test_rng_is_optional_and_a_seeded_build_is_bit_identical():
+    a = FullyConnectedNet(6, (5,), 3, dropout=0.2, rng=np.random.default_rng(4))
+    b = FullyConnectedNet(6, (5,), 3, dropout=0.2, rng=np.random.default_rng(4))
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        np.testing.assert_array_equal(p.data, q.data, err_msg=name)
+    unseeded = [FullyConnectedNet(6, (5,), 3) for _ in range(2)]  # a fresh generator each: different draws
+    assert not np.array_equal(unseeded[0][1].weight.data, unseeded[1][1].weight.data)
+    assert build_model("fcnet", input_shape=(6,), num_classes=3, hidden_dims=(5,))[1].weight.shape == (5, 6)
+
+
+def test_input_shape_is_the_features_or_one_examples_shape_and_input_dim_is_deprecated(rng):
+    assert FullyConnectedNet((3, 4, 2), (5,), 2, rng=rng)[1].in_features == 24
+    assert FullyConnectedNet(input_shape=24, hidden_dims=(5,), rng=rng)[1].in_features == 24
+    with pytest.warns(DeprecationWarning, match=r"input_dim=\.\.\.\) is deprecated: use input_shape="):
+        old = FullyConnectedNet(input_dim=24, hidden_dims=(5,), rng=rng)
+    assert old[1].in_features == 24
+    with pytest.raises(TypeError, match="input_shape or its old name input_dim, not both"), \
+            pytest.warns(DeprecationWarning):
+        FullyConnectedNet(24, input_dim=24, rng=rng)
+    with pytest.raises(TypeError, match="FullyConnectedNet needs input_shape"):
+        FullyConnectedNet(rng=rng)

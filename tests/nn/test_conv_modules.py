@@ -62,7 +62,8 @@ def test_conv2d_backward_skips_only_the_input_gradient_when_told():
     (lambda: nn.InstanceNorm2d(3)(np.zeros((2, 4, 3, 3))), ValueError,
      r"InstanceNorm2d\(3\) expected input of shape \(N, 3, H, W\), got \(2, 4, 3, 3\)"),
     (lambda: nn.norm2d("weight", 4), ValueError,
-     r"normalization must be one of \('batch', 'group', 'layer', 'instance', 'none'\), got 'weight'"),
+     (r"normalization must be one of \('none', 'batch', 'layer', 'group', 'instance', 'renorm', 'ghost'\), "
+      r"got 'weight'")),
     (lambda: nn.Conv2d(3, 4, 3).backward(np.zeros((1, 4, 3, 3))), RuntimeError, r"Conv2d.backward called before forward"),
 ])
 def test_bad_input_is_rejected_with_a_clear_message(call, error, message):
@@ -142,7 +143,7 @@ class TorchResidualBlock(tnn.Module):
         return torch.relu(self.bn2(self.conv2(hidden)) + (x if self.shortcut is None else self.shortcut(x)))
 
 
-@pytest.mark.parametrize("normalization", nn.NORMALIZATIONS_2D)
+@pytest.mark.parametrize("normalization", ["batch", "group", "layer", "instance", "none"])  # the ones torch has
 @pytest.mark.parametrize("in_channels, out_channels, stride", [(4, 4, 1), (4, 8, 2), (2, 4, 1)])
 def test_residual_block_matches_an_equivalent_torch_block(normalization, in_channels, out_channels, stride):
     rng = np.random.default_rng(5)
@@ -164,7 +165,7 @@ def test_residual_block_without_normalization_has_biases_and_identity_norms():
 
 
 @pytest.mark.parametrize("normalization, kind, groups", [
-    ("batch", nn.BatchNorm2d, None), ("group", nn.GroupNorm, 8), ("layer", nn.GroupNorm, 1),
+    ("batch", nn.BatchNorm2d, None), ("group", nn.GroupNorm, 32), ("layer", nn.GroupNorm, 1),
     ("instance", nn.InstanceNorm2d, None), ("none", nn.Identity, None),
 ])
 def test_norm2d_builds_the_named_normalization(normalization, kind, groups):

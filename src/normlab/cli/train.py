@@ -18,9 +18,9 @@ NAME = "train"
 HELP = "train a network on Fashion-MNIST, MNIST or CIFAR-10 and write a run directory"
 
 # Options that change the result: taken from config.json when resuming, so they may not be given then.
-CONFIG_OPTIONS = ("dataset", "model", "hidden", "normalization", "dropout", "weight_scale", "weight_decay",
-                  "optimizer", "lr", "momentum", "nesterov", "schedule", "warmup", "step_epochs", "step_gamma",
-                  "epochs", "batch_size", "seed", "val_size", "limit", "augment", "framework")
+CONFIG_OPTIONS = ("dataset", "model", "hidden", "normalization", "placement", "dropout", "weight_scale",
+                  "weight_decay", "optimizer", "lr", "momentum", "nesterov", "schedule", "warmup", "step_epochs",
+                  "step_gamma", "epochs", "batch_size", "seed", "val_size", "limit", "augment", "framework")
 
 
 def _weight_scale(text: str):
@@ -36,6 +36,7 @@ def _weight_scale(text: str):
 
 
 def add_arguments(parser) -> None:
+    from normlab.cli._norm_args import add_train_norm_arguments
     from normlab.data import available_datasets
     from normlab.models import available_models
     from normlab.train.config import DEFAULT_LR, SCHEDULES, TrainConfig
@@ -59,8 +60,7 @@ def add_arguments(parser) -> None:
     model.add_argument("--model", choices=available_models(), help=f"model (default {d.model})")
     model.add_argument("--hidden", type=number(int, low=1), nargs="*", metavar="D",
                        help="hidden layer sizes (fcnet: 512 256)")
-    model.add_argument("--normalization", choices=("none", "batch", "layer", "group"),
-                       help="normalization after each hidden layer (fcnet: batch)")
+    add_train_norm_arguments(model)
     model.add_argument("--dropout", type=number(float, low=0, high=1, high_open=True), metavar="P",
                        help="probability of dropping an activation (0)")
     model.add_argument("--weight-scale", type=_weight_scale, metavar="he|S",
@@ -111,14 +111,25 @@ def add_arguments(parser) -> None:
 
 def config_from_args(args):
     """A TrainConfig from the command line. Raises ValueError naming an option the model does not take."""
-    from normlab.train.config import DEFAULT_LR, TrainConfig, default_augment, model_options, takes_option
+    from normlab.cli._norm_args import norm_options_from_args
+    from normlab.train.config import (
+        DEFAULT_LR,
+        TrainConfig,
+        builder_default,
+        default_augment,
+        model_options,
+        takes_option,
+    )
 
     d = TrainConfig()
     model = args.model or d.model
     optimizer = args.optimizer or d.optimizer
     weight_decay = args.weight_decay if args.weight_decay is not None else (1e-2 if optimizer == "adamw" else 0.0)
+    normalization = args.normalization or builder_default(model, "normalization")
+    norm_options = norm_options_from_args(args, normalization, model, default=args.normalization is None)
     given = {"hidden_dims": tuple(args.hidden) if args.hidden is not None else None,
-             "normalization": args.normalization, "dropout": args.dropout, "weight_scale": args.weight_scale}
+             "normalization": args.normalization, "norm_options": norm_options, "placement": args.placement,
+             "dropout": args.dropout, "weight_scale": args.weight_scale}
     # Plain L2 goes into the model's loss when the model has one (CS231n's reg); AdamW's decay is the
     # optimizer's own, and so is the L2 of a model without a `reg` option.
     in_model = optimizer != "adamw" and weight_decay > 0 and takes_option(model, "reg")
@@ -173,6 +184,7 @@ def _saved_sync_batchnorm(path: Path) -> bool:
 
 def _train(args, comm) -> int:
     """Train (on the processes of `comm`, or alone when None); the exit status. Only rank 0 prints."""
+    from normlab.cli._norm_args import TRAIN_NORM_FLAGS, norm_option_dests
     from normlab.data import ChecksumError, DataFormatError, DatasetNotFoundError
     from normlab.train.config import TrainConfig
     from normlab.train.run import CONFIG, CURVES, DISTRIBUTED, RunDirectoryError, check_run_directory, run_training
@@ -182,6 +194,8 @@ def _train(args, comm) -> int:
     try:
         if args.resume:
             given = [f"--{name.replace('_', '-')}" for name in CONFIG_OPTIONS if getattr(args, name) is not None]
+            given += [TRAIN_NORM_FLAGS[dest[len("norm_"):]][0] for dest in norm_option_dests()
+                      if getattr(args, dest) is not None]
             given += [option for option, value in (("--out", args.out), ("--overwrite", args.overwrite)) if value]
             if given:
                 raise ValueError(f"--resume continues a run with its saved configuration; do not combine it with "

@@ -7,6 +7,7 @@ from normlab.experiments import learning_rate  # noqa: F401
 from normlab.experiments import init_scale  # noqa: F401
 from normlab.experiments import batch_size  # noqa: F401
 from normlab.experiments import regularization  # noqa: F401
+from normlab.experiments import placement  # noqa: F401
 from normlab.experiments import sync_batchnorm  # noqa: F401
 from normlab.experiments import backward_speed  # noqa: F401
 # isort: on

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from normlab.checks import check_positive_int
+from normlab.checks import check_positive_int, resolve_rng
 from normlab.models.registry import register_model
 from normlab.nn import (
     Conv2d,
@@ -23,14 +23,15 @@ from normlab.nn import (
     ReLU,
     ResidualBlock,
     Sequential,
-    norm2d,
+    build_norm,
 )
 
 
-def he_normal_init(model: Module, rng: np.random.Generator, weight_scale: float | None = None) -> None:
+def he_normal_init(model: Module, rng: np.random.Generator | None = None, weight_scale: float | None = None) -> None:
     """Re-draw every Conv2d and Linear weight of `model` from N(0, std^2), std = sqrt(2 / fan_in) (He et al.,
     2015) or `weight_scale` if given (CS231n's fixed scale); zero their biases. Normalization layers keep
-    gamma = 1, beta = 0."""
+    gamma = 1, beta = 0. rng: a fresh unseeded generator if None."""
+    rng = resolve_rng(rng)
     for module in model.modules():
         if isinstance(module, (Conv2d, Linear)):
             weight = module.weight.data
@@ -54,13 +55,16 @@ class ThreeLayerConvNet(Sequential):
     (filter_size - 1) // 2, so it keeps H and W; the pool halves them. Children: 0 Conv2d, 1 ReLU,
     2 MaxPool2d, 3 Flatten, 4 Linear, 5 ReLU, 6 Linear.
 
+    `rng` draws the weights (a fresh unseeded generator if None).
+
     Input (N, C, H, W) -> class scores (N, num_classes).
     """
 
     def __init__(self, input_shape=(3, 32, 32), num_filters: int = 32, filter_size: int = 7, hidden_dim: int = 100,
-                 num_classes: int = 10, weight_scale: float | None = None, *, rng: np.random.Generator,
+                 num_classes: int = 10, weight_scale: float | None = None, *, rng: np.random.Generator | None = None,
                  dtype=np.float32):
         c, h, w = _image_shape(input_shape)
+        rng = resolve_rng(rng)
         if check_positive_int("filter_size", filter_size) % 2 == 0:
             raise ValueError(f"filter_size must be a positive odd integer (the convolution keeps H and W), "
                              f"got {filter_size!r}")
@@ -91,15 +95,24 @@ class ResNetCNN(Sequential):
     ReLU commute (relu(max(a, b)) = max(relu(a), relu(b)), and the gradient goes to the same element or
     nowhere), and the ReLU then runs on a quarter of the values.
 
-    - normalization: "batch", "group", "layer", "instance" or "none" (see `normlab.nn.norm2d`); with
-      "none" the convolutions get biases.
+    - normalization: a name of `normlab.nn.normalization_names()` ("batch", "group", "layer", "instance",
+      "renorm", "ghost" or "none"), built for (N, C, H, W) maps by `normlab.nn.build_norm`; with "none" the
+      convolutions get biases.
+    - norm_options: the normalization's options, e.g. {"groups": 8} (group norm's default is the largest
+      divisor of the channels not above 32) or {"virtual_batch_size": 32}.
+    - rng: draws the weights (a fresh unseeded generator if None).
+
+    The normalization sits before each ReLU, as in ResNet; the residual blocks have no placement option.
 
     Input (N, C, H, W) -> class scores (N, num_classes).
     """
 
     def __init__(self, input_shape=(1, 28, 28), num_classes: int = 10, widths=(32, 64, 128),
-                 normalization: str = "batch", *, rng: np.random.Generator, dtype=np.float32):
+                 normalization: str = "batch", *, norm_options: dict | None = None,
+                 rng: np.random.Generator | None = None, dtype=np.float32):
         c, h, w = _image_shape(input_shape)
+        rng = resolve_rng(rng)
+        norm_options = dict(norm_options or {})
         widths = tuple(int(k) for k in widths)
         if not widths or min(widths) < 1:
             raise ValueError(f"widths must be a non-empty sequence of positive channel counts, got {widths}")
@@ -107,21 +120,22 @@ class ResNetCNN(Sequential):
             raise ValueError(f"input_shape must have H, W >= 2 for the stem's 2x2 pool, got {(c, h, w)}")
         layers = [
             Conv2d(c, widths[0], 3, 1, 1, bias=normalization == "none", rng=rng, dtype=dtype),
-            norm2d(normalization, widths[0], dtype=dtype),
+            build_norm(normalization, widths[0], spatial=True, dtype=dtype, **norm_options),
             MaxPool2d(2),
             ReLU(),
         ]
         for i, width in enumerate(widths):
             stride = 1 if i == 0 else 2
-            layers.append(ResidualBlock(widths[max(i - 1, 0)], width, stride, normalization, rng=rng, dtype=dtype))
+            layers.append(ResidualBlock(widths[max(i - 1, 0)], width, stride, normalization, norm_options=norm_options,
+                                        rng=rng, dtype=dtype))
         layers += [GlobalAvgPool2d(), Linear(widths[-1], num_classes, rng=rng, dtype=dtype)]
         super().__init__(*layers)
-        self.normalization = normalization
+        self.normalization, self.norm_options = normalization, norm_options
         he_normal_init(self, rng)
 
 
 @register_model("convnet3")
-def build_convnet3(*, input_shape, num_classes, rng, num_filters: int = 32, filter_size: int = 7,
+def build_convnet3(*, input_shape, num_classes, rng=None, num_filters: int = 32, filter_size: int = 7,
                    hidden_dim: int = 100, weight_scale: float | None = None, dtype=np.float32) -> ThreeLayerConvNet:
     """CS231n's ThreeLayerConvNet. The options are named, not **kwargs, so `normlab train` can tell which
     of its options the model takes (an L2 `reg`, for one, it does not: weight decay goes to the optimizer)."""
@@ -130,12 +144,14 @@ def build_convnet3(*, input_shape, num_classes, rng, num_filters: int = 32, filt
 
 
 @register_model("bn-cnn")
-def build_bn_cnn(*, input_shape, num_classes, rng, normalization: str = "batch", widths=(32, 64, 128),
-                 dtype=np.float32) -> ResNetCNN:
-    """The small ResNet; normalization is batch|group|layer|instance|none. Named options, as above."""
-    return ResNetCNN(input_shape, num_classes=num_classes, widths=widths, normalization=normalization, rng=rng,
-                     dtype=dtype)
+def build_bn_cnn(*, input_shape, num_classes, rng=None, normalization: str = "batch", norm_options=None,
+                 widths=(32, 64, 128), dtype=np.float32) -> ResNetCNN:
+    """The small ResNet; normalization is any name of `normlab.nn.normalization_names()`. Named options, as
+    above."""
+    return ResNetCNN(input_shape, num_classes=num_classes, widths=widths, normalization=normalization,
+                     norm_options=norm_options, rng=rng, dtype=dtype)
 
 
 # Trainers read this: random crops and flips help this model, so `normlab train` turns them on by default.
 build_bn_cnn.default_augment = True
+build_bn_cnn.normalizes = "maps"  # (N, C, H, W): every normalization of the vocabulary

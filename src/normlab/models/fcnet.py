@@ -1,51 +1,68 @@
 """CS231n's FullyConnectedNet: {affine - [normalization] - relu - [dropout]} x (L - 1) - affine - softmax
-(the nonlinearity can also be a sigmoid or tanh, as in the batch norm paper's MNIST network)."""
+(the nonlinearity can also be a sigmoid or tanh, as in the batch norm paper's MNIST network, and the
+normalization can come after it instead of before)."""
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+from normlab.checks import resolve_rng
 from normlab.models.registry import register_model
 from normlab.models.regularization import l2_penalty, l2_penalty_backward
-from normlab.nn import (
-    BatchNorm1d,
-    BatchRenorm1d,
-    Dropout,
-    Flatten,
-    GhostBatchNorm1d,
-    GroupNorm,
-    LayerNorm,
-    Linear,
-    Module,
-    ReLU,
-    RenormSchedule,
-    Sequential,
-    Sigmoid,
-    Tanh,
+from normlab.nn import Dropout, Flatten, Linear, Module, ReLU, RenormSchedule, Sequential, Sigmoid, Tanh
+from normlab.nn.norm_registry import (
+    DEFAULT_PLACEMENT,
+    build_norm,
+    check_norm_options,
+    check_placement,
+    normalization_names,
 )
 
-NORMALIZATIONS = ("none", "batch", "layer", "group", "renorm", "ghost")
 ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh}
+DEFAULT_NORMALIZATION = "batch"  # the class's and its registered builder's
+
+
+def __getattr__(name: str):
+    if name == "NORMALIZATIONS":  # the names of normlab.nn.norm_registry, which is the one list
+        return normalization_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _flat_size(input_shape) -> int:
+    """Features per example: input_shape is an int, or one sample's shape (e.g. (1, 28, 28)), flattened."""
+    dims = (input_shape,) if isinstance(input_shape, (int, np.integer)) else tuple(input_shape)
+    if not dims or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1 for d in dims):
+        raise ValueError(f"input_shape must be a positive integer or one sample's shape of positive integers, "
+                         f"got {input_shape!r}")
+    return int(np.prod(dims))
 
 
 class FullyConnectedNet(Sequential):
     """A fully connected network for classification; it returns class scores (logits).
 
     Layers, in order (their indices are the state dict prefixes, as in the equivalent torch.nn.Sequential):
-    Flatten, then per hidden size d: Linear(., d), the normalization (BatchNorm1d(d), LayerNorm(d),
-    GroupNorm(groups, d), BatchRenorm1d(d) or GhostBatchNorm1d(d, virtual_batch_size)), the activation
-    (ReLU by default), Dropout(p) when dropout > 0; then Linear(., num_classes).
+    Flatten, then per hidden size d: Linear(., d), the normalization (`normlab.nn.build_norm(normalization, d)`:
+    BatchNorm1d(d), LayerNorm(d), GroupNorm(G, d), BatchRenorm1d(d) or GhostBatchNorm1d(d, virtual batch)) and
+    the activation (ReLU by default) in the order `placement` says, Dropout(p) when dropout > 0; then
+    Linear(., num_classes).
 
     Inputs:
-    - input_dim: features per example after flattening (784 for 1x28x28 images).
+    - input_shape: one example's shape, (1, 28, 28) for Fashion-MNIST, or the number of features after
+      flattening (784), as the convolutional models' input_shape. (`input_dim=` is its old, deprecated name.)
     - hidden_dims: the hidden layer sizes; () is a linear classifier.
     - num_classes: the number of scores per example.
-    - normalization: "none", "batch", "layer", "group", "renorm" (batch renormalization) or "ghost"
-      (ghost batch norm).
+    - normalization: a name of `normlab.nn.normalization_names()`: "batch" (the default), "none", "layer",
+      "group", "renorm" (batch renormalization) or "ghost" (ghost batch norm).
+    - norm_options: the normalization's options (see `normlab.nn.get_normalization(name).options`), e.g.
+      {"groups": 16}, {"virtual_batch_size": 32}, {"rmax": 2.0, "dmax": 1.0, "warmup_steps": 0}.
+    - placement: "before" the nonlinearity (Linear - norm - activation, the batch norm paper's) or "after" it
+      (Linear - activation - norm).
     - activation: "relu", "sigmoid" or "tanh".
     - dropout: probability of dropping a hidden activation (PyTorch's p), 0 for none.
     - weight_scale: "he" draws each weight matrix from N(0, 2 / fan_in) (He et al., 2015); a number
@@ -53,22 +70,34 @@ class FullyConnectedNet(Sequential):
       1 and beta at 0.
     - reg: L2 strength: `regularization_loss()` = 0.5 * reg * sum ||W||^2 over the Linear weights only
       (gamma, beta and biases are not regularized).
-    - num_groups: groups of group normalization; None uses gcd(32, d) for a layer of size d.
-    - renorm_schedule: the rmax/dmax schedule of batch renormalization (None: Ioffe's, which relaxes
-      over 40000 steps; pass a shorter one for short runs).
-    - virtual_batch_size: samples per virtual batch of ghost batch norm (a batch of at most this many
-      samples is normalized as plain batch norm would).
-    - rng: draws the weights, and seeds each Dropout's own generator.
+    - num_groups, renorm_schedule, virtual_batch_size: shorthands for norm_options' groups, schedule and
+      virtual_batch_size (None: the registry's default; group norm's is the largest divisor of d up to 32).
+    - rng: draws the weights, and seeds each Dropout's own generator (a fresh unseeded generator if None).
     - dtype: float32 (training) or float64 (gradient checks).
     """
 
-    def __init__(self, input_dim: int, hidden_dims: Sequence[int] = (512, 256), num_classes: int = 10, *,
-                 normalization: str = "none", dropout: float = 0.0, weight_scale: float | str = "he",
+    def __init__(self, input_shape=None, hidden_dims: Sequence[int] = (512, 256), num_classes: int = 10, *,
+                 normalization: str = DEFAULT_NORMALIZATION, norm_options: Mapping[str, Any] | None = None,
+                 placement: str = DEFAULT_PLACEMENT, dropout: float = 0.0, weight_scale: float | str = "he",
                  reg: float = 0.0, num_groups: int | None = None, activation: str = "relu",
-                 renorm_schedule: RenormSchedule | None = None, virtual_batch_size: int = 16,
-                 rng: np.random.Generator, dtype=np.float32):
-        if normalization not in NORMALIZATIONS:
-            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+                 renorm_schedule: RenormSchedule | None = None, virtual_batch_size: int | None = None,
+                 rng: np.random.Generator | None = None, dtype=np.float32, input_dim=None):
+        if input_dim is not None:
+            warnings.warn("FullyConnectedNet(input_dim=...) is deprecated: use input_shape=, which takes the "
+                          "number of features or one example's shape", DeprecationWarning, stacklevel=2)
+            if input_shape is not None:
+                raise TypeError("give input_shape or its old name input_dim, not both")
+            input_shape = input_dim
+        if input_shape is None:
+            raise TypeError("FullyConnectedNet needs input_shape (features per example, or one example's shape)")
+        options = dict(norm_options or {})
+        # The older keyword shorthands, each for its own normalization (ignored by the others, as before).
+        for owner, key, value in (("group", "groups", num_groups), ("renorm", "schedule", renorm_schedule),
+                                  ("ghost", "virtual_batch_size", virtual_batch_size)):
+            if value is not None and normalization == owner:
+                options.setdefault(key, value)
+        check_norm_options(normalization, options, spatial=False)
+        check_placement(placement)
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
         if not 0.0 <= dropout < 1.0:
@@ -77,33 +106,24 @@ class FullyConnectedNet(Sequential):
             raise ValueError(f"weight_scale must be 'he' or a positive number, got {weight_scale!r}")
         if not reg >= 0:
             raise ValueError(f"reg must be >= 0, got {reg!r}")
+        rng = resolve_rng(rng)
         if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+            raise TypeError(f"rng must be a numpy.random.Generator or None, got {type(rng).__name__}")
         hidden_dims = tuple(int(d) for d in hidden_dims)
         layers: list[Module] = [Flatten()]
-        sizes = (int(input_dim), *hidden_dims)
+        sizes = (_flat_size(input_shape), *hidden_dims)
         for fan_in, d in itertools.pairwise(sizes):
             layers.append(self._linear(fan_in, d, weight_scale, rng, dtype))
-            if normalization == "batch":
-                layers.append(BatchNorm1d(d, dtype=dtype))
-            elif normalization == "layer":
-                layers.append(LayerNorm(d, dtype=dtype))
-            elif normalization == "group":
-                groups = math.gcd(32, d) if num_groups is None else num_groups
-                if d % groups:
-                    raise ValueError(f"num_groups must divide every hidden size, got num_groups={groups} for a "
-                                     f"layer of size {d}")
-                layers.append(GroupNorm(groups, d, dtype=dtype))
-            elif normalization == "renorm":
-                layers.append(BatchRenorm1d(d, schedule=renorm_schedule, dtype=dtype))
-            elif normalization == "ghost":
-                layers.append(GhostBatchNorm1d(d, virtual_batch_size, dtype=dtype))
-            layers.append(ACTIVATIONS[activation]())
+            block = [build_norm(normalization, d, dtype=dtype, **options), ACTIVATIONS[activation]()]
+            if normalization == "none":
+                block = block[1:]
+            layers += block if placement == "before" else block[::-1]
             if dropout > 0:
                 layers.append(Dropout(dropout, rng=rng.spawn(1)[0]))
         layers.append(self._linear(sizes[-1], num_classes, weight_scale, rng, dtype))
         super().__init__(*layers)
         self.hidden_dims, self.num_classes, self.normalization = hidden_dims, num_classes, normalization
+        self.norm_options, self.placement = options, placement
         self.dropout, self.weight_scale, self.reg, self.activation = dropout, weight_scale, reg, activation
 
     @staticmethod
@@ -125,13 +145,18 @@ class FullyConnectedNet(Sequential):
 
 
 @register_model("fcnet")
-def build_fcnet(*, input_shape: tuple[int, ...], num_classes: int, rng: np.random.Generator,
-                hidden_dims: Sequence[int] = (512, 256), normalization: str = "batch", dropout: float = 0.0,
-                weight_scale: float | str = "he", reg: float = 0.0, num_groups: int | None = None,
-                activation: str = "relu", renorm_schedule: RenormSchedule | None = None,
-                virtual_batch_size: int = 16, dtype=np.float32) -> FullyConnectedNet:
-    """FullyConnectedNet over flattened inputs; batch-normalized by default."""
-    return FullyConnectedNet(int(np.prod(input_shape)), hidden_dims, num_classes, normalization=normalization,
-                             dropout=dropout, weight_scale=weight_scale, reg=reg, num_groups=num_groups,
-                             activation=activation, renorm_schedule=renorm_schedule,
-                             virtual_batch_size=virtual_batch_size, rng=rng, dtype=dtype)
+def build_fcnet(*, input_shape: tuple[int, ...], num_classes: int, rng: np.random.Generator | None = None,
+                hidden_dims: Sequence[int] = (512, 256), normalization: str = DEFAULT_NORMALIZATION,
+                norm_options: Mapping[str, Any] | None = None, placement: str = DEFAULT_PLACEMENT,
+                dropout: float = 0.0, weight_scale: float | str = "he", reg: float = 0.0,
+                num_groups: int | None = None, activation: str = "relu", renorm_schedule: RenormSchedule | None = None,
+                virtual_batch_size: int | None = None, dtype=np.float32) -> FullyConnectedNet:
+    """FullyConnectedNet over flattened inputs; batch-normalized by default, as the class."""
+    return FullyConnectedNet(input_shape, hidden_dims, num_classes, normalization=normalization,
+                             norm_options=norm_options, placement=placement, dropout=dropout,
+                             weight_scale=weight_scale, reg=reg, num_groups=num_groups, activation=activation,
+                             renorm_schedule=renorm_schedule, virtual_batch_size=virtual_batch_size, rng=rng,
+                             dtype=dtype)
+
+
+build_fcnet.normalizes = "features"  # (N, D): every normalization of the vocabulary but instance norm

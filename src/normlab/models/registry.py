@@ -3,24 +3,28 @@
 A model module registers a builder:
 
     @register_model("fcnet")
-    def build_fcnet(*, input_shape, num_classes, rng, normalization="batch", dropout=0.0, ...) -> Module: ...
+    def build_fcnet(*, input_shape, num_classes, rng=None, normalization="batch", dropout=0.0, ...) -> Module: ...
 
 and is imported in `normlab/models/__init__.py` so that importing normlab.models registers it.
 
 The builder's contract:
 - `input_shape` is one sample's shape, (C, H, W) for images (datasets give float32 (N, C, H, W) batches;
   fully connected models flatten); `num_classes` the number of scores; `rng` a numpy.random.Generator
-  that draws every initial weight (and seeds any Dropout's generator).
+  that draws every initial weight (and seeds any Dropout's generator), or None for a fresh unseeded one.
 - Everything else is a keyword option with a default. `normlab train` passes an option only when the
-  builder's signature names it, under these common names: `normalization` ("none", "batch", "layer",
-  "group"), `dropout` (probability of dropping), `hidden_dims` (sizes of hidden layers), `weight_scale`
-  ("he" or a number), `reg` (L2 strength on weights, see `normlab.models.regularization`). An option the
-  user gives explicitly that the builder does not take is an error.
+  builder's signature names it, under these common names: `normalization` (a name of
+  `normlab.nn.normalization_names()`: none, batch, layer, group, instance, renorm, ghost), `norm_options`
+  (that normalization's options, a JSON-able dict such as {"groups": 8}), `placement` ("before" or "after"
+  the nonlinearity), `dropout` (probability of dropping), `hidden_dims` (sizes of hidden layers),
+  `weight_scale` ("he" or a number), `reg` (L2 strength on weights, see `normlab.models.regularization`).
+  An option the user gives explicitly that the builder does not take is an error.
 - The model returns class scores (logits) from `forward(x)`. If it has `regularization_loss()` and
   `regularization_backward()`, the trainer adds the first to the loss and calls the second after
   backward.
 - A builder may set the attribute `default_augment = True` (after the decorator) to ask for random crops
-  and flips when the user does not say `--augment` / `--no-augment`.
+  and flips when the user does not say `--augment` / `--no-augment`, and `normalizes = "features"` or
+  `"maps"` to say what its normalization layers see (so a configuration asking instance norm of a fully
+  connected model is refused before training).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from normlab.checks import resolve_rng
 from normlab.nn import Module
 
 ModelBuilder = Callable[..., Module]
@@ -56,10 +61,12 @@ def model_builder(name: str) -> ModelBuilder:
     return _BUILDERS[name]
 
 
-def build_model(name: str, *, input_shape: tuple[int, ...], num_classes: int, rng: np.random.Generator,
-                **options) -> Module:
-    """Build the registered model `name` for samples of `input_shape` and `num_classes` classes. The model
-    remembers `input_shape` (for `model.summary()` and the exports)."""
+def build_model(name: str, *, input_shape: tuple[int, ...], num_classes: int,
+                rng: np.random.Generator | None = None, **options) -> Module:
+    """Build the registered model `name` for samples of `input_shape` and `num_classes` classes, its weights
+    drawn by `rng` (a fresh unseeded generator if None). The model remembers `input_shape` (for
+    `model.summary()` and the exports)."""
+    rng = resolve_rng(rng)
     model = model_builder(name)(input_shape=tuple(input_shape), num_classes=num_classes, rng=rng, **options)
     model.input_shape = tuple(int(d) for d in input_shape)
     return model

@@ -9,6 +9,14 @@ from normlab.nn.dropout import Dropout
 from normlab.nn.ghostbatchnorm import GhostBatchNorm1d, GhostBatchNorm2d
 from normlab.nn.linear import Linear
 from normlab.nn.module import Module, Parameter, input_grad_skipped
+from normlab.nn.norm_registry import (
+    PLACEMENTS,
+    build_norm,
+    check_norm_options,
+    default_groups,
+    get_normalization,
+    normalization_names,
+)
 from normlab.nn.normalization import (
     NORMALIZATIONS_2D,
     BatchNorm1d,
@@ -24,6 +32,7 @@ from normlab.nn.syncbatchnorm import SyncBatchNorm, convert_sync_batchnorm
 
 __all__ = [
     "NORMALIZATIONS_2D",
+    "PLACEMENTS",
     "AvgPool2d",
     "BatchNorm1d",
     "BatchNorm2d",
@@ -51,6 +60,11 @@ __all__ = [
     "SyncBatchNorm",
     "Tanh",
     "convert_sync_batchnorm",
+    "build_norm",
+    "check_norm_options",
+    "default_groups",
+    "get_normalization",
     "input_grad_skipped",
     "norm2d",
+    "normalization_names",
 ]

@@ -8,13 +8,10 @@ layer it calls."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from normlab import functional as F
 from normlab.checks import check_positive, check_positive_int, check_probability
-from normlab.nn.container import Identity
 from normlab.nn.module import Module, Parameter
 
 
@@ -253,26 +250,15 @@ class InstanceNorm2d(_Normalization):
         return F.instancenorm_forward(x, gamma, beta, eps=self.eps)
 
 
-NORMALIZATIONS_2D = ("batch", "group", "layer", "instance", "none")
+NORMALIZATIONS_2D = ("none", "batch", "layer", "group", "instance", "renorm", "ghost")  # norm_registry's names
 
 
-def norm2d(normalization: str, num_channels: int, *, groups: int = 8, dtype=np.float32) -> Module:
-    """The normalization layer a CNN puts after a convolution with `num_channels` output channels.
+def norm2d(normalization: str, num_channels: int, *, groups: int | None = None, dtype=np.float32) -> Module:
+    """The normalization layer a CNN puts after a convolution with `num_channels` output channels:
+    `normlab.nn.norm_registry.build_norm(normalization, num_channels, spatial=True)`, the one vocabulary
+    ("layer" is GroupNorm(1, C); "group" has the largest divisor of C not above 32 groups unless `groups`
+    is given)."""
+    from normlab.nn.norm_registry import build_norm  # the registry builds on this module's classes
 
-    - "batch": BatchNorm2d(C).
-    - "group": GroupNorm(G, C) with G = gcd(C, groups) groups (8 by default, so C = 32 gives groups of 4).
-    - "layer": each sample normalized over all of (C, H, W) with a per-channel affine, i.e. GroupNorm(1, C)
-      (torch.nn.LayerNorm([C, H, W]) would tie the layer to one image size and learn C*H*W affines).
-    - "instance": InstanceNorm2d(C, affine=True).
-    - "none": Identity().
-    """
-    factories = {
-        "batch": lambda: BatchNorm2d(num_channels, dtype=dtype),
-        "group": lambda: GroupNorm(math.gcd(num_channels, groups), num_channels, dtype=dtype),
-        "layer": lambda: GroupNorm(1, num_channels, dtype=dtype),
-        "instance": lambda: InstanceNorm2d(num_channels, affine=True, dtype=dtype),
-        "none": Identity,
-    }
-    if normalization not in factories:
-        raise ValueError(f"normalization must be one of {NORMALIZATIONS_2D}, got {normalization!r}")
-    return factories[normalization]()
+    options = {"groups": groups} if groups is not None and normalization == "group" else {}
+    return build_norm(normalization, num_channels, spatial=True, dtype=dtype, **options)

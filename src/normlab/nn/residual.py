@@ -9,7 +9,7 @@ from normlab.checks import resolve_rng
 from normlab.nn.container import Sequential
 from normlab.nn.conv import Conv2d
 from normlab.nn.module import Module
-from normlab.nn.normalization import norm2d
+from normlab.nn.norm_registry import build_norm
 
 
 class ResidualBlock(Module):
@@ -21,9 +21,9 @@ class ResidualBlock(Module):
     shortcut.0.weight, shortcut.1.weight, ...):
     - conv1: Conv2d(in_channels, out_channels, 3, stride, padding=1), bias only when normalization="none"
       (a bias before a normalization is cancelled by its mean subtraction);
-    - bn1: the normalization `normalization` names (see `normlab.nn.normalization.norm2d`: BatchNorm2d
-      for "batch", GroupNorm for "group" and "layer", InstanceNorm2d for "instance", Identity for
-      "none"); the name stays bn1 whatever the kind, so state dicts of every variant line up;
+    - bn1: the normalization `normalization` names, with `norm_options` (see `normlab.nn.norm_registry`:
+      BatchNorm2d for "batch", GroupNorm for "group" and "layer", InstanceNorm2d for "instance", Identity
+      for "none", ...); the name stays bn1 whatever the kind, so state dicts of every variant line up;
     - conv2: Conv2d(out_channels, out_channels, 3, 1, padding=1); bn2 likewise;
     - shortcut: Sequential(Conv2d(in_channels, out_channels, 1, stride), norm) when the block changes the
       shape (stride != 1 or in_channels != out_channels); otherwise None and the skip is the identity.
@@ -32,18 +32,22 @@ class ResidualBlock(Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, normalization: str = "batch", *,
-                 rng: np.random.Generator | None = None, dtype=np.float32):
+                 norm_options: dict | None = None, rng: np.random.Generator | None = None, dtype=np.float32):
         super().__init__()
         rng = resolve_rng(rng)
         bias = normalization == "none"
+
+        def norm() -> Module:
+            return build_norm(normalization, out_channels, spatial=True, dtype=dtype, **(norm_options or {}))
+
         self.conv1 = Conv2d(in_channels, out_channels, 3, stride, 1, bias=bias, rng=rng, dtype=dtype)
-        self.bn1 = norm2d(normalization, out_channels, dtype=dtype)
+        self.bn1 = norm()
         self.conv2 = Conv2d(out_channels, out_channels, 3, 1, 1, bias=bias, rng=rng, dtype=dtype)
-        self.bn2 = norm2d(normalization, out_channels, dtype=dtype)
+        self.bn2 = norm()
         if stride != 1 or in_channels != out_channels:
             self.shortcut = Sequential(
                 Conv2d(in_channels, out_channels, 1, stride, 0, bias=bias, rng=rng, dtype=dtype),
-                norm2d(normalization, out_channels, dtype=dtype),
+                norm(),
             )
         else:
             self.shortcut = None

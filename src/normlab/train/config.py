@@ -60,6 +60,29 @@ class TrainConfig:
             raise ValueError(f"limit must be at least 2 examples, got {self.limit!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        self._check_normalization()
+
+    def _check_normalization(self) -> None:
+        """A normalization, its options and its placement in model_options must be ones of the vocabulary
+        (normlab.nn.norm_registry), so a damaged or hand-edited config.json fails here, not mid-run."""
+        from normlab.nn.norm_registry import check_norm_options, check_placement
+
+        if not isinstance(self.model_options, dict):
+            raise ValueError(  # noqa: TRY004 (a damaged file: the callers report ValueError)
+                f"model_options must be a dict of the model's options, got {self.model_options!r}")
+        options = self.model_options
+        if "placement" in options:
+            check_placement(options["placement"])
+        norm_options = options.get("norm_options")
+        if norm_options is not None and not isinstance(norm_options, dict):
+            raise ValueError(f"norm_options must be a dict of the normalization's options, got {norm_options!r}")
+        normalization = options.get("normalization", builder_default(self.model, "normalization"))
+        if normalization is not None:
+            # A builder says whether it normalizes (N, D) features or (N, C, H, W) maps (instance norm needs maps).
+            kind = getattr(model_builder(self.model), "normalizes", None)
+            check_norm_options(normalization, norm_options, spatial=None if kind is None else kind == "maps")
+        elif norm_options:
+            raise ValueError(f"model {self.model!r} has no normalization to take norm_options {norm_options!r}")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -93,6 +116,14 @@ def builder_options(model: str) -> dict[str, inspect.Parameter]:
     params = inspect.signature(model_builder(model)).parameters
     named = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     return {k: p for k, p in params.items() if k not in ("input_shape", "num_classes", "rng") and p.kind in named}
+
+
+def builder_default(model: str, name: str):
+    """The default of the model builder's option `name`, None when it has no such option (or no default)."""
+    parameter = inspect.signature(model_builder(model)).parameters.get(name)
+    if parameter is None or parameter.default is inspect.Parameter.empty:
+        return None
+    return parameter.default
 
 
 def takes_option(model: str, name: str) -> bool:
