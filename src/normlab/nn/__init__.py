@@ -19,6 +19,7 @@ from normlab.nn.normalization import (
     norm2d,
 )
 from normlab.nn.pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
+from normlab.nn.precise_bn import recompute_batchnorm_statistics
 from normlab.nn.residual import ResidualBlock
 
 __all__ = [
@@ -50,4 +51,5 @@ __all__ = [
     "Tanh",
     "input_grad_skipped",
     "norm2d",
+    "recompute_batchnorm_statistics",
 ]
