@@ -56,8 +56,7 @@ def recompute_batchnorm_statistics(model: Module, batches: Iterable, *, comm=Non
 
     Returns the number of samples the statistics were computed from (over all processes).
     """
-    layers = [(name or type(module).__name__, module) for name, module in model.named_modules()
-              if isinstance(module, _BatchNorm) and module.running_mean is not None]
+    layers = running_statistics_layers(model)
     if not layers:
         raise ValueError(f"model has no batch norm layer with running statistics to recompute "
                          f"({type(model).__name__}: BatchNorm, SyncBatchNorm, GhostBatchNorm or BatchRenorm with "
@@ -92,6 +91,12 @@ def recompute_batchnorm_statistics(model: Module, batches: Iterable, *, comm=Non
         module.running_mean[...] = mean
         module.running_var[...] = var
     return total
+
+
+def running_statistics_layers(model: Module) -> list[tuple[str, _BatchNorm]]:
+    """(name, module) of every module of `model` with running statistics, in the order of named_modules."""
+    return [(name or type(module).__name__, module) for name, module in model.named_modules()
+            if isinstance(module, _BatchNorm) and module.running_mean is not None]
 
 
 class _Moments:

@@ -43,6 +43,7 @@ class TrainConfig:
     limit: int | None = None  # use only the first `limit` training examples (quick runs)
     augment: bool = False  # random crop (padding 4 for 32x32 images, 2 otherwise) and horizontal flip
     framework: str = "numpy"  # numpy, or train the model's twin in torch or tensorflow
+    precise_bn: int = 0  # after training, batch norm statistics recomputed from this many training batches
 
     def __post_init__(self) -> None:
         from normlab.optim import OPTIMIZERS
@@ -56,6 +57,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "step_epochs"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not isinstance(self.precise_bn, int) or isinstance(self.precise_bn, bool) or self.precise_bn < 0:
+            raise ValueError(f"precise_bn must be a non-negative integer (batches), got {self.precise_bn!r}")
         if self.limit is not None and self.limit < 2:
             raise ValueError(f"limit must be at least 2 examples, got {self.limit!r}")
         if not self.lr > 0:
