@@ -87,7 +87,7 @@ def run(ctx: Context) -> Report:
     table_of_arms = arms(small, large, VIRTUAL)
     settings = {"hidden": HIDDEN, "activation": "relu", "arms": table_of_arms, "optimizer": "sgd", "momentum": 0.9,
                 "lr_rule": f"{BASE_LR} * sqrt(batch / {BASE_BATCH})", "schedule": "cosine",
-                "epochs": ctx.count(8, 3, minimum=1), "n_train": ctx.count(20_000, 4000, minimum=large + 2),
+                "epochs": ctx.count(10, 3, minimum=1), "n_train": ctx.count(20_000, 4000, minimum=large + 2),
                 "n_val": ctx.count(5000, 1000, minimum=200), "train_eval_size": ctx.count(5000, 1000, minimum=200)}
     configs = [{"arm": name, **arm, "lr": BASE_LR * math.sqrt(arm["batch_size"] / BASE_BATCH),
                 "epochs": settings["epochs"], "n_train": settings["n_train"], "n_val": settings["n_val"],
@@ -195,8 +195,7 @@ def _plot(ctx: Context, settings: dict, results: dict) -> None:
         if all(iv.defined for iv in ivs):
             axes[0].fill_between(epochs, [100 * iv.low for iv in ivs], [100 * iv.high for iv in ivs], color=color,
                                  alpha=0.15)
-    axes[0].set_yscale("log")
-    axes[0].set(xlabel="epoch", ylabel="validation error (%, log scale)",
+    axes[0].set(xlabel="epoch", ylabel="validation error (%)",
                 title=f"(a) validation error per epoch (mean ± 95% CI, n = {n})")
     axes[0].legend(fontsize="x-small")
     axes[0].grid(alpha=0.3, which="both")

@@ -156,12 +156,12 @@ def train_one(spec: RunSpec) -> dict:
                      claim="batch norm's running averages misestimate the population statistics; exact ones "
                            "recomputed from a few dozen batches do better")
 def run(ctx: Context) -> Report:
-    steps = ctx.count(3000, 600, minimum=40)
+    steps = ctx.count(5000, 600, minimum=40)
     ks = ctx.pick(PRECISE_KS, (1, 4, 16, 64))
     settings = {"hidden": HIDDEN, "normalization": "batch", "activation": "relu", "batch_size": BATCH, "lr": LR,
                 "optimizer": "sgd", "momentum": 0.9, "schedule": "cosine", "steps": steps,
                 "n_train": ctx.count(None, 10_000, minimum=1000), "n_val": ctx.count(5000, 1000, minimum=200),
-                "evaluations": ctx.count(12, 6, minimum=3), "momenta": [momentum_key(m) for m in MOMENTA],
+                "evaluations": ctx.count(10, 6, minimum=3), "momenta": [momentum_key(m) for m in MOMENTA],
                 "precise_ks": list(ks), "probe_k": min(PROBE_K, max(ks)), "few_dozen": max(k for k in ks if k <= FEW_DOZEN)}
     config = {"batch_size": BATCH, "lr": LR, "steps": steps, "n_train": settings["n_train"],
               "n_val": settings["n_val"], "every": max(1, steps // settings["evaluations"]),
@@ -316,6 +316,7 @@ def _plot(ctx: Context, settings: dict, results: dict) -> None:
         if all(iv.defined for iv in ivs):
             axes[1].fill_between(steps, [iv.low for iv in ivs], [iv.high for iv in ivs], color=color, alpha=0.15)
     axes[0].set_yscale("log")
+    _plain_log_ticks(axes[0].yaxis)
     axes[0].set(xlabel="training step", ylabel="validation error (%, log scale)",
                 title=f"(a) validation error, mean over n = {n} seeds")
     axes[1].axhline(0, color="tab:red", lw=1)
@@ -380,3 +381,12 @@ def _band(ax, iv: Interval, color: str, label: str) -> None:
     if iv.defined:
         ax.axhspan(iv.low, iv.high, color=color, alpha=0.1)
 
+
+
+def _plain_log_ticks(axis) -> None:
+    """Numbers (20, 30, 50) instead of powers of ten on a log axis that spans less than a decade or two."""
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
+    axis.set_major_formatter(ScalarFormatter())
+    axis.set_minor_formatter(NullFormatter())
