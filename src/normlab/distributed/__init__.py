@@ -24,7 +24,7 @@ from normlab.distributed.sync_batchnorm import (
     sync_batchnorm_forward,
 )
 from normlab.distributed.thread_ranks import ThreadCommunicator, run_in_threads
-from normlab.functional.normalize import merge_moments
+from normlab.functional.moments import merge_moments
 
 __all__ = [
     "Communicator",

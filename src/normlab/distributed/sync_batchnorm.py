@@ -36,10 +36,10 @@ from normlab.functional.batchnorm import (
     per_channel,
     update_running_stats,
 )
+from normlab.functional.moments import merge_moments
 from normlab.functional.normalize import (
     Axes,
     backward_sums,
-    merge_moments,
     moments,
     normalize_backward_from_sums,
     normalize_with_stats,

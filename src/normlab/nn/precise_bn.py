@@ -18,7 +18,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from normlab.functional.batchnorm import channel_axes
-from normlab.functional.normalize import merge_moments, moments
+from normlab.functional.moments import merge_moments, moments
 from normlab.nn.module import Module
 from normlab.nn.normalization import _BatchNorm
 
