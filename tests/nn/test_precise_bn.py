@@ -95,11 +95,12 @@ def test_convolutional_statistics_are_over_samples_and_pixels(rng, dtype):
 
 def test_the_variance_is_not_the_average_of_per_batch_variances(rng):
     bn = nn.BatchNorm1d(1, dtype=np.float64)
-    batches = [np.full((4, 1), 0.0) + [[0.0], [1.0], [0.0], [1.0]], np.full((4, 1), 10.0) + [[0.0], [1.0], [0.0], [1.0]]]
+    batches = [np.array([[0.0], [1.0], [0.0], [1.0]]), np.array([[10.0], [11.0], [10.0], [11.0]])]
     nn.recompute_batchnorm_statistics(bn, batches)
     everything = np.concatenate(batches)[:, 0]
     assert bn.running_mean[0] == pytest.approx(5.5, rel=RTOL)
-    assert bn.running_var[0] == pytest.approx(everything.var(ddof=1), rel=RTOL)  # 202/7: the batch means' spread counts; per batch 1/3
+    # 202/7: the spread of the batch means counts (the average of per-batch variances would be 1/3)
+    assert bn.running_var[0] == pytest.approx(everything.var(ddof=1), rel=RTOL)
     assert bn.running_var[0] > 15
 
 

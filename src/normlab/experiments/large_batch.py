@@ -99,7 +99,8 @@ def run(ctx: Context) -> Report:
         return [r[key] for r in runs[arm]]
 
     def gap(arm):
-        return [None if v is None or t is None else v - t for v, t in zip(values(arm), values(arm, "final_train_error"))]
+        pairs = zip(values(arm), values(arm, "final_train_error"))
+        return [None if v is None or t is None else v - t for v, t in pairs]
 
     table = {arm: {"val_error": mean_interval(values(arm)).to_dict(),
                    "train_error": mean_interval(values(arm, "final_train_error")).to_dict(),
@@ -159,18 +160,19 @@ def _summary(ctx: Context, settings: dict, results: dict) -> str:
                                  "claim predicts", "verdict"], comp_rows)
     closed = ", ".join(f"virtual {arm.split('-')[1]}: {'—' if f is None else f'{100 * f:.0f} %'}"
                        for arm, f in results["closed_fraction"].items())
-    return f"""Setting: {ctx.dataset}, {settings['n_train']} training and {settings['n_val']} validation images (the split
-drawn by the seed), a fully connected network of two hidden layers of 256 ReLU units with batch norm (or ghost
-batch norm) after each, SGD with momentum 0.9, learning rate {settings['lr_rule']} (Hoffer's +LR: the square-root
+    return f"""Setting: {ctx.dataset}, {settings['n_train']} training and {settings['n_val']} validation images
+(the split drawn by the seed), a fully connected network of two hidden layers of 256 ReLU units with batch norm
+(or ghost batch norm) after each, SGD with momentum 0.9, learning rate {settings['lr_rule']} (Hoffer's +LR: the square-root
 rule) with cosine decay, **{settings['epochs']} epochs in every arm** (so the large batch makes
 {table['large']['steps']} updates where the small one makes {table['small']['steps']}); seeds
 {', '.join(map(str, ctx.seeds))} (n = {n}), each drawing the initial weights (shared by every arm), the batch order and
 the split. Errors after the last epoch, in evaluation mode (running statistics; training error on
 {settings['train_eval_size']} training images). Cells: mean ± 95% CI half-width.
 
-Anchor: {HOFFER}. What differs: an MLP of two hidden layers on {ctx.dataset}, batch {settings['arms']['large']['batch_size']}
-against {settings['arms']['small']['batch_size']}, {settings['epochs']} epochs with a cosine schedule instead of their step
-regime. Their Table 1 is quoted qualitatively: we did not transcribe its numbers.
+Anchor: {HOFFER}. What differs: an MLP of two hidden layers on {ctx.dataset}, batch
+{settings['arms']['large']['batch_size']} against {settings['arms']['small']['batch_size']}, {settings['epochs']} epochs
+with a cosine schedule instead of their step regime. Their Table 1 is quoted qualitatively: we did not
+transcribe its numbers.
 
 {error_table}
 {comp_table}

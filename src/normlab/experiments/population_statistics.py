@@ -162,7 +162,8 @@ def run(ctx: Context) -> Report:
                 "optimizer": "sgd", "momentum": 0.9, "schedule": "cosine", "steps": steps,
                 "n_train": ctx.count(None, 10_000, minimum=1000), "n_val": ctx.count(5000, 1000, minimum=200),
                 "evaluations": ctx.count(10, 6, minimum=3), "momenta": [momentum_key(m) for m in MOMENTA],
-                "precise_ks": list(ks), "probe_k": min(PROBE_K, max(ks)), "few_dozen": max(k for k in ks if k <= FEW_DOZEN)}
+                "precise_ks": list(ks), "probe_k": min(PROBE_K, max(ks)),
+                "few_dozen": max(k for k in ks if k <= FEW_DOZEN)}
     config = {"batch_size": BATCH, "lr": LR, "steps": steps, "n_train": settings["n_train"],
               "n_val": settings["n_val"], "every": max(1, steps // settings["evaluations"]),
               "momenta": settings["momenta"], "precise_ks": list(ks), "probe_k": settings["probe_k"]}

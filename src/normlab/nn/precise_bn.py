@@ -81,12 +81,13 @@ def recompute_batchnorm_statistics(model: Module, batches: Iterable, *, comm=Non
         where = "" if comm is None else f" on any of the {parts.shape[0]} processes"
         raise ValueError(f"batches must hold at least one batch{where}, got none")
     statistics = []
-    offset = 2
-    for (name, module), acc in zip(layers, accumulated):
+    offset = 2  # each layer's [count, mean (C), M2 (C)] follows the samples and the error flag
+    for name, module in layers:
         c = module.num_features
-        counts, means, m2s = parts[:, offset], parts[:, offset + 1:offset + 1 + c], parts[:, offset + 1 + c:offset + 1 + 2 * c]
+        counts = parts[:, offset]  # (P,)
+        means, m2s = parts[:, offset + 1:offset + 1 + c], parts[:, offset + 1 + c:offset + 1 + 2 * c]  # (P, C)
+        statistics.append(_population_statistics(name, module, counts, means, m2s))  # (C,) each, float64
         offset += 1 + 2 * c
-        statistics.append(_population_statistics(name, module, counts, means, m2s))
     for (_, module), (mean, var) in zip(layers, statistics):  # all checked before any is written
         module.running_mean[...] = mean
         module.running_var[...] = var
