@@ -162,8 +162,8 @@ def _summary(ctx: Context, settings: dict, results: dict) -> str:
                        for arm, f in results["closed_fraction"].items())
     return f"""Setting: {ctx.dataset}, {settings['n_train']} training and {settings['n_val']} validation images
 (the split drawn by the seed), a fully connected network of two hidden layers of 256 ReLU units with batch norm
-(or ghost batch norm) after each, SGD with momentum 0.9, learning rate {settings['lr_rule']} (Hoffer's +LR: the square-root
-rule) with cosine decay, **{settings['epochs']} epochs in every arm** (so the large batch makes
+(or ghost batch norm) after each, SGD with momentum 0.9, learning rate {settings['lr_rule']} (Hoffer's +LR: the
+square-root rule) with cosine decay, **{settings['epochs']} epochs in every arm** (so the large batch makes
 {table['large']['steps']} updates where the small one makes {table['small']['steps']}); seeds
 {', '.join(map(str, ctx.seeds))} (n = {n}), each drawing the initial weights (shared by every arm), the batch order and
 the split. Errors after the last epoch, in evaluation mode (running statistics; training error on
