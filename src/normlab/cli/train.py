@@ -20,7 +20,8 @@ HELP = "train a network on Fashion-MNIST, MNIST or CIFAR-10 and write a run dire
 # Options that change the result: taken from config.json when resuming, so they may not be given then.
 CONFIG_OPTIONS = ("dataset", "model", "hidden", "normalization", "placement", "dropout", "weight_scale",
                   "weight_decay", "optimizer", "lr", "momentum", "nesterov", "schedule", "warmup", "step_epochs",
-                  "step_gamma", "epochs", "batch_size", "seed", "val_size", "limit", "augment", "framework")
+                  "step_gamma", "epochs", "batch_size", "seed", "val_size", "limit", "augment", "framework",
+                  "precise_bn")
 
 
 def _weight_scale(text: str):
@@ -85,6 +86,10 @@ def add_arguments(parser) -> None:
                      help=f"step schedule: decay factor (default {d.step_gamma})")
     opt.add_argument("--epochs", type=number(int, low=1), help=f"epochs (default {d.epochs})")
     opt.add_argument("--batch-size", type=number(int, low=1), help=f"minibatch size (default {d.batch_size})")
+    opt.add_argument("--precise-bn", type=number(int, low=0), metavar="K",
+                     help="after training, recompute every batch norm's running statistics exactly from K training "
+                          "batches (Wu & Johnson 2021's precise BN), before the test evaluation (default 0: keep the "
+                          "running averages)")
     opt.add_argument("--seed", type=number(int, low=0),
                      help=f"seed of the split, the initialization and the order (default {d.seed})")
 
@@ -140,7 +145,7 @@ def config_from_args(args):
               "momentum": args.momentum, "nesterov": args.nesterov, "schedule": args.schedule,
               "warmup_epochs": args.warmup, "step_epochs": args.step_epochs, "step_gamma": args.step_gamma,
               "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed, "val_size": args.val_size,
-              "limit": args.limit, "framework": args.framework}
+              "limit": args.limit, "framework": args.framework, "precise_bn": args.precise_bn}
     return TrainConfig(model=model, model_options=model_options(model, given), augment=augment,
                        weight_decay=0.0 if in_model else weight_decay,
                        **{k: v for k, v in fields.items() if v is not None})

@@ -6,6 +6,8 @@ from normlab.experiments import covariate_shift  # noqa: F401  (each module regi
 from normlab.experiments import learning_rate  # noqa: F401
 from normlab.experiments import init_scale  # noqa: F401
 from normlab.experiments import batch_size  # noqa: F401
+from normlab.experiments import population_statistics  # noqa: F401
+from normlab.experiments import large_batch  # noqa: F401
 from normlab.experiments import regularization  # noqa: F401
 from normlab.experiments import placement  # noqa: F401
 from normlab.experiments import sync_batchnorm  # noqa: F401

@@ -27,6 +27,7 @@ from normlab.nn.normalization import (
     norm2d,
 )
 from normlab.nn.pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
+from normlab.nn.precise_bn import recompute_batchnorm_statistics
 from normlab.nn.residual import ResidualBlock
 from normlab.nn.syncbatchnorm import SyncBatchNorm, convert_sync_batchnorm
 
@@ -67,4 +68,5 @@ __all__ = [
     "input_grad_skipped",
     "norm2d",
     "normalization_names",
+    "recompute_batchnorm_statistics",
 ]

@@ -41,6 +41,7 @@ from normlab.functional.batchnorm import (
     per_channel,
     update_running_stats,
 )
+from normlab.functional.moments import merge_moments
 from normlab.functional.normalize import (
     Axes,
     backward_sums,
@@ -111,7 +112,6 @@ def sync_batchnorm_forward(
 
 def _global_moments(x: np.ndarray, axes: Axes, comm: Communicator) -> tuple[int, np.ndarray, np.ndarray]:
     """(count, mean, biased var) per channel over every process's x; mean and var (C,) float64."""
-    from normlab.distributed.moments import merge_moments  # only where there are processes to merge
 
     c = x.shape[1]
     local_count = x.size // c

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from normlab.checks import check_positive_int
+from normlab.checks import check_non_negative_int, check_positive_int
 from normlab.models import model_builder
 
 # Each optimizer's default learning rate, used when none is given.
@@ -44,6 +44,7 @@ class TrainConfig:
     limit: int | None = None  # use only the first `limit` training examples (quick runs)
     augment: bool = False  # random crop (padding 4 for 32x32 images, 2 otherwise) and horizontal flip
     framework: str = "numpy"  # numpy, or train the model's twin in torch or tensorflow
+    precise_bn: int = 0  # after training, batch norm statistics recomputed from this many training batches
 
     def __post_init__(self) -> None:
         from normlab.optim import OPTIMIZERS
@@ -56,6 +57,7 @@ class TrainConfig:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         for name in ("epochs", "batch_size", "step_epochs"):
             check_positive_int(name, getattr(self, name))
+        check_non_negative_int("precise_bn", self.precise_bn, what="(batches)")
         if self.limit is not None and self.limit < 2:
             raise ValueError(f"limit must be at least 2 examples, got {self.limit!r}")
         if not self.lr > 0:

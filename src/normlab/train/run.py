@@ -24,8 +24,10 @@ from normlab.data import Augment, Standardizer, load_dataset, train_val_split
 from normlab.files import atomic_write_bytes, atomic_write_json, remove_stale_temporaries
 from normlab.models import build_model
 from normlab.models.regularization import decay_groups
-from normlab.nn import Module
+from normlab.nn import Module, recompute_batchnorm_statistics
+from normlab.nn.precise_bn import running_statistics_layers
 from normlab.optim import OPTIMIZERS, Constant, Cosine, LinearWarmup, Optimizer, Schedule, StepDecay
+from normlab.train.checkpoint import load_meta, save_model
 from normlab.train.config import TrainConfig
 from normlab.train.history import HISTORY_CSV, ITERATIONS_CSV, History, save_history
 from normlab.train.plots import plot_curves
@@ -231,6 +233,7 @@ def run_training(config: TrainConfig, run_dir: str | os.PathLike, *, resume: boo
     # Every process loads the whole data set and draws the same split, weights, order and augmentation.
     data = prepare_data(config, np.random.default_rng(split_seed), data_dir, download)
     depends_on = run_dependencies(config, data)
+    check_precise_bn_size(config, len(data.x_train))
     if root:
         if resume:
             check_resume_matches(run_dir / CHECKPOINT, depends_on)
@@ -242,6 +245,7 @@ def run_training(config: TrainConfig, run_dir: str | os.PathLike, *, resume: boo
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
     model = build_model(config.model, input_shape=data.input_shape, num_classes=len(data.classes),
                         rng=np.random.default_rng(init_seed), **config.model_options)
+    check_precise_bn(config, model)  # before training, not after it
     summary = model.summary(data.input_shape) if root else None  # before any SyncBatchNorm conversion
     board = None
     if tensorboard and root:
@@ -295,6 +299,13 @@ def run_training(config: TrainConfig, run_dir: str | os.PathLike, *, resume: boo
         test_acc = None
         if fit.status == "completed" and root:  # rank 0 alone holds the best weights' file
             trainer.load_best()
+            if config.precise_bn:
+                samples = precise_batchnorm(model, data.x_train, config)
+                save_model(run_dir / BEST_MODEL, model, {**load_meta(run_dir / BEST_MODEL),
+                                                         "precise_bn_samples": samples})
+                k = config.precise_bn
+                log(f"batch norm statistics recomputed from {k} training batch{'' if k == 1 else 'es'} of "
+                    f"{config.batch_size} ({samples} examples; --precise-bn)")
             test_acc = trainer.accuracy(data.x_test, data.y_test, "test")
             fit.history.test_acc = test_acc
             save_history(run_dir, fit.history, trainer.steps_per_epoch)
@@ -306,6 +317,31 @@ def run_training(config: TrainConfig, run_dir: str | os.PathLike, *, resume: boo
     if (fit.history.epochs or fit.history.loss) and root:
         plot_curves(fit.history, run_dir / CURVES, title=curves_title(config, model))
     return RunResult(fit.status, fit.message, fit.history, test_acc, run_dir)
+
+
+def check_precise_bn(config: TrainConfig, model: Module) -> None:
+    """`--precise-bn K` checked before training: the model has batch norm."""
+    if config.precise_bn and not running_statistics_layers(model):
+        raise ValueError(f"--precise-bn {config.precise_bn}: model {config.model!r} {config.model_options or ''} has "
+                         f"no batch norm with running statistics to recompute")
+
+
+def check_precise_bn_size(config: TrainConfig, n_train: int) -> None:
+    """`--precise-bn K` checked before the run directory is made: the training split holds K batches."""
+    k, b = config.precise_bn, config.batch_size
+    if k * b > n_train:
+        raise ValueError(f"--precise-bn {k}: {k} batches of {b} need {k * b} training examples, the training split "
+                         f"has {n_train}")
+
+
+def precise_batchnorm(model: Module, x_train: np.ndarray, config: TrainConfig) -> int:
+    """Recompute the model's batch norm statistics (`nn.recompute_batchnorm_statistics`) from config.precise_bn
+    batches of config.batch_size training examples (not augmented), drawn without replacement by a generator
+    of config.seed's own. Returns the number of examples."""
+    k, b = config.precise_bn, config.batch_size
+    rng = np.random.default_rng(np.random.SeedSequence(config.seed).spawn(4)[3])  # beside run_seeds' three
+    chosen = rng.permutation(len(x_train))[:k * b]
+    return recompute_batchnorm_statistics(model, (x_train[chosen[i * b:(i + 1) * b]] for i in range(k)))
 
 
 def curves_title(config: TrainConfig, model: Module) -> str:

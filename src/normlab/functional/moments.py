@@ -1,8 +1,8 @@
 """Merging the moments of parts into the moments of the whole.
 
-P processes each hold a part of a batch and its statistics: the count n_p, the mean m_p and M2_p, the sum
-of squared deviations from m_p (n_p times the biased variance). The statistics of the whole batch follow
-without revisiting the data (Chan, Golub & LeVeque, 1979, for two parts; the parallel axis theorem):
+P parts (processes, batches) each hold a part of the data and its statistics: the count n_p, the mean m_p
+and M2_p, the sum of squared deviations from m_p (n_p times the biased variance). The statistics of the whole
+follow without revisiting the data (Chan, Golub & LeVeque, 1979, for two parts; the parallel axis theorem):
 
     n    = sum_p n_p
     mean = sum_p n_p m_p / n
@@ -11,11 +11,17 @@ without revisiting the data (Chan, Golub & LeVeque, 1979, for two parts; the par
 Every term is a sum of non-negative numbers or a weighted mean, so nothing cancels: unlike adding up
 sum(x) and sum(x^2) and forming E[x^2] - E[x]^2, this is exact to rounding for data far from zero and for
 parts of very unequal sizes (including empty ones).
+
+SyncBatchNorm merges the processes' parts of a batch with it; `normlab.nn.recompute_batchnorm_statistics` the
+batches of a population (and, across processes, every process's). `moments` (a part's mean and biased
+variance, as `normalize` computes them) is importable from here too.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from normlab.functional.normalize import moments  # noqa: F401 - the statistics of one part, beside their merge
 
 
 def merge_moments(counts: np.ndarray, means: np.ndarray, m2s: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
