@@ -120,7 +120,7 @@ def test_the_regularization_gradient_counts_once_over_the_ranks(run_threads, ran
     x, y = rng.standard_normal((30, 6)), rng.integers(0, 3, 30)
 
     def train(trainer_class, **comm):
-        model = FullyConnectedNet(6, (8,), 3, reg=0.5, rng=np.random.default_rng(1), dtype=np.float64)
+        model = FullyConnectedNet(6, (8,), 3, reg=0.5, normalization="none", rng=np.random.default_rng(1), dtype=np.float64)
         trainer = trainer_class(model, SGD(model.parameters(), lr=0.1), x, y, None, None, epochs=2, batch_size=10,
                                 rng=np.random.default_rng(2), schedule=None, progress=False, log=lambda _: None,
                                 **comm)

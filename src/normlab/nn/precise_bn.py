@@ -21,6 +21,7 @@ from normlab.functional.batchnorm import channel_axes
 from normlab.functional.moments import merge_moments, moments
 from normlab.nn.module import Module
 from normlab.nn.normalization import _BatchNorm
+from normlab.nn.syncbatchnorm import SyncBatchNorm
 
 
 def recompute_batchnorm_statistics(model: Module, batches: Iterable, *, comm=None) -> int:
@@ -141,7 +142,9 @@ def _forward_batches(model: Module, layers: list[tuple[str, _BatchNorm]], accumu
     modes = [(module, module.training) for module in model.modules()]
     buffers = [(module, [np.array(b, copy=True) for b in _buffers(module)]) for _, module in layers]
     own_forwards = [(module, module.__dict__.get("forward")) for _, module in layers]
-    communicators = [(module, module.comm) for _, module in layers if getattr(module, "comm", None) is not None]
+    # A SyncBatchNorm normalizes each rank's batches locally during the pass (its communicator, or the world()
+    # it would resolve on first use, is swapped out and put back), so unequal batch counts cannot hang it.
+    communicators = [(module, module._comm) for _, module in layers if isinstance(module, SyncBatchNorm)]
 
     def recording(module: _BatchNorm, acc: _Moments):
         forward = module.forward
@@ -158,7 +161,7 @@ def _forward_batches(model: Module, layers: list[tuple[str, _BatchNorm]], accumu
         for (_, module), acc in zip(layers, accumulated):
             object.__setattr__(module, "forward", recording(module, acc))
         for module, _ in communicators:
-            object.__setattr__(module, "comm", _ThisProcessOnly())
+            object.__setattr__(module, "_comm", _ThisProcessOnly())
         model.train()
         for i, batch in enumerate(batches):
             x = _batch_input(batch, i)
@@ -179,7 +182,7 @@ def _forward_batches(model: Module, layers: list[tuple[str, _BatchNorm]], accumu
             else:
                 object.__setattr__(module, "forward", forward)
         for module, comm in communicators:
-            object.__setattr__(module, "comm", comm)
+            object.__setattr__(module, "_comm", comm)
         for module, training in modes:
             object.__setattr__(module, "training", training)
         for module, saved in buffers:
