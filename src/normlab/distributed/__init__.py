@@ -17,7 +17,6 @@ from normlab.distributed.data_parallel import (
     shard,
     shard_slice,
 )
-from normlab.distributed.moments import merge_moments
 from normlab.distributed.sync_batchnorm import (
     SyncBatchNorm,
     convert_sync_batchnorm,
@@ -25,6 +24,7 @@ from normlab.distributed.sync_batchnorm import (
     sync_batchnorm_forward,
 )
 from normlab.distributed.thread_ranks import ThreadCommunicator, run_in_threads
+from normlab.functional.moments import merge_moments
 
 __all__ = [
     "Communicator",

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from normlab.distributed.comm import Communicator, world
-from normlab.distributed.moments import merge_moments
 from normlab.functional._checks import check_cache, check_probability, check_same_shape
 from normlab.functional.batchnorm import (
     BatchNormCache,
@@ -37,6 +36,7 @@ from normlab.functional.batchnorm import (
     per_channel,
     update_running_stats,
 )
+from normlab.functional.moments import merge_moments
 from normlab.functional.normalize import (
     Axes,
     backward_sums,

@@ -64,14 +64,15 @@ def check_probability(name: str, value: float) -> float:
     return value
 
 
-def check_cache(backward: str, cache: object, expected: type, forward: str) -> None:
-    """`cache` must come from `forward`: a cache of another operation can have matching sizes and give a
-    wrong gradient without any error, so every backward checks where its cache came from.
+def check_cache(backward: str, cache: object, expected: type, *forwards: str) -> None:
+    """`cache` must come from one of `forwards`: a cache of another operation can have matching sizes and
+    give a wrong gradient without any error, so every backward checks where its cache came from.
 
-    Caches that several forwards share (pooling) also carry a `forward` field naming the one that made it.
+    Caches that several forwards share (every normalization's `NormCache`, pooling's `PoolCache`) carry a
+    `forward` field naming the one that made it.
     """
     made_by = getattr(cache, "forward", None)
-    if isinstance(cache, expected) and made_by in (None, forward):
+    if isinstance(cache, expected) and (made_by is None or made_by in forwards):
         return
     origin = f"{type(cache).__name__}" + (f" made by {made_by}" if made_by else "")
-    raise TypeError(f"{backward}: cache must be the cache returned by {forward}, got a {origin}")
+    raise TypeError(f"{backward}: cache must be the cache returned by {' or '.join(forwards)}, got a {origin}")
