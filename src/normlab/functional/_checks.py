@@ -10,7 +10,7 @@ import numpy as np
 
 def is_float_dtype(dtype: np.dtype) -> bool:
     """A NumPy floating type, or ml_dtypes' bfloat16 (which NumPy files under void)."""
-    return dtype.kind == "f" or dtype.name == "bfloat16"  # attributes: a microsecond less than np.issubdtype
+    return dtype.kind == "f" or dtype.name == "bfloat16"  # attributes: cheaper than np.issubdtype, on every call
 
 
 def check_float_array(name: str, x: object, ndims: tuple[int, ...] | None = None) -> np.ndarray:

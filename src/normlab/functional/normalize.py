@@ -3,7 +3,8 @@
 Batch norm, spatial batch norm, layer norm, group norm, instance norm, ghost batch norm and batch renorm
 all normalize an array over a set of axes, then apply an affine over another set of axes. Each of them is
 an axis mapping onto `normalize_affine` (and its backward) plus its own extras: every normalization in
-normlab calls it, and SyncBatchNorm calls its split halves.
+normlab calls it or its halves (batch renorm: `normalize`, then `apply_affine`; SyncBatchNorm: the
+halves listed below).
 
     mean = (1/M) sum_i x_i                     over the M elements of a group (`moments`)
     var  = (1/M) sum_i (x_i - mean)^2          (biased; two passes, never E[x^2] - E[x]^2)
@@ -20,18 +21,10 @@ The backward is linear in g, and rstd is constant over the group, so where gamma
 the group (batch norm) the core passes g = dout and scale = gamma * rstd and reads dgamma and dbeta off
 the two sums it needs anyway.
 
-                        x (view: groups and parameters as axes)
-                                   |
-     normalize_affine ---- kernels.backend.compiled_twin("normalize") ----> kernels.normalize_twin
-           |                (the one dispatch point: backend=, NORMLAB_BACKEND,        (compiled, float64
-           |                 "auto" by size; float32/float64 only)                      statistics, no xhat)
-           v
-     normalize (statistics: `moments`)  or  normalize_with_stats (given: evaluation, merged)
-           |
-     apply_affine  ->  out, NormCache(forward=..., ...)
-                                   |
-     normalize_affine_backward(dout, cache)  ->  compiled twin if the forward ran it, else
-           normalize_backward = backward_sums + normalize_backward_from_sums
+The compiled twin plugs in at one dispatch point, `normlab.kernels.backend.compiled_twin("normalize", ...)`
+(the `backend=` argument, NORMLAB_BACKEND, "auto" by size; float32 and float64): `normalize_affine` asks
+it, and a backward runs the twin when its forward did. This module imports no compiled kernel
+(docs/architecture.md draws the dispatch).
 
 Extras on top of the core: running statistics (batch norm, renorm, ghost: `batchnorm.update_running_stats`),
 evaluation mode (statistics given, then constants of the backward), batch renorm's r and d (constants of
@@ -60,8 +53,7 @@ from normlab.functional.moments import (
     group_size,
     inverse_std,
     is_half,
-    merge_moments,
-    moments,
+    moments,  # noqa: F401 - SyncBatchNorm's first half, imported from here with the others
     sum_of_products,
 )
 from normlab.kernels.backend import compiled_twin
@@ -69,27 +61,6 @@ from normlab.kernels.backend import compiled_twin
 if TYPE_CHECKING:
     from normlab.kernels.statistics import GroupStatistics
 
-__all__ = [
-    "Axes",
-    "NormCache",
-    "NormalizeGrad",
-    "Normalized",
-    "apply_affine",
-    "backward_sums",
-    "group_size",
-    "inverse_std",
-    "is_half",
-    "merge_moments",
-    "moments",
-    "normalize",
-    "normalize_affine",
-    "normalize_affine_backward",
-    "normalize_backward",
-    "normalize_backward_from_sums",
-    "normalize_with_stats",
-    "scale_shift",
-    "sum_of_products",
-]
 
 
 class Normalized(NamedTuple):
@@ -421,7 +392,7 @@ def _backward(dout: np.ndarray, cache: NormCache) -> tuple[np.ndarray, np.ndarra
     if cache.constant_stats:
         dx = dout * (gamma * rstd)
         dbeta, dgamma = backward_sums(dout, xhat, param_axes)
-    elif all(a in param_axes for a in stat_axes):
+    elif stat_axes == param_axes or all(a in param_axes for a in stat_axes):
         # gamma constant per group (batch norm, ghost): pass dout and fold gamma into the scale; the two
         # sums the core computes on the way give dbeta and dgamma (one reduction pass for all three).
         dx, dbeta, dgamma = normalize_backward(dout, xhat, gamma * rstd, stat_axes)

@@ -3,8 +3,8 @@
 Both pools see the input through a (N, C, Ho, Wo, kh, kw) view of its windows and reduce it one kernel
 offset at a time: window[..., i, j] is a strided (N, C, Ho, Wo) view, so a pool is kh*kw elementwise
 passes over output-sized arrays, vectorized and without copying a window. (Reducing the 6-D view over
-its two window axes in one NumPy call is 10-30x slower: NumPy reduces short, strided axes one element at
-a time.)
+its two window axes in one NumPy call is much slower: NumPy reduces short, strided axes one element at a
+time; docs/performance.md has the figures.)
 
 - Windows that tile the input (stride == kernel, e.g. 2x2 stride 2): the view is a reshape of the input,
   (N, C, Ho, kh, Wo, kw), rows and columns left over at the bottom and right dropped as PyTorch does
@@ -18,7 +18,7 @@ so ties (common after a ReLU: windows of zeros) get the same gradient as torch's
 its output NaN.
 
 With numba (`backend=`, see `normlab.kernels.backend`) float32 and float64 pools run compiled loops
-instead (`normlab.kernels.pool_numba`, 3-10x faster on one thread), one block of (image, channel)
+instead (`normlab.kernels.pool_numba`, faster even on one thread), one block of (image, channel)
 planes per thread (`normlab.parallel`); the backward runs the forward's choice. This file's NumPy code
 is their reference.
 """
@@ -63,7 +63,7 @@ def pool_geometry(x, kernel_size, stride) -> tuple[np.ndarray, Pair, Pair, Pair]
 
 
 # Below this many input elements a pool runs in the calling thread: handing blocks to threads costs about
-# 50 us, what a compiled pool of 2^18 float32 elements takes on one thread.
+# what a compiled pool of 2^18 float32 elements takes on one thread (docs/performance.md).
 THREADS_MIN_ELEMENTS = 1 << 18
 
 

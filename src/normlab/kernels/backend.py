@@ -174,6 +174,11 @@ def compiled_twin(family: str, backend: str = "auto", x: np.ndarray | None = Non
     size = None if x is None or family in ANY_SIZE else x.size
     if resolve_backend(backend, size) != "numba" or (x is not None and x.dtype not in COMPILED_DTYPES):
         return None
+    return _twin(family)
+
+
+@cache
+def _twin(family: str) -> ModuleType:
     return importlib.import_module(f"normlab.kernels.{TWINS[family]}")
 
 
