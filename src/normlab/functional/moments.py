@@ -14,6 +14,9 @@ with Chan's formula (`merge_moments`). This is the only place normlab computes t
 
 from __future__ import annotations
 
+import functools
+import math
+
 import numpy as np
 
 Axes = tuple[int, ...]
@@ -21,7 +24,12 @@ Axes = tuple[int, ...]
 
 def group_size(shape: tuple[int, ...], axes: Axes) -> int:
     """Number of elements in one normalization group: the product of the sizes of `axes`."""
-    return int(np.prod([shape[a] for a in axes], dtype=np.int64))
+    return math.prod(shape[a] for a in axes)  # Python ints: no overflow, and no NumPy call per layer call
+
+
+def reduced_shape(shape: tuple[int, ...], axes: Axes) -> tuple[int, ...]:
+    """The shape of the statistics: `shape` with `axes` set to 1."""
+    return tuple(1 if a in axes else size for a, size in enumerate(shape))
 
 
 def is_half(dtype: np.dtype) -> bool:
@@ -137,14 +145,15 @@ def inverse_std(var: np.ndarray, eps: float, dtype: np.dtype | None = None) -> n
     return rstd if dtype is None else rstd.astype(dtype, copy=False)
 
 
-def _einsum_subscripts(ndim: int, axes: Axes) -> tuple[str, str]:
+@functools.lru_cache(maxsize=128)
+def _einsum_subscripts(ndim: int, axes: Axes) -> str:
+    """"abc,abc->b" for ndim 3 and axes (0, 2): built once per layout, not per call."""
     letters = "abcdefghijklmnopqrstuvw"[:ndim]
     kept = "".join(letters[a] for a in range(ndim) if a not in axes)
-    return letters, kept
+    return f"{letters},{letters}->{kept}"
 
 
 def sum_of_products(a: np.ndarray, b: np.ndarray, axes: Axes) -> np.ndarray:
     """sum(a * b) over axes with keepdims, without materializing a * b."""
-    full, kept = _einsum_subscripts(a.ndim, axes)
-    reduced = np.einsum(f"{full},{full}->{kept}", a, b)
-    return np.expand_dims(reduced, axes)
+    reduced = np.einsum(_einsum_subscripts(a.ndim, tuple(axes)), a, b)
+    return reduced.reshape(reduced_shape(a.shape, axes))

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from functools import cached_property
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -54,6 +53,7 @@ from normlab.functional.moments import (
     inverse_std,
     is_half,
     moments,  # noqa: F401 - SyncBatchNorm's first half, imported from here with the others
+    reduced_shape,
     sum_of_products,
 )
 from normlab.kernels.backend import compiled_twin
@@ -145,7 +145,8 @@ def normalize_with_stats(x: np.ndarray, mean: np.ndarray, var: np.ndarray, eps: 
     Returns a `Normalized` whose mean and var are the ones given and whose xhat and rstd are in x's dtype.
     """
     rstd = inverse_std(var, eps, x.dtype)
-    xhat = np.subtract(x, mean, dtype=x.dtype)  # a new array we scale in place
+    # a new array we scale in place; statistics of another dtype (float64, merged) are rounded to x's
+    xhat = x - mean if mean.dtype == x.dtype else np.subtract(x, mean, dtype=x.dtype)
     xhat *= rstd
     return Normalized(xhat=xhat, mean=mean, var=var, rstd=rstd)
 
@@ -220,7 +221,7 @@ class NormCache:
     the reduced axes. In x's dtype, except float32 statistics for half-precision x.
 
     After a compiled forward `compiled` holds its float64 statistics, the backward runs compiled, and xhat
-    (never written by the forward) is recomputed from x on first read. Ghost batch norm's cache holds one
+    (never written by the forward) is recomputed from x when read. Ghost batch norm's cache holds one
     cache per run of equal virtual batches in `parts` and no arrays of its own.
     """
 
@@ -243,17 +244,14 @@ class NormCache:
     d: np.ndarray | None = None
     parts: tuple[NormCache, ...] = ()  # ghost batch norm: one cache per run of equal virtual batches
 
-    @cached_property
+    @property
     def xhat(self) -> np.ndarray:
-        """The normalized input (V): kept by the NumPy forward, recomputed from x after a compiled one."""
+        """The normalized input (V): kept by the NumPy forward; after a compiled one, recomputed from x on
+        every read (the compiled backward never reads it)."""
         if self.saved_xhat is not None:
             return self.saved_xhat
         twin = compiled_twin("normalize", "numba")
         return twin.normalized(self.layout, self.x, self.compiled, self.stat_axes[0])
-
-
-def _stats_shape(shape: tuple[int, ...], stat_axes: Axes) -> tuple[int, ...]:
-    return tuple(1 if a in stat_axes else size for a, size in enumerate(shape))
 
 
 def normalize_affine(
@@ -296,7 +294,7 @@ def normalize_affine(
         compiled = twin.forward(layout, x, gamma, beta, eps, stat_axes[0])
         if compiled is not None:  # else values near the dtype's largest: NumPy rescales them below
             out, group_stats = compiled
-            stats_shape = _stats_shape(x.shape, stat_axes)
+            stats_shape = reduced_shape(x.shape, stat_axes)
             with np.errstate(over="ignore"):  # a variance beyond x's range is inf, as `normalize` gives it
                 mean, var, rstd = (s.astype(x.dtype).reshape(stats_shape)
                                    for s in (group_stats.mean, group_stats.var, group_stats.rstd))
@@ -335,16 +333,16 @@ def apply_affine(
     Returns (out of `shape` and x's dtype, NormCache).
     """
     xhat, mean, var, rstd = normalized
-    scale, shift = gamma, beta
-    if correction is not None:
+    shape = x.shape if shape is None else shape
+    if correction is None:
+        out, r, d = scale_shift(xhat, gamma, beta), None, None
+    else:
         r, d = correction  # gamma * (xhat * r + d) + beta, folded into one scale and one shift
-        scale, shift = gamma * r, gamma * d + beta
-    # r and d are float32 for half-precision x (its statistics are), so round out back to x's dtype
-    out = scale_shift(xhat, scale, shift).astype(x.dtype, copy=False)
-    r, d = correction if correction is not None else (None, None)
-    cache = NormCache(forward, x.shape if shape is None else shape, x, xhat, mean, var, rstd, gamma, eps, stat_axes,
-                      param_axes, param_shape, constant_stats=constant_stats, r=r, d=d)
-    return out.reshape(cache.shape), cache
+        # r and d are float32 for half-precision x (its statistics are), so round out back to x's dtype
+        out = scale_shift(xhat, gamma * r, gamma * d + beta).astype(x.dtype, copy=False)
+    cache = NormCache(forward, shape, x, xhat, mean, var, rstd, gamma, eps, stat_axes, param_axes, param_shape,
+                      constant_stats=constant_stats, r=r, d=d)
+    return (out if shape == x.shape else out.reshape(shape)), cache
 
 
 def normalize_affine_backward(
@@ -367,7 +365,7 @@ def normalize_affine_backward(
     """
     check_cache(backward, cache, NormCache, *forwards)
     dout = check_same_shape("dout", dout, cache.shape)
-    view = dout.reshape(cache.x.shape)
+    view = dout if cache.shape == cache.x.shape else dout.reshape(cache.x.shape)
     if cache.compiled is not None and dout.dtype == cache.x.dtype:
         twin = compiled_twin("normalize", "numba")
         dx, dgamma, dbeta = twin.backward(cache.layout, view, cache.x, cache.compiled, cache.gamma,
@@ -375,7 +373,9 @@ def normalize_affine_backward(
         dgamma, dbeta = dgamma.astype(dout.dtype), dbeta.astype(dout.dtype)  # from float64 sums
     else:
         dx, dgamma, dbeta = _backward(view, cache)
-    return dx.reshape(cache.shape), dgamma.reshape(cache.param_shape), dbeta.reshape(cache.param_shape)
+    if cache.shape != cache.x.shape:
+        dx = dx.reshape(cache.shape)
+    return dx, dgamma.reshape(cache.param_shape), dbeta.reshape(cache.param_shape)
 
 
 def _backward(dout: np.ndarray, cache: NormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
