@@ -250,6 +250,8 @@ class NormCache:
         every read (the compiled backward never reads it)."""
         if self.saved_xhat is not None:
             return self.saved_xhat
+        if self.compiled is None:
+            raise AttributeError(f"this {self.forward} cache keeps xhat in each of its parts (cache.parts[i].xhat)")
         twin = compiled_twin("normalize", "numba")
         return twin.normalized(self.layout, self.x, self.compiled, self.stat_axes[0])
 
