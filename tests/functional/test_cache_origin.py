@@ -65,7 +65,7 @@ def test_reported_cases_name_the_forward_that_made_the_cache(backend):
     to the average-pool backward: both were silently wrong."""
     caches = _caches(backend)
     with pytest.raises(TypeError, match="batchnorm_backward: cache must be the cache returned by batchnorm_forward, "
-                                        "got a LayerNormCache"):
+                                        "got a NormCache made by layernorm_forward"):
         F.batchnorm_backward(x, caches["layernorm_forward"])
     with pytest.raises(TypeError, match="got a PoolCache made by max_pool2d_forward"):
         F.avg_pool2d_backward(np.ones((4, 4, 2, 2), np.float32), caches["max_pool2d_forward"])

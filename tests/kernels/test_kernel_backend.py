@@ -154,3 +154,34 @@ def test_the_compile_notice_can_be_silenced(tmp_path):
     result = subprocess.run([sys.executable, "-c", silenced], env=env, capture_output=True, text=True, check=True,
                             timeout=120)
     assert backend.COMPILE_NOTICE not in result.stderr
+
+
+def test_the_dispatch_point_compiles_only_float32_and_float64_and_checks_the_name_whatever_the_dtype(monkeypatch):
+    pytest.importorskip("numba")
+    monkeypatch.delenv("NORMLAB_BACKEND", raising=False)
+    half, single = np.ones(8, np.float16), np.ones(8, np.float32)
+    assert backend.compiled_twin("normalize", "numba", half) is None
+    assert backend.compiled_twin("normalize", "numba", single).__name__ == "normlab.kernels.normalize_twin"
+    assert backend.compiled_twin("pool", "numba", single).__name__ == "normlab.kernels.pool_numba"
+    assert backend.compiled_twin("pool", "numpy", single) is None
+    with pytest.raises(ValueError, match="backend must be one of .* got 'cuda'"):
+        backend.compiled_twin("pool", "cuda", half)
+    # "auto": the normalization by size, the other families at any size
+    assert backend.compiled_twin("normalize", "auto", single) is None
+    assert backend.compiled_twin("conv", "auto", single) is not None
+
+
+def test_functional_reaches_compiled_kernels_only_through_the_dispatch_point():
+    """No functional module imports a compiled kernel module: they ask `kernels.backend` for it."""
+    import ast
+    import pathlib
+
+    import normlab.functional
+
+    for path in pathlib.Path(normlab.functional.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            modules = ([node.module] if isinstance(node, ast.ImportFrom) else
+                       [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])
+            for module in modules:
+                if module and module.startswith("normlab.kernels"):
+                    assert module in ("normlab.kernels.backend", "normlab.kernels.statistics"), (path.name, module)

@@ -1,5 +1,7 @@
 """Stateless layers over NumPy arrays. Each forward returns (out, cache); each backward takes
-(dout, cache) and returns the gradients in argument order. See docs/architecture.md."""
+(dout, cache) and returns the gradients in argument order. Every normalization is the one core,
+`normalize_affine`, and returns its one cache type, `NormCache` (BatchNormCache, LayerNormCache, ... are
+that type under the names their callers know). See docs/architecture.md."""
 
 from normlab.functional.activations import (
     relu_backward,
@@ -51,7 +53,13 @@ from normlab.functional.layernorm import (
 )
 from normlab.functional.linear import LinearCache, linear_backward, linear_forward
 from normlab.functional.losses import softmax_cross_entropy
-from normlab.functional.normalize import normalize, normalize_backward
+from normlab.functional.normalize import (
+    NormCache,
+    normalize,
+    normalize_affine,
+    normalize_affine_backward,
+    normalize_backward,
+)
 from normlab.functional.pooling import (
     PoolCache,
     avg_pool2d_backward,
@@ -70,6 +78,7 @@ __all__ = [
     "GroupNormCache",
     "LayerNormCache",
     "LinearCache",
+    "NormCache",
     "PoolCache",
     "RenormSchedule",
     "avg_pool2d_backward",
@@ -102,6 +111,8 @@ __all__ = [
     "max_pool2d_backward",
     "max_pool2d_forward",
     "normalize",
+    "normalize_affine",
+    "normalize_affine_backward",
     "normalize_backward",
     "relu_backward",
     "relu_forward",

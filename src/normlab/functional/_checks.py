@@ -11,7 +11,7 @@ from normlab.checks import check_positive, check_positive_int, check_probability
 
 def is_float_dtype(dtype: np.dtype) -> bool:
     """A NumPy floating type, or ml_dtypes' bfloat16 (which NumPy files under void)."""
-    return dtype.kind == "f" or dtype.name == "bfloat16"  # attributes: a microsecond less than np.issubdtype
+    return dtype.kind == "f" or dtype.name == "bfloat16"  # attributes: cheaper than np.issubdtype, on every call
 
 
 def check_float_array(name: str, x: object, ndims: tuple[int, ...] | None = None) -> np.ndarray:
@@ -45,14 +45,15 @@ def check_same_shape(name: str, a: np.ndarray, shape: tuple[int, ...]) -> np.nda
     return a
 
 
-def check_cache(backward: str, cache: object, expected: type, forward: str) -> None:
-    """`cache` must come from `forward`: a cache of another operation can have matching sizes and give a
-    wrong gradient without any error, so every backward checks where its cache came from.
+def check_cache(backward: str, cache: object, expected: type, *forwards: str) -> None:
+    """`cache` must come from one of `forwards`: a cache of another operation can have matching sizes and
+    give a wrong gradient without any error, so every backward checks where its cache came from.
 
-    Caches that several forwards share (pooling) also carry a `forward` field naming the one that made it.
+    Caches that several forwards share (every normalization's `NormCache`, pooling's `PoolCache`) carry a
+    `forward` field naming the one that made it.
     """
     made_by = getattr(cache, "forward", None)
-    if isinstance(cache, expected) and made_by in (None, forward):
+    if isinstance(cache, expected) and (made_by is None or made_by in forwards):
         return
     origin = f"{type(cache).__name__}" + (f" made by {made_by}" if made_by else "")
-    raise TypeError(f"{backward}: cache must be the cache returned by {forward}, got a {origin}")
+    raise TypeError(f"{backward}: cache must be the cache returned by {' or '.join(forwards)}, got a {origin}")

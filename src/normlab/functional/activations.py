@@ -13,7 +13,8 @@ def relu_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """out = max(x, 0) (NaN stays NaN). Returns (out, cache) with cache the mask x > 0.
 
     Two vectorized passes into recycled memory (`normlab.memory`); `x * (x > 0)` instead multiplies by a
-    bool array, which NumPy casts element by element: several times slower inside a training step."""
+    bool array, which NumPy casts element by element, several times slower inside a training step
+    (docs/performance.md)."""
     x = check_float_array("x", x)
     mask = np.greater(x, 0)
     return np.maximum(x, 0, out=memory.empty_like(x)), mask

@@ -3,65 +3,25 @@ over the spatial positions), then a per-feature scale and shift."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from normlab.functional._checks import (
-    check_cache,
     check_float_array,
     check_param,
     check_positive,
     check_probability,
-    check_same_shape,
 )
-from normlab.functional._recomputed import RecomputedWhenNone
 from normlab.functional.normalize import (
     Axes,
-    backward_sums,
-    compiled_statistics_in_range,
-    compiled_twin,
-    normalize,
-    normalize_scale_shift_backward,
-    scale_shift,
+    NormCache,
+    inverse_std,
+    normalize_affine,
+    normalize_affine_backward,
 )
-from normlab.functional.staged import staged_backward
-
-if TYPE_CHECKING:
-    from normlab.kernels.statistics import GroupStatistics
+from normlab.functional.staged import staged_backward_of
 
 CONVENTIONS = ("pytorch", "keras")
-
-
-@dataclass(frozen=True)
-class BatchNormCache:
-    """What the backward pass needs. Arrays are in the input's dtype; statistics keep reduced axes.
-
-    After a compiled forward, `compiled` holds its float64 statistics, the backward runs compiled, and
-    `xhat` (passed as None) is recomputed from x on first read.
-    """
-
-    x: np.ndarray  # (N, C, *): the input, for the staged backward
-    xhat: np.ndarray = RecomputedWhenNone("_normalized_input")  # noqa: RUF009 (a descriptor) (N, C, *)
-    mean: np.ndarray  # (1, C, 1...): batch mean in training, running mean in evaluation
-    var: np.ndarray  # (1, C, 1...): biased batch variance in training, running variance in evaluation
-    rstd: np.ndarray  # (1, C, 1...): 1 / sqrt(var + eps)
-    gamma: np.ndarray  # (1, C, 1...)
-    eps: float
-    axes: Axes  # (0,) for (N, D); (0, 2, 3) for (N, C, H, W)
-    training: bool
-    compiled: GroupStatistics | None = None  # per channel, from the compiled forward
-
-    def _normalized_input(self) -> np.ndarray:
-        from normlab.kernels.normalize_numba import normalized_channels
-
-        return normalized_channels(_channels_view(self.x), self.compiled).reshape(self.x.shape)
-
-
-def _channels_view(a: np.ndarray) -> np.ndarray:
-    """(N, C, *) -> (N, C, S): the compiled kernels' layout, one group per channel."""
-    return a.reshape(a.shape[0], a.shape[1], -1)
+BatchNormCache = NormCache  # the name batch norm's callers know; every normalization shares the type
 
 
 def channel_axes(ndim: int) -> Axes:
@@ -120,49 +80,36 @@ def batchnorm_forward(
     """
     x, gamma, beta = check_batchnorm_args(x, gamma, beta, eps, convention)
     check_probability("momentum", momentum)
-    kernels = compiled_twin(backend, x)
     c = x.shape[1]
     axes = channel_axes(x.ndim)
-    gamma_b, beta_b = per_channel(gamma, x.ndim), per_channel(beta, x.ndim)
-
-    stats = None  # the compiled forward's statistics
+    gamma_b, beta_b = per_channel(gamma, x.ndim), per_channel(beta, x.ndim)  # (1, C, 1...)
     if training:
         m = x.size // c
         if m <= 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.shape}")
-        if kernels is not None:
-            out, stats = kernels.normalize_channels(_channels_view(x), gamma, beta, eps)
-            if not compiled_statistics_in_range(kernels, stats, x.dtype, m):
-                stats = None  # values near the dtype's largest: the NumPy core rescales them
-        if stats is None:
-            xhat, mean, var, rstd = normalize(x, axes, eps)
-        else:
-            out, xhat = out.reshape(x.shape), None  # xhat is recomputed from x when read
-            with np.errstate(over="ignore"):  # a variance beyond x's range is inf, as `normalize` gives it
-                mean, var, rstd = (per_channel(v.astype(x.dtype), x.ndim) for v in (stats.mean, stats.var, stats.rstd))
+        out, cache = normalize_affine(x, gamma_b, beta_b, axes, axes, eps, forward="batchnorm_forward",
+                                      param_shape=(c,), layout="channels", backend=backend)
         if running_mean is not None or running_var is not None:
-            update_running_stats(running_mean, running_var, mean, var, m, momentum, convention)
-    else:
-        if running_mean is None or running_var is None:
-            raise ValueError(
-                "running_mean and running_var are required in evaluation mode (training=False), got "
-                f"running_mean={None if running_mean is None else 'array'}, "
-                f"running_var={None if running_var is None else 'array'}"
-            )
-        mean = per_channel(check_param("running_mean", running_mean, (c,), x.dtype), x.ndim)
-        var = per_channel(check_param("running_var", running_var, (c,), x.dtype), x.ndim)
-        rstd = inference_rstd(var, eps).astype(x.dtype, copy=False)
-        xhat = (x - mean) * rstd
-
-    if stats is None:
-        out = scale_shift(xhat, gamma_b, beta_b)
-    cache = BatchNormCache(x, xhat, mean, var, rstd, gamma_b, eps, axes, training, compiled=stats)
-    return out, cache
+            update_running_stats(running_mean, running_var, cache.mean, cache.var, m, momentum, convention)
+        return out, cache
+    return normalize_affine(x, gamma_b, beta_b, axes, axes, eps, forward="batchnorm_forward", param_shape=(c,),
+                            backend=backend, stats=running_statistics(x, running_mean, running_var))
 
 
-def inference_rstd(running_var: np.ndarray, eps: float) -> np.ndarray:
-    """1 / sqrt(running_var + eps): the constant scale of evaluation-mode batch norm, any shape."""
-    return 1.0 / np.sqrt(running_var + eps)
+def running_statistics(
+    x: np.ndarray, running_mean: np.ndarray | None, running_var: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The statistics of evaluation mode: running_mean and running_var (C,), both required, as
+    (1, C, 1...) arrays in x's dtype."""
+    if running_mean is None or running_var is None:
+        raise ValueError(
+            "running_mean and running_var are required in evaluation mode (training=False), got "
+            f"running_mean={None if running_mean is None else 'array'}, "
+            f"running_var={None if running_var is None else 'array'}"
+        )
+    c = x.shape[1]
+    return (per_channel(check_param("running_mean", running_mean, (c,), x.dtype), x.ndim),
+            per_channel(check_param("running_var", running_var, (c,), x.dtype), x.ndim))
 
 
 def batchnorm_inference_affine(
@@ -184,7 +131,7 @@ def batchnorm_inference_affine(
     for name, a in (("beta", beta), ("running_mean", running_mean), ("running_var", running_var)):
         if np.shape(a) != c:
             raise ValueError(f"{name} must have gamma's shape {c}, got {np.shape(a)}")
-    scale = gamma * inference_rstd(running_var, eps)  # (C,)
+    scale = gamma * inverse_std(running_var, eps)  # (C,)
     return scale, beta - running_mean * scale
 
 
@@ -226,7 +173,7 @@ def update_running_stats(
     running_var += momentum * stored_var
 
 
-def batchnorm_backward(dout: np.ndarray, cache: BatchNormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def batchnorm_backward(dout: np.ndarray, cache: NormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Batch normalization backward pass, simplified to its closed form.
 
     In training, with M values per channel and g = dout * gamma:
@@ -237,40 +184,13 @@ def batchnorm_backward(dout: np.ndarray, cache: BatchNormCache) -> tuple[np.ndar
 
     Returns (dx, dgamma, dbeta): dx like x, dgamma and dbeta of shape (C,).
     """
-    dout = _check_dout(dout, cache, "batchnorm_backward")
-    if cache.compiled is not None and dout.dtype == cache.x.dtype:
-        from normlab.kernels.normalize_numba import normalize_channels_backward
-
-        dx, dgamma, dbeta = normalize_channels_backward(
-            _channels_view(dout), _channels_view(cache.x), cache.compiled, cache.gamma.reshape(-1)
-        )
-        return dx.reshape(dout.shape), dgamma.astype(dout.dtype), dbeta.astype(dout.dtype)
-    if cache.training:
-        dx, dgamma, dbeta = normalize_scale_shift_backward(
-            dout, cache.xhat, cache.rstd, cache.gamma, cache.axes, cache.axes
-        )
-    else:
-        dx = dout * (cache.gamma * cache.rstd)
-        # float32 sums for half-precision dout (a float16 sum over the batch overflows at 65504)
-        dbeta, dgamma = backward_sums(dout, cache.xhat, cache.axes)
-        dgamma, dbeta = dgamma.astype(dout.dtype, copy=False), dbeta.astype(dout.dtype, copy=False)
-    return dx, dgamma.reshape(-1), dbeta.reshape(-1)
+    return normalize_affine_backward(dout, cache, "batchnorm_backward", "batchnorm_forward")
 
 
-def batchnorm_backward_staged(dout: np.ndarray, cache: BatchNormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def batchnorm_backward_staged(dout: np.ndarray, cache: NormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Batch normalization backward pass, walked node by node on the computational graph
     (mu, xmu, sq, var, sqrtvar, ivar, xhat, gammax, out): see `normlab.functional.staged`.
 
     Returns (dx, dgamma, dbeta), equal to `batchnorm_backward`'s.
     """
-    dout = _check_dout(dout, cache, "batchnorm_backward_staged")
-    constant_stats = None if cache.training else (cache.mean, cache.var)
-    dx, dgamma, dbeta = staged_backward(
-        dout, cache.x, cache.gamma, cache.eps, cache.axes, cache.axes, constant_stats
-    )
-    return dx, dgamma.reshape(-1), dbeta.reshape(-1)
-
-
-def _check_dout(dout: np.ndarray, cache: BatchNormCache, backward: str) -> np.ndarray:
-    check_cache(backward, cache, BatchNormCache, "batchnorm_forward")
-    return check_same_shape("dout", dout, cache.x.shape)
+    return staged_backward_of(dout, cache, "batchnorm_backward_staged", "batchnorm_forward")

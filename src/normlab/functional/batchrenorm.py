@@ -27,21 +27,29 @@ The warm-up schedule of rmax and dmax (plain batch norm first, then a linear rel
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
-from normlab.functional._checks import check_cache, check_param, check_probability, check_same_shape
+from normlab.functional._checks import check_probability
 from normlab.functional.batchnorm import (
-    BatchNormCache,
-    batchnorm_backward,
-    batchnorm_forward,
     channel_axes,
     check_batchnorm_args,
     per_channel,
+    running_statistics,
     update_running_stats,
 )
-from normlab.functional.normalize import normalize, normalize_backward, scale_shift
+from normlab.functional.normalize import (
+    NormCache,
+    apply_affine,
+    inverse_std,
+    normalize,
+    normalize_affine,
+    normalize_affine_backward,
+)
+
+BatchRenormCache = NormCache  # every normalization shares the cache type; r and d are its fields here
 
 
 def _check_non_negative_int(name: str, value) -> int:
@@ -112,19 +120,9 @@ class RenormSchedule:
         return rmax, dmax
 
 
-@dataclass(frozen=True)
-class BatchRenormCache:
-    """What the backward pass needs: batch norm's cache (in training its xhat is xhat_B, normalized with
-    the batch statistics) and the corrections, which the backward treats as constants."""
-
-    batchnorm: BatchNormCache
-    r: np.ndarray  # (1, C, 1...): ones in evaluation
-    d: np.ndarray  # (1, C, 1...): zeros in evaluation
-
-
 def renorm_correction(
     mean: np.ndarray,
-    var: np.ndarray,
+    rstd: np.ndarray,
     running_mean: np.ndarray,
     running_var: np.ndarray,
     eps: float,
@@ -134,16 +132,15 @@ def renorm_correction(
     """The clipped corrections r and d of one batch.
 
     Inputs (all broadcastable to each other, e.g. (1, C, 1...)):
-    - mean, var: the batch mean and biased batch variance.
+    - mean, rstd: the batch mean and 1 / sigma_B = 1 / sqrt(var_B + eps), as the core computed them.
     - running_mean, running_var: the running statistics before this batch's update.
 
     Returns (r, d) of the broadcast shape: r = clip(sigma_B / sigma, 1/rmax, rmax),
-    d = clip((mean - running_mean) / sigma, -dmax, dmax), with sigma_B = sqrt(var + eps) and
-    sigma = sqrt(running_var + eps).
+    d = clip((mean - running_mean) / sigma, -dmax, dmax), with sigma = sqrt(running_var + eps).
     """
-    sigma = np.sqrt(running_var + eps)
-    r = np.clip(np.sqrt(var + eps) / sigma, 1.0 / rmax, rmax)
-    d = np.clip((mean - running_mean) / sigma, -dmax, dmax)
+    running_rstd = inverse_std(running_var, eps)  # 1 / sigma
+    r = np.clip(running_rstd / rstd, 1.0 / rmax, rmax)
+    d = np.clip((mean - running_mean) * running_rstd, -dmax, dmax)
     return r, d
 
 
@@ -191,27 +188,23 @@ def batchrenorm_forward(
             f"got running_mean={None if running_mean is None else 'array'}, "
             f"running_var={None if running_var is None else 'array'}"
         )
-    if not training:
-        out, bn_cache = batchnorm_forward(x, gamma, beta, running_mean, running_var, training=False, eps=eps)
-        ones = np.ones_like(bn_cache.rstd)  # (1, C, 1...)
-        return out, BatchRenormCache(bn_cache, ones, np.zeros_like(ones))
+    mu, var_running = running_statistics(x, running_mean, running_var)  # (1, C, 1...)
+    axes = channel_axes(x.ndim)
+    gamma_b, beta_b = per_channel(gamma, x.ndim), per_channel(beta, x.ndim)  # (1, C, 1...)
+    if not training:  # batch norm's evaluation, with r = 1 and d = 0
+        out, cache = normalize_affine(x, gamma_b, beta_b, axes, axes, eps, forward="batchrenorm_forward",
+                                      param_shape=(c,), stats=(mu, var_running))
+        ones = np.ones_like(cache.rstd)  # (1, C, 1...)
+        return out, dataclasses.replace(cache, r=ones, d=np.zeros_like(ones))
 
     m = x.size // c
     if m <= 1:
         raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.shape}")
-    mu = per_channel(check_param("running_mean", running_mean, (c,), x.dtype), x.ndim)  # (1, C, 1...)
-    var_running = per_channel(check_param("running_var", running_var, (c,), x.dtype), x.ndim)
-    axes = channel_axes(x.ndim)
-    xhat, mean, var, rstd = normalize(x, axes, eps)  # xhat_B and the batch statistics
-    r, d = renorm_correction(mean, var, mu, var_running, eps, rmax, dmax)  # before the update below
-    update_running_stats(running_mean, running_var, mean, var, m, momentum, convention)
-
-    gamma_b = per_channel(gamma, x.ndim)  # (1, C, 1...)
-    # gamma * (xhat * r + d) + beta, folded into one scale and one shift per channel
-    # r and d are float32 for half-precision x (normalize's statistics are), so round out back to x's dtype
-    out = scale_shift(xhat, gamma_b * r, gamma_b * d + per_channel(beta, x.ndim)).astype(x.dtype, copy=False)
-    bn_cache = BatchNormCache(x, xhat, mean, var, rstd, gamma_b, eps, axes, training=True)
-    return out, BatchRenormCache(bn_cache, r, d)
+    normalized = normalize(x, axes, eps)  # xhat_B and the batch statistics
+    r, d = renorm_correction(normalized.mean, normalized.rstd, mu, var_running, eps, rmax, dmax)  # before the update
+    update_running_stats(running_mean, running_var, normalized.mean, normalized.var, m, momentum, convention)
+    return apply_affine(x, normalized, gamma_b, beta_b, axes, axes, eps, forward="batchrenorm_forward",
+                        param_shape=(c,), correction=(r, d))
 
 
 def batchrenorm_backward(dout: np.ndarray, cache: BatchRenormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -235,11 +228,4 @@ def batchrenorm_backward(dout: np.ndarray, cache: BatchRenormCache) -> tuple[np.
 
     Returns (dx, dgamma, dbeta): dx like x, dgamma and dbeta of shape (C,).
     """
-    check_cache("batchrenorm_backward", cache, BatchRenormCache, "batchrenorm_forward")
-    bn = cache.batchnorm
-    if not bn.training:
-        return batchnorm_backward(dout, bn)
-    dout = check_same_shape("dout", dout, bn.xhat.shape)
-    grad = normalize_backward(dout, bn.xhat, bn.gamma * cache.r * bn.rstd, bn.axes)
-    dgamma = cache.r * grad.gxhat_sum + cache.d * grad.g_sum  # float32 sums for half-precision dout
-    return grad.dx, dgamma.reshape(-1).astype(dout.dtype), grad.g_sum.reshape(-1).astype(dout.dtype)
+    return normalize_affine_backward(dout, cache, "batchrenorm_backward", "batchrenorm_forward")

@@ -44,8 +44,7 @@ from normlab.functional._checks import check_cache, check_float_array, check_par
 from normlab.functional._windows import Pair, as_pair, fold_windows, output_size, pad_spatial, sliding_windows
 from normlab.functional.conv_channels_last import channels_last_applies, channels_last_backward, channels_last_forward
 from normlab.functional.conv_winograd import winograd_applies, winograd_backward, winograd_forward
-from normlab.functional.normalize import COMPILED_DTYPES
-from normlab.kernels.backend import compiled_conv_kernels, compiled_winograd_kernels
+from normlab.kernels.backend import compiled_twin
 from normlab.parallel import split_over_threads
 
 
@@ -66,7 +65,7 @@ class Conv2dCache:
     @property
     def kernels(self) -> ModuleType | None:
         """`normlab.kernels.im2col_numba` when the copies ran compiled, else None."""
-        return compiled_conv_kernels("numba") if self.compiled else None
+        return compiled_twin("conv", "numba") if self.compiled else None
 
 
 def conv2d_geometry(x, weight, bias, stride, padding, groups) -> tuple[np.ndarray, np.ndarray, Pair, Pair, Pair]:
@@ -220,13 +219,11 @@ def conv2d_forward(
     which is cheaper than writing them to main memory and reading them back.
     """
     x, weight, stride, padding, (ho, wo) = conv2d_geometry(x, weight, bias, stride, padding, groups)
-    compiled = x.dtype in COMPILED_DTYPES  # numba compiles float32 and float64 only
-    kernels = compiled_conv_kernels(backend)  # resolved (and the name checked) whatever the dtype
-    kernels = kernels if compiled else None
+    kernels = compiled_twin("conv", backend, x)  # the name checked whatever the dtype
     x = np.ascontiguousarray(x)
     f, _, kh, kw = weight.shape
     b = np.zeros(f, x.dtype) if bias is None else bias.astype(x.dtype, copy=False)
-    winograd = compiled_winograd_kernels(backend) if kernels is not None else None
+    winograd = compiled_twin("winograd", backend) if kernels is not None else None
     if winograd_applies(weight.shape, stride, groups, (ho, wo), winograd):
         out = winograd_forward(x, weight, b, padding, (ho, wo), winograd)
         return out, Conv2dCache(x, weight, bias is not None, stride, padding, groups, True, True)
@@ -272,7 +269,7 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, *, input_grad: bool = 
     dout = np.ascontiguousarray(check_same_shape("dout", dout, (n, f, ho, wo)))
     dbias = dout.sum(axis=(0, 2, 3)) if cache.has_bias else None
     if cache.winograd:
-        return *winograd_backward(dout, x, weight, padding, compiled_winograd_kernels("numba"), input_grad), dbias
+        return *winograd_backward(dout, x, weight, padding, compiled_twin("winograd", "numba"), input_grad), dbias
     if cache.channels_last:
         return *channels_last_backward(dout, x, weight, stride, padding, input_grad), dbias
     dout3 = dout.reshape(n, f, ho * wo)

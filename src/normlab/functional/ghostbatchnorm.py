@@ -23,19 +23,20 @@ samples and positions; the smaller last chunk, if any, is a second call of the c
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from normlab.functional._checks import check_cache, check_param, check_probability, check_same_shape
 from normlab.functional.batchnorm import (
-    BatchNormCache,
-    batchnorm_backward,
-    batchnorm_forward,
     check_batchnorm_args,
+    per_channel,
+    running_statistics,
     update_running_stats,
 )
-from normlab.functional.normalize import normalize, normalize_backward, scale_shift
+from normlab.functional.normalize import NormCache, is_half, normalize_affine, normalize_affine_backward
+
+GhostBatchNormCache = NormCache  # every normalization shares the cache type; `parts` holds the blocks here
+FORWARD = "ghost_batchnorm_forward"
 
 
 def virtual_batch_sizes(n: int, virtual_batch_size: int) -> list[int]:
@@ -47,26 +48,6 @@ def virtual_batch_sizes(n: int, virtual_batch_size: int) -> list[int]:
         raise ValueError(f"virtual_batch_size must be a positive integer, got {virtual_batch_size!r}")
     full, rest = divmod(n, virtual_batch_size)
     return [int(virtual_batch_size)] * full + ([rest] if rest else [])
-
-
-@dataclass(frozen=True)
-class _ChunkBlock:
-    """Consecutive chunks of one size, stacked on a new leading axis."""
-
-    start: int  # first sample of the block in the batch
-    xhat: np.ndarray  # (G, V, C, *S): G chunks of V samples
-    rstd: np.ndarray  # (G, 1, C, 1...)
-
-
-@dataclass(frozen=True)
-class GhostBatchNormCache:
-    """What the backward pass needs. In training: the equal chunks and the smaller last chunk (at most
-    two blocks) and gamma; in evaluation: batch norm's evaluation cache."""
-
-    blocks: tuple[_ChunkBlock, ...]
-    gamma: np.ndarray  # (1, 1, C, 1...), to broadcast against a block
-    input_shape: tuple[int, ...]  # (N, C, *S)
-    evaluation: BatchNormCache | None  # set in evaluation, then the blocks are empty
 
 
 def _block_axes(ndim: int) -> tuple[int, ...]:
@@ -122,9 +103,10 @@ def ghost_batchnorm_forward(
     n, c, *spatial = x.shape
     sizes = virtual_batch_sizes(n, virtual_batch_size)
     momenta = _momenta(momentum, len(sizes))
-    if not training:
-        out, bn_cache = batchnorm_forward(x, gamma, beta, running_mean, running_var, training=False, eps=eps)
-        return out, GhostBatchNormCache((), _per_channel_of_block(gamma, x.ndim), x.shape, bn_cache)
+    if not training:  # batch norm's evaluation: running statistics
+        axes = (0, *range(2, x.ndim))
+        return normalize_affine(x, per_channel(gamma, x.ndim), per_channel(beta, x.ndim), axes, axes, eps,
+                                forward=FORWARD, param_shape=(c,), stats=running_statistics(x, running_mean, running_var))
 
     positions = int(np.prod(spatial, dtype=np.int64))
     if sizes[-1] * positions <= 1:
@@ -140,21 +122,24 @@ def ghost_batchnorm_forward(
         check_param("running_var", running_var, (c,), running_var.dtype)
 
     gamma_b, beta_b = _per_channel_of_block(gamma, x.ndim), _per_channel_of_block(beta, x.ndim)
-    axes = _block_axes(x.ndim + 1)
-    blocks, outs, chunk = [], [], 0
+    stat_axes = _block_axes(x.ndim + 1)  # a chunk's samples and positions
+    param_axes = (0, *stat_axes)  # and every chunk
+    parts, outs, chunk = [], [], 0
     for start, size, count in _blocks(sizes):
         stop = start + size * count
-        xhat, mean, var, rstd = normalize(x[start:stop].reshape(count, size, c, *spatial), axes, eps)
-        outs.append(scale_shift(xhat, gamma_b, beta_b).reshape(stop - start, c, *spatial))
-        blocks.append(_ChunkBlock(start, xhat, rstd))
+        out, part = normalize_affine(x[start:stop].reshape(count, size, c, *spatial), gamma_b, beta_b, stat_axes,
+                                     param_axes, eps, forward=FORWARD, param_shape=(c,),
+                                     shape=(stop - start, c, *spatial))
+        outs.append(out)
+        parts.append(part)
         if running_mean is not None:
             for k in range(count):  # in order: the chunks are consecutive batches to the running averages
-                update_running_stats(
-                    running_mean, running_var, mean[k], var[k], size * positions, momenta[chunk], convention
-                )
+                update_running_stats(running_mean, running_var, part.mean[k], part.var[k], size * positions,
+                                     momenta[chunk], convention)
                 chunk += 1
-    out = outs[0] if len(outs) == 1 else np.concatenate(outs)
-    return out, GhostBatchNormCache(tuple(blocks), gamma_b, x.shape, None)
+    if len(parts) == 1:
+        return outs[0], parts[0]  # equal chunks: the view (G, V, C, *S) is x itself
+    return np.concatenate(outs), NormCache(FORWARD, x.shape, parts=tuple(parts))
 
 
 def _per_channel_of_block(v: np.ndarray, ndim: int) -> np.ndarray:
@@ -180,23 +165,17 @@ def ghost_batchnorm_backward(
 
     Returns (dx, dgamma, dbeta): dx like x, dgamma and dbeta of shape (C,).
     """
-    check_cache("ghost_batchnorm_backward", cache, GhostBatchNormCache, "ghost_batchnorm_forward")
-    if cache.evaluation is not None:
-        return batchnorm_backward(dout, cache.evaluation)
-    dout = check_same_shape("dout", dout, cache.input_shape)
-    n, c, *spatial = cache.input_shape
-    axes = _block_axes(len(cache.input_shape) + 1)
-    sum_axes = (0, 1, *range(3, len(cache.input_shape) + 1))  # all but the channel axis of a block
-    wide = np.result_type(dout.dtype, np.float32)  # half-precision dout: sum the chunks in float32
-    dxs, dgamma, dbeta = [], np.zeros(c, wide), np.zeros(c, wide)
-    for block in cache.blocks:
-        count, size = block.xhat.shape[:2]
-        stop = block.start + count * size
-        grad = normalize_backward(
-            dout[block.start : stop].reshape(block.xhat.shape), block.xhat, cache.gamma * block.rstd, axes
-        )
-        dxs.append(grad.dx.reshape(stop - block.start, c, *spatial))
-        dgamma += grad.gxhat_sum.sum(axis=sum_axes)
-        dbeta += grad.g_sum.sum(axis=sum_axes)
-    dx = dxs[0] if len(dxs) == 1 else np.concatenate(dxs)
-    return dx, dgamma.astype(dout.dtype, copy=False), dbeta.astype(dout.dtype, copy=False)
+    check_cache("ghost_batchnorm_backward", cache, NormCache, FORWARD)
+    if not cache.parts:  # one run of equal chunks, or evaluation
+        return normalize_affine_backward(dout, cache, "ghost_batchnorm_backward", FORWARD)
+    dout = check_same_shape("dout", dout, cache.shape)
+    # Half-precision dout: every chunk in float32, the chunks' dgamma and dbeta summed in float32, then
+    # everything rounded once.
+    wide = dout.astype(np.float32) if is_half(dout.dtype) else dout
+    dxs, dgamma, dbeta, start = [], 0, 0, 0
+    for part in cache.parts:
+        dx, dgamma_part, dbeta_part = normalize_affine_backward(wide[start : start + part.shape[0]], part,
+                                                                "ghost_batchnorm_backward", FORWARD)
+        dxs.append(dx)
+        dgamma, dbeta, start = dgamma + dgamma_part, dbeta + dbeta_part, start + part.shape[0]
+    return tuple(a.astype(dout.dtype, copy=False) for a in (np.concatenate(dxs), dgamma, dbeta))

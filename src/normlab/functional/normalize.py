@@ -1,47 +1,66 @@
 """The one normalization core.
 
-Batch norm, spatial batch norm, layer norm, group norm and instance norm all normalize an array over a
-set of axes and then apply a per-feature affine. This module does the first part, forward and backward;
-every normalization in normlab (functional layers, modules, compiled kernels, SyncBatchNorm) calls it or
-its documented compiled twin.
+Batch norm, spatial batch norm, layer norm, group norm, instance norm, ghost batch norm and batch renorm
+all normalize an array over a set of axes, then apply an affine over another set of axes. Each of them is
+an axis mapping onto `normalize_affine` (and its backward) plus its own extras: every normalization in
+normlab calls it or its halves (batch renorm: `normalize`, then `apply_affine`; SyncBatchNorm: the
+halves listed below).
 
-Forward, for the elements x_i of one normalization group of size M:
-
-    mean = (1/M) sum_i x_i
+    mean = (1/M) sum_i x_i                     over the M elements of a group (`moments`)
     var  = (1/M) sum_i (x_i - mean)^2          (biased; two passes, never E[x^2] - E[x]^2)
     rstd = 1 / sqrt(var + eps)
     xhat = (x - mean) * rstd
+    out  = gamma * xhat + beta                 gamma, beta shared over `param_axes`
 
-Backward, given g = dL/dxhat:
+Backward, given g = dL/dxhat = dout * gamma:
 
-    dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
+    dx = rstd * (g - mean(g) - xhat * mean(g * xhat))          means over the group
+    dgamma = sum(dout * xhat), dbeta = sum(dout)                sums over param_axes
 
-The backward is linear in g, and rstd is constant over the group, so a caller whose scale gamma is also
-constant over the group (batch norm) passes g = dout and scale = gamma * rstd and never forms dout * gamma.
+The backward is linear in g, and rstd is constant over the group, so where gamma is also constant over
+the group (batch norm) the core passes g = dout and scale = gamma * rstd and reads dgamma and dbeta off
+the two sums it needs anyway.
 
-Both passes also come in two halves, for a group spread over several processes (SyncBatchNorm): forward,
-`moments` then `normalize_with_stats` with statistics merged over the processes; backward, `backward_sums`
-then `normalize_backward_from_sums` with the sums added up over the processes.
+The compiled twin plugs in at one dispatch point, `normlab.kernels.backend.compiled_twin("normalize", ...)`
+(the `backend=` argument, NORMLAB_BACKEND, "auto" by size; float32 and float64): `normalize_affine` asks
+it, and a backward runs the twin when its forward did. This module imports no compiled kernel
+(docs/architecture.md draws the dispatch).
 
-Compiled twin: `normlab.kernels.normalize_numba` computes the same forward (fused with the affine) and
-backward in one pass for the statistics and one elementwise pass, accumulating in float64; the layers
-choose it through `compiled_twin` (numba installed, or `backend=` / NORMLAB_BACKEND). Tests hold the two
-equal to 1e-6 (float32) and 1e-12 (float64).
+Extras on top of the core: running statistics (batch norm, renorm, ghost: `batchnorm.update_running_stats`),
+evaluation mode (statistics given, then constants of the backward), batch renorm's r and d (constants of
+the affine, `NormCache.r`, `.d`), ghost batch norm's virtual batches (a view with a chunk axis; one cache
+per run of equal chunks), SyncBatchNorm's merged moments and summed backward reductions (the halves
+`moments` / `merge_moments` / `normalize_with_stats` and `backward_sums` / `normalize_backward_from_sums`).
+
+Half-precision inputs (float16, bfloat16) are normalized with float32 statistics, as the frameworks do.
 """
 
 from __future__ import annotations
 
-import math
-from types import ModuleType
-from typing import NamedTuple
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from normlab.kernels.backend import compiled_kernels
+from normlab.functional._checks import check_cache, check_same_shape
+from normlab.functional.moments import (
+    Axes,
+    centered,
+    centered_wide,
+    finite,
+    group_size,
+    inverse_std,
+    is_half,
+    moments,  # noqa: F401 - SyncBatchNorm's first half, imported from here with the others
+    reduced_shape,
+    sum_of_products,
+)
+from normlab.kernels.backend import compiled_twin
 
-Axes = tuple[int, ...]
-COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-_LARGEST = {dtype: float(np.finfo(dtype).max) for dtype in COMPILED_DTYPES}
+if TYPE_CHECKING:
+    from normlab.kernels.statistics import GroupStatistics
+
 
 
 class Normalized(NamedTuple):
@@ -61,20 +80,8 @@ class NormalizeGrad(NamedTuple):
     gxhat_sum: np.ndarray  # sum of g * xhat over axes (keepdims)
 
 
-def group_size(shape: tuple[int, ...], axes: Axes) -> int:
-    """Number of elements in one normalization group: the product of the sizes of `axes`."""
-    return int(np.prod([shape[a] for a in axes], dtype=np.int64))
-
-
-def _pivot(x: np.ndarray, axes: Axes) -> np.ndarray:
-    """One element of every group (its first), shaped like the group statistics.
-
-    Subtracting a value from inside the group before summing makes the sum small, so a float32 mean of
-    data far from zero (mean 1e4, std 1e-2) stays accurate; for values within a factor of two of the pivot
-    the subtraction is exact (Sterbenz).
-    """
-    index = tuple(slice(0, 1) if a in axes else slice(None) for a in range(x.ndim))
-    return x[index]
+# ---------------------------------------------------------------------------------------------------------
+# Normalization: the statistics, then xhat.
 
 
 def normalize(x: np.ndarray, axes: Axes, eps: float) -> Normalized:
@@ -98,39 +105,12 @@ def normalize(x: np.ndarray, axes: Axes, eps: float) -> Normalized:
         wide = normalize(x.astype(np.float32), axes, eps)
         return wide._replace(xhat=wide.xhat.astype(x.dtype))
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow here is caught below and redone
-        xmu, mean, var = _centered(x, axes)
-    if not _finite(mean, var):
+        xmu, mean, var = centered(x, axes)
+    if not finite(mean, var):
         return _normalize_wide(x, axes, eps)
     rstd = inverse_std(var, eps, x.dtype)
     xmu *= rstd  # xhat, in the same buffer
     return Normalized(xhat=xmu, mean=mean, var=var, rstd=rstd)
-
-
-def is_half(dtype: np.dtype) -> bool:
-    """float16 or bfloat16 (ml_dtypes): floating types narrower than float32, normalized in float32."""
-    return np.dtype(dtype).itemsize < 4
-
-
-def _finite(*arrays: np.ndarray) -> bool:
-    """Every value finite: an O(groups) check on the statistics, so the wide path costs only when needed."""
-    return all(bool(np.isfinite(a).all()) for a in arrays)
-
-
-def _moments_wide(x: np.ndarray, axes: Axes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The first pass of `_normalize_wide`, in float64 on x scaled per group: (x - mean, mean, var, scale),
-    the first three in the scaled units (multiply the mean by scale, the variance by scale**2).
-
-    Every group whose largest magnitude exceeds 2^400 is divided by a power of two near it (exact), so no
-    square overflows; the other groups have scale 1.
-    """
-    x64 = x.astype(np.float64)
-    amax = np.max(np.abs(x64), axis=axes, keepdims=True)  # (stats shape)
-    with np.errstate(invalid="ignore"):
-        huge = amax > 2.0**400  # below this, float64 squares of differences and their sums cannot overflow
-    _, exponent = np.frexp(np.where(huge, amax, 1.0))
-    scale = np.where(huge, np.ldexp(1.0, exponent - 1), 1.0)  # power of two <= amax, or 1
-    xmu, mean_s, var_s = _centered(x64 / scale, axes)
-    return xmu, mean_s, var_s, scale
 
 
 def _normalize_wide(x: np.ndarray, axes: Axes, eps: float) -> Normalized:
@@ -139,7 +119,7 @@ def _normalize_wide(x: np.ndarray, axes: Axes, eps: float) -> Normalized:
 
     A non-finite x (inf, NaN) is not rescued: its statistics are NaN, as in the fast path.
     """
-    xmu, mean_s, var_s, scale = _moments_wide(x, axes)
+    xmu, mean_s, var_s, scale = centered_wide(x, axes)
     tiny = np.finfo(np.float64).tiny
     with np.errstate(over="ignore", under="ignore"):
         eps_s = np.maximum(eps / (scale * scale), tiny)  # eps in the scaled units, never 0
@@ -153,72 +133,26 @@ def _normalize_wide(x: np.ndarray, axes: Axes, eps: float) -> Normalized:
         )
 
 
-def compiled_statistics_in_range(kernels: ModuleType, stats, dtype: np.dtype, count: int) -> bool:
-    """Whether a compiled forward's statistics (`GroupStatistics`, from `kernels`) can be trusted for x of
-    `dtype` with `count` values per group: every value finite and no group near the top of the dtype's range.
-
-    The kernels form x - pivot and (x - pivot) - shift in x's dtype; both stay finite when every |x| is
-    below half the dtype's largest value M. Any group with max |x| >= M / 2 has
-    sqrt(var) + |mean| >= rms(x) >= M / (2 sqrt(count)), so checking that bound on the O(groups) statistics
-    (one compiled loop, about a microsecond) catches every such group, and rarely a harmless one; the
-    caller then falls back to the NumPy core, which rescales.
-    """
-    bound = _LARGEST[dtype] / (2.0 * math.sqrt(count))
-    size = kernels.statistics_size(stats.pivot, stats.shift, stats.var)
-    return bool(size < bound)  # False for NaN too
-
-
-def moments(x: np.ndarray, axes: Axes) -> tuple[np.ndarray, np.ndarray]:
-    """The mean and biased variance of `x` over `axes` (keepdims), computed as `normalize` computes them.
-
-    For callers that combine statistics before normalizing (SyncBatchNorm merges every process's
-    moments, then calls `normalize_with_stats` with the merged ones).
-    """
-    if is_half(x.dtype):
-        return moments(x.astype(np.float32), axes)
-    with np.errstate(over="ignore", invalid="ignore"):  # an overflow here is caught below and redone
-        _, mean, var = _centered(x, axes)
-    if not _finite(mean, var):
-        _, mean_s, var_s, scale = _moments_wide(x, axes)
-        with np.errstate(over="ignore"):
-            return (mean_s * scale).astype(x.dtype), (var_s * scale * scale).astype(x.dtype)
-    return mean, var
-
-
 def normalize_with_stats(x: np.ndarray, mean: np.ndarray, var: np.ndarray, eps: float) -> Normalized:
     """Normalize `x` with statistics computed elsewhere: xhat = (x - mean) / sqrt(var + eps).
 
     Inputs:
     - x: float array of any shape.
-    - mean, var: broadcastable to x (the shape `normalize` returns them in), e.g. statistics merged over
-      several processes.
+    - mean, var: broadcastable to x (the shape `normalize` returns them in): running statistics in
+      evaluation, or statistics merged over several processes.
     - eps: added to the variance before the square root.
 
     Returns a `Normalized` whose mean and var are the ones given and whose xhat and rstd are in x's dtype.
     """
     rstd = inverse_std(var, eps, x.dtype)
-    xhat = np.subtract(x, mean, dtype=x.dtype)  # a new array we scale in place
+    # a new array we scale in place; statistics of another dtype (float64, merged) are rounded to x's
+    xhat = x - mean if mean.dtype == x.dtype else np.subtract(x, mean, dtype=x.dtype)
     xhat *= rstd
     return Normalized(xhat=xhat, mean=mean, var=var, rstd=rstd)
 
 
-def inverse_std(var: np.ndarray, eps: float, dtype: np.dtype) -> np.ndarray:
-    """rstd = 1 / sqrt(var + eps), in `dtype`."""
-    rstd = 1.0 / np.sqrt(var + eps)
-    return rstd.astype(dtype, copy=False)
-
-
-def _centered(x: np.ndarray, axes: Axes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(x - mean, mean, biased var): the first pass of `normalize`, x - mean in a new array."""
-    m = group_size(x.shape, axes)
-    pivot = _pivot(x, axes)  # shape of the statistics
-    xmu = np.subtract(x, pivot)  # x - pivot, a new array we centre in place
-    shift = xmu.sum(axis=axes, keepdims=True)
-    shift /= m  # mean(x - pivot)
-    xmu -= shift  # x - mean
-    var = _sum_of_squares(xmu, axes)
-    var /= m
-    return xmu, pivot + shift, var
+# ---------------------------------------------------------------------------------------------------------
+# Its backward, whole and in halves.
 
 
 def normalize_backward(g: np.ndarray, xhat: np.ndarray, scale: np.ndarray, axes: Axes) -> NormalizeGrad:
@@ -231,16 +165,12 @@ def normalize_backward(g: np.ndarray, xhat: np.ndarray, scale: np.ndarray, axes:
     - axes: the normalization axes used in the forward pass.
 
     Returns a `NormalizeGrad` (dx, sum of g, sum of g * xhat): batch norm reads dbeta and dgamma off the
-    two sums instead of reducing again.
+    two sums instead of reducing again. Half-precision g is computed in float32, dx rounded once.
     """
-    if is_half(g.dtype):  # float32 arithmetic (g and xhat converted once), dx rounded once to g's dtype
-        g32, xhat32 = g.astype(np.float32), xhat.astype(np.float32)
-        g_sum, gxhat_sum = backward_sums(g32, xhat32, axes)
-        dx = normalize_backward_from_sums(g32, xhat32, scale, g_sum, gxhat_sum, group_size(xhat.shape, axes))
-        return NormalizeGrad(dx=dx.astype(g.dtype), g_sum=g_sum, gxhat_sum=gxhat_sum)
-    g_sum, gxhat_sum = backward_sums(g, xhat, axes)
-    dx = normalize_backward_from_sums(g, xhat, scale, g_sum, gxhat_sum, group_size(xhat.shape, axes))
-    return NormalizeGrad(dx=dx, g_sum=g_sum, gxhat_sum=gxhat_sum)
+    wide_g, wide_xhat = (g.astype(np.float32), xhat.astype(np.float32)) if is_half(g.dtype) else (g, xhat)
+    g_sum, gxhat_sum = backward_sums(wide_g, wide_xhat, axes)
+    dx = normalize_backward_from_sums(wide_g, wide_xhat, scale, g_sum, gxhat_sum, group_size(xhat.shape, axes))
+    return NormalizeGrad(dx=dx.astype(g.dtype, copy=False), g_sum=g_sum, gxhat_sum=gxhat_sum)
 
 
 def backward_sums(g: np.ndarray, xhat: np.ndarray, axes: Axes) -> tuple[np.ndarray, np.ndarray]:
@@ -280,65 +210,200 @@ def scale_shift(xhat: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> np.nda
     return out
 
 
-def normalize_scale_shift_backward(
-    dout: np.ndarray,
-    xhat: np.ndarray,
-    rstd: np.ndarray,
+# ---------------------------------------------------------------------------------------------------------
+# The parametric operation: normalize over stat_axes, affine over param_axes, one cache type.
+
+
+@dataclass(frozen=True)
+class NormCache:
+    """What `normalize_affine_backward` needs, and which forward made it. Arrays are in the core's view of
+    the input (V: groups and parameters as axes, e.g. (N, G, C // G, H, W) for group norm); statistics keep
+    the reduced axes. In x's dtype, except float32 statistics for half-precision x.
+
+    After a compiled forward `compiled` holds its float64 statistics, the backward runs compiled, and xhat
+    (never written by the forward) is recomputed from x when read. Ghost batch norm's cache holds one
+    cache per run of equal virtual batches in `parts` and no arrays of its own.
+    """
+
+    forward: str  # the forward that made it: every backward refuses another's cache
+    shape: tuple[int, ...]  # the input's shape as the caller gave it: dx comes back in it
+    x: np.ndarray | None = None  # V: the input, for the staged and the compiled backward
+    saved_xhat: np.ndarray | None = None  # V: None after a compiled forward (read `xhat`)
+    mean: np.ndarray | None = None  # V with stat_axes 1: batch (or given) mean
+    var: np.ndarray | None = None  # V with stat_axes 1: biased variance
+    rstd: np.ndarray | None = None  # V with stat_axes 1: 1 / sqrt(var + eps)
+    gamma: np.ndarray | None = None  # V with param_axes 1: the scale (batch renorm: without r)
+    eps: float = 0.0
+    stat_axes: Axes = ()
+    param_axes: Axes = ()
+    param_shape: tuple[int, ...] = ()  # gamma's own shape: dgamma and dbeta come back in it
+    constant_stats: bool = False  # statistics given (evaluation): constants of the backward
+    layout: str | None = None  # the compiled twin's layout ("channels", "rows"), None for NumPy only
+    compiled: GroupStatistics | None = None  # per group, from the compiled forward
+    r: np.ndarray | None = None  # batch renorm: out = gamma * (xhat * r + d) + beta, r and d constants
+    d: np.ndarray | None = None
+    parts: tuple[NormCache, ...] = ()  # ghost batch norm: one cache per run of equal virtual batches
+
+    @property
+    def xhat(self) -> np.ndarray:
+        """The normalized input (V): kept by the NumPy forward; after a compiled one, recomputed from x on
+        every read (the compiled backward never reads it)."""
+        if self.saved_xhat is not None:
+            return self.saved_xhat
+        if self.compiled is None:
+            raise AttributeError(f"this {self.forward} cache keeps xhat in each of its parts (cache.parts[i].xhat)")
+        twin = compiled_twin("normalize", "numba")
+        return twin.normalized(self.layout, self.x, self.compiled, self.stat_axes[0])
+
+
+def normalize_affine(
+    x: np.ndarray,
     gamma: np.ndarray,
+    beta: np.ndarray,
     stat_axes: Axes,
     param_axes: Axes,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Backward of out = gamma * normalize(x, stat_axes) + beta.
+    eps: float,
+    *,
+    forward: str,
+    param_shape: tuple[int, ...],
+    shape: tuple[int, ...] | None = None,
+    layout: str | None = None,
+    backend: str = "numpy",
+    stats: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, NormCache]:
+    """out = gamma * normalize(x, stat_axes) + beta, the forward of every normalization.
 
     Inputs:
-    - dout, xhat: same shape.
-    - rstd: the forward's 1 / sqrt(var + eps), reduced over stat_axes (keepdims).
-    - gamma: broadcastable to xhat, reduced over param_axes (keepdims).
-    - stat_axes: the axes normalized over; param_axes: the axes gamma and beta are shared over.
+    - x: the input viewed so that groups and parameters are axes (V), e.g. (N, G, C // G, H, W) for group
+      norm; validated by the caller.
+    - gamma, beta: V with param_axes set to 1 (they are shared over param_axes), in x's dtype.
+    - stat_axes: the axes of one normalization group; param_axes: the axes gamma and beta are shared over.
+    - eps: added to the variance, > 0.
+    - forward: the public forward calling, recorded in the cache (its backward checks it).
+    - param_shape: gamma's own shape, the shape of the gradients dgamma and dbeta.
+    - shape: the caller's input shape, a reshape of V (default V): out and dx come back in it.
+    - layout: how the compiled twin sees V ("channels": (N, C, *S) per channel; "rows": a trailing run of
+      statistics axes; see `normlab.kernels.normalize_twin`), or None: NumPy only.
+    - backend: "auto", "numpy" or "numba" (`normlab.kernels.backend`), checked even where it is not used.
+    - stats: (mean, var), shaped like the statistics, to normalize with instead of the batch's (evaluation
+      mode): they are then constants of the backward and the compiled twin is not used.
 
-    Returns (dx, dgamma, dbeta), dgamma and dbeta shaped like gamma, in dout's dtype (computed in float32
-    for half-precision dout).
+    Returns (out of `shape` and x's dtype, NormCache).
     """
+    shape = x.shape if shape is None else shape
+    twin = compiled_twin("normalize", backend, x)
+    if twin is not None and layout is not None and stats is None:
+        compiled = twin.forward(layout, x, gamma, beta, eps, stat_axes[0])
+        if compiled is not None:  # else values near the dtype's largest: NumPy rescales them below
+            out, group_stats = compiled
+            stats_shape = reduced_shape(x.shape, stat_axes)
+            with np.errstate(over="ignore"):  # a variance beyond x's range is inf, as `normalize` gives it
+                mean, var, rstd = (s.astype(x.dtype).reshape(stats_shape)
+                                   for s in (group_stats.mean, group_stats.var, group_stats.rstd))
+            return out.reshape(shape), NormCache(
+                forward, shape, x, None, mean, var, rstd, gamma, eps, stat_axes, param_axes, param_shape,
+                layout=layout, compiled=group_stats)
+    normalized = normalize(x, stat_axes, eps) if stats is None else normalize_with_stats(x, *stats, eps)
+    return apply_affine(x, normalized, gamma, beta, stat_axes, param_axes, eps, forward=forward,
+                        param_shape=param_shape, shape=shape, constant_stats=stats is not None)
+
+
+def apply_affine(
+    x: np.ndarray,
+    normalized: Normalized,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    stat_axes: Axes,
+    param_axes: Axes,
+    eps: float,
+    *,
+    forward: str,
+    param_shape: tuple[int, ...],
+    shape: tuple[int, ...] | None = None,
+    constant_stats: bool = False,
+    correction: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, NormCache]:
+    """The second half of `normalize_affine`, for callers that act between the statistics and the affine
+    (batch renorm measures r and d against the batch statistics):
+
+        out = gamma * (xhat * r + d) + beta        r = 1, d = 0 without a correction
+
+    Inputs as `normalize_affine`, plus `normalized` (what `normalize` or `normalize_with_stats` returned
+    for x), `constant_stats` (whether its statistics were given) and `correction` (r, d), broadcastable
+    like gamma, constants of the backward.
+
+    Returns (out of `shape` and x's dtype, NormCache).
+    """
+    xhat, mean, var, rstd = normalized
+    shape = x.shape if shape is None else shape
+    if correction is None:
+        out, r, d = scale_shift(xhat, gamma, beta), None, None
+    else:
+        r, d = correction  # gamma * (xhat * r + d) + beta, folded into one scale and one shift
+        # r and d are float32 for half-precision x (its statistics are), so round out back to x's dtype
+        out = scale_shift(xhat, gamma * r, gamma * d + beta).astype(x.dtype, copy=False)
+    cache = NormCache(forward, shape, x, xhat, mean, var, rstd, gamma, eps, stat_axes, param_axes, param_shape,
+                      constant_stats=constant_stats, r=r, d=d)
+    return (out if shape == x.shape else out.reshape(shape)), cache
+
+
+def normalize_affine_backward(
+    dout: np.ndarray, cache: NormCache, backward: str, *forwards: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Backward of `normalize_affine` (and `apply_affine`): (dx, dgamma, dbeta).
+
+    Inputs:
+    - dout: upstream gradient of the caller's input shape (`cache.shape`).
+    - cache: from one of `forwards`; anything else raises TypeError naming `backward`.
+    - backward: the public backward calling (named in errors); forwards: the forwards it accepts.
+
+    Returns dx of cache.shape, dgamma and dbeta of cache.param_shape, all in dout's dtype (computed in
+    float32 for half-precision dout). In training, with g = dout * gamma (times r for batch renorm):
+
+        dx     = rstd * (g - mean(g) - xhat * mean(g * xhat))       means over stat_axes
+        dgamma = sum(dout * (xhat * r + d)),  dbeta = sum(dout)     sums over param_axes
+
+    With given statistics (evaluation) they are constants and dx = dout * gamma * rstd.
+    """
+    check_cache(backward, cache, NormCache, *forwards)
+    dout = check_same_shape("dout", dout, cache.shape)
+    view = dout if cache.shape == cache.x.shape else dout.reshape(cache.x.shape)
+    if cache.compiled is not None and dout.dtype == cache.x.dtype:
+        twin = compiled_twin("normalize", "numba")
+        dx, dgamma, dbeta = twin.backward(cache.layout, view, cache.x, cache.compiled, cache.gamma,
+                                          cache.stat_axes[0])
+        dgamma, dbeta = dgamma.astype(dout.dtype), dbeta.astype(dout.dtype)  # from float64 sums
+    else:
+        dx, dgamma, dbeta = _backward(view, cache)
+    if cache.shape != cache.x.shape:
+        dx = dx.reshape(cache.shape)
+    return dx, dgamma.reshape(cache.param_shape), dbeta.reshape(cache.param_shape)
+
+
+def _backward(dout: np.ndarray, cache: NormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The NumPy backward on the view: (dx, dgamma, dbeta), the gradients of the parameters keepdims.
+    Half-precision dout is computed in float32 and every result rounded once to its dtype."""
     if is_half(dout.dtype):
-        wide = normalize_scale_shift_backward(
-            *(a.astype(np.float32) for a in (dout, xhat, rstd, gamma)), stat_axes, param_axes
-        )
-        return tuple(a.astype(dout.dtype) for a in wide)
-    gamma_is_constant_per_group = all(gamma.shape[a] == 1 for a in stat_axes)
-    if gamma_is_constant_per_group and tuple(stat_axes) == tuple(param_axes):
-        # Batch norm: dL/dxhat = dout * gamma with gamma constant per group, so pass dout and fold gamma
-        # into the scale; the two sums the core computes are dbeta and dgamma.
-        grad = normalize_backward(dout, xhat, gamma * rstd, stat_axes)
-        return grad.dx, grad.gxhat_sum, grad.g_sum
-    dx = normalize_backward(dout * gamma, xhat, rstd, stat_axes).dx
-    dgamma = sum_of_products(dout, xhat, param_axes)
-    dbeta = dout.sum(axis=param_axes, keepdims=True)
+        wide = dataclasses.replace(cache, saved_xhat=cache.xhat.astype(np.float32), rstd=cache.rstd.astype(np.float32),
+                                   gamma=cache.gamma.astype(np.float32))
+        return tuple(a.astype(dout.dtype) for a in _backward(dout.astype(np.float32), wide))
+    xhat, rstd, gamma = cache.xhat, cache.rstd, cache.gamma
+    if cache.r is not None:
+        gamma = gamma * cache.r  # dL/dxhat = dout * gamma * r: r is one more constant factor per channel
+    stat_axes, param_axes = cache.stat_axes, cache.param_axes
+    if cache.constant_stats:
+        dx = dout * (gamma * rstd)
+        dbeta, dgamma = backward_sums(dout, xhat, param_axes)
+    elif stat_axes == param_axes or all(a in param_axes for a in stat_axes):
+        # gamma constant per group (batch norm, ghost): pass dout and fold gamma into the scale; the two
+        # sums the core computes on the way give dbeta and dgamma (one reduction pass for all three).
+        dx, dbeta, dgamma = normalize_backward(dout, xhat, gamma * rstd, stat_axes)
+        across_groups = tuple(a for a in param_axes if a not in stat_axes)  # ghost's virtual batches
+        if across_groups:
+            dbeta, dgamma = dbeta.sum(axis=across_groups, keepdims=True), dgamma.sum(axis=across_groups, keepdims=True)
+    else:
+        dx = normalize_backward(dout * gamma, xhat, rstd, stat_axes).dx
+        dgamma, dbeta = sum_of_products(dout, xhat, param_axes), dout.sum(axis=param_axes, keepdims=True)
+    if cache.r is not None:  # d(out)/d(gamma) = xhat * r + d
+        dgamma = cache.r * dgamma + cache.d * dbeta
     return dx, dgamma, dbeta
-
-
-def _einsum_subscripts(ndim: int, axes: Axes) -> tuple[str, str]:
-    letters = "abcdefghijklmnopqrstuvw"[:ndim]
-    kept = "".join(letters[a] for a in range(ndim) if a not in axes)
-    return letters, kept
-
-
-def sum_of_products(a: np.ndarray, b: np.ndarray, axes: Axes) -> np.ndarray:
-    """sum(a * b) over axes with keepdims, without materializing a * b."""
-    full, kept = _einsum_subscripts(a.ndim, axes)
-    reduced = np.einsum(f"{full},{full}->{kept}", a, b)
-    return np.expand_dims(reduced, axes)
-
-
-def _sum_of_squares(a: np.ndarray, axes: Axes) -> np.ndarray:
-    return sum_of_products(a, a, axes)
-
-
-def compiled_twin(backend: str, x: np.ndarray) -> ModuleType | None:
-    """The compiled kernels module when `backend` ("auto", "numpy" or "numba"; see
-    `normlab.kernels.backend`: "auto" compiles only large inputs) resolves to numba for x and x is float32
-    or float64; None means: run NumPy.
-
-    An unknown backend raises whatever the dtype, so a typo never goes unnoticed.
-    """
-    kernels = compiled_kernels(backend, x.size)
-    return kernels if x.dtype in COMPILED_DTYPES else None

@@ -3,8 +3,8 @@
 Both pools see the input through a (N, C, Ho, Wo, kh, kw) view of its windows and reduce it one kernel
 offset at a time: window[..., i, j] is a strided (N, C, Ho, Wo) view, so a pool is kh*kw elementwise
 passes over output-sized arrays, vectorized and without copying a window. (Reducing the 6-D view over
-its two window axes in one NumPy call is an order of magnitude slower: NumPy reduces short, strided axes
-one element at a time.)
+its two window axes in one NumPy call is much slower: NumPy reduces short, strided axes one element at a
+time; docs/performance.md has the figures.)
 
 - Windows that tile the input (stride == kernel, e.g. 2x2 stride 2): the view is a reshape of the input,
   (N, C, Ho, kh, Wo, kw), rows and columns left over at the bottom and right dropped as PyTorch does
@@ -18,7 +18,7 @@ so ties (common after a ReLU: windows of zeros) get the same gradient as torch's
 its output NaN.
 
 With numba (`backend=`, see `normlab.kernels.backend`) float32 and float64 pools run compiled loops
-instead (`normlab.kernels.pool_numba`, several times faster on one thread), one block of (image, channel)
+instead (`normlab.kernels.pool_numba`, faster even on one thread), one block of (image, channel)
 planes per thread (`normlab.parallel`); the backward runs the forward's choice. This file's NumPy code
 is their reference.
 """
@@ -32,8 +32,7 @@ import numpy as np
 
 from normlab.functional._checks import check_cache, check_float_array, check_same_shape
 from normlab.functional._windows import Pair, as_pair, fold_windows, output_size, sliding_windows
-from normlab.functional.normalize import COMPILED_DTYPES
-from normlab.kernels.backend import compiled_pool_kernels
+from normlab.kernels.backend import COMPILED_DTYPES, compiled_twin
 from normlab.parallel import split_over_threads
 
 
@@ -49,7 +48,7 @@ class PoolCache:
     @property
     def kernels(self) -> ModuleType | None:
         """`normlab.kernels.pool_numba` when the forward ran compiled, else None."""
-        return compiled_pool_kernels("numba") if self.compiled else None
+        return compiled_twin("pool", "numba") if self.compiled else None
 
 
 def pool_geometry(x, kernel_size, stride) -> tuple[np.ndarray, Pair, Pair, Pair]:
@@ -71,12 +70,6 @@ THREADS_MIN_ELEMENTS = 1 << 18
 def argmax_dtype(kernel: Pair) -> type:
     """The smallest unsigned integer type that holds every window index: uint8 for kernels up to 16x16."""
     return np.min_scalar_type(kernel[0] * kernel[1] - 1).type
-
-
-def _compiled(backend: str, x: np.ndarray) -> ModuleType | None:
-    """The compiled pooling kernels when `backend` resolves to numba and x is float32 or float64."""
-    kernels = compiled_pool_kernels(backend)
-    return kernels if x.dtype in COMPILED_DTYPES else None
 
 
 def _planes(a: np.ndarray) -> np.ndarray:
@@ -136,7 +129,7 @@ def max_pool2d_forward(x: np.ndarray, kernel_size: int | Pair, stride: int | Pai
     Returns (out, cache): out (N, C, Ho, Wo), Ho = (H - kh) // sh + 1 (likewise Wo), in x's dtype.
     """
     x, kernel, stride, out_size = pool_geometry(x, kernel_size, stride)
-    kernels = _compiled(backend, x)
+    kernels = compiled_twin("pool", backend, x)
     n, c = x.shape[:2]
     index = argmax_dtype(kernel)
     if kernels is not None:
@@ -180,7 +173,7 @@ def avg_pool2d_forward(x: np.ndarray, kernel_size: int | Pair, stride: int | Pai
                        backend: str = "auto") -> tuple[np.ndarray, PoolCache]:
     """Average pooling forward pass; same inputs and returns as `max_pool2d_forward`."""
     x, kernel, stride, out_size = pool_geometry(x, kernel_size, stride)
-    kernels = _compiled(backend, x)
+    kernels = compiled_twin("pool", backend, x)
     if kernels is not None:
         out = np.empty((*x.shape[:2], *out_size), x.dtype)
         x3, out3 = _planes(x), _planes(out)  # (N*C, H, W), (N*C, Ho, Wo)

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from normlab.functional.normalize import Axes, group_size
+from normlab.functional._checks import check_cache, check_same_shape
+from normlab.functional.normalize import Axes, NormCache, group_size
 
 # The intermediate nodes of the graph above, in forward order. `normlab.autograd` builds its graphs with
 # these names, and a test holds this list equal to the names assigned in `staged_backward`.
@@ -91,3 +92,16 @@ def staged_backward(
     dx2 = np.ones_like(x) / m * dmu
     dx = dx1 + dx2
     return dx, dgamma, dbeta
+
+
+def staged_backward_of(
+    dout: np.ndarray, cache: NormCache, backward: str, *forwards: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`staged_backward` on a `NormCache` from one of `forwards` (errors name `backward`): (dx of the input's
+    shape, dgamma and dbeta of gamma's own shape)."""
+    check_cache(backward, cache, NormCache, *forwards)
+    dout = check_same_shape("dout", dout, cache.shape).reshape(cache.x.shape)
+    constant_stats = (cache.mean, cache.var) if cache.constant_stats else None
+    dx, dgamma, dbeta = staged_backward(dout, cache.x, cache.gamma, cache.eps, cache.stat_axes, cache.param_axes,
+                                        constant_stats)
+    return dx.reshape(cache.shape), dgamma.reshape(cache.param_shape), dbeta.reshape(cache.param_shape)

@@ -1,9 +1,11 @@
 """Optional compiled (numba) kernels for the hot normalization paths, with the same contracts as the
 NumPy core in `normlab.functional.normalize`.
 
-- `backend`: which implementation runs (argument, NORMLAB_BACKEND, or auto-detection of numba).
-- `normalize_numba`: the compiled twin of the core for batch norm's channels layout and the per-row
-  layout of layer, group and instance norm (imported only when the numba backend is chosen).
+- `backend`: which implementation runs (argument, NORMLAB_BACKEND, or auto-detection of numba), and
+  `compiled_twin`, the one dispatch point the functional layers call.
+- `normalize_twin`: the interface the normalization core calls, over `normalize_numba`, the compiled
+  twin of the core for batch norm's channels layout and the per-row layout of layer, group and instance
+  norm (imported only when the numba backend is chosen).
 - `im2col_numba`: the copies around a convolution's matrix products (im2col, its adjoint, and the
   transposes between (N, F, P) images and (F, N*P) products), one chunk of images per thread.
 - `pixels_numba`: channels-last copies for convolutions: NCHW images to and from padded "pixels"
@@ -14,16 +16,17 @@ NumPy core in `normlab.functional.normalize`.
   thread.
 - `copy_numba`: a parallel copy on the kernels' threads, the yardstick of `normlab bench`.
 
-The functional layers dispatch here; nothing here imports `normlab.functional`.
+The functional layers dispatch here (`compiled_twin`); nothing here imports `normlab.functional`.
 """
 
 from normlab.kernels.backend import (
     BACKENDS,
+    COMPILED_DTYPES,
     ENV_VAR,
     compiled_conv_kernels,
-    compiled_kernels,
     compiled_pixel_kernels,
     compiled_pool_kernels,
+    compiled_twin,
     compiled_winograd_kernels,
     numba_available,
     resolve_backend,
@@ -31,11 +34,12 @@ from normlab.kernels.backend import (
 
 __all__ = [
     "BACKENDS",
+    "COMPILED_DTYPES",
     "ENV_VAR",
     "compiled_conv_kernels",
-    "compiled_kernels",
     "compiled_pixel_kernels",
     "compiled_pool_kernels",
+    "compiled_twin",
     "compiled_winograd_kernels",
     "numba_available",
     "resolve_backend",

@@ -1,16 +1,17 @@
-"""Which implementation of the normalization core runs: NumPy, or the compiled numba twin.
+"""Which implementation runs: NumPy, or a compiled numba twin. `compiled_twin` is the one dispatch point.
 
 The choice, strongest first:
 
 1. the `backend=` argument of a forward function, when it is "numpy" or "numba";
 2. the environment variable NORMLAB_BACKEND ("auto", "numpy" or "numba"), read on every call;
-3. "auto": numba when it imports (`pip install normlab[fast]`) and the input has at least
-   `auto_min_elements()` elements (2^16 on TBB, 2^17 otherwise), NumPy otherwise. Below that size a
-   compiled call's fixed cost (its parallel regions and their threads' wake-up) exceeds what NumPy needs
-   for the whole layer.
+3. "auto": numba when it imports (`pip install normlab[fast]`) and, for the normalization kernels, the
+   input has at least `auto_min_elements()` elements (2^16 on numba's TBB layer, 2^17 otherwise). Below
+   that size a compiled call's fixed cost (its parallel regions and their threads' wake-up) exceeds what
+   NumPy needs for the whole layer (docs/performance.md has the measurements).
 
-Asking for "numba" where numba does not import is an error, never a silent fallback. Nothing imports
-numba until a forward pass needs the choice, so `import normlab` stays fast.
+Asking for "numba" where numba does not import is an error, never a silent fallback; an unknown name is
+an error whatever the input. Only float32 and float64 are compiled: other dtypes run NumPy. Nothing
+imports numba until a forward pass needs the choice, so `import normlab` stays fast.
 
 The kernels are compiled on first use and cached on disk. When a kernel misses that cache (the first run
 after installing or changing normlab), one line on stderr says so before the pause, instead of a progress
@@ -26,14 +27,24 @@ from collections.abc import Callable
 from functools import cache
 from types import ModuleType
 
+import numpy as np
+
 BACKENDS = ("auto", "numpy", "numba")
 ENV_VAR = "NORMLAB_BACKEND"
-AUTO_MIN_ELEMENTS = 1 << 16  # measured crossover on numba's TBB layer, float32 forward + backward on 2 cores:
-#                              numba wins from 2**14-2**15 elements (at 2**16: layer norm 96 vs 340 us,
-#                              batch norm 160 vs 363 us)
-AUTO_MIN_ELEMENTS_SLEEPING = 1 << 17  # on any other layer, whose ~0.1 ms per region to wake its threads
-#                                       loses at 2**16 (workqueue: layer norm 237 vs 190 us, batch norm 401
-#                                       vs 364) and wins at 2**17 (270 vs 335, 427 vs 668)
+COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # what numba compiles
+AUTO_MIN_ELEMENTS = 1 << 16  # "auto" compiles a normalization from this size on numba's TBB layer,
+AUTO_MIN_ELEMENTS_SLEEPING = 1 << 17  # and from this size on any other layer, whose threads sleep
+
+# The compiled twin of each family of functional operations (modules of normlab.kernels).
+TWINS = {
+    "normalize": "normalize_twin",  # the normalization core, behind one interface for every layout
+    "conv": "im2col_numba",  # the copies around a convolution's matrix products
+    "winograd": "winograd_numba",  # the Winograd tile transforms
+    "pixels": "pixels_numba",  # channels-last copies
+    "pool": "pool_numba",  # max and average pooling
+}
+# Families "auto" compiles at any size: they run one chunk per thread, with no parallel region to start.
+ANY_SIZE = frozenset({"conv", "winograd", "pixels", "pool"})
 
 
 @cache
@@ -50,8 +61,7 @@ def numba_available() -> bool:
     return True
 
 
-# Measured on 2 shared cores with an empty cache: the batch norm kernels of the default `normlab train` 15 s,
-# a bn-cnn run (also pooling, convolution copies, Winograd) about 40 s.
+# The first compilation's length is in docs/performance.md.
 COMPILE_NOTICE = "compiling normlab's kernels (first run only: about 15 s, up to a minute for a CNN)..."
 
 
@@ -96,14 +106,10 @@ def choose_threading_layer(numba: ModuleType) -> None:
     """Unless NUMBA_THREADING_LAYER says otherwise, ask numba for its "tbb" layer where the `tbb` package
     is installed (the `fast` extra brings it on x86-64), else for "workqueue".
 
-    Why, measured on 2 shared cores: a parallel region costs TBB 1.4 us back to back and 10-80 us after an
-    idle 1-100 ms, and its workers spin only briefly (1 ms of CPU in the 0.2 s after a region). The
-    workqueue's threads always sleep, so every region pays 75-140 us to wake them (twice: numba first
-    syncs each worker's thread count); a bn-cnn training step ran in 57 instead of 64 ms on TBB, and a
-    (8192, 768) layer norm's forward + backward in 3.0 instead of 3.4 ms. OpenMP's workers spin: back to
-    back it costs 1.3 us, but they took a core from the convolutions' BLAS threads (1.6-1.75x slower), and
-    after an idle 0.1 s a region waited 7.8 ms for a descheduled thread. The choice is process-wide and
-    only takes effect if nothing has started numba's threads yet."""
+    Why: TBB's workers wake within microseconds and spin only briefly; the workqueue's threads always
+    sleep, so every parallel region pays to wake them; OpenMP's workers spin and take a core from the
+    convolutions' BLAS threads (docs/performance.md, "Threading layer", has the measurements). The choice
+    is process-wide and only takes effect if nothing has started numba's threads yet."""
     if "NUMBA_THREADING_LAYER" not in os.environ:
         numba.config.THREADING_LAYER = "tbb" if tbb_layer_available() else "workqueue"
 
@@ -154,42 +160,43 @@ def auto_min_elements() -> int:
     return AUTO_MIN_ELEMENTS if numba.config.THREADING_LAYER == "tbb" else AUTO_MIN_ELEMENTS_SLEEPING
 
 
-def compiled_kernels(backend: str = "auto", size: int | None = None) -> ModuleType | None:
-    """The compiled kernels module (`normlab.kernels.normalize_numba`) when `backend` resolves to numba
-    for an input of `size` elements, else None."""
-    if resolve_backend(backend, size) != "numba":
+def compiled_twin(family: str, backend: str = "auto", x: np.ndarray | None = None) -> ModuleType | None:
+    """The one dispatch point: the compiled twin of `family` (a key of TWINS) when `backend` resolves to
+    numba for x and x is float32 or float64; None means: run NumPy.
+
+    Inputs:
+    - family: "normalize", "conv", "winograd", "pixels" or "pool".
+    - backend: "auto", "numpy" or "numba" (see the module docstring); checked whatever x's dtype, so a
+      typo never goes unnoticed.
+    - x: the input, whose size decides "auto" for the normalization and whose dtype must be compiled;
+      None for "any size, a compiled dtype" (a backward following its forward's choice).
+    """
+    size = None if x is None or family in ANY_SIZE else x.size
+    if resolve_backend(backend, size) != "numba" or (x is not None and x.dtype not in COMPILED_DTYPES):
         return None
-    from normlab.kernels import normalize_numba
-
-    return normalize_numba
+    return _twin(family)
 
 
-def _compiled(module: str, backend: str) -> ModuleType | None:
-    """`normlab.kernels.<module>` when `backend` resolves to numba (at any size), else None."""
-    if resolve_backend(backend) != "numba":
-        return None
-    return importlib.import_module(f"normlab.kernels.{module}")
+@cache
+def _twin(family: str) -> ModuleType:
+    return importlib.import_module(f"normlab.kernels.{TWINS[family]}")
 
 
 def compiled_conv_kernels(backend: str = "auto") -> ModuleType | None:
-    """The compiled convolution copies (`normlab.kernels.im2col_numba`) when `backend` resolves to numba,
-    else None. At any size: they run one chunk per thread, with no parallel region to start."""
-    return _compiled("im2col_numba", backend)
+    """`compiled_twin("conv", backend)`: the convolution copies (`im2col_numba`) or None."""
+    return compiled_twin("conv", backend)
 
 
 def compiled_winograd_kernels(backend: str = "auto") -> ModuleType | None:
-    """The compiled Winograd tile transforms (`normlab.kernels.winograd_numba`) when `backend` resolves to
-    numba, else None."""
-    return _compiled("winograd_numba", backend)
+    """`compiled_twin("winograd", backend)`: the Winograd tile transforms or None."""
+    return compiled_twin("winograd", backend)
 
 
 def compiled_pixel_kernels(backend: str = "auto") -> ModuleType | None:
-    """The compiled channels-last copies (`normlab.kernels.pixels_numba`) when `backend` resolves to numba,
-    else None. At any size, like the convolution copies."""
-    return _compiled("pixels_numba", backend)
+    """`compiled_twin("pixels", backend)`: the channels-last copies or None."""
+    return compiled_twin("pixels", backend)
 
 
 def compiled_pool_kernels(backend: str = "auto") -> ModuleType | None:
-    """The compiled max and average pooling (`normlab.kernels.pool_numba`) when `backend` resolves to
-    numba, else None. At any size, like the convolution copies: one block of planes per thread."""
-    return _compiled("pool_numba", backend)
+    """`compiled_twin("pool", backend)`: max and average pooling or None."""
+    return compiled_twin("pool", backend)
