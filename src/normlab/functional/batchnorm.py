@@ -54,7 +54,7 @@ class BatchNormCache:
     compiled: GroupStatistics | None = None  # per channel, from the compiled forward
 
     def _normalized_input(self) -> np.ndarray:
-        from normlab.kernels.normalize_numba import normalized_channels
+        from normlab.kernels.normalize import normalized_channels
 
         return normalized_channels(_channels_view(self.x), self.compiled).reshape(self.x.shape)
 
@@ -239,7 +239,7 @@ def batchnorm_backward(dout: np.ndarray, cache: BatchNormCache) -> tuple[np.ndar
     """
     dout = _check_dout(dout, cache, "batchnorm_backward")
     if cache.compiled is not None and dout.dtype == cache.x.dtype:
-        from normlab.kernels.normalize_numba import normalize_channels_backward
+        from normlab.kernels.normalize import normalize_channels_backward
 
         dx, dgamma, dbeta = normalize_channels_backward(
             _channels_view(dout), _channels_view(cache.x), cache.compiled, cache.gamma.reshape(-1)

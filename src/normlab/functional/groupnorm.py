@@ -37,7 +37,7 @@ class GroupNormCache:
     compiled: GroupStatistics | None = None  # per (sample, group), from the compiled forward
 
     def _normalized_input(self) -> np.ndarray:
-        from normlab.kernels.normalize_numba import normalized_rows
+        from normlab.kernels.normalize import normalized_rows
 
         grouped = _grouped_shape(self.input_shape, self.gamma.shape[1])
         return normalized_rows(_rows_view(self.x, grouped), self.compiled).reshape(grouped)
@@ -119,7 +119,7 @@ def _groupnorm_backward(
     check_cache(backward, cache, GroupNormCache, "groupnorm_forward or instancenorm_forward")
     dout = check_same_shape("dout", dout, cache.input_shape)
     if cache.compiled is not None and dout.dtype == cache.x.dtype:
-        from normlab.kernels.normalize_numba import normalize_rows_backward
+        from normlab.kernels.normalize import normalize_rows_backward
 
         grouped = _grouped_shape(cache.input_shape, cache.gamma.shape[1])
         gamma2 = cache.gamma.reshape(grouped[1], -1)  # (G, C // G)

@@ -40,7 +40,7 @@ class LayerNormCache:
     compiled: GroupStatistics | None = None  # per sample, from the compiled forward
 
     def _normalized_input(self) -> np.ndarray:
-        from normlab.kernels.normalize_numba import normalized_rows
+        from normlab.kernels.normalize import normalized_rows
 
         return normalized_rows(_rows_view(self.x), self.compiled).reshape(self.x.shape)
 
@@ -115,7 +115,7 @@ def layernorm_backward(dout: np.ndarray, cache: LayerNormCache) -> tuple[np.ndar
     check_cache("layernorm_backward", cache, LayerNormCache, "layernorm_forward")
     dout = check_same_shape("dout", dout, cache.x.shape)
     if cache.compiled is not None and dout.dtype == cache.x.dtype:
-        from normlab.kernels.normalize_numba import normalize_rows_backward
+        from normlab.kernels.normalize import normalize_rows_backward
 
         dx, dgamma, dbeta = normalize_rows_backward(
             _rows_view(dout), _rows_view(cache.x), cache.compiled, cache.gamma.reshape(1, -1),

@@ -155,13 +155,13 @@ def auto_min_elements() -> int:
 
 
 def compiled_kernels(backend: str = "auto", size: int | None = None) -> ModuleType | None:
-    """The compiled kernels module (`normlab.kernels.normalize_numba`) when `backend` resolves to numba
+    """The compiled kernels module (`normlab.kernels.normalize`) when `backend` resolves to numba
     for an input of `size` elements, else None."""
     if resolve_backend(backend, size) != "numba":
         return None
-    from normlab.kernels import normalize_numba
+    from normlab.kernels import normalize
 
-    return normalize_numba
+    return normalize
 
 
 def _compiled(module: str, backend: str) -> ModuleType | None:

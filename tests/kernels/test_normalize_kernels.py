@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from normlab import functional as F
 from normlab.gradcheck import check_layer, relative_error
-from normlab.kernels import normalize_numba as K
+from normlab.kernels import normalize as K
 
 TOLERANCE = {np.float32: 1e-6, np.float64: 1e-12}
 SETTINGS = settings(max_examples=40, deadline=None)
