@@ -23,7 +23,7 @@ Both passes also come in two halves, for a group spread over several processes (
 `moments` then `normalize_with_stats` with statistics merged over the processes; backward, `backward_sums`
 then `normalize_backward_from_sums` with the sums added up over the processes.
 
-Compiled twin: `normlab.kernels.normalize_numba` computes the same forward (fused with the affine) and
+Compiled twin: `normlab.kernels.normalize` computes the same forward (fused with the affine) and
 backward in one pass for the statistics and one elementwise pass, accumulating in float64; the layers
 choose it through `compiled_twin` (numba installed, or `backend=` / NORMLAB_BACKEND). Tests hold the two
 equal to 1e-6 (float32) and 1e-12 (float64).
