@@ -20,12 +20,9 @@ written once). Forward, for a group of M elements with pivot p (its first elemen
     xhat  = ((x - p) - shift) * rstd
     out   = gamma * xhat + beta
 
-The statistics take one pass over memory: every chunk (at most CHUNK elements, or a block of rows) gives
-its count, mean and M2 from float64 sums of x minus the pivot, and the chunks merge with Chan's formula.
-x minus the pivot is formed in x's dtype (exact within a factor of two of it, by Sterbenz) and summed in
-float64. The pivot is the group's first element, shared by its chunks (a block of rows of an (N, D) batch
-pivots on its own first row), and it is never loaded just before the loop that sums about it: a value fresh
-from memory that every element waits for stalls each chunk by a memory latency.
+The statistics take one pass over memory, chunk by chunk, the chunks merged with Chan's formula
+(`moments.py`). The pivot is never loaded just before the loop that sums about it: a value fresh from
+memory that every element waits for stalls each chunk by a memory latency.
 
 Backward, with g = dout * gamma:
 
