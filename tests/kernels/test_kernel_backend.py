@@ -51,12 +51,13 @@ def test_a_second_process_loads_the_compiled_kernels_from_the_disk_cache():
     script = """
 import json, numpy as np
 from normlab import functional as F
-from normlab.kernels import normalize_numba as K
+from normlab.kernels.normalize import channels, columns
 x = np.random.default_rng(0).standard_normal((4, 3, 5))  # small planes: blocks of images, columns
 _, cache = F.batchnorm_forward(x, np.ones(3), np.zeros(3), backend="numba")
 F.batchnorm_backward(x, cache)
 print(json.dumps({f.__name__: [f.stats.cache_hits.total(), f.stats.cache_misses.total()]
-                  for f in (K._image_block_moments, K._normalize_columns, K._image_block_grad_sums, K._input_grad_columns)}))
+                  for f in (channels.image_block_moments, columns.normalize_columns, channels.image_block_grad_sums,
+                            columns.input_grad_columns)}))
 """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     first = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)

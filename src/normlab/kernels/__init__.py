@@ -3,9 +3,9 @@ NumPy core in `normlab.functional.normalize`.
 
 - `backend`: which implementation runs (argument, NORMLAB_BACKEND, or auto-detection of numba), and
   `compiled_twin`, the one dispatch point the functional layers call.
-- `normalize_twin`: the interface the normalization core calls, over `normalize_numba`, the compiled
-  twin of the core for batch norm's channels layout and the per-row layout of layer, group and instance
-  norm (imported only when the numba backend is chosen).
+- `normalize_twin`: the interface the normalization core calls, over `normalize`, the compiled twin of the
+  core, one file per layout: batch norm's channels (and (N, D) columns), the rows of layer norm, the grouped
+  rows of group and instance norm (imported only when the numba backend is chosen).
 - `im2col_numba`: the copies around a convolution's matrix products (im2col, its adjoint, and the
   transposes between (N, F, P) images and (F, N*P) products), one chunk of images per thread.
 - `pixels_numba`: channels-last copies for convolutions: NCHW images to and from padded "pixels"

@@ -123,12 +123,3 @@ def channels_to_images(src, bias, first, dst):
             for p in range(positions):
                 image[p] = row[p] + b
 
-
-def warm_up(dtype=np.float32) -> None:
-    """Compile (or load from the cache) every kernel for `dtype` on a tiny input."""
-    x = np.ones((1, 1, 2, 2), dtype)
-    cols = np.empty((1, 4), dtype)
-    im2col(x, 0, 1, 1, 1, 1, 1, 0, 0, cols)
-    col2im(cols, 0, 1, 1, 1, 1, 1, 0, 0, x)
-    images_to_channels(x.reshape(1, 1, 4), 0, 1, cols)
-    channels_to_images(cols, np.zeros(1, dtype), 0, x.reshape(1, 1, 4))

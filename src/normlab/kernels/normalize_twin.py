@@ -2,7 +2,7 @@
 out = gamma * xhat + beta for an input in the core's view (groups and parameters as axes) and a layout.
 
 `normlab.kernels.backend.compiled_twin("normalize", ...)` returns this module; the core never imports it.
-Here the core's view is reshaped into the two layouts the kernels (`normalize_numba`) compile:
+Here the core's view is reshaped into the two layouts the kernels (`normlab.kernels.normalize`) compile:
 
 - "channels": x (N, C, *S) with statistics over every axis but 1 and gamma (1, C, 1...): the kernels'
   (N, C, S), one group per channel (batch norm).
@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from normlab.kernels import normalize_numba as kernels
+from normlab.kernels import normalize as kernels
 from normlab.kernels.statistics import GroupStatistics
 
 LAYOUTS = ("channels", "rows")

@@ -14,20 +14,20 @@ Layout: x and dx are (P, H, W), dout, out and argmax (P, Ho, Wo), all C-contiguo
 call handles planes [start, stop): each function is serial and releases the GIL (`nogil`), and
 `normlab.parallel.split_over_threads` runs one block of planes per thread.
 
-Loop orders (measured on (128, 32, 28, 28) and (64, 64, 32, 32) float32, one thread):
+Loop orders (their timings: docs/performance.md, "Compiled kernels"):
 
 - window by window, kernel offsets innermost: with the kernel size and stride known at compile time LLVM
-  unrolls the offsets and vectorizes across output columns (max 2x2/2 forward 0.9 ms against NumPy's 2.5).
-  With them known only at run time the same loops are 3-5x slower, so the two standard pools, 2x2 stride 2
-  and 3x3 stride 2, are compiled with literal sizes.
+  unrolls the offsets and vectorizes across output columns. With them known only at run time the same
+  loops are several times slower, so the two standard pools, 2x2 stride 2 and 3x3 stride 2, are compiled
+  with literal sizes.
 - row by row, one pass over an output row per kernel offset (the row stays in L1): vectorizes with any
   size and stride; the fallback for every other pool.
 - max backward scatters each gradient through a table of in-plane offsets, one read-modify-write per
-  window, with no specialization (0.6 ms for 2x2/2, NumPy 6 ms).
+  window, with no specialization (ten times NumPy's speed for 2x2/2).
 
 Updates are branch-free where the data decides: the running maximum is `max(m, v)` and the index
 `max(index, offset * (v > m))` (offsets only grow). A data-dependent if/else compiles to branches that
-mispredict on random data (3-4x slower). Indices are unsigned: signed ones that might be negative get
+mispredict on random data (several times slower). Indices are unsigned: signed ones that might be negative get
 wraparound checks and do not vectorize.
 """
 

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from normlab import functional as F
 from normlab.gradcheck import check_layer, relative_error
-from normlab.kernels import normalize_numba as K
+from normlab.kernels import normalize as K
 
 TOLERANCE = {np.float32: 1e-6, np.float64: 1e-12}
 SETTINGS = settings(max_examples=40, deadline=None)
@@ -319,6 +319,26 @@ def test_channel_results_do_not_depend_on_the_thread_count(shape):
             numba.set_num_threads(threads)
             out, stats = K.normalize_channels(x, gamma, beta, 1e-5)
             results.append((out, *stats, *K.normalize_channels_backward(dout, x, stats, gamma)))
+    finally:
+        numba.set_num_threads(saved)
+    for a, b in zip(results[0], results[-1]):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("channel_size", [1, 6])  # layer norm's pipelined rows; group norm's channels of 6
+def test_row_results_do_not_depend_on_the_thread_count(channel_size):
+    numba = pytest.importorskip("numba")
+    rng = np.random.default_rng(8)
+    x = (1e3 + rng.standard_normal((70, 48))).astype(np.float32)  # several rows per block and per partial
+    dout = rng.standard_normal(x.shape).astype(np.float32)
+    gamma2, beta2 = rng.standard_normal((2, 48 // channel_size)), rng.standard_normal((2, 48 // channel_size))
+    saved = numba.get_num_threads()
+    results = []
+    try:
+        for threads in sorted({1, saved}):
+            numba.set_num_threads(threads)
+            out, stats = K.normalize_rows(x, gamma2, beta2, channel_size, 1e-5)
+            results.append((out, *stats, *K.normalize_rows_backward(dout, x, stats, gamma2, channel_size)))
     finally:
         numba.set_num_threads(saved)
     for a, b in zip(results[0], results[-1]):

@@ -1,0 +1,35 @@
+"""What every layout of the normalization kernels shares: how they are compiled, and how their operands
+are handed to them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from normlab.kernels.backend import numba_available
+
+# Reductions may be reassociated so LLVM vectorizes them; elementwise kernels stay strict IEEE, which
+# keeps ((x - p) - shift) from being rewritten as x - (p + shift). The reductions that form it too are
+# held to the NumPy core by the tests on data whose mean is 1e6 standard deviations from zero.
+REDUCE = {"reassoc", "contract"}
+JIT = {"cache": True}
+PARALLEL = {"cache": True, "parallel": True}
+# The small helpers every kernel calls are inlined into their callers at numba's level, so they take the
+# caller's fastmath flags exactly as if written there. numba's disk cache checks only the caller's own file:
+# after editing a helper in another file of this package, clear the cache (__pycache__/*.nbi, *.nbc).
+INLINE = {"inline": "always"}
+
+numba_available()  # chooses numba's threading layer, before any kernel can start its threads
+
+
+def contiguous(*arrays: np.ndarray) -> list[np.ndarray]:
+    return [np.ascontiguousarray(a) for a in arrays]
+
+
+def params(*arrays: np.ndarray) -> list[np.ndarray]:
+    """gamma and beta as the float64 kernels take them: contiguous float64 (a copy of C or G * C values)."""
+    return [np.ascontiguousarray(a, dtype=np.float64) for a in arrays]
+
+
+def params_like(x: np.ndarray, *arrays: np.ndarray) -> list[np.ndarray]:
+    """gamma and beta as the working-precision kernels take them: contiguous, in x's dtype."""
+    return [np.ascontiguousarray(a, dtype=x.dtype) for a in arrays]
