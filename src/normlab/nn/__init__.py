@@ -20,6 +20,7 @@ from normlab.nn.normalization import (
 )
 from normlab.nn.pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
 from normlab.nn.residual import ResidualBlock
+from normlab.nn.shift_noise import DistributionShiftNoise
 
 __all__ = [
     "NORMALIZATIONS_2D",
@@ -29,6 +30,7 @@ __all__ = [
     "BatchRenorm1d",
     "BatchRenorm2d",
     "Conv2d",
+    "DistributionShiftNoise",
     "Dropout",
     "Flatten",
     "GhostBatchNorm1d",
