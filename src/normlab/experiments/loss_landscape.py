@@ -34,9 +34,9 @@ LR = 0.1
 STEP_FACTORS = tuple(np.linspace(0.5, 4.0, 8).round(3))  # eta / lr: eta in [0.05, 0.4] at lr 0.1
 ARMS = {"none": "without batch norm", "batch": "with batch norm"}
 MEASURES = {"loss_range": ("loss variation (max - min over the step sizes)", "loss range"),
-            "gradient_change_max": ("gradient predictiveness: largest ||grad change|| over the step sizes",
+            "gradient_change_max": ("gradient predictiveness: largest ‖grad change‖ over the step sizes",
                                     "largest l2 gradient change"),
-            "effective_beta": ("effective beta-smoothness: largest ||grad change|| / ||step||", "effective beta")}
+            "effective_beta": ("effective beta-smoothness: largest ‖grad change‖ / ‖step‖", "effective beta")}
 
 
 def train_one(spec: RunSpec) -> dict:
@@ -131,7 +131,7 @@ def _summary(ctx: Context, settings: dict, results: dict) -> str:
         comp_rows.append([MEASURES[key][0], ratio, anchor[key], "< 1x (smoother with BN)", c["verdict"]])
     comp_table = markdown_table(["measure (per seed: its mean over the points of training)",
                                  "with / without batch norm: geometric mean [95% CI]", "anchor", "claim predicts",
-                                 "verdict"], comp_rows, align="lrllll")
+                                 "verdict"], comp_rows, align="lrlll")
     factors = ", ".join(f"{f:g}" for f in settings["step_factors"])
     n_train = settings["n_train"] or "all"
     return f"""Setting: {ctx.dataset}, {n_train} training images, a fully connected network of {len(HIDDEN)} hidden layers
@@ -145,7 +145,7 @@ each drawing the initial weights, the batch order, the measuring batches and the
 Per seed each measure is averaged over the points of training after step 0; the verdicts compare those
 per-seed means on a log scale (the paired difference of log10, shown as a ratio), with batch norm predicted
 smaller. "Loss variation": max - min of L(w - eta g) over the etas; "gradient predictiveness": the largest
-||grad L(w - eta g) - grad L(w)||; "effective beta": the largest ||grad L(w - eta g) - grad L(w)|| / ||eta g||.
+‖grad L(w - eta g) - grad L(w)‖; "effective beta": the largest ‖grad L(w - eta g) - grad L(w)‖ / ‖eta g‖.
 
 Anchor: Santurkar et al. (2018), Figure 4 (VGG on CIFAR-10; the same measures at step sizes around the learning
 rate): with batch norm the loss varies far less along the gradient, the gradient changes less, and the effective
