@@ -38,7 +38,7 @@ def test_noisy_batchnorm_quick_run(result):
     assert "![noisy_batchnorm.png](noisy_batchnorm.png)" in summary and "Verdict rule" in summary
     settings, r = results["settings"], results["results"]
     assert settings["noise"] == {"scale_spread": 0.75, "shift_spread": 1.0, "sample_std": 0.1}
-    assert list(r["runs"]) == ["none", "batch", "noisy"]
+    assert list(r["runs"]) == ["none", "glorot", "batch", "noisy"]
     for runs in r["runs"].values():
         assert len(runs) == 2
         for run in runs:

@@ -162,7 +162,7 @@ def _plot(ctx: Context, settings: dict, results: dict) -> None:
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     colors = {"none": "tab:gray", "batch": "tab:blue"}
-    panels = (("loss_min", "loss_max", "loss along the gradient, L(w - eta g)", "(a) loss landscape", False),
+    panels = (("loss_min", "loss_max", "loss along the gradient, L(w - eta g)", "(a) loss landscape", True),
               ("gradient_change_min", "gradient_change_max", "||grad L(w - eta g) - grad L(w)||",
                "(b) gradient predictiveness", True),
               (None, "effective_beta", "max ||grad change|| / ||eta g||", "(c) effective beta-smoothness", True))
