@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from normlab.functional import softmax_cross_entropy
-from normlab.nn import Module
+from normlab.nn import Module, input_grad_skipped
 
 Objective = Callable[[np.ndarray], tuple[float, np.ndarray]]  # w (P,) -> (loss, gradient (P,))
 
@@ -111,7 +111,8 @@ def model_objective(model: Module, x: np.ndarray, y: np.ndarray) -> tuple[np.nda
             loss, dscores = softmax_cross_entropy(model.forward(x), y)
             if hasattr(model, "regularization_loss"):
                 loss += model.regularization_loss()
-            model.backward(dscores)
+            with input_grad_skipped(model):  # the images need no gradient
+                model.backward(dscores)
             if hasattr(model, "regularization_backward"):
                 model.regularization_backward()
             grad = np.concatenate([(np.zeros(p.data.size) if p.grad is None else p.grad.ravel()) for p in params])

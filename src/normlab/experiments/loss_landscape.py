@@ -147,12 +147,13 @@ per-seed means on a log scale (the paired difference of log10, shown as a ratio)
 smaller. "Loss variation": max - min of L(w - eta g) over the etas; "gradient predictiveness": the largest
 ‖grad L(w - eta g) - grad L(w)‖; "effective beta": the largest ‖grad L(w - eta g) - grad L(w)‖ / ‖eta g‖.
 
-Anchor: Santurkar et al. (2018), Figure 4 (VGG on CIFAR-10; the same measures at step sizes around the learning
-rate): with batch norm the loss varies far less along the gradient, the gradient changes less, and the effective
-beta is smaller. The paper gives plots, no numbers. What differs: an MLP on {ctx.dataset}; our step-size range is
-0.5-4 x the learning rate ([0.05, 0.4] at lr 0.1). The gradient norms themselves differ between the two
-parametrizations (batch norm's output does not change when a layer's weights are scaled), so the absolute
-changes compare different scales; the ratio in (c) is per unit of distance.
+Anchor: Santurkar et al. (2018), Figure 4 (VGG on CIFAR-10; the same measures along the gradient at a range
+of step sizes): with batch norm the loss varies far less along the gradient, the gradient changes less, and the
+effective beta is smaller. The paper gives plots, no numbers. What differs: an MLP on {ctx.dataset}; our
+step-size range, 0.5-4 x the learning rate ([0.05, 0.4] at lr 0.1), is our choice (the paper's may differ). The
+gradient norms themselves differ between the two parametrizations (batch norm's output does not change when a
+layer's weights are scaled), so the absolute changes compare different scales; the ratio in (c) is per unit of
+distance.
 
 {table}
 {comp_table}"""

@@ -231,8 +231,8 @@ each unit j draws a mean scale alpha_j ~ U(1 - {noise['scale_spread']}, 1 + {noi
 mu_j ~ U(-{noise['shift_spread']}, {noise['shift_spread']}), and each activation a = alpha_j + {noise['sample_std']} e,
 b = mu_j + {noise['sample_std']} d (e, d ~ N(0, 1)). So at every step the normalized activations leave with a
 non-zero mean and a non-unit variance that change from step to step (the paper: "non-zero mean and non-unit
-variance ... this noise distribution changes at each time step"; our ranges are our choice, the paper's
-appendix gives its own). The noise is on in training and in the shift measurement, off in evaluation.
+variance ... this noise distribution changes at each time step"; the ranges are our choice, not taken from
+the paper). The noise is on in training and in the shift measurement, off in evaluation.
 
 Measured as in covariate-shift: test accuracy on {settings['n_test']} test images and the 15th/50th/85th
 percentiles of every last-layer sigmoid input on {settings['n_probe']} fixed test images every {settings['every']} steps
