@@ -12,6 +12,8 @@ from normlab.experiments import regularization  # noqa: F401
 from normlab.experiments import placement  # noqa: F401
 from normlab.experiments import sync_batchnorm  # noqa: F401
 from normlab.experiments import backward_speed  # noqa: F401
+from normlab.experiments import noisy_batchnorm  # noqa: F401
+from normlab.experiments import loss_landscape  # noqa: F401
 # isort: on
 from normlab.experiments.base import EXPERIMENTS, Context, Report, register_experiment, run_experiment
 

@@ -220,45 +220,71 @@ baseline's drift. No numbers are given beyond the plot.
 """
 
 
+def plot_accuracy_bands(ax, runs: dict[str, list[dict]], colors: dict[str, str], labels: dict[str, str],
+                        key: str = "test_acc") -> None:
+    """Per arm, the mean over the seeds of the accuracy curve `key` and its 95% CI as a band (runs[arm]:
+    the seeds' results, each with "steps" and `key`; a diverged run is shorter and left out)."""
+    for arm, rs in runs.items():
+        steps = rs[0]["steps"]
+        curves = np.array([[np.nan if a is None else a for a in r[key]] for r in rs
+                           if len(r[key]) == len(steps)])  # (n, T)
+        ivs = [mean_interval(list(col)) for col in curves.T]
+        ax.plot(steps, [iv.mean for iv in ivs], color=colors[arm], label=labels[arm])
+        ax.fill_between(steps, [iv.low for iv in ivs], [iv.high for iv in ivs], color=colors[arm], alpha=0.2)
+
+
+def plot_percentiles(ax, steps: list[int], quantiles: np.ndarray, color: str, ylabel: str, title: str,
+                     ylim: tuple[float, float]) -> None:
+    """One unit's 15th-85th percentile band and median over training (Fig. 1b, c). quantiles: (T, 3)."""
+    ax.fill_between(steps, quantiles[:, 0], quantiles[:, 2], color=color, alpha=0.2, label="15th-85th percentile")
+    ax.plot(steps, quantiles[:, 1], "-", color=color, label="median")
+    ax.set(xlabel="training step (log scale)", ylabel=ylabel, title=title, ylim=ylim)
+    ax.title.set_fontsize("small")
+    ax.legend(loc="upper left", fontsize="x-small")
+
+
+def percentile_limits(quantiles: list[np.ndarray]) -> tuple[float, float]:
+    """A shared y range for percentile panels (each (T, 3)), padded by 5 %."""
+    lo = min(q[:, 0].min() for q in quantiles)
+    hi = max(q[:, 2].max() for q in quantiles)
+    pad = 0.05 * (hi - lo)
+    return lo - pad, hi + pad
+
+
+def log_step_axes(axes, first: int, total: int) -> None:
+    """Logarithmic from the first recorded step on: the early steps, where the networks differ most, and
+    the long end both show; step 0 sits on a short linear stretch before it."""
+    plt = pyplot()
+    ticks = [0, *[10**k for k in range(1, 7) if first <= 10**k <= total]]
+    for ax in axes:
+        ax.set_xscale("symlog", linthresh=first, linscale=0.2)
+        ax.set_xlim(0, total)
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.xaxis.set_minor_locator(plt.NullLocator())
+
+
+def median_unit(travel: list[float]) -> int:
+    """The tracked unit whose median travels the median distance (the plotted one)."""
+    return int(np.argsort(np.array(travel))[len(travel) // 2])
+
+
 def _plot(ctx: Context, settings: dict, results: dict) -> None:
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     colors = {"small": "tab:gray", "batch": "tab:blue", "glorot": "tab:green"}
     steps_total = settings["steps"]
-    for arm, rs in results["runs"].items():
-        steps = rs[0]["steps"]
-        curves = np.array([[np.nan if a is None else a for a in r["test_acc"]] for r in rs
-                           if len(r["test_acc"]) == len(steps)])  # (n, T); a diverged run is shorter
-        ivs = [mean_interval(list(col)) for col in curves.T]
-        axes[0].plot(steps, [iv.mean for iv in ivs], color=colors[arm], label=LABELS[arm])
-        axes[0].fill_between(steps, [iv.low for iv in ivs], [iv.high for iv in ivs], color=colors[arm], alpha=0.2)
+    plot_accuracy_bands(axes[0], results["runs"], colors, LABELS)
     axes[0].set(xlabel="training step (log scale)", ylabel="test accuracy",
                 title=f"(a) test accuracy, mean and 95% CI (n = {len(ctx.seeds)})")
     axes[0].legend(loc="lower right", fontsize="x-small")
     # (b), (c): seed 0, the tracked unit whose median travels the median distance without batch norm.
     small, batch = results["runs"]["small"][0], results["runs"]["batch"][0]
-    travel = np.array(small["unit_travel"])
-    unit = int(np.argsort(travel)[len(travel) // 2])
+    unit = median_unit(small["unit_travel"])
     quantiles = {arm: np.array(r["unit_percentiles"])[:, :, unit] for arm, r in (("small", small), ("batch", batch))}
-    lo = min(q[:, 0].min() for q in quantiles.values())
-    hi = max(q[:, 2].max() for q in quantiles.values())
-    pad = 0.05 * (hi - lo)
+    ylim = percentile_limits(list(quantiles.values()))
     for ax, (arm, r), letter in zip(axes[1:], (("small", small), ("batch", batch)), "bc"):
-        q = quantiles[arm]
-        ax.fill_between(r["steps"], q[:, 0], q[:, 2], color=colors[arm], alpha=0.2, label="15th-85th percentile")
-        ax.plot(r["steps"], q[:, 1], "-", color=colors[arm], label="median")
-        ax.set(xlabel="training step (log scale)", ylabel=f"input of sigmoid unit {unit}",
-               title=f"({letter}) {LABELS[arm]} (seed {ctx.seeds[0]})", ylim=(lo - pad, hi + pad))
-        ax.title.set_fontsize("small")
-        ax.legend(loc="upper left", fontsize="x-small")
-    first = small["steps"][1] if len(small["steps"]) > 1 else 1
-    ticks = [0, *[10**k for k in range(1, 7) if first <= 10**k <= steps_total]]
-    for ax in axes:
-        # Logarithmic from the first recorded step on: the early steps, where the networks differ most, and
-        # the long end both show; step 0 sits on a short linear stretch before it.
-        ax.set_xscale("symlog", linthresh=first, linscale=0.2)
-        ax.set_xlim(0, steps_total)
-        ax.set_xticks(ticks, [str(t) for t in ticks])
-        ax.xaxis.set_minor_locator(plt.NullLocator())
+        plot_percentiles(ax, r["steps"], quantiles[arm], colors[arm], f"input of sigmoid unit {unit}",
+                         f"({letter}) {LABELS[arm]} (seed {ctx.seeds[0]})", ylim)
+    log_step_axes(axes, small["steps"][1] if len(small["steps"]) > 1 else 1, steps_total)
     fig.suptitle(f"Internal covariate shift: 3 x 100 sigmoid units, batch 60, {steps_total} steps ({ctx.dataset})")
     ctx.save_figure(fig, "covariate_shift.png")

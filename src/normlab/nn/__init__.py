@@ -29,6 +29,7 @@ from normlab.nn.normalization import (
 from normlab.nn.pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
 from normlab.nn.precise_bn import recompute_batchnorm_statistics
 from normlab.nn.residual import ResidualBlock
+from normlab.nn.shift_noise import DistributionShiftNoise
 from normlab.nn.syncbatchnorm import SyncBatchNorm, convert_sync_batchnorm
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "BatchRenorm1d",
     "BatchRenorm2d",
     "Conv2d",
+    "DistributionShiftNoise",
     "Dropout",
     "Flatten",
     "GhostBatchNorm1d",

@@ -1,0 +1,276 @@
+"""Noisy batch norm, after Santurkar et al. (2018), "How does batch normalization help optimization?",
+section 2.1 and Figure 2: if batch norm helped by keeping each layer's input distribution stable (less
+"internal covariate shift"), then a batch-normalized network whose normalized activations are shifted and
+rescaled by noise that changes at every step should lose that help. The paper finds it does not: the noisy
+network trains about as fast as the standard one, and far better than one without batch norm, although its
+activations' distributions move more than those of the network without batch norm.
+
+The network, data and measurements are the covariate-shift experiment's (Ioffe & Szegedy's Fig. 1 setting:
+three hidden layers of 100 sigmoid units, batches of 60, N(0, 0.1^2) weights, the same draw in every arm), so
+the percentile plot is the same one. Four arms per seed: without batch norm, with batch norm, and with batch
+norm followed by `normlab.nn.DistributionShiftNoise` after every batch norm layer (a new random per-unit mean
+and scale at every step, plus per-example jitter; identity in evaluation, where the test accuracy is measured),
+all from the same N(0, 0.1^2) draw; and, as in covariate-shift, a Glorot-initialized network without batch
+norm, so that "beats no batch norm" does not rest on a baseline that starts badly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from normlab.experiments.base import (
+    Context,
+    Report,
+    first_step_reaching,
+    markdown_table,
+    pyplot,
+    register_experiment,
+    status_of,
+    train,
+)
+from normlab.experiments.covariate_shift import (
+    HIDDEN,
+    PERCENTILES,
+    TRACKED_UNITS,
+    glorot_,
+    last_sigmoid_inputs,
+    log_step_axes,
+    median_unit,
+    percentile_limits,
+    plot_accuracy_bands,
+    plot_percentiles,
+    shift_statistics,
+)
+from normlab.experiments.stats import (
+    Interval,
+    format_difference,
+    format_interval,
+    mean_interval,
+    paired_difference,
+    verdict,
+)
+from normlab.experiments.status import failed
+from normlab.experiments.sweep import RunSpec
+from normlab.models import FullyConnectedNet
+from normlab.nn import BatchNorm1d, DistributionShiftNoise, Sequential
+from normlab.optim import SGD
+
+ARMS = ("none", "glorot", "batch", "noisy")
+LABELS = {"none": "without batch norm, N(0, 0.1^2) init", "glorot": "without batch norm, Glorot init", "batch": "with batch norm",
+          "noisy": "noisy batch norm"}
+COLORS = {"none": "tab:gray", "glorot": "tab:green", "batch": "tab:blue", "noisy": "tab:red"}
+NOISE = {"scale_spread": 0.75, "shift_spread": 1.0, "sample_std": 0.1}  # DistributionShiftNoise's defaults
+THRESHOLDS = (0.75, 0.80, 0.85)
+MARGIN = 0.02  # "about as fast": the mean accuracy over the run within 2 points
+
+
+def equivalence_verdict(difference: Interval, margin: float, scale: float = 100, spec: str = "+.1f") -> str:
+    """The verdict on "the two are about equal": **holds** when the 95% interval of the paired difference lies
+    within [-margin, margin], **does not hold** when it lies entirely outside it (beyond +margin or below
+    -margin), and is inconclusive otherwise (the interval straddles a margin)."""
+    if not difference.defined:
+        return f"inconclusive (no interval: n = {difference.n})"
+    if -margin <= difference.low and difference.high <= margin:
+        return "holds"
+    if difference.low > margin or difference.high < -margin:
+        return "does not hold"
+    return (f"inconclusive (CI [{format(scale * difference.low, spec)}, {format(scale * difference.high, spec)}] "
+            f"straddles ±{scale * margin:g})")
+
+
+def noisy_network(model: FullyConnectedNet, rng: np.random.Generator, **noise) -> Sequential:
+    """The same layers with a DistributionShiftNoise (its own generator from rng) after every BatchNorm1d."""
+    layers = []
+    for layer in model:
+        layers.append(layer)
+        if isinstance(layer, BatchNorm1d):
+            layers.append(DistributionShiftNoise(**noise, rng=rng.spawn(1)[0]))
+    return Sequential(*layers)
+
+
+def train_one(spec: RunSpec) -> dict:
+    """One arm at one seed: the test-accuracy curve and the percentiles of the last sigmoid inputs."""
+    c = spec.config
+    data = spec.data(c["n_train"], c["n_val"], c["n_test"])
+    probe_x = data.x_test[:c["n_probe"]]
+    arm = c["arm"]
+    model = FullyConnectedNet(int(np.prod(data.input_shape)), HIDDEN, len(data.classes),
+                              normalization="batch" if arm in ("batch", "noisy") else "none", activation="sigmoid",
+                              weight_scale=c["weight_scale"], rng=spec.rng("init"))
+    if arm == "glorot":
+        glorot_(model, spec.rng("glorot"))
+    if arm == "noisy":
+        model = noisy_network(model, spec.rng("noise"), **c["noise"])
+    recorded = []
+
+    def probe(trainer):
+        # Measured as training computes it: the noise is on (a fresh draw, as at a training step).
+        recorded.append(np.percentile(last_sigmoid_inputs(model, probe_x), PERCENTILES, axis=0))  # (3, U)
+        return {"test_acc": trainer.accuracy(data.x_test, data.y_test)}
+
+    r = train(model, SGD(model.parameters(), lr=c["lr"]), data, batch_size=60, rng=spec.rng("order"),
+              steps=c["steps"], probe=probe, every=c["every"], at=c["early_records"])
+    quantiles = np.stack(recorded)  # (T, 3, U)
+    shift = shift_statistics(quantiles)
+    steps, acc = r.series("test_acc")
+    return {"status": status_of(r, "test_acc", 1 / len(data.classes)), "steps": steps, "test_acc": acc,
+            "final_test_acc": acc[-1], "mean_test_acc": float(np.mean(acc)),
+            "steps_to": {str(t): first_step_reaching(steps, acc, t) for t in THRESHOLDS},
+            "median_travel": float(np.median(shift["median_travel"])),
+            "width_ratio": float(np.median(shift["width_ratio"])),
+            "unit_travel": shift["median_travel"][:TRACKED_UNITS],
+            "unit_percentiles": quantiles[:, :, :TRACKED_UNITS], "seconds": r.seconds}
+
+
+@register_experiment("noisy-batchnorm", claim="batch norm helps even when noise makes its outputs' distribution "
+                                              "shift (Santurkar et al. 2018)")
+def run(ctx: Context) -> Report:
+    steps = ctx.count(4_000, 800, minimum=20)
+    every = max(1, steps // 80)
+    early = sorted({int(s) for s in np.geomspace(5, every, 5).round() if s < every}) if every > 5 else []
+    settings = {"hidden": HIDDEN, "activation": "sigmoid", "batch_size": 60, "steps": steps, "every": every,
+                "early_records": early, "arms": list(ARMS), "noise": NOISE, "optimizer": "sgd", "lr": 0.1,
+                "momentum": 0.0, "weight_scale": 0.1, "thresholds": THRESHOLDS, "margin": MARGIN,
+                "n_train": ctx.count(None, 10_000, minimum=200), "n_val": ctx.count(5000, 1000, minimum=100),
+                "n_test": ctx.count(2000, 1000, minimum=200), "n_probe": ctx.count(500, 300, minimum=100),
+                "percentiles": PERCENTILES}
+    base = {k: settings[k] for k in ("steps", "every", "early_records", "lr", "weight_scale", "noise", "n_train",
+                                      "n_val", "n_test", "n_probe")}
+    runs = dict(zip(ARMS, ctx.runs(train_one, [{"arm": arm, **base} for arm in ARMS])))
+    for rs in runs.values():  # the percentile curves are plotted for the first seed only: keep results.json small
+        for r in rs[1:]:
+            r["unit_percentiles"] = None
+    for arm, rs in runs.items():
+        ctx.log(f"noisy-batchnorm: {LABELS[arm]}: final test accuracy "
+                f"{format_interval(mean_interval([r['final_test_acc'] for r in rs]), scale=100, unit=' %')}")
+
+    def values(arm, key):
+        return [r[key] if not r["status"].startswith("diverged") else None for r in runs[arm]]
+
+    comparisons = {}
+
+    def compare(name, key, a, b, predicted, spec="+.3f", scale=1.0):
+        diff = paired_difference(values(a, key), values(b, key))
+        if predicted == "equal":
+            text = equivalence_verdict(diff, MARGIN)
+        else:
+            text = verdict(diff, predicted, spec=spec, scale=scale)
+        comparisons[name] = {"key": key, "arms": [a, b], "difference": diff.to_dict(), "predicted": predicted,
+                             "verdict": text}
+
+    compare("noisy BN trains about as fast as BN", "mean_test_acc", "noisy", "batch", "equal")
+    compare("noisy BN ends about as accurate as BN", "final_test_acc", "noisy", "batch", "equal")
+    compare("noisy BN trains faster than no BN", "mean_test_acc", "noisy", "none", "positive", "+.1f", 100)
+    compare("noisy BN ends more accurate than no BN", "final_test_acc", "noisy", "none", "positive", "+.1f", 100)
+    compare("noisy BN trains faster than no BN (Glorot init)", "mean_test_acc", "noisy", "glorot", "positive", "+.1f",
+            100)
+    compare("noisy BN ends more accurate than no BN (Glorot init)", "final_test_acc", "noisy", "glorot", "positive",
+            "+.1f", 100)
+    compare("noisy BN has more shift than no BN", "median_travel", "noisy", "none", "positive")
+    compare("noisy BN has more shift than no BN (Glorot init)", "median_travel", "noisy", "glorot", "positive")
+    compare("noisy BN has more shift than BN", "median_travel", "noisy", "batch", "positive")
+    compare("BN has less shift than no BN", "median_travel", "batch", "none", "negative")
+    summary = {arm: {key: mean_interval(values(arm, key)).to_dict()
+                     for key in ("mean_test_acc", "final_test_acc", "median_travel", "width_ratio")} for arm in ARMS}
+    results = {"seeds": list(ctx.seeds), "runs": runs, "summary": summary, "comparisons": comparisons}
+    _plot(ctx, settings, results)
+    return Report(settings, results, _summary(ctx, settings, results))
+
+
+def _summary(ctx: Context, settings: dict, results: dict) -> str:
+    runs, summary = results["runs"], results["summary"]
+    n = len(ctx.seeds)
+
+    def cell(arm, key, scale=100, unit=" %", spec=".1f"):
+        return format_interval(Interval(**summary[arm][key]), spec=spec, scale=scale, unit=unit, n=False)
+
+    def reach(arm, t):
+        got = [r["steps_to"][str(t)] for r in runs[arm] if r["steps_to"][str(t)] is not None]
+        return f"never (0/{n})" if not got else f"{np.mean(got):.0f} ({len(got)}/{n})"
+
+    rows = []
+    for arm in ARMS:
+        bad = sorted({r["status"] for r in runs[arm] if failed(r["status"])})
+        rows.append([LABELS[arm], cell(arm, "mean_test_acc"), cell(arm, "final_test_acc"),
+                     *[reach(arm, t) for t in THRESHOLDS], cell(arm, "median_travel", 1, "", ".2f"),
+                     cell(arm, "width_ratio", 1, "", ".1f"), ", ".join(bad) or "all completed"])
+    table = markdown_table([f"network (n = {n} seeds)", "mean test acc over the run", "final test acc",
+                            *[f"steps to {t:.2f} (mean of seeds reaching it)" for t in THRESHOLDS],
+                            "median travel (widths)", "width max/min", "runs"], rows, align="lrrrrrrrl")
+    anchors = {"noisy BN trains about as fast as BN": "Fig. 2: noisy BN's training curve about BN's (VGG, CIFAR-10)",
+               "noisy BN ends about as accurate as BN": "Fig. 2: about the same test accuracy",
+               "noisy BN trains faster than no BN": "Fig. 2: noisy BN well above the standard network",
+               "noisy BN ends more accurate than no BN": "Fig. 2: higher",
+               "noisy BN trains faster than no BN (Glorot init)": "— (the paper's baseline is its standard VGG)",
+               "noisy BN ends more accurate than no BN (Glorot init)": "—",
+               "noisy BN has more shift than no BN (Glorot init)": "Fig. 2",
+               "noisy BN has more shift than no BN": "Fig. 2: noisy BN's activation distributions move more",
+               "noisy BN has more shift than BN": "Fig. 2 (by construction)",
+               "BN has less shift than no BN": "Ioffe & Szegedy's Fig. 1 (the covariate-shift experiment)"}
+    predicts = {"equal": f"within ±{100 * MARGIN:g} points", "positive": "> 0", "negative": "< 0"}
+    comp_rows = []
+    for name, c in results["comparisons"].items():
+        iv = Interval(**c["difference"])
+        accuracy = c["key"] != "median_travel"
+        shown = (format_difference(iv, "+.1f", 100, " points") if accuracy
+                 else format_difference(iv, "+.3f", 1, " widths"))
+        comp_rows.append([name, f"{c['key']}: {LABELS[c['arms'][0]]} - {LABELS[c['arms'][1]]}", shown, anchors[name],
+                          predicts[c["predicted"]], c["verdict"]])
+    comp_table = markdown_table(["claim", "paired difference", "ours: mean [95% CI]", "anchor", "claim predicts",
+                                 "verdict"], comp_rows, align="llrlll")
+    noise = settings["noise"]
+    n_train = settings["n_train"] or "all"
+    return f"""Setting: {ctx.dataset}, {n_train} training images, the covariate-shift experiment's network (three hidden
+layers of 100 sigmoid units, weights from N(0, {settings['weight_scale']}^2), the same draw in every arm but the
+Glorot-initialized one, which redraws its weights from Glorot's normal), plain
+SGD at learning rate {settings['lr']}, batches of 60, {settings['steps']} steps. Seeds {', '.join(map(str, ctx.seeds))}
+(n = {n}), each drawing the initial weights, the batch order, the split and the noise.
+
+Noisy batch norm: after every batch norm layer, `DistributionShiftNoise` makes y = a * x + b; at every step
+each unit j draws a mean scale alpha_j ~ U(1 - {noise['scale_spread']}, 1 + {noise['scale_spread']}) and a mean offset
+mu_j ~ U(-{noise['shift_spread']}, {noise['shift_spread']}), and each activation a = alpha_j + {noise['sample_std']} e,
+b = mu_j + {noise['sample_std']} d (e, d ~ N(0, 1)). So at every step the normalized activations leave with a
+non-zero mean and a non-unit variance that change from step to step (the paper: "non-zero mean and non-unit
+variance ... this noise distribution changes at each time step"; the ranges are our choice, not taken from
+the paper). The noise is on in training and in the shift measurement, off in evaluation.
+
+Measured as in covariate-shift: test accuracy on {settings['n_test']} test images and the 15th/50th/85th
+percentiles of every last-layer sigmoid input on {settings['n_probe']} fixed test images every {settings['every']} steps
+(and at steps {', '.join(map(str, settings['early_records'])) or 'none'}). "Median travel": the range of a unit's median
+over training divided by its mean 15th-85th width (median over the units); "width max/min": its widest over its
+narrowest spread. Cells: mean ± 95% CI half-width over the seeds.
+
+"About as fast" is an equivalence claim, judged by its own rule: it **holds** when the 95% interval of the
+paired difference lies within ±{100 * MARGIN:g} accuracy points, **does not hold** when it lies entirely outside,
+and is inconclusive otherwise. The other claims use the shared rule below.
+
+Anchor: Santurkar et al. (2018), Figure 2: VGG on CIFAR-10; standard, batch norm and noisy batch norm
+networks; noisy batch norm trains about as fast as batch norm and much better than the standard network,
+although its activations' distributions are visibly less stable than even the standard network's. A plot, no
+numbers.
+
+{table}
+{comp_table}"""
+
+
+def _plot(ctx: Context, settings: dict, results: dict) -> None:
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4))
+    runs = results["runs"]
+    plot_accuracy_bands(axes[0], runs, COLORS, LABELS)
+    axes[0].set(xlabel="training step (log scale)", ylabel="test accuracy",
+                title=f"(a) test accuracy, mean and 95% CI (n = {len(ctx.seeds)})", ylim=(0, 1))
+    axes[0].legend(loc="lower right", fontsize="x-small")
+    # (b)-(d): seed 0, the tracked unit whose median travels the median distance without batch norm.
+    first = {arm: runs[arm][0] for arm in ARMS}
+    unit = median_unit(first["none"]["unit_travel"])
+    shown = ("none", "batch", "noisy")
+    quantiles = {arm: np.array(first[arm]["unit_percentiles"])[:, :, unit] for arm in shown}
+    ylim = percentile_limits(list(quantiles.values()))
+    for ax, arm, letter in zip(axes[1:], shown, "bcd"):
+        plot_percentiles(ax, first[arm]["steps"], quantiles[arm], COLORS[arm], f"input of sigmoid unit {unit}",
+                         f"({letter}) {LABELS[arm]} (seed {ctx.seeds[0]})", ylim)
+    steps = first["none"]["steps"]
+    log_step_axes(axes, steps[1] if len(steps) > 1 else 1, settings["steps"])
+    fig.suptitle(f"Noisy batch norm: 3 x 100 sigmoid units, batch 60, {settings['steps']} steps ({ctx.dataset})")
+    ctx.save_figure(fig, "noisy_batchnorm.png")
