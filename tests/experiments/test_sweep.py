@@ -171,3 +171,24 @@ def test_a_changed_source_changes_the_cache_key(tmp_path, monkeypatch):
     module = importlib.reload(module)
     assert spec.key(module.run) != before
     sys.modules.pop("toy_runs")
+
+
+def interrupted_at_seed_3(spec: RunSpec) -> dict:
+    if spec.seed == 3:
+        raise KeyboardInterrupt  # Ctrl-C during the fourth run
+    return {"seed": spec.seed}
+
+
+def test_an_interrupted_inline_sweep_keeps_every_run_it_finished(tmp_path):
+    """With --jobs 1 each run is cached when it finishes, not when the whole sweep does: Ctrl-C in the
+    fourth run keeps the first three, stops the sweep (later runs are not started) and a rerun reuses them."""
+    specs = [RunSpec("toy", {"n": 1}, seed) for seed in range(6)]
+    executor = CountingExecutor()
+    sweep = Sweep(executor, tmp_path, log=lambda line: None)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.map(interrupted_at_seed_3, specs)
+    assert executor.submitted == 4 and sweep.computed == 3
+    rerun = Sweep(CountingExecutor(), tmp_path, log=lambda line: None)
+    with pytest.raises(KeyboardInterrupt):
+        rerun.map(interrupted_at_seed_3, specs)
+    assert rerun.reused == 3 and rerun.executor.submitted == 1

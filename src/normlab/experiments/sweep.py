@@ -124,7 +124,7 @@ class InlineExecutor(concurrent.futures.Executor):
         future = concurrent.futures.Future()
         try:
             future.set_result(fn(*args, **kwargs))
-        except BaseException as e:  # noqa: BLE001  (raised by future.result(), as with any executor)
+        except Exception as e:  # raised by future.result(), as with any executor; Ctrl-C stops the sweep
             future.set_exception(e)
         return future
 
@@ -166,23 +166,35 @@ class Sweep:
     reused: int = 0  # runs read from the cache
 
     def map(self, function: RunFunction, specs: Sequence[RunSpec]) -> list[Any]:
-        """The results of function(spec) for every spec, in the order of `specs`."""
+        """The results of function(spec) for every spec, in the order of `specs`. Each run is cached as soon
+        as it finishes, so an interrupted or failed sweep resumes from every run it finished."""
         results: list[Any] = [None] * len(specs)
         pending: dict[concurrent.futures.Future, int] = {}
+        recorded: set[concurrent.futures.Future] = set()
+
+        def finish(future: concurrent.futures.Future) -> None:
+            i = pending[future]
+            results[i] = future.result()  # raises the run's error
+            self._record(function, specs[i], results[i])
+            recorded.add(future)
+
+        to_run = []
         for i, spec in enumerate(specs):
             cached = self._read(function, spec)
             if cached is not None:
                 results[i] = cached["result"]
                 self.reused += 1
             else:
-                pending[self.executor.submit(execute, function, spec)] = i
-        recorded: set[concurrent.futures.Future] = set()
+                to_run.append(i)
         try:
+            for i in to_run:
+                future = self.executor.submit(execute, function, specs[i])
+                pending[future] = i
+                if future.done():  # the inline executor (--jobs 1) has run it already: cache it now
+                    finish(future)
             for future in concurrent.futures.as_completed(pending):
-                i = pending[future]
-                results[i] = future.result()
-                self._record(function, specs[i], results[i])
-                recorded.add(future)
+                if future not in recorded:
+                    finish(future)
         except BaseException:
             # A run failed (or the sweep was interrupted): runs not yet started are cancelled, so that the
             # executor's shutdown does not run them all to the end, and the runs already finished are cached,
