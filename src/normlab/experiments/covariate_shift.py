@@ -28,10 +28,11 @@ from normlab.experiments.base import (
 )
 from normlab.experiments.stats import (
     Interval,
+    comparison,
     format_difference,
     format_interval,
+    mean_band,
     mean_interval,
-    paired_difference,
     verdict,
 )
 from normlab.experiments.status import failed
@@ -149,9 +150,8 @@ def run(ctx: Context) -> Report:
     for other in ("small", "glorot"):
         for key, predicted in (("mean_test_acc", "positive"), ("final_test_acc", "positive"),
                                ("median_travel", "negative")):
-            diff = paired_difference(values("batch", key), values(other, key))
-            comparisons[f"{key} batch - {other}"] = {"difference": diff.to_dict(), "predicted": predicted,
-                                                     "verdict": verdict(diff, predicted, spec="+.3f")}
+            comparisons[f"{key} batch - {other}"] = comparison(values("batch", key), values(other, key), predicted,
+                                                               spec="+.3f").to_dict()
     summary = {arm: {key: mean_interval(values(arm, key)).to_dict()
                      for key in ("mean_test_acc", "final_test_acc", "best_test_acc", "median_travel", "width_ratio")}
                for arm in ARMS}
@@ -230,8 +230,7 @@ def _plot(ctx: Context, settings: dict, results: dict) -> None:
         curves = np.array([[np.nan if a is None else a for a in r["test_acc"]] for r in rs
                            if len(r["test_acc"]) == len(steps)])  # (n, T); a diverged run is shorter
         ivs = [mean_interval(list(col)) for col in curves.T]
-        axes[0].plot(steps, [iv.mean for iv in ivs], color=colors[arm], label=LABELS[arm])
-        axes[0].fill_between(steps, [iv.low for iv in ivs], [iv.high for iv in ivs], color=colors[arm], alpha=0.2)
+        mean_band(axes[0], steps, ivs, color=colors[arm], label=LABELS[arm])
     axes[0].set(xlabel="training step (log scale)", ylabel="test accuracy",
                 title=f"(a) test accuracy, mean and 95% CI (n = {len(ctx.seeds)})")
     axes[0].legend(loc="lower right", fontsize="x-small")
