@@ -250,6 +250,7 @@ def test_init_scale_cnn(outputs):
     settings, r = results["settings"], results["results"]
     scales = settings["weight_scales"]
     np.testing.assert_allclose(scales, np.logspace(-4, 0, len(scales)))
+    assert list(r["runs"]) == ["adam"] and list(settings["optimizers"]) == ["adam"]
     for opt in r["runs"].values():
         assert set(opt) == {"none", "batch", "batch-tiny-eps"}
         for per_scale in opt.values():
