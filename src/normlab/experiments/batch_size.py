@@ -115,6 +115,36 @@ def train_one(spec: RunSpec) -> dict:
             "seconds": r.seconds}
 
 
+def compare_batch_norm(compare, errors, small: str, ref: str) -> None:
+    """The batch norm rows both tracks judge: its error at the smallest batch minus at the reference, with
+    running and with recomputed statistics, and running minus recomputed at the smallest batch."""
+    compare(f"batch norm: error at {small} - at {ref}", errors("batch", small), errors("batch", ref))
+    compare(f"batch norm: error at {small} - at {ref}, recomputed statistics",
+            errors("batch", small, "val_error_recomputed"), errors("batch", ref, "val_error_recomputed"))
+    compare(f"batch norm at {small}: running - recomputed statistics", errors("batch", small),
+            errors("batch", small, "val_error_recomputed"))
+
+
+def error_table(runs: dict, sizes) -> dict:
+    """table[arm][batch][key]: the mean and interval over the seeds of the validation error, with running
+    ("val_error") and recomputed ("val_error_recomputed") statistics."""
+    return {arm: {str(b): {key: mean_interval([r[key] for r in runs[arm][str(b)]]).to_dict()
+                           for key in ("val_error", "val_error_recomputed")} for b in sizes} for arm in runs}
+
+
+def table_line(row: dict, sizes) -> str:
+    """ "2: 50.5 ± 4.2, 32: 13.1 ± 0.3": one arm's errors (%) for the log."""
+    return ", ".join(f"{b}: {format_interval(Interval(**row[str(b)]['val_error']), scale=100, n=False)}"
+                     for b in sizes)
+
+
+def error_cell(interval: dict, runs: list[dict]) -> str:
+    """A table cell: the error (%) mean ± half-width, and how many of the runs failed."""
+    text = format_interval(Interval(**interval), scale=100, n=False)
+    bad = [r["status"] for r in runs if failed(r["status"])]
+    return text + (f" ({len(bad)} failed)" if bad else "")
+
+
 @register_experiment("batch-size", claim="batch norm behaves poorly with very small batches; its relatives do not")
 def run(ctx: Context) -> Report:
     sizes = ctx.pick(BATCH_SIZES, (2, 32))
@@ -142,21 +172,15 @@ def run(ctx: Context) -> Report:
     def compare(name, a, b, predicted="positive"):
         comparisons[name] = comparison(a, b, predicted, spec="+.1f", scale=100).to_dict()
 
-    compare(f"batch norm: error at {small} - at {ref}", errors("batch", small), errors("batch", ref))
-    compare(f"batch norm: error at {small} - at {ref}, recomputed statistics",
-            errors("batch", small, "val_error_recomputed"), errors("batch", ref, "val_error_recomputed"))
-    compare(f"batch norm at {small}: running - recomputed statistics", errors("batch", small),
-            errors("batch", small, "val_error_recomputed"))
+    compare_batch_norm(compare, errors, small, ref)
     for arm in ("group", "layer", "renorm", "renorm-0.01"):
         compare(f"at {small}: batch norm - {LABELS[arm]}", errors("batch", small), errors(arm, small))
     degradation = {arm: paired_values(errors(arm, small), errors(arm, ref)) for arm in ("batch", "group")}
     compare(f"(batch norm's error at {small} - at {ref}) - (group norm's)", degradation["batch"],
             degradation["group"])
-    table = {arm: {b: {key: mean_interval(errors(arm, b, key)).to_dict()
-                       for key in ("val_error", "val_error_recomputed")} for b in map(str, sizes)} for arm in ARMS}
+    table = error_table(runs, sizes)
     for arm in ARMS:
-        ctx.log(f"batch-size: {LABELS[arm]}: " + ", ".join(
-            f"{b}: {format_interval(Interval(**table[arm][b]['val_error']), scale=100, n=False)}" for b in map(str, sizes)))
+        ctx.log(f"batch-size: {LABELS[arm]}: {table_line(table[arm], sizes)}")
     results = {"seeds": list(ctx.seeds), "runs": runs, "table": table, "comparisons": comparisons,
                "small": small, "reference": ref}
     _plot(ctx, settings, results)
@@ -168,9 +192,7 @@ def _summary(ctx: Context, settings: dict, results: dict) -> str:
     n = len(ctx.seeds)
 
     def cell(arm, b, key):
-        text = format_interval(Interval(**table[arm][str(b)][key]), scale=100, n=False)
-        bad = [r["status"] for r in runs[arm][str(b)] if failed(r["status"])]
-        return text + (f" ({len(bad)} failed)" if bad else "")
+        return error_cell(table[arm][str(b)][key], runs[arm][str(b)])
 
     rows = []
     for arm in ARMS:
@@ -222,29 +244,37 @@ remains, the training itself.
 
 
 def _plot(ctx: Context, settings: dict, results: dict) -> None:
+    sizes = settings["batch_sizes"]
+    plot_errors(ctx, sizes, results["table"], {arm: (LABELS[arm], sizes) for arm in ARMS}, "batch size",
+                f"Validation error against batch size, {settings['steps']} steps each (mean ± 95% CI, "
+                f"n = {len(ctx.seeds)})", "batch_size.png")
+
+
+def plot_errors(ctx: Context, sizes: list[int], table: dict, arms: dict[str, tuple[str, list[int]]], xlabel: str,
+                title: str, filename: str) -> None:
+    """Validation error against batch size, one line of error bars per arm (arms[arm] = (label, the batch
+    sizes it shows)), and batch norm with recomputed statistics dashed, the batch axis shrinking to the right
+    as in the group norm paper."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.8))
-    sizes = settings["batch_sizes"]
-    markers = dict(zip(ARMS, "osD^v"))
-    for i, arm in enumerate(ARMS):
-        ivs = [Interval(**results["table"][arm][str(b)]["val_error"]) for b in sizes]
-        xs = [b * 1.03 ** (i - 2) for b in sizes]  # a small offset per arm so the error bars do not overlap
-        error_bars(ax, xs, ivs, scale=100, marker=markers[arm], capsize=3, label=LABELS[arm],
+    markers = dict(zip(arms, "osD^v"))
+    for i, (arm, (label, shown)) in enumerate(arms.items()):
+        ivs = [Interval(**table[arm][str(b)]["val_error"]) for b in shown]
+        xs = [b * 1.03 ** (i - 2) for b in shown]  # a small offset per arm so the error bars do not overlap
+        error_bars(ax, xs, ivs, scale=100, marker=markers[arm], capsize=3, label=label,
                    lw=2.5 if arm == "batch" else 1.2)
         if arm == "batch":
-            rec = [Interval(**results["table"][arm][str(b)]["val_error_recomputed"]) for b in sizes]
+            rec = [Interval(**table[arm][str(b)]["val_error_recomputed"]) for b in shown]
             ax.plot(xs, [100 * iv.mean for iv in rec], ls="--", color="tab:blue", lw=1,
                     label="batch norm, statistics recomputed from batches of 128")
     ax.set_xscale("log", base=2)
     ax.set_xticks(sizes, [str(b) for b in sizes])
-    ax.invert_xaxis()  # as the group norm paper: batch size shrinking to the right
-    ax.set(xlabel="batch size", ylabel="validation error (%)",
-           title=f"Validation error against batch size, {settings['steps']} steps each (mean ± 95% CI, "
-                 f"n = {len(ctx.seeds)})")
+    ax.invert_xaxis()
+    ax.set(xlabel=xlabel, ylabel="validation error (%)", title=title)
     ax.title.set_fontsize("medium")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize="x-small")
-    ctx.save_figure(fig, "batch_size.png")
+    ctx.save_figure(fig, filename)
 
 
 # -- the convolutional track ---------------------------------------------------------------------------
@@ -321,11 +351,7 @@ def run_cnn(ctx: Context) -> Report:
 
     # Each arm's change from the reference batch to the smallest, measured; the claims are judged below.
     changes = {arm: paired_difference(errors(arm, small), errors(arm, ref)).to_dict() for arm in CNN_ARMS}
-    compare(f"batch norm: error at {small} - at {ref}", errors("batch", small), errors("batch", ref))
-    compare(f"batch norm: error at {small} - at {ref}, recomputed statistics",
-            errors("batch", small, "val_error_recomputed"), errors("batch", ref, "val_error_recomputed"))
-    compare(f"batch norm at {small}: running - recomputed statistics", errors("batch", small),
-            errors("batch", small, "val_error_recomputed"))
+    compare_batch_norm(compare, errors, small, ref)
     for arm in ("group", "renorm", "none"):
         compare(f"at {small}: batch norm - {CNN_LABELS[arm]}", errors("batch", small), errors(arm, small))
     change = {arm: paired_values(errors(arm, small), errors(arm, ref)) for arm in CNN_ARMS}
@@ -333,11 +359,9 @@ def run_cnn(ctx: Context) -> Report:
         compare(f"(batch norm's error at {small} - at {ref}) - ({CNN_LABELS[arm]}'s)", change["batch"], change[arm])
     if int(large) > VIRTUAL_BATCH:
         compare(f"at {large}: batch norm - {CNN_LABELS['ghost']}", errors("batch", large), errors("ghost", large))
-    table = {arm: {b: {key: mean_interval(errors(arm, b, key)).to_dict()
-                       for key in ("val_error", "val_error_recomputed")} for b in map(str, sizes)} for arm in CNN_ARMS}
+    table = error_table(runs, sizes)
     for arm in CNN_ARMS:
-        ctx.log(f"batch-size-cnn: {CNN_LABELS[arm]}: " + ", ".join(
-            f"{b}: {format_interval(Interval(**table[arm][b]['val_error']), scale=100, n=False)}" for b in map(str, sizes)))
+        ctx.log(f"batch-size-cnn: {CNN_LABELS[arm]}: {table_line(table[arm], sizes)}")
     results = {"seeds": list(ctx.seeds), "runs": runs, "table": table, "changes": changes,
                "comparisons": comparisons, "small": small, "reference": ref, "large": large}
     _plot_cnn(ctx, settings, results)
@@ -351,9 +375,7 @@ def _summary_cnn(ctx: Context, settings: dict, results: dict) -> str:
     def cell(arm, b, key):
         if arm == "ghost" and not cnn_runs_needed(arm, b):
             return "= batch norm"
-        text = format_interval(Interval(**table[arm][str(b)][key]), scale=100, n=False)
-        bad = [r["status"] for r in runs[arm][str(b)] if failed(r["status"])]
-        return text + (f" ({len(bad)} failed)" if bad else "")
+        return error_cell(table[arm][str(b)][key], runs[arm][str(b)])
 
     rows = []
     for arm in CNN_ARMS:
@@ -425,27 +447,9 @@ At batch 128 the fixed number of epochs leaves few steps, so every arm is less t
 
 
 def _plot_cnn(ctx: Context, settings: dict, results: dict) -> None:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.8))
     sizes = settings["batch_sizes"]
-    markers = dict(zip(CNN_ARMS, "osD^v"))
-    for i, arm in enumerate(CNN_ARMS):
-        shown = [b for b in sizes if cnn_runs_needed(arm, b)]  # ghost's small batches are batch norm's runs
-        ivs = [Interval(**results["table"][arm][str(b)]["val_error"]) for b in shown]
-        xs = [b * 1.03 ** (i - 2) for b in shown]  # a small offset per arm so the error bars do not overlap
-        error_bars(ax, xs, ivs, scale=100, marker=markers[arm], capsize=3, label=CNN_LABELS[arm],
-                   lw=2.5 if arm == "batch" else 1.2)
-        if arm == "batch":
-            rec = [Interval(**results["table"][arm][str(b)]["val_error_recomputed"]) for b in sizes]
-            ax.plot(xs, [100 * iv.mean for iv in rec], ls="--", color="tab:blue", lw=1,
-                    label="batch norm, statistics recomputed from batches of 128")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(sizes, [str(b) for b in sizes])
-    ax.invert_xaxis()  # as the group norm paper: batch size shrinking to the right
-    ax.set(xlabel="batch size (images)", ylabel="validation error (%)",
-           title=f"CNN: validation error against batch size, {settings['epochs']} epochs each (mean ± 95% CI, "
-                 f"n = {len(ctx.seeds)})")
-    ax.title.set_fontsize("medium")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize="x-small")
-    ctx.save_figure(fig, "batch_size_cnn.png")
+    # Ghost batch norm's batches up to its virtual batch are batch norm's runs: not drawn twice.
+    arms = {arm: (CNN_LABELS[arm], [b for b in sizes if cnn_runs_needed(arm, b)]) for arm in CNN_ARMS}
+    plot_errors(ctx, sizes, results["table"], arms, "batch size (images)",
+                f"CNN: validation error against batch size, {settings['epochs']} epochs each (mean ± 95% CI, "
+                f"n = {len(ctx.seeds)})", "batch_size_cnn.png")
