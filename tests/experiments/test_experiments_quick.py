@@ -32,15 +32,16 @@ def outputs(tmp_path_factory, fashion_mnist):
     out = tmp_path_factory.mktemp("experiments")
     done = {}
 
-    def get(name):
-        if name not in done:
+    def get(name, model=None):
+        track = name if model is None else f"{name}-cnn"
+        if track not in done:
             with pytest.MonkeyPatch.context() as patch:
                 patch.setenv("NORMLAB_BACKEND", "numpy")  # no compilation in each worker
                 assert main(["experiment", name, "--quick", "--seeds", "2", "--jobs", "2", "--scale", str(SCALE),
-                             "--no-download", "--out", str(out)]) == 0
-            d = out / name
-            done[name] = json.loads((d / "results.json").read_text()), (d / "summary.md").read_text(), d
-        return done[name]
+                             "--no-download", "--out", str(out), *(["--model", model] if model else [])]) == 0
+            d = out / track
+            done[track] = json.loads((d / "results.json").read_text()), (d / "summary.md").read_text(), d
+        return done[track]
 
     return get
 
@@ -199,6 +200,68 @@ def test_backward_speed(outputs):
         assert r["staged_ms"] > 0 and r["simplified_ms"] > 0 and len(r["speedup_of_fastest_per_seed"]) == 2
         assert r["max_relative_error"] < (1e-5 if r["dtype"] == "float32" else 1e-12)  # the same gradients
     assert "CS231n reports 1.7-2.1x" in summary
+
+
+def test_batch_size_cnn(outputs):
+    results, summary, d = outputs("batch-size", "bn-cnn")
+    check_common("batch-size-cnn", results, summary, d, ["batch_size_cnn.png"])
+    settings, r = results["settings"], results["results"]
+    assert settings["model"] == "bn-cnn" and settings["widths"] == [8, 16] and settings["batch_sizes"] == [2, 32]
+    assert settings["lr"] == {"2": 0.03 * 2 / 32, "32": 0.03}  # the linear rule
+    assert list(r["runs"]) == ["batch", "group", "renorm", "ghost", "none"]
+    assert r["runs"]["ghost"]["2"] == r["runs"]["batch"]["2"]  # one virtual batch of 8 or fewer: batch norm
+    assert r["runs"]["ghost"]["32"] != r["runs"]["batch"]["32"]
+    for arm, runs in r["runs"].items():
+        for seeds in runs.values():
+            assert len(seeds) == 2
+            for run in seeds:
+                assert is_accuracy(run["val_error"]) and is_accuracy(run["val_error_recomputed"])
+                assert len(run["val_acc"]) == settings["epochs"]
+                if arm in ("group", "none"):  # no running statistics: the two evaluations are one
+                    assert run["val_error_recomputed"] == run["val_error"]
+    for arm, change in r["changes"].items():  # each arm's paired change from batch 32 to batch 2
+        errors = [[run["val_error"] for run in r["runs"][arm][b]] for b in ("2", "32")]
+        assert math.isclose(change["mean"], np.mean(np.subtract(*errors)), abs_tol=1e-12)
+    for c in r["comparisons"].values():
+        check_verdict(c)
+    assert "+11.1 points (23.6 -> 34.7 %" in summary and "N x H x W" in summary
+
+
+def test_learning_rate_cnn(outputs):
+    results, summary, d = outputs("learning-rate", "bn-cnn")
+    check_common("learning-rate-cnn", results, summary, d, ["learning_rate_cnn.png"])
+    settings, r = results["settings"], results["results"]
+    assert settings["model"] == "bn-cnn" and settings["batch_size"] == 32
+    assert settings["thresholds"] == [0.65, 0.7, 0.75]
+    for runs in r["arms"].values():
+        for run in runs:
+            assert set(run["steps_to"]) == {"0.65", "0.7", "0.75"}
+            assert run["steps"][-1] == settings["comparison_steps"]
+    for stable in r["largest_stable"].values():
+        assert len(stable) == 2
+    for arm in r["comparisons"].values():
+        check_verdict(arm["final_val_acc"])
+    assert "slimmed bn-cnn" in summary and "batches of 32" in summary
+
+
+def test_init_scale_cnn(outputs):
+    results, summary, d = outputs("init-scale", "bn-cnn")
+    check_common("init-scale-cnn", results, summary, d, ["init_scale_cnn.png"])
+    settings, r = results["settings"], results["results"]
+    scales = settings["weight_scales"]
+    np.testing.assert_allclose(scales, np.logspace(-4, 0, len(scales)))
+    assert list(r["runs"]) == ["adam"] and list(settings["optimizers"]) == ["adam"]
+    for opt in r["runs"].values():
+        assert set(opt) == {"none", "batch", "batch-tiny-eps"}
+        for per_scale in opt.values():
+            assert len(per_scale) == len(scales) and all(len(seeds) == 2 for seeds in per_scale)
+    smallest = r["runs"]["adam"]["batch"][0][0]
+    # The stem convolution's output variance scales with s^2: at s = 1e-4 far below eps = 1e-5 ...
+    assert smallest["first_pre_var"] < 1e-5
+    # ... so batch norm with eps 1e-5 passes on a weaker signal than with eps 1e-12.
+    assert smallest["signal_std"] < 0.1 * r["runs"]["adam"]["batch-tiny-eps"][0][0]["signal_std"]
+    for c in r["comparisons"].values():
+        check_verdict(c)
 
 
 def test_help_lists_every_experiment(capsys):

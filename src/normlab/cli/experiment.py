@@ -3,7 +3,10 @@ OUT/NAME/results.json, summary.md and PNG plots (see `normlab.experiments`).
 
 Its runs (settings x seeds) go through a concurrent.futures executor: `--jobs N` local processes, or, when
 launched as `mpiexec -n K python -m mpi4py.futures -m normlab experiment ...`, the K - 1 MPI workers.
-Finished runs are cached in OUT/NAME/runs/, so an interrupted sweep resumes where it stopped."""
+Finished runs are cached in OUT/NAME/runs/, so an interrupted sweep resumes where it stopped.
+
+`--model bn-cnn` picks an experiment's convolutional track, registered as NAME-cnn (batch-size-cnn, ...): it
+writes OUT/NAME-cnn/, so the fully connected track's results stay where they are. `all` runs both tracks."""
 
 from __future__ import annotations
 
@@ -15,6 +18,25 @@ from normlab.checks import check_non_negative_int, check_positive_int
 
 NAME = "experiment"
 HELP = "test one of batch norm's claims on real data: results.json, plots and a summary table"
+TRACKS = {"fcnet": "", "bn-cnn": "-cnn"}  # --model -> the suffix of the track's registered name
+
+
+def track_names(name: str, model: str | None, experiments) -> list[str]:
+    """The registered experiments that `normlab experiment NAME --model MODEL` runs. Without --model: NAME
+    itself, or every experiment for "all". With it: NAME's track for that model, or for "all" every
+    experiment that has one (the fully connected track, fcnet, is each experiment's plain name)."""
+    if model is None:
+        return list(experiments) if name == "all" else [name]
+    suffix = TRACKS[model]
+    if name == "all":
+        plain = [n for n in experiments if not any(n.endswith(s) for s in TRACKS.values() if s)]
+        return [n + suffix for n in plain if n + suffix in experiments]
+    base = next((name[:-len(s)] for s in TRACKS.values() if s and name.endswith(s)), name)
+    if base + suffix not in experiments:
+        have = [n[:-len(suffix)] for n in experiments if suffix and n.endswith(suffix)]
+        raise ValueError(f"--model {model}: experiment {name!r} has no {model} track; the experiments that have "
+                         f"one: {', '.join(have)}")
+    return [base + suffix]
 
 
 def _integer_type(check, expected: str):
@@ -42,6 +64,10 @@ def add_arguments(parser) -> None:
     parser.epilog = "experiments:\n" + "\n".join(f"  {name:<{width}}  {e.claim}" for name, e in EXPERIMENTS.items())
     parser.add_argument("name", choices=[*EXPERIMENTS, "all"], metavar="NAME",
                         help=f"the experiment ({', '.join(EXPERIMENTS)}), or all of them in turn")
+    parser.add_argument("--model", choices=list(TRACKS), default=None,
+                        help="the network: fcnet (the fully connected track, each experiment's default) or bn-cnn "
+                             "(the convolutional track of batch-size, learning-rate and init-scale, written to "
+                             "OUT/NAME-cnn/)")
     parser.add_argument("--quick", action="store_true", help="a small version that takes about a minute")
     parser.add_argument("--out", metavar="DIR", default="results",
                         help="write into DIR/NAME/ (default results/); refuses to replace a finished result")
@@ -68,8 +94,8 @@ def run(args) -> int:
     from normlab.experiments.base import check_out_dir
     from normlab.experiments.sweep import make_executor
 
-    names = list(EXPERIMENTS) if args.name == "all" else [args.name]
     try:
+        names = track_names(args.name, args.model, EXPERIMENTS)
         for name in names:  # refuse before running anything
             check_out_dir(name, args.out, args.overwrite)
         executor = make_executor(args.jobs)

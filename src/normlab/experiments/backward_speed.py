@@ -15,7 +15,7 @@ import statistics
 
 from normlab.experiments.backward_timing import ALLOCATOR_ENV, DTYPES, measure
 from normlab.experiments.base import Context, Report, fmt, markdown_table, pyplot, register_experiment
-from normlab.experiments.stats import Interval, log_ratio, mean_interval, verdict
+from normlab.experiments.stats import Interval, error_bars, format_ratio, log_ratio, mean_interval, verdict
 from normlab.experiments.sweep import RunSpec
 
 SHAPES = ((32, 64), (64, 256), (128, 512), (256, 1024), (512, 2048), (1024, 4096),
@@ -59,18 +59,13 @@ def run(ctx: Context) -> Report:
     return Report(settings, results, _summary(ctx, settings, results))
 
 
-def _ratio(iv: Interval) -> str:
-    text = f"{10 ** iv.mean:.2f}x"
-    return text + (f" [{10 ** iv.low:.2f}x, {10 ** iv.high:.2f}x]" if iv.defined else "")
-
-
 def _summary(ctx: Context, settings: dict, results: dict) -> str:
     n = len(ctx.seeds)
     table = markdown_table(
         ["shape", "dtype", "staged (ms)", "simplified (ms)", f"speed-up of fastest samples, mean [95% CI], n = {n}",
          "verdict (> 1x)", "max relative difference"],
         [["x".join(map(str, r["shape"])), r["dtype"], fmt(r["staged_ms"], ".3f"), fmt(r["simplified_ms"], ".3f"),
-          _ratio(Interval(**r["log10_speedup_interval"])), r["verdict"], f"{r['max_relative_error']:.1e}"]
+          format_ratio(Interval(**r["log10_speedup_interval"]), ".2f"), r["verdict"], f"{r['max_relative_error']:.1e}"]
          for r in results["timings"]])
     holds = sum(r["verdict"] == "holds" for r in results["timings"])
     spread = "; ".join(f"{d}: {results[d]['min_speedup']:.2f}x to {results[d]['max_speedup']:.2f}x" for d in DTYPES)
@@ -117,11 +112,8 @@ def _plot(ctx: Context, results: dict) -> None:
             ax_time.plot(n, [r["simplified_ms"] for r in rows], marker + "-", color=color,
                          label=f"simplified, {dtype} {kind}")
             ivs = [Interval(**r["log10_speedup_interval"]) for r in rows]
-            mean = [10 ** iv.mean for iv in ivs]
-            err = [[m - (10 ** iv.low if iv.defined else m) for m, iv in zip(mean, ivs)],
-                   [(10 ** iv.high if iv.defined else m) - m for m, iv in zip(mean, ivs)]]
-            ax_speed.errorbar(n, mean, yerr=err, fmt=marker + "-", color=color, capsize=3,
-                              label=f"{dtype} {kind} (95% CI)")
+            error_bars(ax_speed, n, ivs, transform=lambda v: 10 ** v, fmt=marker + "-", color=color, capsize=3,
+                       label=f"{dtype} {kind} (95% CI)")
     ax_time.set(xscale="log", yscale="log", xlabel="elements in x", ylabel="milliseconds (median)",
                 title="backward time (dashed, open: staged)")
     ax_time.legend(fontsize="x-small", ncol=2)

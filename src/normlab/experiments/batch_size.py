@@ -15,6 +15,11 @@ The design, so that the comparison answers the question:
 Batch renorm relaxes rmax and dmax over Ioffe's 5000 -> 40000 / 25000 steps of a long run; here the same
 fractions of each run's length (plain batch norm for the first 5 % of the steps, rmax reaching 3 at 40 %,
 dmax reaching 5 at 25 %).
+
+The convolutional track (`batch-size-cnn`, `normlab experiment batch-size --model bn-cnn`) follows the group
+norm paper's own protocol instead: the slimmed bn-cnn (`normlab.experiments.cnn`) with batch norm, group norm,
+batch renorm, ghost batch norm and no normalization, trained for a fixed number of epochs at every batch size
+with the learning rate scaled linearly with the batch size (Goyal et al.'s rule, which the paper uses).
 """
 
 from __future__ import annotations
@@ -23,14 +28,17 @@ import math
 
 import numpy as np
 
+from normlab.experiments import cnn
 from normlab.experiments.base import Context, Report, markdown_table, pyplot, register_experiment, status_of, train
 from normlab.experiments.stats import (
     Interval,
+    comparison,
+    error_bars,
     format_difference,
     format_interval,
     mean_interval,
     paired_difference,
-    verdict,
+    paired_values,
 )
 from normlab.experiments.status import failed
 from normlab.experiments.sweep import RunSpec
@@ -58,7 +66,10 @@ def renorm_schedule(total_steps: int) -> RenormSchedule:
 
 def recompute_statistics(model, x: np.ndarray, batch_size: int, batches: int, rng: np.random.Generator) -> None:
     """Replace every batch norm's running statistics by their average over `batches` training batches of
-    `batch_size` drawn from x (training-mode forwards; the parameters are not touched)."""
+    `batch_size` drawn from x (training-mode forwards; the parameters are not touched), or over as many
+    whole batches as x holds when it holds fewer (at least one, of all of x when x is smaller than a batch)."""
+    batch_size = min(batch_size, len(x))
+    batches = max(1, min(batches, len(x) // batch_size))
     layers = [m for m in model.modules() if isinstance(m, _BatchNorm)]
     saved = [m.momentum for m in layers]
     for m in layers:
@@ -103,6 +114,36 @@ def train_one(spec: RunSpec) -> dict:
             "seconds": r.seconds}
 
 
+def compare_batch_norm(compare, errors, small: str, ref: str) -> None:
+    """The batch norm rows both tracks judge: its error at the smallest batch minus at the reference, with
+    running and with recomputed statistics, and running minus recomputed at the smallest batch."""
+    compare(f"batch norm: error at {small} - at {ref}", errors("batch", small), errors("batch", ref))
+    compare(f"batch norm: error at {small} - at {ref}, recomputed statistics",
+            errors("batch", small, "val_error_recomputed"), errors("batch", ref, "val_error_recomputed"))
+    compare(f"batch norm at {small}: running - recomputed statistics", errors("batch", small),
+            errors("batch", small, "val_error_recomputed"))
+
+
+def error_table(runs: dict, sizes) -> dict:
+    """table[arm][batch][key]: the mean and interval over the seeds of the validation error, with running
+    ("val_error") and recomputed ("val_error_recomputed") statistics."""
+    return {arm: {str(b): {key: mean_interval([r[key] for r in runs[arm][str(b)]]).to_dict()
+                           for key in ("val_error", "val_error_recomputed")} for b in sizes} for arm in runs}
+
+
+def table_line(row: dict, sizes) -> str:
+    """ "2: 50.5 ± 4.2, 32: 13.1 ± 0.3": one arm's errors (%) for the log."""
+    return ", ".join(f"{b}: {format_interval(Interval(**row[str(b)]['val_error']), scale=100, n=False)}"
+                     for b in sizes)
+
+
+def error_cell(interval: dict, runs: list[dict]) -> str:
+    """A table cell: the error (%) mean ± half-width, and how many of the runs failed."""
+    text = format_interval(Interval(**interval), scale=100, n=False)
+    bad = [r["status"] for r in runs if failed(r["status"])]
+    return text + (f" ({len(bad)} failed)" if bad else "")
+
+
 @register_experiment("batch-size", claim="batch norm behaves poorly with very small batches; its relatives do not")
 def run(ctx: Context) -> Report:
     sizes = ctx.pick(BATCH_SIZES, (2, 32))
@@ -128,26 +169,17 @@ def run(ctx: Context) -> Report:
     comparisons = {}
 
     def compare(name, a, b, predicted="positive"):
-        diff = paired_difference(a, b)
-        comparisons[name] = {"difference": diff.to_dict(), "predicted": predicted,
-                             "verdict": verdict(diff, predicted, spec="+.1f", scale=100)}
+        comparisons[name] = comparison(a, b, predicted, spec="+.1f", scale=100).to_dict()
 
-    compare(f"batch norm: error at {small} - at {ref}", errors("batch", small), errors("batch", ref))
-    compare(f"batch norm: error at {small} - at {ref}, recomputed statistics",
-            errors("batch", small, "val_error_recomputed"), errors("batch", ref, "val_error_recomputed"))
-    compare(f"batch norm at {small}: running - recomputed statistics", errors("batch", small),
-            errors("batch", small, "val_error_recomputed"))
+    compare_batch_norm(compare, errors, small, ref)
     for arm in ("group", "layer", "renorm", "renorm-0.01"):
         compare(f"at {small}: batch norm - {LABELS[arm]}", errors("batch", small), errors(arm, small))
-    degradation = {arm: [None if a is None or b is None else a - b for a, b in zip(errors(arm, small), errors(arm, ref))]
-                   for arm in ("batch", "group")}
+    degradation = {arm: paired_values(errors(arm, small), errors(arm, ref)) for arm in ("batch", "group")}
     compare(f"(batch norm's error at {small} - at {ref}) - (group norm's)", degradation["batch"],
             degradation["group"])
-    table = {arm: {b: {key: mean_interval(errors(arm, b, key)).to_dict()
-                       for key in ("val_error", "val_error_recomputed")} for b in map(str, sizes)} for arm in ARMS}
+    table = error_table(runs, sizes)
     for arm in ARMS:
-        ctx.log(f"batch-size: {LABELS[arm]}: " + ", ".join(
-            f"{b}: {format_interval(Interval(**table[arm][b]['val_error']), scale=100, n=False)}" for b in map(str, sizes)))
+        ctx.log(f"batch-size: {LABELS[arm]}: {table_line(table[arm], sizes)}")
     results = {"seeds": list(ctx.seeds), "runs": runs, "table": table, "comparisons": comparisons,
                "small": small, "reference": ref}
     _plot(ctx, settings, results)
@@ -159,9 +191,7 @@ def _summary(ctx: Context, settings: dict, results: dict) -> str:
     n = len(ctx.seeds)
 
     def cell(arm, b, key):
-        text = format_interval(Interval(**table[arm][str(b)][key]), scale=100, n=False)
-        bad = [r["status"] for r in runs[arm][str(b)] if failed(r["status"])]
-        return text + (f" ({len(bad)} failed)" if bad else "")
+        return error_cell(table[arm][str(b)][key], runs[arm][str(b)])
 
     rows = []
     for arm in ARMS:
@@ -213,29 +243,212 @@ remains, the training itself.
 
 
 def _plot(ctx: Context, settings: dict, results: dict) -> None:
+    sizes = settings["batch_sizes"]
+    plot_errors(ctx, sizes, results["table"], {arm: (LABELS[arm], sizes) for arm in ARMS}, "batch size",
+                f"Validation error against batch size, {settings['steps']} steps each (mean ± 95% CI, "
+                f"n = {len(ctx.seeds)})", "batch_size.png")
+
+
+def plot_errors(ctx: Context, sizes: list[int], table: dict, arms: dict[str, tuple[str, list[int]]], xlabel: str,
+                title: str, filename: str) -> None:
+    """Validation error against batch size, one line of error bars per arm (arms[arm] = (label, the batch
+    sizes it shows)), and batch norm with recomputed statistics dashed, the batch axis shrinking to the right
+    as in the group norm paper."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.8))
-    sizes = settings["batch_sizes"]
-    markers = dict(zip(ARMS, "osD^v"))
-    for i, arm in enumerate(ARMS):
-        ivs = [Interval(**results["table"][arm][str(b)]["val_error"]) for b in sizes]
-        xs = [b * 1.03 ** (i - 2) for b in sizes]  # a small offset per arm so the error bars do not overlap
-        means = np.array([100 * iv.mean for iv in ivs])
-        err = np.array([[0, 0] if not iv.defined else [100 * (iv.mean - iv.low), 100 * (iv.high - iv.mean)]
-                        for iv in ivs]).T
-        ax.errorbar(xs, means, yerr=err, marker=markers[arm], capsize=3, label=LABELS[arm],
-                    lw=2.5 if arm == "batch" else 1.2)
+    markers = dict(zip(arms, "osD^v"))
+    for i, (arm, (label, shown)) in enumerate(arms.items()):
+        ivs = [Interval(**table[arm][str(b)]["val_error"]) for b in shown]
+        xs = [b * 1.03 ** (i - 2) for b in shown]  # a small offset per arm so the error bars do not overlap
+        error_bars(ax, xs, ivs, scale=100, marker=markers[arm], capsize=3, label=label,
+                   lw=2.5 if arm == "batch" else 1.2)
         if arm == "batch":
-            rec = [Interval(**results["table"][arm][str(b)]["val_error_recomputed"]) for b in sizes]
+            rec = [Interval(**table[arm][str(b)]["val_error_recomputed"]) for b in shown]
             ax.plot(xs, [100 * iv.mean for iv in rec], ls="--", color="tab:blue", lw=1,
                     label="batch norm, statistics recomputed from batches of 128")
     ax.set_xscale("log", base=2)
     ax.set_xticks(sizes, [str(b) for b in sizes])
-    ax.invert_xaxis()  # as the group norm paper: batch size shrinking to the right
-    ax.set(xlabel="batch size", ylabel="validation error (%)",
-           title=f"Validation error against batch size, {settings['steps']} steps each (mean ± 95% CI, "
-                 f"n = {len(ctx.seeds)})")
+    ax.invert_xaxis()
+    ax.set(xlabel=xlabel, ylabel="validation error (%)", title=title)
     ax.title.set_fontsize("medium")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize="x-small")
-    ctx.save_figure(fig, "batch_size.png")
+    ctx.save_figure(fig, filename)
+
+
+# -- the convolutional track ---------------------------------------------------------------------------
+
+CNN_ARMS = ("batch", "group", "renorm", "ghost", "none")
+CNN_LABELS = {"batch": "batch norm", "group": f"group norm ({cnn.CHANNELS_PER_GROUP} channels a group)",
+              "renorm": "batch renorm", "ghost": "ghost batch norm (virtual batches of 8)",
+              "none": "no normalization"}
+CNN_BASE_LR = 0.03  # at batch 32; lr = CNN_BASE_LR * batch / 32 (the linear rule)
+VIRTUAL_BATCH = 8  # ghost batch norm's chunk: at batches up to 8 it is plain batch norm
+BATCH_STATISTICS = ("batch", "renorm", "ghost")  # the arms with running statistics to recompute
+
+
+def train_one_cnn(spec: RunSpec) -> dict:
+    """One normalization of the CNN at one batch size for a fixed number of epochs: the validation error
+    after each epoch, and after the last with running and with recomputed statistics."""
+    c = spec.config
+    data = spec.data(c["n_train"], c["n_val"])
+    b = c["batch_size"]
+    steps = c["epochs"] * math.ceil(len(data.x_train) / b)
+    model = cnn.build_cnn(c["arm"], data.input_shape, len(data.classes), spec.rng("init"),
+                          renorm_schedule=renorm_schedule(steps), virtual_batch_size=VIRTUAL_BATCH)
+    r = train(model, SGD(model.parameters(), lr=c["lr"], momentum=0.9), data, batch_size=b, rng=spec.rng("order"),
+              epochs=c["epochs"], schedule=Cosine(steps), train_eval_size=c["train_eval_size"])
+    status = status_of(r, None, 1 / len(data.classes))
+    epochs = r.history.epochs
+    if status.startswith("diverged") or not epochs:
+        return {"status": status, "val_error": None, "val_error_recomputed": None, "seconds": r.seconds}
+    error = 1 - epochs[-1].val_acc
+    recomputed = error
+    if c["arm"] in BATCH_STATISTICS:
+        recompute_statistics(model, data.x_train, RECOMPUTE_BATCH, RECOMPUTE_BATCHES, spec.rng("recompute"))
+        recomputed = 1 - r.trainer.accuracy(data.x_val, data.y_val)
+    return {"status": status, "steps": r.steps, "epochs": [e.epoch for e in epochs],
+            "val_acc": [e.val_acc for e in epochs], "val_error": error, "val_error_recomputed": recomputed,
+            "seconds": r.seconds}
+
+
+def cnn_runs_needed(arm: str, batch_size: int) -> bool:
+    """Ghost batch norm with one virtual batch is batch norm: those runs are batch norm's, not run twice."""
+    return not (arm == "ghost" and batch_size <= VIRTUAL_BATCH)
+
+
+@register_experiment("batch-size-cnn", claim="in a CNN too, batch norm suffers with very small batches; its "
+                     "relatives do not")
+def run_cnn(ctx: Context) -> Report:
+    sizes = ctx.pick(BATCH_SIZES, (2, 32))
+    settings = {"model": cnn.MODEL, "widths": cnn.WIDTHS, "batch_sizes": sizes, "arms": CNN_ARMS,
+                "epochs": ctx.count(3, 1), "n_train": ctx.count(2000, 500, minimum=64),
+                "n_val": ctx.count(1000, 200, minimum=50), "train_eval_size": ctx.count(200, 100, minimum=20),
+                "optimizer": "sgd", "momentum": 0.9, "lr": {str(b): CNN_BASE_LR * b / BASE_BATCH for b in sizes},
+                "schedule": "cosine", "group_norm_channels_per_group": cnn.CHANNELS_PER_GROUP,
+                "virtual_batch_size": VIRTUAL_BATCH, "renorm_momentum": 0.1,
+                "recompute": {"batch_size": RECOMPUTE_BATCH, "batches": RECOMPUTE_BATCHES}}
+    common = {k: settings[k] for k in ("epochs", "n_train", "n_val", "train_eval_size")}
+    configs = [{"model": cnn.MODEL, "arm": arm, "batch_size": b, "lr": settings["lr"][str(b)], **common}
+               for arm in CNN_ARMS for b in sizes if cnn_runs_needed(arm, b)]
+    flat = ctx.runs(train_one_cnn, configs)
+    runs: dict = {arm: {} for arm in CNN_ARMS}
+    for config, per_seed in zip(configs, flat):
+        runs[config["arm"]][str(config["batch_size"])] = per_seed
+    for b in sizes:
+        if not cnn_runs_needed("ghost", b):
+            runs["ghost"][str(b)] = runs["batch"][str(b)]
+    small, ref, large = str(min(sizes)), str(32 if 32 in sizes else max(sizes)), str(max(sizes))
+
+    def errors(arm, b, key="val_error"):
+        return [r[key] for r in runs[arm][b]]
+
+    comparisons = {}
+
+    def compare(name, a, b, predicted="positive"):
+        comparisons[name] = comparison(a, b, predicted, spec="+.1f", scale=100).to_dict()
+
+    # Each arm's change from the reference batch to the smallest, measured; the claims are judged below.
+    changes = {arm: paired_difference(errors(arm, small), errors(arm, ref)).to_dict() for arm in CNN_ARMS}
+    compare_batch_norm(compare, errors, small, ref)
+    for arm in ("group", "renorm", "none"):
+        compare(f"at {small}: batch norm - {CNN_LABELS[arm]}", errors("batch", small), errors(arm, small))
+    change = {arm: paired_values(errors(arm, small), errors(arm, ref)) for arm in CNN_ARMS}
+    for arm in ("group", "renorm", "none"):
+        compare(f"(batch norm's error at {small} - at {ref}) - ({CNN_LABELS[arm]}'s)", change["batch"], change[arm])
+    if int(large) > VIRTUAL_BATCH:
+        compare(f"at {large}: batch norm - {CNN_LABELS['ghost']}", errors("batch", large), errors("ghost", large))
+    table = error_table(runs, sizes)
+    for arm in CNN_ARMS:
+        ctx.log(f"batch-size-cnn: {CNN_LABELS[arm]}: {table_line(table[arm], sizes)}")
+    results = {"seeds": list(ctx.seeds), "runs": runs, "table": table, "changes": changes,
+               "comparisons": comparisons, "small": small, "reference": ref, "large": large}
+    _plot_cnn(ctx, settings, results)
+    return Report(settings, results, _summary_cnn(ctx, settings, results))
+
+
+def _summary_cnn(ctx: Context, settings: dict, results: dict) -> str:
+    sizes, table, runs = settings["batch_sizes"], results["table"], results["runs"]
+    n = len(ctx.seeds)
+
+    def cell(arm, b, key):
+        if arm == "ghost" and not cnn_runs_needed(arm, b):
+            return "= batch norm"
+        return error_cell(table[arm][str(b)][key], runs[arm][str(b)])
+
+    rows = []
+    for arm in CNN_ARMS:
+        rows.append([CNN_LABELS[arm], *[cell(arm, b, "val_error") for b in sizes]])
+        if arm in BATCH_STATISTICS:
+            rows.append([f"{CNN_LABELS[arm]}, recomputed statistics",
+                         *[cell(arm, b, "val_error_recomputed") for b in sizes]])
+    error_table = markdown_table([f"validation error (%), n = {n}", *[f"batch {b}" for b in sizes]], rows)
+    small, ref = results["small"], results["reference"]
+    paper_change = {"batch": "+11.1 (23.6 -> 34.7 %)", "group": "0.0 (24.1 -> 24.1 %)"}
+    change_table = markdown_table(
+        ["normalization", f"error at {small} - at {ref}: mean [95% CI], n = {n}", "GN paper (ResNet-50, ImageNet)"],
+        [[CNN_LABELS[arm], format_difference(Interval(**results["changes"][arm]), scale=100, unit=" points"),
+          paper_change.get(arm, "—")] for arm in CNN_ARMS])
+    comp_rows = []
+    for name, c in results["comparisons"].items():
+        anchor = "—"
+        if name == f"batch norm: error at {small} - at {ref}":
+            anchor = "GN paper: +11.1 points (23.6 -> 34.7 %, ResNet-50, ImageNet, 32 -> 2 images/GPU)"
+        elif name.startswith("(batch norm's error") and "group" in name:
+            anchor = "GN paper: +11.1 points (batch norm +11.1, group norm about 0)"
+        elif name.startswith(f"at {small}: batch norm - group"):
+            anchor = "GN paper: +10.6 points at 2 images/GPU (34.7 vs 24.1 %)"
+        elif "renorm" in name and name.startswith("at "):
+            anchor = "Ioffe 2017: renorm recovers most of the loss at small batches (Inception, 4 per batch)"
+        elif "ghost" in name and name.startswith("at "):
+            anchor = "Hoffer et al. 2017: ghost batch norm narrows the large-batch generalization gap"
+        iv = Interval(**c["difference"])
+        comp_rows.append([name, format_difference(iv, scale=100, unit=" points"), anchor,
+                          "> 0" if c["predicted"] == "positive" else "< 0", c["verdict"]])
+    comp_table = markdown_table(["paired difference of validation error", "ours: mean [95% CI]", "anchor",
+                                 "claim predicts", "verdict"], comp_rows)
+    pooled = ", ".join(f"{b} x {s} x {s} = {b * s * s}" for b in (2, 32) for s in (14, 7))
+    return f"""Setting: {ctx.dataset} (28x28), {settings['n_train']} training and {settings['n_val']} validation images (the
+split drawn by the seed), the slimmed bn-cnn (`normlab.experiments.cnn`: a 3x3 stem of 8 channels, a residual
+block of 8 at 14x14 and one of 16 at 7x7, global average pooling; each normalization in every normalization
+slot), SGD with momentum 0.9, **{settings['epochs']} epochs at every batch size** (the group norm paper's
+protocol: a fixed number of epochs, so batch 2 takes {settings['epochs'] * settings['n_train'] // 2} steps and batch
+128 takes {settings['epochs'] * math.ceil(settings['n_train'] / 128)}), learning rate {CNN_BASE_LR} x batch / {BASE_BATCH}
+(the linear rule) with cosine decay; seeds {', '.join(map(str, ctx.seeds))} (n = {n}), each drawing the initial
+weights (shared by every batch size), the batch order and the split. The error is measured after the last
+epoch in evaluation mode with the running statistics, and for the batch-statistics arms also with statistics
+recomputed from {RECOMPUTE_BATCHES} training batches of {RECOMPUTE_BATCH}. Group norm: groups of
+{cnn.CHANNELS_PER_GROUP} channels. Batch renorm: momentum 0.1 (batch norm's), Ioffe's rmax/dmax schedule scaled to
+the run. Ghost batch norm: virtual batches of {VIRTUAL_BATCH}, so at batches up to {VIRTUAL_BATCH} it is batch norm
+(its cells there are batch norm's runs). Cells: mean ± 95% CI half-width.
+
+Pooling over H x W: a batch norm channel's statistics here average N x H x W values ({pooled} at the 14x14 and
+7x7 layers for batches 2 and 32), where the fully connected track's average N (2 at batch 2). Neighbouring
+pixels are correlated, so the effective sample is smaller than N x H x W, but far larger than N: the noise of
+the batch statistics at batch 2 is much smaller than in an MLP at batch 2.
+
+Anchor: Wu & He (2018), Figure 1 / Table 3: ResNet-50 on ImageNet, batch norm 23.6 % error at 32 images per
+GPU and 34.7 % at 2 (+11.1 points); group norm 24.1 % at both. What differs: a network of two residual blocks
+and 8-16 channels on {ctx.dataset}, {settings['epochs']} epochs of {settings['n_train']} images instead of 100
+epochs of ImageNet.
+
+{error_table}
+How each normalization's error changes from batch {ref} to batch {small} (paired by seed; measured, not judged):
+
+{change_table}
+The claims, judged:
+
+{comp_table}
+Reading the rows: "running - recomputed statistics" is how much of batch norm's small-batch error comes from
+its running estimate; "error at {small} - at {ref}, recomputed statistics" is what remains, the training itself.
+At batch 128 the fixed number of epochs leaves few steps, so every arm is less trained there.
+"""
+
+
+def _plot_cnn(ctx: Context, settings: dict, results: dict) -> None:
+    sizes = settings["batch_sizes"]
+    # Ghost batch norm's batches up to its virtual batch are batch norm's runs: not drawn twice.
+    arms = {arm: (CNN_LABELS[arm], [b for b in sizes if cnn_runs_needed(arm, b)]) for arm in CNN_ARMS}
+    plot_errors(ctx, sizes, results["table"], arms, "batch size (images)",
+                f"CNN: validation error against batch size, {settings['epochs']} epochs each (mean ± 95% CI, "
+                f"n = {len(ctx.seeds)})", "batch_size_cnn.png")

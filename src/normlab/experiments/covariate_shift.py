@@ -28,10 +28,11 @@ from normlab.experiments.base import (
 )
 from normlab.experiments.stats import (
     Interval,
+    comparison,
     format_difference,
     format_interval,
+    mean_band,
     mean_interval,
-    paired_difference,
     verdict,
 )
 from normlab.experiments.status import failed
@@ -149,9 +150,8 @@ def run(ctx: Context) -> Report:
     for other in ("small", "glorot"):
         for key, predicted in (("mean_test_acc", "positive"), ("final_test_acc", "positive"),
                                ("median_travel", "negative")):
-            diff = paired_difference(values("batch", key), values(other, key))
-            comparisons[f"{key} batch - {other}"] = {"difference": diff.to_dict(), "predicted": predicted,
-                                                     "verdict": verdict(diff, predicted, spec="+.3f")}
+            comparisons[f"{key} batch - {other}"] = comparison(values("batch", key), values(other, key), predicted,
+                                                               spec="+.3f").to_dict()
     summary = {arm: {key: mean_interval(values(arm, key)).to_dict()
                      for key in ("mean_test_acc", "final_test_acc", "best_test_acc", "median_travel", "width_ratio")}
                for arm in ARMS}
@@ -229,8 +229,7 @@ def plot_accuracy_bands(ax, runs: dict[str, list[dict]], colors: dict[str, str],
         curves = np.array([[np.nan if a is None else a for a in r[key]] for r in rs
                            if len(r[key]) == len(steps)])  # (n, T)
         ivs = [mean_interval(list(col)) for col in curves.T]
-        ax.plot(steps, [iv.mean for iv in ivs], color=colors[arm], label=labels[arm])
-        ax.fill_between(steps, [iv.low for iv in ivs], [iv.high for iv in ivs], color=colors[arm], alpha=0.2)
+        mean_band(ax, steps, ivs, color=colors[arm], label=labels[arm])
 
 
 def plot_percentiles(ax, steps: list[int], quantiles: np.ndarray, color: str, ylabel: str, title: str,

@@ -9,25 +9,27 @@ Two things CS231n's version hides, made visible here:
   recorded, so the eps regime shows.
 - The optimizer: Adam rescales every gradient, which by itself rescues some tiny initializations; SGD with
   momentum is run as well.
+
+The convolutional track (`init-scale-cnn`, `normlab experiment init-scale --model bn-cnn`) asks the same of
+the slimmed bn-cnn of `normlab.experiments.cnn`: every convolution and linear weight from N(0, s^2), the same
+three networks, with Adam only, at fewer scales and epochs (a NumPy CNN step costs about ten MLP steps).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 
+from normlab import functional as F
+from normlab.experiments import cnn
 from normlab.experiments.base import Context, Report, markdown_table, pyplot, register_experiment, status_of, train
-from normlab.experiments.stats import (
-    Interval,
-    format_difference,
-    format_interval,
-    mean_interval,
-    paired_difference,
-    verdict,
-)
+from normlab.experiments.stats import Interval, comparison, format_difference, format_interval, mean_band, mean_interval
 from normlab.experiments.status import failed
 from normlab.experiments.sweep import RunSpec
 from normlab.models import FullyConnectedNet
-from normlab.nn import Linear
+from normlab.nn import Linear, Module
 from normlab.nn.normalization import _BatchNorm
 from normlab.optim import SGD, Adam
 
@@ -60,21 +62,51 @@ def initial_signal(model: FullyConnectedNet, x: np.ndarray) -> dict:
             "signal_std": float(np.std(h.astype(np.float64)))}
 
 
+def initial_signal_cnn(model: Module, x: np.ndarray) -> dict:
+    """`initial_signal` for the slimmed bn-cnn: the variance of the stem convolution's output and of the last
+    residual block's second convolution (per channel over N, H, W, then the mean over the channels), and
+    the std of the pooled features that reach the classifier. The buffers are restored afterwards."""
+    layers = list(model)
+    saved = {name: np.array(b, copy=True) for name, b in model.named_buffers()}
+    model.train()
+
+    def variance(h: np.ndarray) -> float:  # h (N, C, H, W)
+        return float(np.mean(np.var(h.astype(np.float64), axis=(0, 2, 3))))
+
+    try:
+        h = layers[0].forward(x)  # the stem convolution
+        first = variance(h)
+        for layer in layers[1:-3]:  # up to the last residual block's input
+            h = layer.forward(h)
+        block = layers[-3]
+        hidden, _ = F.relu_forward(block.bn1.forward(block.conv1.forward(h)))
+        last = variance(block.conv2.forward(hidden))
+        features = layers[-2].forward(block.forward(h))  # (N, C): the pooled features
+    finally:
+        model.load_state_dict(saved, strict=False)
+    return {"first_pre_var": first, "last_pre_var": last, "signal_std": float(np.std(features.astype(np.float64)))}
+
+
 def train_one(spec: RunSpec) -> dict:
     c = spec.config
     data = spec.data(c["n_train"], c["n_val"])
     norm, eps = NETWORKS[c["network"]]
     # The same standard normal draw at every scale, with and without batch norm (rng "init").
-    model = FullyConnectedNet(int(np.prod(data.input_shape)), HIDDEN, len(data.classes), normalization=norm,
-                              weight_scale=c["weight_scale"], rng=spec.rng("init"))
-    for m in model.modules():
-        if isinstance(m, _BatchNorm):
-            m.eps = eps
-    signal = initial_signal(model, data.x_train[:500])
+    if c.get("model") == cnn.MODEL:
+        model = cnn.build_cnn(norm, data.input_shape, len(data.classes), spec.rng("init"), eps=eps or 1e-5,
+                              weight_scale=c["weight_scale"])
+        signal = initial_signal_cnn(model, data.x_train[:c["n_probe"]])
+    else:
+        model = FullyConnectedNet(int(np.prod(data.input_shape)), HIDDEN, len(data.classes), normalization=norm,
+                                  weight_scale=c["weight_scale"], rng=spec.rng("init"))
+        for m in model.modules():
+            if isinstance(m, _BatchNorm):
+                m.eps = eps
+        signal = initial_signal(model, data.x_train[:500])
     optimizer = (Adam(model.parameters(), lr=1e-3) if c["optimizer"] == "adam"
                  else SGD(model.parameters(), lr=0.01, momentum=0.9))
     r = train(model, optimizer, data, batch_size=50, rng=spec.rng("order"), epochs=c["epochs"],
-              train_eval_size=c["n_train"])
+              train_eval_size=c.get("train_eval_size", c["n_train"]))
     epochs = r.history.epochs
     status = status_of(r, None, 1 / len(data.classes))
     # A diverged run that never finished an epoch counts as chance (it learned nothing usable).
@@ -84,6 +116,17 @@ def train_one(spec: RunSpec) -> dict:
             "best_train_acc": max((e.train_acc for e in epochs), default=None), "seconds": r.seconds}
 
 
+@dataclass(frozen=True)
+class Track:
+    """What differs between the experiment's tracks: the words of the setting, the figure, and the extra
+    configuration of every run."""
+
+    setting: Callable[[Context, dict], str]
+    title: str  # the figure's title
+    figure: str
+    config: dict  # added to every run's configuration
+
+
 @register_experiment("init-scale", claim="batch norm makes networks less sensitive to the initial weight scale")
 def run(ctx: Context) -> Report:
     scales = [float(s) for s in np.logspace(-4, 0, ctx.count(7, 4, minimum=3))]
@@ -91,11 +134,30 @@ def run(ctx: Context) -> Report:
                 {k: {"normalization": n, "eps": e} for k, (n, e) in NETWORKS.items()}, "optimizers": OPTIMIZERS,
                 "batch_size": 50, "epochs": ctx.count(10, 5, minimum=1), "n_train": ctx.count(1000, 500, minimum=100),
                 "n_val": ctx.count(1000, 500, minimum=50)}
-    configs = [{"network": net, "optimizer": opt, "weight_scale": s, "epochs": settings["epochs"],
+    return run_track(ctx, FC, settings)
+
+
+@register_experiment("init-scale-cnn", claim="in a CNN too, batch norm makes the network less sensitive to the "
+                     "initial weight scale")
+def run_cnn(ctx: Context) -> Report:
+    scales = [float(s) for s in np.logspace(-4, 0, ctx.count(5, 3, minimum=3))]
+    settings = {"model": cnn.MODEL, "widths": cnn.WIDTHS, "activation": "relu", "weight_scales": scales,
+                "networks": {k: {"normalization": n, "eps": e} for k, (n, e) in NETWORKS.items()},
+                "optimizers": {"adam": OPTIMIZERS["adam"]}, "batch_size": 50, "epochs": ctx.count(4, 1, minimum=1),
+                "n_train": ctx.count(800, 200, minimum=100), "n_val": ctx.count(500, 200, minimum=50),
+                "train_eval_size": ctx.count(200, 100, minimum=50), "n_probe": ctx.count(200, 100, minimum=50)}
+    track = Track(_cnn_setting, "slimmed bn-cnn", "init_scale_cnn.png",
+                  {"model": cnn.MODEL, **{k: settings[k] for k in ("train_eval_size", "n_probe")}})
+    return run_track(ctx, track, settings)
+
+
+def run_track(ctx: Context, track: Track, settings: dict) -> Report:
+    scales = settings["weight_scales"]
+    configs = [{**track.config, "network": net, "optimizer": opt, "weight_scale": s, "epochs": settings["epochs"],
                 "n_train": settings["n_train"], "n_val": settings["n_val"]}
-               for opt in OPTIMIZERS for net in NETWORKS for s in scales]
+               for opt in settings["optimizers"] for net in NETWORKS for s in scales]
     flat = ctx.runs(train_one, configs)
-    runs: dict = {opt: {net: [] for net in NETWORKS} for opt in OPTIMIZERS}
+    runs: dict = {opt: {net: [] for net in NETWORKS} for opt in settings["optimizers"]}
     for config, per_seed in zip(configs, flat):
         runs[config["optimizer"]][config["network"]].append(per_seed)  # [scale][seed]
     k = len(ctx.seeds)
@@ -111,24 +173,23 @@ def run(ctx: Context) -> Report:
         return out
 
     comparisons, summary = {}, {}
-    for opt in OPTIMIZERS:
+    for opt in settings["optimizers"]:
         summary[opt] = {net: {"mean_over_scales": mean_interval(mean_over_scales(opt, net)).to_dict(),
                               "good_scales": mean_interval(good_scales(opt, net)).to_dict()} for net in NETWORKS}
         for a, b in (("batch", "none"), ("batch-tiny-eps", "none"), ("batch-tiny-eps", "batch")):
             for key, fn in (("mean_over_scales", mean_over_scales), ("good_scales", good_scales)):
-                diff = paired_difference(fn(opt, a), fn(opt, b))
-                comparisons[f"{opt}: {a} - {b}: {key}"] = {
-                    "difference": diff.to_dict(),
-                    "verdict": verdict(diff, spec="+.1f", scale=100 if key == "mean_over_scales" else 1)}
+                comparisons[f"{opt}: {a} - {b}: {key}"] = comparison(
+                    fn(opt, a), fn(opt, b), spec="+.1f", scale=100 if key == "mean_over_scales" else 1,
+                ).to_dict(predicted=False)
     results = {"seeds": list(ctx.seeds), "runs": runs, "summary": summary, "comparisons": comparisons}
-    _plot(ctx, settings, results)
-    return Report(settings, results, _summary(ctx, settings, results))
+    _plot(ctx, track, settings, results)
+    return Report(settings, results, _summary(ctx, track, settings, results))
 
 
-def _summary(ctx: Context, settings: dict, results: dict) -> str:
+def _summary(ctx: Context, track: Track, settings: dict, results: dict) -> str:
     scales, runs, n = settings["weight_scales"], results["runs"], len(ctx.seeds)
     parts = []
-    for opt, label in OPTIMIZERS.items():
+    for opt, label in settings["optimizers"].items():
         rows = []
         for i, s in enumerate(scales):
             row = [f"{s:.1e}"]
@@ -160,6 +221,15 @@ def _summary(ctx: Context, settings: dict, results: dict) -> str:
     comp_table = markdown_table(["optimizer", "comparison", "measure", "ours: mean [95% CI]", "verdict (> 0)"],
                                 comp_rows)
     tables = "\n".join(parts)
+    return f"""{track.setting(ctx, settings)}
+
+{tables}
+{comp_table}
+"""
+
+
+def _fc_setting(ctx: Context, settings: dict) -> str:
+    scales, n = settings["weight_scales"], len(ctx.seeds)
     return f"""Setting: {ctx.dataset}, {settings['n_train']} training and {settings['n_val']} validation images (CS231n
 uses 1000 and 1000; the split drawn by the seed), seven hidden layers of 50 ReLU units, every weight drawn from
 N(0, s^2) for {len(scales)} scales s in logspace(-4, 0) (CS231n: 20; cut for the suite's budget), batches of 50,
@@ -175,25 +245,41 @@ run (diverged, did not learn, collapsed) is counted with its accuracy; one that 
 chance.
 
 Anchor: CS231n assignment 2, "Batch normalization and initialization": with batch norm the best accuracies
-are high over a much wider range of scales (a plot, no numbers).
-
-{tables}
-{comp_table}
-"""
+are high over a much wider range of scales (a plot, no numbers)."""
 
 
-def _plot(ctx: Context, settings: dict, results: dict) -> None:
+def _cnn_setting(ctx: Context, settings: dict) -> str:
+    scales, n = settings["weight_scales"], len(ctx.seeds)
+    return f"""Setting: {ctx.dataset}, {settings['n_train']} training and {settings['n_val']} validation images
+(the split drawn by the seed), the slimmed bn-cnn of `normlab.experiments.cnn` (a 3x3 stem of 8 channels, residual
+blocks of 8 and 16 channels, global average pooling; without normalization its convolutions have biases),
+every convolution and linear weight drawn from N(0, s^2) for {len(scales)} scales s in logspace(-4, 0) (the He
+scale of its 3x3 convolutions is 0.12-0.47), batches of 50, {settings['epochs']} epochs, with Adam at 1e-3
+only (the fully connected track also runs SGD; here it was cut to fit the compute budget). Seeds
+{', '.join(map(str, ctx.seeds))} (n = {n}): each seed draws one standard normal weight draw (multiplied by s
+for every scale and network), the batch order and the split.
+"Initial variance first / last hidden": the variance (per channel over images and pixels, the quantity
+batch norm compares with eps) of the stem convolution's output and of the last residual block's second
+convolution at initialization on {settings['n_probe']} training images; "output std": of the pooled features
+that reach the classifier. "Scales within {WITHIN}": scales whose best accuracy is within {WITHIN} of the best
+any network reached with that seed and optimizer. A failed run is counted with its accuracy; one that never
+finished an epoch as chance. The residual connections matter here: at tiny scales the skip path (a 1x1
+convolution in the second block) carries the signal with one small factor instead of two.
+
+Anchor: CS231n's plot for a 7-layer MLP (see the fully connected track); no CNN figure."""
+
+
+def _plot(ctx: Context, track: Track, settings: dict, results: dict) -> None:
     plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    optimizers = settings["optimizers"]
+    fig, axes = plt.subplots(1, len(optimizers) + 1, figsize=(5 * len(optimizers) + 5, 4.2))
     scales = settings["weight_scales"]
     styles = {"none": ("o-", "black"), "batch": ("s-", "tab:blue"), "batch-tiny-eps": ("^--", "tab:orange")}
-    for ax, opt in zip(axes, OPTIMIZERS):
+    for ax, opt in zip(axes, optimizers):
         for net, (style, color) in styles.items():
             ivs = [mean_interval([r["best_val_acc"] for r in rs]) for rs in results["runs"][opt][net]]
             means = np.array([100 * iv.mean for iv in ivs])
-            ax.plot(scales, means, style, color=color, label=LABELS[net])
-            ax.fill_between(scales, [100 * iv.low for iv in ivs], [100 * iv.high for iv in ivs], color=color,
-                            alpha=0.15)
+            mean_band(ax, scales, ivs, scale=100, fmt=style, alpha=0.15, color=color, label=LABELS[net])
             bad = [i for i, rs in enumerate(results["runs"][opt][net]) if any(failed(r["status"]) for r in rs)]
             ax.plot([scales[i] for i in bad], [means[i] for i in bad], "x", color="red", ms=9, mew=2,
                     label="a seed failed (did not learn, diverged or collapsed)" if net == "none" else None)
@@ -203,7 +289,7 @@ def _plot(ctx: Context, settings: dict, results: dict) -> None:
         ax.title.set_fontsize("medium")
         ax.set_ylim(0, 112)  # room above the curves for the legend
         ax.legend(loc="upper center", fontsize="xx-small", ncol=2)
-    ax = axes[2]
+    ax = axes[-1]
     for net, (style, color) in styles.items():
         first = [np.mean([r["first_pre_var"] for r in rs]) for rs in results["runs"]["adam"][net]]
         std = [np.mean([r["signal_std"] for r in rs]) for rs in results["runs"]["adam"][net]]
@@ -215,5 +301,8 @@ def _plot(ctx: Context, settings: dict, results: dict) -> None:
            title="the initial forward signal")
     ax.title.set_fontsize("medium")
     ax.legend(loc="lower right", fontsize="x-small")
-    fig.suptitle(f"Initialization scale: 7 x 50 ReLU ({ctx.dataset}, CS231n's setting)")
-    ctx.save_figure(fig, "init_scale.png")
+    fig.suptitle(f"Initialization scale: {track.title} ({ctx.dataset})")
+    ctx.save_figure(fig, track.figure)
+
+
+FC = Track(_fc_setting, "7 x 50 ReLU, CS231n's setting", "init_scale.png", {})

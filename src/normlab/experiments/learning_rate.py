@@ -10,14 +10,20 @@
    accuracy, about 2.3x), and batch norm at 5x the rate with a 6x faster decay (the paper's "BN-x5", which
    also removed dropout and cut L2 5x; this network has neither: 2.1M steps, about 14x). Reported: steps
    to fixed validation accuracies, the area under the accuracy curve, the final accuracy.
+
+Two tracks (`Track`): `learning-rate`, a 3 x 100 MLP at batch 60, and `learning-rate-cnn` (`normlab
+experiment learning-rate --model bn-cnn`), the slimmed bn-cnn of `normlab.experiments.cnn` at batch 32 with
+shorter runs (a NumPy CNN step costs about ten MLP steps).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
+from normlab.experiments import cnn
 from normlab.experiments.base import (
     Context,
     Report,
@@ -30,11 +36,14 @@ from normlab.experiments.base import (
 )
 from normlab.experiments.stats import (
     Interval,
+    comparison,
+    error_bars,
     format_difference,
     format_interval,
+    format_ratio,
     log_ratio,
+    mean_band,
     mean_interval,
-    paired_difference,
     verdict,
 )
 from normlab.experiments.status import failed
@@ -52,6 +61,30 @@ SMOOTH = 3  # evaluations averaged for "steps to": one evaluation's peak is nois
 ARMS = {"baseline": ("none", 1, 1), "BN-Baseline": ("batch", 1, 1), "BN-x5": ("batch", 5, 6)}  # norm, lr x, decay x
 PAPER = {"BN-Baseline": "13.3M vs 31.0M steps to 72.2 % (2.3x)", "BN-x5": "2.1M steps (14x), also without dropout, "
          "L2 cut 5x"}
+
+
+@dataclass(frozen=True)
+class Track:
+    """What differs between the experiment's tracks: the network, its batch, the accuracy levels of "steps
+    to" (below each network's ceiling) and the words and axes that describe it."""
+
+    network: str  # in the setting's paragraph
+    short: str  # in "what differs from the paper"
+    title: str  # in the figure's title
+    figure: str
+    batch_size: int
+    thresholds: tuple[float, ...]
+    ylim: tuple[float, float]  # of the validation curves, in %
+    evaluations: int  # of each run of part 2
+    model: str | None = None  # None: FullyConnectedNet(HIDDEN); cnn.MODEL: `cnn.build_cnn`
+
+
+FC = Track("a fully connected network of three hidden layers of 100 ReLU units (He initialization)",
+           "a 3 x 100 MLP", "3 x 100 ReLU, batch 60", "learning_rate.png", 60, THRESHOLDS, (60, 92), 40)
+CNN = Track("the slimmed bn-cnn of `normlab.experiments.cnn` (a 3x3 stem of 8 channels, residual blocks of 8 and 16 "
+            "channels, global average pooling; He initialization)", "the slimmed bn-cnn",
+            "slimmed bn-cnn, batch 32", "learning_rate_cnn.png", 32, (0.65, 0.70, 0.75), (40, 85), 20, cnn.MODEL)
+TRACKS = {None: FC, cnn.MODEL: CNN}  # by the run configuration's "model"
 
 
 def trailing_mean(values: list[float | None], window: int) -> list[float | None]:
@@ -74,21 +107,27 @@ def smooth_trained(steps: list[int], values: list[float | None], window: int) ->
     return out
 
 
-def steps_to_levels(steps: list[int], values: list[float | None]) -> dict[str, int | None]:
+def steps_to_levels(steps: list[int], values: list[float | None],
+                    thresholds: tuple[float, ...] = THRESHOLDS) -> dict[str, int | None]:
     """The first step whose smoothed validation accuracy reaches each threshold (None: never)."""
     smooth = smooth_trained(steps, values, SMOOTH)
-    return {str(t): first_step_reaching(steps, smooth, t) for t in THRESHOLDS}
+    return {str(t): first_step_reaching(steps, smooth, t) for t in thresholds}
 
 
 def train_one(spec: RunSpec) -> dict:
     """One network at one learning rate and schedule: its validation curve and status."""
     c = spec.config
+    track = TRACKS[c.get("model")]
     data = spec.data(c["n_train"], c["n_val"])
-    model = FullyConnectedNet(int(np.prod(data.input_shape)), HIDDEN, len(data.classes),
-                              normalization=c["normalization"], rng=spec.rng("init"))
+    if track.model is None:
+        model = FullyConnectedNet(int(np.prod(data.input_shape)), HIDDEN, len(data.classes),
+                                  normalization=c["normalization"], rng=spec.rng("init"))
+    else:
+        model = cnn.build_cnn(c["normalization"], data.input_shape, len(data.classes), spec.rng("init"))
     steps = c["steps"]
     schedule = (StepDecay(max(1, steps // (20 * c["decay_speed"])), 10 ** (-1 / 20)) if c["decay"] else Constant())
-    r = train(model, SGD(model.parameters(), lr=c["lr"], momentum=0.9), data, batch_size=60, rng=spec.rng("order"),
+    r = train(model, SGD(model.parameters(), lr=c["lr"], momentum=0.9), data, batch_size=track.batch_size,
+              rng=spec.rng("order"),
               steps=steps, every=c["every"], schedule=schedule,
               probe=lambda trainer: {"val_acc": trainer.accuracy(data.x_val, data.y_val)})
     s, acc = r.series("val_acc")
@@ -97,7 +136,7 @@ def train_one(spec: RunSpec) -> dict:
     ok = not status.startswith("diverged")
     return {"status": status, "steps": s, "val_acc": acc, "final_val_acc": smooth[-1] if ok else None,
             "mean_val_acc": float(np.mean(acc)) if ok else None,
-            "steps_to": steps_to_levels(s, acc), "seconds": r.seconds}
+            "steps_to": steps_to_levels(s, acc, track.thresholds), "seconds": r.seconds}
 
 
 def grids_runs(grids: dict[str, dict[float, list[dict]]]) -> list[list[dict]]:
@@ -124,8 +163,28 @@ def run(ctx: Context) -> Report:
                 "smooth": SMOOTH, "arms": {a: {"normalization": n, "lr_multiple": m, "decay_speed": d}
                                            for a, (n, m, d) in ARMS.items()},
                 "decay": "lr x 10^(-1/20) every steps / (20 x decay speed) steps (10x over the run at speed 1)"}
+    return run_track(ctx, FC, settings)
+
+
+@register_experiment("learning-rate-cnn", claim="in a CNN too, batch norm allows higher learning rates and needs "
+                     "fewer steps")
+def run_cnn(ctx: Context) -> Report:
+    settings = {"model": cnn.MODEL, "widths": cnn.WIDTHS, "activation": "relu", "weight_scale": "he",
+                "batch_size": CNN.batch_size, "optimizer": "sgd", "momentum": 0.9,
+                "n_train": ctx.count(10_000, 500, minimum=200), "n_val": ctx.count(500, 200, minimum=100),
+                "start_grid": START_GRID, "growth": GROWTH, "stability_steps": ctx.count(150, 20, minimum=10),
+                "comparison_steps": ctx.count(500, 40, minimum=20), "thresholds": CNN.thresholds,
+                "smooth": SMOOTH, "arms": {a: {"normalization": n, "lr_multiple": m, "decay_speed": d}
+                                           for a, (n, m, d) in ARMS.items()},
+                "decay": "lr x 10^(-1/20) every steps / (20 x decay speed) steps (10x over the run at speed 1)"}
+    return run_track(ctx, CNN, settings)
+
+
+def run_track(ctx: Context, track: Track, settings: dict) -> Report:
+    """Both parts for one track."""
     seeds = list(ctx.seeds)
-    stab = {"steps": settings["stability_steps"], "every": max(1, settings["stability_steps"] // 10),
+    model = {} if track.model is None else {"model": track.model}  # the FC track's configs are as before
+    stab = {**model, "steps": settings["stability_steps"], "every": max(1, settings["stability_steps"] // 10),
             "n_train": settings["n_train"], "n_val": settings["n_val"], "decay": False, "decay_speed": 1}
     grids: dict[str, dict[float, list[dict]]] = {}
     for norm in ("none", "batch"):
@@ -148,7 +207,8 @@ def run(ctx: Context) -> Report:
     usable = [lr for lr, rs in grids["none"].items() if all(not failed(r["status"]) for r in rs)]
     best_lr = max(usable or list(grids["none"]), key=lambda lr: np.mean(
         [r["final_val_acc"] or 0.0 for r in grids["none"][lr]]))
-    comp = {"steps": settings["comparison_steps"], "every": max(1, settings["comparison_steps"] // 40),
+    comp = {**model, "steps": settings["comparison_steps"],
+            "every": max(1, settings["comparison_steps"] // track.evaluations),
             "n_train": settings["n_train"], "n_val": settings["n_val"], "decay": True}
     configs = [{**comp, "normalization": n, "lr": best_lr * m, "decay_speed": d} for n, m, d in ARMS.values()]
     arms = dict(zip(ARMS, ctx.runs(train_one, configs)))
@@ -156,14 +216,14 @@ def run(ctx: Context) -> Report:
     # the definition of this version (see `smooth_trained`).
     for rs in [*grids_runs(grids), *arms.values()]:
         for r in rs:
-            r["steps_to"] = steps_to_levels(r["steps"], r["val_acc"])
+            r["steps_to"] = steps_to_levels(r["steps"], r["val_acc"], track.thresholds)
     comparisons = {}
     for arm in ("BN-Baseline", "BN-x5"):
         entry = {}
         for key in ("mean_val_acc", "final_val_acc"):
-            diff = paired_difference([r[key] for r in arms[arm]], [r[key] for r in arms["baseline"]])
-            entry[key] = {"difference": diff.to_dict(), "verdict": verdict(diff, scale=100, spec="+.1f")}
-        for t in THRESHOLDS:
+            entry[key] = comparison([r[key] for r in arms[arm]], [r[key] for r in arms["baseline"]], scale=100,
+                                    spec="+.1f").to_dict(predicted=False)
+        for t in track.thresholds:
             speed = [None if a["steps_to"][str(t)] is None or b["steps_to"][str(t)] is None
                      else math.log10(b["steps_to"][str(t)] / a["steps_to"][str(t)])
                      for a, b in zip(arms[arm], arms["baseline"])]
@@ -176,16 +236,8 @@ def run(ctx: Context) -> Report:
                "largest_stable": stable, "log10_ratio": {"per_seed": log_ratios, "interval": ratio_iv.to_dict(),
                                                          "verdict": verdict(ratio_iv, show=log_ratio)},
                "best_baseline_lr": best_lr, "arms": arms, "comparisons": comparisons}
-    _plot(ctx, settings, results)
-    return Report(settings, results, _summary(ctx, settings, results))
-
-
-def _ratio(iv: Interval) -> str:
-    """A mean log10 ratio and its interval as a geometric-mean ratio: "3.2x [1.8x, 5.6x]"."""
-    if not math.isfinite(iv.mean):
-        return "—"
-    text = f"{10 ** iv.mean:.2g}x"
-    return text + (f" [{10 ** iv.low:.2g}x, {10 ** iv.high:.2g}x]" if iv.defined else "")
+    _plot(ctx, track, settings, results)
+    return Report(settings, results, _summary(ctx, track, settings, results))
 
 
 def _failures(statuses: list[str]) -> str:
@@ -203,7 +255,7 @@ def _failures(statuses: list[str]) -> str:
     return ", ".join(parts) or "—"
 
 
-def _summary(ctx: Context, settings: dict, results: dict) -> str:
+def _summary(ctx: Context, track: Track, settings: dict, results: dict) -> str:
     n = len(ctx.seeds)
     rows = []
     for norm, grid in results["grids"].items():
@@ -226,31 +278,32 @@ def _summary(ctx: Context, settings: dict, results: dict) -> str:
         cells = [arm, f"{results['best_baseline_lr'] * ARMS[arm][1]:g}",
                  format_interval(mean_interval([r["mean_val_acc"] for r in rs]), scale=100, unit=" %", n=False),
                  format_interval(mean_interval([r["final_val_acc"] for r in rs]), scale=100, unit=" %", n=False)]
-        for t in THRESHOLDS:
+        for t in track.thresholds:
             got = [r["steps_to"][str(t)] for r in rs if r["steps_to"][str(t)] is not None]
             cells.append(f"{np.mean(got):.0f} ({len(got)}/{n})" if got else f"never (0/{n})")
         cells.append(", ".join(sorted({r["status"] for r in rs if failed(r["status"])})) or "all completed")
         arm_rows.append(cells)
     arm_table = markdown_table(["network", "lr", "mean val acc (AUC)", "final val acc",
-                                *[f"steps to {t:.2f}" for t in THRESHOLDS], "runs"], arm_rows)
+                                *[f"steps to {t:.2f}" for t in track.thresholds], "runs"], arm_rows)
     comp_rows = []
     for arm, entry in results["comparisons"].items():
         for key, label in (("mean_val_acc", "mean val acc over the run (AUC)"), ("final_val_acc", "final val acc")):
             iv = Interval(**entry[key]["difference"])
             comp_rows.append([arm, label, format_difference(iv, scale=100, unit=" points"), PAPER[arm],
                               entry[key]["verdict"]])
-        for t in THRESHOLDS:
+        for t in track.thresholds:
             e = entry[f"log10_speedup_{t}"]
             iv = Interval(**e["interval"])
             reached = sum(v is not None for v in e["per_seed"])
-            comp_rows.append([arm, f"fewer steps to {t:.2f} ({reached}/{n} seed pairs reached it)", _ratio(iv),
+            comp_rows.append([arm, f"fewer steps to {t:.2f} ({reached}/{n} seed pairs reached it)", format_ratio(iv),
                               PAPER[arm], e["verdict"]])
     comp_table = markdown_table(["arm vs baseline", "measure", "ours: mean [95% CI]", "paper (Inception, ImageNet)",
                                  "verdict"], comp_rows)
     n_train = settings["n_train"] or "all"
+    comp_every = max(1, settings["comparison_steps"] // track.evaluations)
     return f"""Setting: {ctx.dataset}, {n_train} training and {settings['n_val']} validation images (the split drawn by
-the seed), a fully connected network of three hidden layers of 100 ReLU units (He initialization), SGD with
-momentum 0.9, batches of 60; seeds {', '.join(map(str, ctx.seeds))} (n = {n}), each drawing the initial weights
+the seed), {track.network}, SGD with
+momentum 0.9, batches of {track.batch_size}; seeds {', '.join(map(str, ctx.seeds))} (n = {n}), each drawing the initial weights
 (shared by every arm), the batch order and the split.
 
 **1. Largest stable learning rate.** Each network at constant rates for {settings['stability_steps']} steps,
@@ -262,37 +315,34 @@ completed.
 
 {grid_table}
 Largest stable rate per seed: baseline {rates(stable['none'])}; batch norm {rates(stable['batch'])}.
-Batch norm / baseline (geometric mean over seeds, 95% CI of the mean log ratio): **{_ratio(ratio_iv)}**,
+Batch norm / baseline (geometric mean over seeds, 95% CI of the mean log ratio): **{format_ratio(ratio_iv)}**,
 {ratio['verdict']} (batch norm tolerates higher rates). Anchor: the paper trains BN-Inception at 5x and 30x
 Inception's rate (it does not report where either breaks).
 
 **2. The paper's comparison.** {settings['comparison_steps']} steps; the baseline at its best stable rate
 ({results['best_baseline_lr']:g}, the best mean final accuracy in part 1), BN-Baseline at the same rate, BN-x5 at 5x
 with the decay 6x faster; the rate is multiplied by 10^(-1/20) every {settings['comparison_steps']} / (20 x decay
-speed) steps. Validation accuracy every {max(1, settings['comparison_steps'] // 40)} steps; "steps to" uses the mean of
+speed) steps. Validation accuracy every {comp_every} steps; "steps to" uses the mean of
 the last {SMOOTH} evaluations and averages the seeds that reached the level (k/n).
 
 {arm_table}
 {comp_table}
 The speed-ups are per seed pair (baseline steps / arm steps), shown as geometric means; a pair where either
 never reached the level is left out of that row (its k/n says how many remain). What differs from the paper:
-a 3 x 100 MLP on {ctx.dataset} for {settings['comparison_steps']} steps instead of Inception on ImageNet for
+{track.short} on {ctx.dataset} for {settings['comparison_steps']} steps instead of Inception on ImageNet for
 millions, no dropout or L2 to remove, and thresholds below this network's ceiling instead of Inception's 72.2 %.
 """
 
 
-def _plot(ctx: Context, settings: dict, results: dict) -> None:
+def _plot(ctx: Context, track: Track, settings: dict, results: dict) -> None:
     plt = pyplot()
     fig, (ax_grid, ax) = plt.subplots(1, 2, figsize=(13, 4.4))
     for norm, marker, color, height in (("none", "o", "black", 3), ("batch", "s", "tab:blue", 22)):
         grid = results["grids"][norm]
         lrs = [float(lr) for lr in grid]
         ivs = [mean_interval([r["final_val_acc"] for r in rs]) for rs in grid.values()]
-        means = np.array([np.nan if not math.isfinite(iv.mean) else 100 * iv.mean for iv in ivs])
-        err = np.array([[0, 0] if not iv.defined else [100 * (iv.mean - iv.low), 100 * (iv.high - iv.mean)]
-                        for iv in ivs]).T
-        ax_grid.errorbar(lrs, means, yerr=err, fmt=f"{marker}-", color=color, capsize=3,
-                         label=f"{LABELS[norm]} (mean ± 95% CI of all seeds; missing: a run diverged)")
+        error_bars(ax_grid, lrs, ivs, scale=100, fmt=f"{marker}-", color=color, capsize=3,
+                   label=f"{LABELS[norm]} (mean ± 95% CI of all seeds; missing: a run diverged)")
         for lr, rs in zip(lrs, grid.values()):
             bad = sum(failed(r["status"]) for r in rs)
             if bad:
@@ -308,15 +358,13 @@ def _plot(ctx: Context, settings: dict, results: dict) -> None:
         steps = rs[0]["steps"]
         curves = [r["val_acc"] for r in rs if len(r["val_acc"]) == len(steps)]
         ivs = [mean_interval(list(col)) for col in zip(*curves)]
-        ax.plot(steps, [100 * iv.mean for iv in ivs], color=colors[arm],
-                label=f"{arm}, lr {results['best_baseline_lr'] * ARMS[arm][1]:g}")
-        ax.fill_between(steps, [100 * iv.low for iv in ivs], [100 * iv.high for iv in ivs], color=colors[arm],
-                        alpha=0.2)
-    for t in THRESHOLDS:
+        mean_band(ax, steps, ivs, scale=100, color=colors[arm],
+                  label=f"{arm}, lr {results['best_baseline_lr'] * ARMS[arm][1]:g}")
+    for t in track.thresholds:
         ax.axhline(100 * t, ls=":", color="gray", lw=0.8)
-    ax.set_ylim(60, 92)
+    ax.set_ylim(*track.ylim)
     ax.set(xlabel="training step", ylabel="validation accuracy (%)",
            title=f"2. the paper's comparison (mean, 95% CI band, n = {len(ctx.seeds)})")
     ax.legend(loc="lower right", fontsize="small")
-    fig.suptitle(f"Learning rate: SGD + momentum, 3 x 100 ReLU, batch 60 ({ctx.dataset})")
-    ctx.save_figure(fig, "learning_rate.png")
+    fig.suptitle(f"Learning rate: SGD + momentum, {track.title} ({ctx.dataset})")
+    ctx.save_figure(fig, track.figure)

@@ -16,11 +16,14 @@ import numpy as np
 from normlab.experiments.base import Context, Report, markdown_table, pyplot, register_experiment, status_of, train
 from normlab.experiments.stats import (
     Interval,
+    comparison,
+    error_bars,
     format_difference,
     format_interval,
+    mean_band,
     mean_interval,
     paired_difference,
-    verdict,
+    paired_values,
 )
 from normlab.experiments.status import failed
 from normlab.experiments.sweep import RunSpec
@@ -73,9 +76,7 @@ def run(ctx: Context) -> Report:
     comparisons = {}
 
     def compare(name, a, b, predicted="positive", scale=100):
-        diff = paired_difference(a, b)
-        comparisons[name] = {"difference": diff.to_dict(), "predicted": predicted,
-                             "verdict": verdict(diff, predicted, spec="+.1f", scale=scale)}
+        comparisons[name] = comparison(a, b, predicted, spec="+.1f", scale=scale).to_dict()
 
     for key, label in (("best_val_acc", "best val acc"), ("final_val_acc", "final val acc")):
         compare(f"positive control: dropout - baseline, {label}", values(BATCH, "dropout", key),
@@ -90,9 +91,7 @@ def run(ctx: Context) -> Report:
             values(BATCH, "batch norm", "best_val_acc"))
     gains = {}
     for b in (NOISE_BATCHES[0], BATCH, NOISE_BATCHES[1]):
-        gain = [None if x is None or y is None else x - y
-                for x, y in zip(values(b, "batch norm", "best_val_acc"), values(b, "baseline", "best_val_acc"))]
-        gains[str(b)] = gain
+        gains[str(b)] = paired_values(values(b, "batch norm", "best_val_acc"), values(b, "baseline", "best_val_acc"))
         if b != BATCH:
             compare(f"batch {b}: batch norm - baseline, best val acc", values(b, "batch norm", "best_val_acc"),
                     values(b, "baseline", "best_val_acc"))
@@ -166,9 +165,7 @@ def _plot(ctx: Context, settings: dict, results: dict) -> None:
         epochs = rs[0]["epochs"]
         curves = [r["val_acc"] for r in rs if len(r["val_acc"]) == len(epochs)]
         ivs = [mean_interval(list(col)) for col in zip(*curves)]
-        ax_acc.plot(epochs, [100 * iv.mean for iv in ivs], color=colors[arm], label=f"{arm}: validation")
-        ax_acc.fill_between(epochs, [100 * iv.low for iv in ivs], [100 * iv.high for iv in ivs], color=colors[arm],
-                            alpha=0.2)
+        mean_band(ax_acc, epochs, ivs, scale=100, color=colors[arm], label=f"{arm}: validation")
         train_mean = np.mean([r["train_acc"] for r in rs if len(r["train_acc"]) == len(epochs)], axis=0)
         ax_acc.plot(epochs, 100 * train_mean, "--", color=colors[arm], lw=0.8)
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)",
@@ -177,18 +174,13 @@ def _plot(ctx: Context, settings: dict, results: dict) -> None:
     ax_acc.legend(loc="lower right", fontsize="x-small")
     sizes = sorted(int(b) for b in results["gains"])
     ivs = [mean_interval(results["gains"][str(b)]) for b in sizes]
-    means = np.array([100 * iv.mean for iv in ivs])
-    err = np.array([[0, 0] if not iv.defined else [100 * (iv.mean - iv.low), 100 * (iv.high - iv.mean)]
-                    for iv in ivs]).T
-    ax_gain.errorbar(sizes, means, yerr=err, fmt="s-", color="tab:blue", capsize=4,
-                     label="batch norm - baseline (mean ± 95% CI)")
-    dropout = mean_interval([None if a is None or b is None else a - b for a, b in zip(
-        [r["best_val_acc"] for r in results["runs"][str(BATCH)]["dropout"]],
-        [r["best_val_acc"] for r in results["runs"][str(BATCH)]["baseline"]])])
+    error_bars(ax_gain, sizes, ivs, scale=100, fmt="s-", color="tab:blue", capsize=4,
+               label="batch norm - baseline (mean ± 95% CI)")
+    dropout = paired_difference([r["best_val_acc"] for r in results["runs"][str(BATCH)]["dropout"]],
+                                [r["best_val_acc"] for r in results["runs"][str(BATCH)]["baseline"]])
     if dropout.defined:
-        ax_gain.errorbar([BATCH * 1.05], [100 * dropout.mean], yerr=[[100 * (dropout.mean - dropout.low)],
-                         [100 * (dropout.high - dropout.mean)]], fmt="o", color="tab:green", capsize=4,
-                         label="dropout - baseline (positive control)")
+        error_bars(ax_gain, [BATCH * 1.05], [dropout], scale=100, fmt="o", color="tab:green", capsize=4,
+                   label="dropout - baseline (positive control)")
     ax_gain.axhline(0, color="black", lw=0.8)
     ax_gain.set_xscale("log")
     ax_gain.minorticks_off()  # only the batch sizes run

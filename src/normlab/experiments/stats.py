@@ -8,7 +8,9 @@ t, from scipy.stats) and n. A claim is judged on paired differences, seed by see
     does not hold  it lies entirely on the other side (the opposite is true, at this confidence)
     inconclusive   it contains zero: "inconclusive (CI [a, b])"
 
-`VERDICT_RULE` says that once, in words, for the summaries.
+`VERDICT_RULE` says that once, in words, for the summaries. `comparison` makes one judged paired
+difference (what results.json keeps of it), `format_ratio` shows a log10 ratio as a ratio with its interval,
+and `error_bars` / `mean_band` draw intervals on a matplotlib axis.
 """
 
 from __future__ import annotations
@@ -77,7 +79,14 @@ def paired_difference(a: Sequence[float | None], b: Sequence[float | None],
     """The mean of a[i] - b[i] over the seeds i, and its t-interval (a paired comparison)."""
     if len(a) != len(b):
         raise ValueError(f"a paired comparison needs as many values on each side, got {len(a)} and {len(b)}")
-    return mean_interval([None if x is None or y is None else x - y for x, y in zip(a, b)], confidence)
+    return mean_interval(paired_values(a, b), confidence)
+
+
+def paired_values(a: Sequence[float | None], b: Sequence[float | None]) -> list[float | None]:
+    """a[i] - b[i] for every seed i; None where either is missing (a difference of differences starts here)."""
+    if len(a) != len(b):
+        raise ValueError(f"a paired comparison needs as many values on each side, got {len(a)} and {len(b)}")
+    return [None if x is None or y is None else x - y for x, y in zip(a, b)]
 
 
 def verdict(difference: Interval, predicted: str = "positive", spec: str = "+.3f", scale: float = 1.0,
@@ -125,3 +134,66 @@ def format_difference(iv: Interval, spec: str = "+.1f", scale: float = 1.0, unit
     if iv.defined:
         text += f" [{format(scale * iv.low, spec)}, {format(scale * iv.high, spec)}]"
     return text + unit
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A paired difference, the sign the claim predicts for it, and the verdict."""
+
+    difference: Interval
+    predicted: str
+    verdict: str
+
+    def to_dict(self, predicted: bool = True) -> dict:
+        """What results.json keeps: {"difference": {...}, "predicted": ..., "verdict": ...} (without
+        "predicted" when predicted=False, for the experiments whose claims are all "positive")."""
+        out = {"difference": self.difference.to_dict(), "predicted": self.predicted, "verdict": self.verdict}
+        if not predicted:
+            del out["predicted"]
+        return out
+
+
+def comparison(a: Sequence[float | None], b: Sequence[float | None], predicted: str = "positive",
+               spec: str = "+.3f", scale: float = 1.0, show: Callable[[float], str] | None = None) -> Comparison:
+    """The claim "a - b has the sign `predicted`" judged on paired values (a[i] and b[i] from seed i):
+    `paired_difference(a, b)` and its `verdict` (spec, scale and show format an inconclusive interval).
+
+    Inputs: a, b, sequences of n numbers (None for a missing value).
+    Returns: Comparison(difference, predicted, verdict).
+    """
+    difference = paired_difference(a, b)
+    return Comparison(difference, predicted, verdict(difference, predicted, spec=spec, scale=scale, show=show))
+
+
+def format_ratio(iv: Interval, spec: str = ".2g") -> str:
+    """A mean log10 ratio and its interval shown as ratios (a geometric mean): "3.2x [1.8x, 5.6x]"; "—" for a
+    missing mean, the ratio alone when the interval is undefined."""
+    if not math.isfinite(iv.mean):
+        return "—"
+    text = f"{10 ** iv.mean:{spec}}x"
+    return text + (f" [{10 ** iv.low:{spec}}x, {10 ** iv.high:{spec}}x]" if iv.defined else "")
+
+
+def error_bars(ax, x: Sequence[float], intervals: Sequence[Interval], scale: float = 1.0,
+               transform: Callable[[float], float] | None = None, **style):
+    """Plot means with their intervals as error bars on the matplotlib axis `ax`: ax.errorbar(x, means,
+    yerr) with every value (mean, low, high) multiplied by `scale`, or mapped by transform(value) (e.g.
+    a log10 ratio to the ratio, lambda v: 10 ** v). A missing mean is not drawn; an undefined interval
+    draws the mean without a bar. `style` goes to ax.errorbar (fmt, color, capsize, label, ...).
+    Returns what ax.errorbar returns."""
+    if transform is None:
+        def transform(value: float) -> float:
+            return scale * value
+    means = np.array([transform(iv.mean) if math.isfinite(iv.mean) else np.nan for iv in intervals])
+    below = [transform(iv.mean) - transform(iv.low) if iv.defined else 0.0 for iv in intervals]
+    above = [transform(iv.high) - transform(iv.mean) if iv.defined else 0.0 for iv in intervals]
+    return ax.errorbar(list(x), means, yerr=np.array([below, above]), **style)
+
+
+def mean_band(ax, x: Sequence[float], intervals: Sequence[Interval], scale: float = 1.0, fmt: str = "-",
+              alpha: float = 0.2, **style) -> None:
+    """Plot the means as a line (format `fmt`) and the intervals as a shaded band on the axis `ax`, every
+    value multiplied by `scale`; `style` (color, label, ...) goes to ax.plot and the band takes its color."""
+    (line,) = ax.plot(list(x), [scale * iv.mean for iv in intervals], fmt, **style)
+    ax.fill_between(list(x), [scale * iv.low for iv in intervals], [scale * iv.high for iv in intervals],
+                    color=line.get_color(), alpha=alpha)

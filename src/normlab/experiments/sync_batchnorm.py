@@ -16,7 +16,14 @@ from __future__ import annotations
 import numpy as np
 
 from normlab.experiments.base import Context, Report, markdown_table, pyplot, register_experiment
-from normlab.experiments.stats import format_difference, format_interval, mean_interval, paired_difference, verdict
+from normlab.experiments.stats import (
+    Interval,
+    comparison,
+    error_bars,
+    format_difference,
+    format_interval,
+    mean_interval,
+)
 from normlab.experiments.status import failed, run_status
 from normlab.experiments.sweep import RunSpec
 
@@ -98,18 +105,16 @@ def run(ctx: Context) -> Report:
     comparisons = {}
     for b in batches:
         local, sync = ([r["final_val_acc"] for r in runs[str(b)][k]] for k in KINDS)
-        diff = paired_difference(sync, local)
+        c = comparison(sync, local, scale=100, spec="+.1f")
         comparisons[str(b)] = {"local": mean_interval(local).to_dict(), "sync": mean_interval(sync).to_dict(),
-                               "sync_minus_local": diff.to_dict(), "verdict": verdict(diff, scale=100, spec="+.1f")}
-        ctx.log(f"sync-batchnorm: per-rank batch {b}: sync - local {format_difference(diff, scale=100)} points")
+                               "sync_minus_local": c.difference.to_dict(), "verdict": c.verdict}
+        ctx.log(f"sync-batchnorm: per-rank batch {b}: sync - local {format_difference(c.difference, scale=100)} points")
     report = {"seeds": list(ctx.seeds), "runs": runs, "comparisons": comparisons}
     _plot(ctx, settings, report)
     return Report(settings, report, _summary(ctx, settings, report))
 
 
 def _summary(ctx: Context, settings: dict, results: dict) -> str:
-    from normlab.experiments.stats import Interval
-
     rows = []
     for b in settings["per_rank_batches"]:
         c = results["comparisons"][str(b)]
@@ -138,17 +143,13 @@ At per-rank batch {small}: {results['comparisons'][small]['verdict']}.
 
 
 def _plot(ctx: Context, settings: dict, results: dict) -> None:
-    from normlab.experiments.stats import Interval
-
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.8, 4.4))
     batches = settings["per_rank_batches"]
     for kind, color, offset in (("local", "tab:red", 0.97), ("sync", "tab:blue", 1.03)):
         ivs = [Interval(**results["comparisons"][str(b)][kind]) for b in batches]
-        means = np.array([100 * iv.mean for iv in ivs])
-        err = np.array([[100 * (iv.mean - iv.low), 100 * (iv.high - iv.mean)] for iv in ivs]).T
         xs = [b * offset for b in batches]
-        ax.errorbar(xs, means, yerr=err, fmt="o-", color=color, capsize=4, label=f"{LABELS[kind]}, mean ± 95% CI")
+        error_bars(ax, xs, ivs, scale=100, fmt="o-", color=color, capsize=4, label=f"{LABELS[kind]}, mean ± 95% CI")
         for b, x in zip(batches, xs):
             seeds = [r["final_val_acc"] for r in results["runs"][str(b)][kind]]
             ax.scatter([x] * len(seeds), [np.nan if a is None else 100 * a for a in seeds], color=color, alpha=0.35,
