@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from normlab.checks import check_positive, check_positive_int, check_probability  # noqa: F401  (scalar checks)
+from normlab.checks import (  # noqa: F401  (the scalar checks, for the functional layers)
+    check_non_negative_int,
+    check_positive,
+    check_positive_int,
+    check_probability,
+)
 
 
 def is_float_dtype(dtype: np.dtype) -> bool:

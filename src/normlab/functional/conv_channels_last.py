@@ -25,7 +25,7 @@ import numpy as np
 
 from normlab import memory
 from normlab.functional._windows import Pair
-from normlab.kernels.backend import compiled_pixel_kernels
+from normlab.kernels.backend import compiled_twin
 from normlab.parallel import split_over_threads
 
 ROWS_PER_PRODUCT = 1024  # output positions per chunk: rows of kh*kw*C values (1152 for 128 channels, 3x3)
@@ -83,7 +83,7 @@ def channels_last_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, s
     n, f, (kh, kw) = x.shape[0], weight.shape[0], weight.shape[2:]
     wr = reordered_filters(weight)  # (F, K)
     out = memory.empty((n, f, *out_size), x.dtype)
-    pixels = compiled_pixel_kernels("numba")
+    pixels = compiled_twin("pixels", "numba")
 
     def images(start: int, stop: int) -> None:
         work = RowWork(chunk_images(out_size, start, stop), x.shape, (kh, kw), padding, out_size, f, x.dtype)
@@ -108,7 +108,7 @@ def channels_last_backward(dout: np.ndarray, x: np.ndarray, weight: np.ndarray, 
     wr = reordered_filters(weight)  # (F, K)
     dx = memory.empty_like(x) if input_grad else None
     no_bias = np.zeros(c, x.dtype)
-    pixels = compiled_pixel_kernels("numba")
+    pixels = compiled_twin("pixels", "numba")
 
     def images(start: int, stop: int) -> np.ndarray:
         work = RowWork(chunk_images(out_size, start, stop), x.shape, (kh, kw), padding, out_size, f, x.dtype,

@@ -53,7 +53,7 @@ import numpy as np
 
 from normlab import memory
 from normlab.blas import limited_blas_threads
-from normlab.kernels.backend import compiled_pixel_kernels
+from normlab.kernels.backend import compiled_twin
 from normlab.parallel import split_over_threads
 
 G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])  # (4, 3)
@@ -138,7 +138,7 @@ def winograd_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, paddin
     grid = th, tw = tile_grid(out_size)
     u_t = transformed_filters(weight).transpose(0, 2, 1)  # (16, C, F)
     out = memory.empty((n, f, *out_size), x.dtype)
-    pixels = compiled_pixel_kernels("numba")
+    pixels = compiled_twin("pixels", "numba")
 
     def images(start: int, stop: int) -> None:
         work = TileWork(chunk_images(grid, start, stop), c, f, grid, x.dtype)
@@ -165,7 +165,7 @@ def winograd_backward(dout: np.ndarray, x: np.ndarray, weight: np.ndarray, paddi
     u = transformed_filters(weight)  # (16, F, C)
     dx = memory.empty_like(x) if input_grad else None
     no_bias = np.zeros(c, x.dtype)
-    pixels = compiled_pixel_kernels("numba")
+    pixels = compiled_twin("pixels", "numba")
 
     def images(start: int, stop: int) -> np.ndarray:
         work = TileWork(chunk_images(grid, start, stop), c, f, grid, x.dtype)

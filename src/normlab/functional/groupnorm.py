@@ -9,7 +9,6 @@ import numpy as np
 from normlab.functional._checks import check_float_array, check_param, check_positive
 from normlab.functional.normalize import NormCache, normalize_affine, normalize_affine_backward
 
-GroupNormCache = NormCache  # every normalization shares the cache type
 FORWARDS = ("groupnorm_forward", "instancenorm_forward")  # one operation under two names
 
 

@@ -9,12 +9,10 @@ from normlab.functional._checks import check_float_array, check_param, check_pos
 from normlab.functional.normalize import NormCache, normalize_affine, normalize_affine_backward
 from normlab.functional.staged import staged_backward_of
 
-LayerNormCache = NormCache  # every normalization shares the cache type
-
 
 def layernorm_forward(
     x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, *, eps: float = 1e-5, backend: str = "auto"
-) -> tuple[np.ndarray, LayerNormCache]:
+) -> tuple[np.ndarray, NormCache]:
     """Layer normalization forward pass.
 
     Every sample (row of x) is normalized over all its features: over D for (N, D), over C, H and W for

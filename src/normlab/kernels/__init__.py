@@ -19,28 +19,6 @@ NumPy core in `normlab.functional.normalize`.
 The functional layers dispatch here (`compiled_twin`); nothing here imports `normlab.functional`.
 """
 
-from normlab.kernels.backend import (
-    BACKENDS,
-    COMPILED_DTYPES,
-    ENV_VAR,
-    compiled_conv_kernels,
-    compiled_pixel_kernels,
-    compiled_pool_kernels,
-    compiled_twin,
-    compiled_winograd_kernels,
-    numba_available,
-    resolve_backend,
-)
+from normlab.kernels.backend import BACKENDS, COMPILED_DTYPES, ENV_VAR, compiled_twin, numba_available, resolve_backend
 
-__all__ = [
-    "BACKENDS",
-    "COMPILED_DTYPES",
-    "ENV_VAR",
-    "compiled_conv_kernels",
-    "compiled_pixel_kernels",
-    "compiled_pool_kernels",
-    "compiled_twin",
-    "compiled_winograd_kernels",
-    "numba_available",
-    "resolve_backend",
-]
+__all__ = ["BACKENDS", "COMPILED_DTYPES", "ENV_VAR", "compiled_twin", "numba_available", "resolve_backend"]

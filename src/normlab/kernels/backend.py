@@ -180,23 +180,3 @@ def compiled_twin(family: str, backend: str = "auto", x: np.ndarray | None = Non
 @cache
 def _twin(family: str) -> ModuleType:
     return importlib.import_module(f"normlab.kernels.{TWINS[family]}")
-
-
-def compiled_conv_kernels(backend: str = "auto") -> ModuleType | None:
-    """`compiled_twin("conv", backend)`: the convolution copies (`im2col_numba`) or None."""
-    return compiled_twin("conv", backend)
-
-
-def compiled_winograd_kernels(backend: str = "auto") -> ModuleType | None:
-    """`compiled_twin("winograd", backend)`: the Winograd tile transforms or None."""
-    return compiled_twin("winograd", backend)
-
-
-def compiled_pixel_kernels(backend: str = "auto") -> ModuleType | None:
-    """`compiled_twin("pixels", backend)`: the channels-last copies or None."""
-    return compiled_twin("pixels", backend)
-
-
-def compiled_pool_kernels(backend: str = "auto") -> ModuleType | None:
-    """`compiled_twin("pool", backend)`: max and average pooling or None."""
-    return compiled_twin("pool", backend)
