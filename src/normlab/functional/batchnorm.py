@@ -180,9 +180,6 @@ def batchnorm_backward(dout: np.ndarray, cache: NormCache) -> tuple[np.ndarray, 
 
 
 def batchnorm_backward_staged(dout: np.ndarray, cache: NormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Batch normalization backward pass, walked node by node on the computational graph
-    (mu, xmu, sq, var, sqrtvar, ivar, xhat, gammax, out): see `normlab.functional.staged`.
-
-    Returns (dx, dgamma, dbeta), equal to `batchnorm_backward`'s.
-    """
+    """Batch normalization backward walked node by node on the staged graph of `normlab.functional.staged`.
+    Returns (dx, dgamma, dbeta), equal to `batchnorm_backward`'s."""
     return staged_backward_of(dout, cache, "batchnorm_backward_staged", "batchnorm_forward")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from normlab.functional._checks import check_float_array, check_param, check_positive
+from normlab.functional._checks import check_float_array, check_param, check_positive, check_positive_int
 from normlab.functional.normalize import NormCache, normalize_affine, normalize_affine_backward
 
 FORWARDS = ("groupnorm_forward", "instancenorm_forward")  # one operation under two names
@@ -39,8 +39,7 @@ def _groupnorm_forward(
         raise ValueError(f"x must be at least 2-D (N, C, ...), got {x.ndim}-D input of shape {x.shape}")
     check_positive("eps", eps)
     n, c, *spatial = x.shape
-    if not isinstance(num_groups, (int, np.integer)) or isinstance(num_groups, bool) or num_groups < 1:
-        raise ValueError(f"num_groups must be a positive integer, got {num_groups!r}")
+    num_groups = check_positive_int("num_groups", num_groups)
     if c % num_groups:
         raise ValueError(f"num_groups must divide the number of channels C={c}, got num_groups={num_groups}")
     gamma = check_param("gamma", gamma, (c,), x.dtype)
@@ -54,10 +53,8 @@ def _groupnorm_forward(
 
 
 def groupnorm_backward(dout: np.ndarray, cache: NormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Group normalization backward, closed form (the shared core over each group).
-
-    Returns (dx, dgamma, dbeta): dx like x, dgamma and dbeta of shape (C,).
-    """
+    """Group normalization backward in closed form (`normalize_affine_backward`, means over each group).
+    Returns (dx, dgamma, dbeta): dx like x, dgamma and dbeta of shape (C,)."""
     return normalize_affine_backward(dout, cache, "groupnorm_backward", *FORWARDS)
 
 

@@ -45,18 +45,12 @@ def layernorm_forward(
 
 
 def layernorm_backward(dout: np.ndarray, cache: NormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Layer normalization backward, closed form: dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with
-    g = dout * gamma and the means over each sample's features.
-
-    Returns (dx, dgamma, dbeta), dgamma and dbeta shaped like gamma.
-    """
+    """Layer normalization backward in closed form (`normalize_affine_backward`, means over each sample's
+    features). Returns (dx, dgamma, dbeta), dgamma and dbeta shaped like gamma."""
     return normalize_affine_backward(dout, cache, "layernorm_backward", "layernorm_forward")
 
 
 def layernorm_backward_staged(dout: np.ndarray, cache: NormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Layer normalization backward on the same staged graph as batch norm's (see
-    `normlab.functional.staged`), with the statistics over each sample's features instead of the batch.
-
-    Returns (dx, dgamma, dbeta), equal to `layernorm_backward`'s.
-    """
+    """Layer normalization backward on the staged graph of `normlab.functional.staged`, the statistics over
+    each sample's features. Returns (dx, dgamma, dbeta), equal to `layernorm_backward`'s."""
     return staged_backward_of(dout, cache, "layernorm_backward_staged", "layernorm_forward")
