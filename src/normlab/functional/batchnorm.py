@@ -140,9 +140,7 @@ def check_batchnorm_args(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Validate what every batch norm variant takes: x (N, C, *) floating, gamma and beta (C,) (returned
     in x's dtype), eps > 0, a known running-variance convention."""
-    x = check_float_array("x", x)
-    if x.ndim < 2:
-        raise ValueError(f"x must be at least 2-D (N, C, ...), got {x.ndim}-D input of shape {x.shape}")
+    x = check_float_array("x", x, min_ndim=2, layout="(N, C, ...)")
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
     check_positive("eps", eps)

@@ -132,17 +132,8 @@ def renorm_correction(
 
 
 def batchrenorm_forward(
-    x: np.ndarray,
-    gamma: np.ndarray,
-    beta: np.ndarray,
-    running_mean: np.ndarray,
-    running_var: np.ndarray,
-    *,
-    training: bool = True,
-    momentum: float = 0.01,
-    eps: float = 1e-5,
-    rmax: float = 3.0,
-    dmax: float = 5.0,
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, running_mean: np.ndarray, running_var: np.ndarray, *,
+    training: bool = True, momentum: float = 0.01, eps: float = 1e-5, rmax: float = 3.0, dmax: float = 5.0,
     convention: str = "pytorch",
 ) -> tuple[np.ndarray, NormCache]:
     """Batch renormalization forward pass, for (N, D) and (N, C, H, W) inputs (any (N, C, *)).

@@ -322,14 +322,8 @@ def _flipped_transposed(weight: np.ndarray, groups: int) -> np.ndarray:
     return np.ascontiguousarray(grouped.transpose(0, 2, 1, 3, 4)).reshape(groups * cg, f // groups, kh, kw)
 
 
-def conv2d_forward_loop(
-    x: np.ndarray,
-    weight: np.ndarray,
-    bias: np.ndarray | None = None,
-    stride: int | Pair = 1,
-    padding: int | Pair = 0,
-    groups: int = 1,
-) -> tuple[np.ndarray, Conv2dCache]:
+def conv2d_forward_loop(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride: int | Pair = 1,
+                        padding: int | Pair = 0, groups: int = 1) -> tuple[np.ndarray, Conv2dCache]:
     """The reference: the convolution's definition, one output position at a time. Same inputs and
     returns as `conv2d_forward`."""
     x, weight, stride, padding, (ho, wo) = conv2d_geometry(x, weight, bias, stride, padding, groups)

@@ -103,13 +103,14 @@ class TileWork:
 
     def v(self, n: int) -> np.ndarray:
         """V for n images: (16, T, C)."""
-        tiles = n * self.grid[0] * self.grid[1]
-        return self.v_buffer[: self.v_buffer.size // self.images * n].reshape(16, tiles, -1)
+        return self._front(self.v_buffer, n)
 
     def m(self, n: int) -> np.ndarray:
         """M (or dM) for n images: (16, T, F)."""
-        tiles = n * self.grid[0] * self.grid[1]
-        return self.m_buffer[: self.m_buffer.size // self.images * n].reshape(16, tiles, -1)
+        return self._front(self.m_buffer, n)
+
+    def _front(self, buffer: np.ndarray, n: int) -> np.ndarray:
+        return buffer[: buffer.size // self.images * n].reshape(16, n * self.grid[0] * self.grid[1], -1)
 
 
 def chunk_images(grid: tuple[int, int], start: int, stop: int) -> int:

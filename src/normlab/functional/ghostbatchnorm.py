@@ -58,17 +58,9 @@ def _momenta(momentum: float | Sequence[float], num_chunks: int) -> list[float]:
 
 
 def ghost_batchnorm_forward(
-    x: np.ndarray,
-    gamma: np.ndarray,
-    beta: np.ndarray,
-    running_mean: np.ndarray | None = None,
-    running_var: np.ndarray | None = None,
-    *,
-    virtual_batch_size: int,
-    training: bool = True,
-    momentum: float | Sequence[float] = 0.1,
-    eps: float = 1e-5,
-    convention: str = "pytorch",
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, running_mean: np.ndarray | None = None,
+    running_var: np.ndarray | None = None, *, virtual_batch_size: int, training: bool = True,
+    momentum: float | Sequence[float] = 0.1, eps: float = 1e-5, convention: str = "pytorch",
 ) -> tuple[np.ndarray, NormCache]:
     """Ghost batch normalization forward pass, for (N, D) and (N, C, H, W) inputs (any (N, C, *)).
 

@@ -34,9 +34,7 @@ def groupnorm_forward(
 def _groupnorm_forward(
     x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, num_groups: int, eps: float, backend: str, forward: str
 ) -> tuple[np.ndarray, NormCache]:
-    x = check_float_array("x", x)
-    if x.ndim < 2:
-        raise ValueError(f"x must be at least 2-D (N, C, ...), got {x.ndim}-D input of shape {x.shape}")
+    x = check_float_array("x", x, min_ndim=2, layout="(N, C, ...)")
     check_positive("eps", eps)
     n, c, *spatial = x.shape
     num_groups = check_positive_int("num_groups", num_groups)
@@ -63,11 +61,7 @@ def instancenorm_forward(
 ) -> tuple[np.ndarray, NormCache]:
     """Instance normalization: each channel of each sample normalized over its spatial positions. The
     same as `groupnorm_forward` with num_groups = C. x: (N, C, *S) with at least one spatial axis."""
-    x = check_float_array("x", x)
-    if x.ndim < 3:
-        raise ValueError(
-            f"x must be at least 3-D (N, C, spatial...) for instance norm, got {x.ndim}-D input of shape {x.shape}"
-        )
+    x = check_float_array("x", x, min_ndim=3, layout="(N, C, spatial...) for instance norm")
     if np.prod(x.shape[2:]) <= 1:
         raise ValueError(f"Expected more than 1 spatial element per channel for instance norm, got input size {x.shape}")
     return _groupnorm_forward(x, gamma, beta, x.shape[1], eps, backend, "instancenorm_forward")

@@ -27,9 +27,7 @@ def layernorm_forward(
 
     Returns (out, cache), out of x's shape and dtype.
     """
-    x = check_float_array("x", x)
-    if x.ndim < 2:
-        raise ValueError(f"x must be at least 2-D (N, features...), got {x.ndim}-D input of shape {x.shape}")
+    x = check_float_array("x", x, min_ndim=2, layout="(N, features...)")
     check_positive("eps", eps)
     per_channel = isinstance(gamma, np.ndarray) and gamma.shape == (x.shape[1],) and x.ndim > 2
     param_shape = (x.shape[1],) if per_channel else x.shape[1:]

@@ -42,11 +42,6 @@ from normlab.kernels.normalize.moments import statistics_size
 from normlab.kernels.normalize.rows import normalize_rows, normalize_rows_backward, normalized_rows
 
 __all__ = [
-    "normalize_channels",
-    "normalize_channels_backward",
-    "normalize_rows",
-    "normalize_rows_backward",
-    "normalized_channels",
-    "normalized_rows",
-    "statistics_size",
+    "normalize_channels", "normalize_channels_backward", "normalize_rows", "normalize_rows_backward",
+    "normalized_channels", "normalized_rows", "statistics_size",
 ]
