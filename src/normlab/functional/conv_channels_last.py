@@ -16,7 +16,7 @@ Why channels-last: the NCHW im2col (`normlab.functional.conv`) copies runs of Wo
 and 4x4 maps of a small ResNet's last stages, and its fixed cost per run made the copies cost as much as
 the products; here every copy is a run of kw*C values. The price is the two transposing copies between
 NCHW and pixels, one pass over the input and one over the output, which on large maps with few channels
-outweigh the gain: `channels_last_pays` keeps those on im2col. Compiled (numba) only, like Winograd.
+outweigh the gain: `channels_last_applies` keeps those on im2col. Compiled (numba) only, like Winograd.
 """
 
 from __future__ import annotations
@@ -33,18 +33,13 @@ MIN_CHANNELS = 16  # fewer and the runs are short again, while the transposing c
 MAX_POSITIONS = 8 * 8  # larger maps have long enough runs for im2col, which skips those two copies
 
 
-def channels_last_pays(channels: int, kernel: Pair, out_size: Pair) -> bool:
-    """Whether im2row beats im2col for a layer: 16 or more input channels, a kernel larger than 1x1 (a 1x1
-    layer's im2col is a plain subsampling copy, while the pixels still hold the whole input) and at most 8x8
-    output positions per image."""
-    return (channels >= MIN_CHANNELS and kernel[0] * kernel[1] > 1
-            and out_size[0] * out_size[1] <= MAX_POSITIONS)
-
-
 def channels_last_applies(x_shape: tuple[int, ...], kernel: Pair, groups: int, out_size: Pair, kernels) -> bool:
-    """Whether `conv2d_forward` takes this path (when Winograd does not): compiled copies, no groups, and
-    `channels_last_pays`."""
-    return kernels is not None and groups == 1 and channels_last_pays(x_shape[1], kernel, out_size)
+    """Whether `conv2d_forward` takes this path (when Winograd does not): compiled copies, no groups, and a
+    layer where im2row beats im2col: 16 or more input channels, a kernel larger than 1x1 (a 1x1 layer's
+    im2col is a plain subsampling copy, while the pixels still hold the whole input) and at most 8x8 output
+    positions per image."""
+    return (kernels is not None and groups == 1 and x_shape[1] >= MIN_CHANNELS and kernel[0] * kernel[1] > 1
+            and out_size[0] * out_size[1] <= MAX_POSITIONS)
 
 
 def reordered_filters(weight: np.ndarray) -> np.ndarray:

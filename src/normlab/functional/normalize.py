@@ -249,19 +249,9 @@ class NormCache:
 
 
 def normalize_affine(
-    x: np.ndarray,
-    gamma: np.ndarray,
-    beta: np.ndarray,
-    stat_axes: Axes,
-    param_axes: Axes,
-    eps: float,
-    *,
-    forward: str,
-    param_shape: tuple[int, ...],
-    shape: tuple[int, ...] | None = None,
-    layout: str | None = None,
-    backend: str = "numpy",
-    stats: tuple[np.ndarray, np.ndarray] | None = None,
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, stat_axes: Axes, param_axes: Axes, eps: float, *,
+    forward: str, param_shape: tuple[int, ...], shape: tuple[int, ...] | None = None, layout: str | None = None,
+    backend: str = "numpy", stats: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, NormCache]:
     """out = gamma * normalize(x, stat_axes) + beta, the forward of every normalization.
 
