@@ -12,7 +12,7 @@ Checking your own layer::
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -63,24 +63,27 @@ def numerical_gradient(
     return grad
 
 
+def _same_shape_float64(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same shape, got {a.shape} and {b.shape}")
+    return a, b
+
+
 def relative_error(a: np.ndarray, b: np.ndarray) -> float:
     """Norm-wise relative error ||a - b|| / max(||a|| + ||b||, tiny), a number in [0, 1].
 
     Norm-wise rather than elementwise: an element that is nearly zero in both does not dominate. Around
     1e-7 or below means the two agree (in float64); 1e-2 or above usually means a bug.
     """
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"a and b must have the same shape, got {a.shape} and {b.shape}")
+    a, b = _same_shape_float64(a, b)
     scale = np.linalg.norm(a) + np.linalg.norm(b)
     return float(np.linalg.norm(a - b) / max(scale, np.finfo(np.float64).tiny))
 
 
 def max_elementwise_relative_error(a: np.ndarray, b: np.ndarray, floor: float = 1e-8) -> float:
     """CS231n's measure: max over elements of |a - b| / max(floor, |a| + |b|)."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"a and b must have the same shape, got {a.shape} and {b.shape}")
+    a, b = _same_shape_float64(a, b)
     return float(np.max(np.abs(a - b) / np.maximum(floor, np.abs(a) + np.abs(b)), initial=0.0))
 
 

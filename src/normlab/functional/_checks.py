@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from normlab.checks import check_positive, check_positive_int, check_probability  # noqa: F401  (scalar checks)
+from normlab.checks import (  # noqa: F401  (the scalar checks, for the functional layers)
+    check_non_negative_int,
+    check_positive,
+    check_positive_int,
+    check_probability,
+)
 
 
 def is_float_dtype(dtype: np.dtype) -> bool:
@@ -14,8 +19,10 @@ def is_float_dtype(dtype: np.dtype) -> bool:
     return dtype.kind == "f" or dtype.name == "bfloat16"  # attributes: cheaper than np.issubdtype, on every call
 
 
-def check_float_array(name: str, x: object, ndims: tuple[int, ...] | None = None) -> np.ndarray:
-    """`x` must be a floating-point NumPy array (with one of `ndims` dimensions, if given)."""
+def check_float_array(name: str, x: object, ndims: tuple[int, ...] | None = None, *, min_ndim: int = 0,
+                      layout: str = "") -> np.ndarray:
+    """`x` must be a floating-point NumPy array (with one of `ndims` dimensions, if given; with at least
+    `min_ndim`, the axes named by `layout` such as "(N, C, ...)", in the message)."""
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(x).__name__}")
     if not is_float_dtype(x.dtype):
@@ -23,6 +30,8 @@ def check_float_array(name: str, x: object, ndims: tuple[int, ...] | None = None
     if ndims is not None and x.ndim not in ndims:
         expected = " or ".join(f"{d}-D" for d in ndims)
         raise ValueError(f"{name} must be {expected}, got {x.ndim}-D input of shape {x.shape}")
+    if x.ndim < min_ndim:
+        raise ValueError(f"{name} must be at least {min_ndim}-D {layout}, got {x.ndim}-D input of shape {x.shape}")
     return x
 
 

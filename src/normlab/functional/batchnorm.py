@@ -5,19 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from normlab.functional._checks import (
-    check_float_array,
-    check_param,
-    check_positive,
-    check_probability,
-)
-from normlab.functional.normalize import (
-    Axes,
-    NormCache,
-    inverse_std,
-    normalize_affine,
-    normalize_affine_backward,
-)
+from normlab.functional._checks import check_float_array, check_param, check_positive, check_probability
+from normlab.functional.normalize import Axes, NormCache, inverse_std, normalize_affine, normalize_affine_backward
 from normlab.functional.staged import staged_backward_of
 
 CONVENTIONS = ("pytorch", "keras")
@@ -80,20 +69,31 @@ def batchnorm_forward(
     """
     x, gamma, beta = check_batchnorm_args(x, gamma, beta, eps, convention)
     check_probability("momentum", momentum)
-    c = x.shape[1]
+    if not training:
+        return per_channel_affine(x, gamma, beta, eps, "batchnorm_forward", backend=backend,
+                                  stats=running_statistics(x, running_mean, running_var))
+    m = values_per_channel(x)
+    out, cache = per_channel_affine(x, gamma, beta, eps, "batchnorm_forward", layout="channels", backend=backend)
+    if running_mean is not None or running_var is not None:
+        update_running_stats(running_mean, running_var, cache.mean, cache.var, m, momentum, convention)
+    return out, cache
+
+
+def per_channel_affine(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, forward: str,
+                       **core) -> tuple[np.ndarray, NormCache]:
+    """`normalize_affine` with batch norm's axes: statistics and parameters per channel (axis 1), gamma and
+    beta (C,); `core`: its layout, backend and stats."""
     axes = channel_axes(x.ndim)
-    gamma_b, beta_b = per_channel(gamma, x.ndim), per_channel(beta, x.ndim)  # (1, C, 1...)
-    if training:
-        m = x.size // c
-        if m <= 1:
-            raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.shape}")
-        out, cache = normalize_affine(x, gamma_b, beta_b, axes, axes, eps, forward="batchnorm_forward",
-                                      param_shape=(c,), layout="channels", backend=backend)
-        if running_mean is not None or running_var is not None:
-            update_running_stats(running_mean, running_var, cache.mean, cache.var, m, momentum, convention)
-        return out, cache
-    return normalize_affine(x, gamma_b, beta_b, axes, axes, eps, forward="batchnorm_forward", param_shape=(c,),
-                            backend=backend, stats=running_statistics(x, running_mean, running_var))
+    return normalize_affine(x, per_channel(gamma, x.ndim), per_channel(beta, x.ndim), axes, axes, eps,
+                            forward=forward, param_shape=(x.shape[1],), **core)
+
+
+def values_per_channel(x: np.ndarray) -> int:
+    """M, the values per channel of an (N, C, *) batch in training: more than 1, or a ValueError."""
+    m = x.size // x.shape[1]
+    if m <= 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.shape}")
+    return m
 
 
 def running_statistics(
@@ -140,9 +140,7 @@ def check_batchnorm_args(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Validate what every batch norm variant takes: x (N, C, *) floating, gamma and beta (C,) (returned
     in x's dtype), eps > 0, a known running-variance convention."""
-    x = check_float_array("x", x)
-    if x.ndim < 2:
-        raise ValueError(f"x must be at least 2-D (N, C, ...), got {x.ndim}-D input of shape {x.shape}")
+    x = check_float_array("x", x, min_ndim=2, layout="(N, C, ...)")
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
     check_positive("eps", eps)
@@ -174,23 +172,12 @@ def update_running_stats(
 
 
 def batchnorm_backward(dout: np.ndarray, cache: NormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Batch normalization backward pass, simplified to its closed form.
-
-    In training, with M values per channel and g = dout * gamma:
-
-        dx = rstd * (g - mean(g) - xhat * mean(g * xhat))      (means per channel)
-
-    In evaluation the statistics are constants and dx = dout * gamma * rstd.
-
-    Returns (dx, dgamma, dbeta): dx like x, dgamma and dbeta of shape (C,).
-    """
+    """Batch normalization backward pass in closed form (`normalize_affine_backward`, means per channel).
+    Returns (dx, dgamma, dbeta): dx like x, dgamma and dbeta of shape (C,)."""
     return normalize_affine_backward(dout, cache, "batchnorm_backward", "batchnorm_forward")
 
 
 def batchnorm_backward_staged(dout: np.ndarray, cache: NormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Batch normalization backward pass, walked node by node on the computational graph
-    (mu, xmu, sq, var, sqrtvar, ivar, xhat, gammax, out): see `normlab.functional.staged`.
-
-    Returns (dx, dgamma, dbeta), equal to `batchnorm_backward`'s.
-    """
+    """Batch normalization backward walked node by node on the staged graph of `normlab.functional.staged`.
+    Returns (dx, dgamma, dbeta), equal to `batchnorm_backward`'s."""
     return staged_backward_of(dout, cache, "batchnorm_backward_staged", "batchnorm_forward")

@@ -32,30 +32,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from normlab.functional._checks import check_probability
+from normlab.functional._checks import check_non_negative_int, check_probability
 from normlab.functional.batchnorm import (
     channel_axes,
     check_batchnorm_args,
     per_channel,
+    per_channel_affine,
     running_statistics,
     update_running_stats,
+    values_per_channel,
 )
-from normlab.functional.normalize import (
-    NormCache,
-    apply_affine,
-    inverse_std,
-    normalize,
-    normalize_affine,
-    normalize_affine_backward,
-)
-
-BatchRenormCache = NormCache  # every normalization shares the cache type; r and d are its fields here
-
-
-def _check_non_negative_int(name: str, value) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-    return int(value)
+from normlab.functional.normalize import NormCache, apply_affine, inverse_std, normalize, normalize_affine_backward
 
 
 def check_clipping(rmax: float, dmax: float) -> None:
@@ -94,9 +81,9 @@ class RenormSchedule:
 
     def __post_init__(self) -> None:
         check_clipping(self.rmax, self.dmax)
-        warmup = _check_non_negative_int("warmup_steps", self.warmup_steps)
+        warmup = check_non_negative_int("warmup_steps", self.warmup_steps)
         for name in ("rmax_full_at", "dmax_full_at"):
-            end = _check_non_negative_int(name, getattr(self, name))
+            end = check_non_negative_int(name, getattr(self, name))
             if end < warmup:
                 raise ValueError(f"{name} must be >= warmup_steps={warmup}, got {name}={end}")
 
@@ -114,7 +101,7 @@ class RenormSchedule:
 
     def __call__(self, step: int) -> tuple[float, float]:
         """(rmax, dmax) at training step `step` (>= 0)."""
-        step = _check_non_negative_int("step", step)
+        step = check_non_negative_int("step", step)
         rmax = 1.0 + (self.rmax - 1.0) * self._ramp(step, self.rmax_full_at)
         dmax = self.dmax * self._ramp(step, self.dmax_full_at)
         return rmax, dmax
@@ -145,19 +132,10 @@ def renorm_correction(
 
 
 def batchrenorm_forward(
-    x: np.ndarray,
-    gamma: np.ndarray,
-    beta: np.ndarray,
-    running_mean: np.ndarray,
-    running_var: np.ndarray,
-    *,
-    training: bool = True,
-    momentum: float = 0.01,
-    eps: float = 1e-5,
-    rmax: float = 3.0,
-    dmax: float = 5.0,
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, running_mean: np.ndarray, running_var: np.ndarray, *,
+    training: bool = True, momentum: float = 0.01, eps: float = 1e-5, rmax: float = 3.0, dmax: float = 5.0,
     convention: str = "pytorch",
-) -> tuple[np.ndarray, BatchRenormCache]:
+) -> tuple[np.ndarray, NormCache]:
     """Batch renormalization forward pass, for (N, D) and (N, C, H, W) inputs (any (N, C, *)).
 
     In training: out = gamma * (xhat_B * r + d) + beta with the corrections of `renorm_correction`
@@ -165,23 +143,16 @@ def batchrenorm_forward(
     `batchnorm_forward` updates them. In evaluation: batch norm in evaluation (running statistics),
     whatever rmax and dmax.
 
-    Inputs:
-    - x: (N, C, *) float array; more than 1 value per channel in training.
-    - gamma, beta: (C,) scale and shift.
-    - running_mean, running_var: (C,) running statistics, required in both modes (r and d divide by them).
-    - training: renormalized batch statistics (True) or running statistics (False).
-    - momentum: weight of the batch in the running averages, in [0, 1].
-    - eps: added to both variances, > 0.
+    Inputs as `batchnorm_forward` (no backend: NumPy only; eps is added to both variances; running_mean and
+    running_var are required in both modes, r and d divide by them), plus:
     - rmax: r is clipped to [1/rmax, rmax], rmax >= 1; dmax: d is clipped to [-dmax, dmax], dmax >= 0.
       rmax = 1 and dmax = 0 give batch norm exactly.
-    - convention: the running variance stored, "pytorch" (unbiased) or "keras" (biased).
 
     Returns (out, cache): out has x's shape and dtype.
     """
     x, gamma, beta = check_batchnorm_args(x, gamma, beta, eps, convention)
     check_probability("momentum", momentum)
     check_clipping(rmax, dmax)
-    c = x.shape[1]
     if running_mean is None or running_var is None:
         raise ValueError(
             "running_mean and running_var are required by batch renorm (r and d are measured against them), "
@@ -189,25 +160,21 @@ def batchrenorm_forward(
             f"running_var={None if running_var is None else 'array'}"
         )
     mu, var_running = running_statistics(x, running_mean, running_var)  # (1, C, 1...)
-    axes = channel_axes(x.ndim)
-    gamma_b, beta_b = per_channel(gamma, x.ndim), per_channel(beta, x.ndim)  # (1, C, 1...)
     if not training:  # batch norm's evaluation, with r = 1 and d = 0
-        out, cache = normalize_affine(x, gamma_b, beta_b, axes, axes, eps, forward="batchrenorm_forward",
-                                      param_shape=(c,), stats=(mu, var_running))
+        out, cache = per_channel_affine(x, gamma, beta, eps, "batchrenorm_forward", stats=(mu, var_running))
         ones = np.ones_like(cache.rstd)  # (1, C, 1...)
         return out, dataclasses.replace(cache, r=ones, d=np.zeros_like(ones))
 
-    m = x.size // c
-    if m <= 1:
-        raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.shape}")
+    m = values_per_channel(x)
+    axes = channel_axes(x.ndim)
     normalized = normalize(x, axes, eps)  # xhat_B and the batch statistics
     r, d = renorm_correction(normalized.mean, normalized.rstd, mu, var_running, eps, rmax, dmax)  # before the update
     update_running_stats(running_mean, running_var, normalized.mean, normalized.var, m, momentum, convention)
-    return apply_affine(x, normalized, gamma_b, beta_b, axes, axes, eps, forward="batchrenorm_forward",
-                        param_shape=(c,), correction=(r, d))
+    return apply_affine(x, normalized, per_channel(gamma, x.ndim), per_channel(beta, x.ndim), axes, axes, eps,
+                        forward="batchrenorm_forward", param_shape=(x.shape[1],), correction=(r, d))
 
 
-def batchrenorm_backward(dout: np.ndarray, cache: BatchRenormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def batchrenorm_backward(dout: np.ndarray, cache: NormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Batch renormalization backward pass, with r and d held constant (as the paper prescribes).
 
     Derivation, per channel (sums and means over the M values of the channel). The forward is

@@ -40,7 +40,7 @@ from types import ModuleType
 import numpy as np
 
 from normlab import memory
-from normlab.functional._checks import check_cache, check_float_array, check_param, check_same_shape
+from normlab.functional._checks import check_cache, check_float_array, check_param, check_positive_int, check_same_shape
 from normlab.functional._windows import Pair, as_pair, fold_windows, output_size, pad_spatial, sliding_windows
 from normlab.functional.conv_channels_last import channels_last_applies, channels_last_backward, channels_last_forward
 from normlab.functional.conv_winograd import winograd_applies, winograd_backward, winograd_forward
@@ -72,8 +72,7 @@ def conv2d_geometry(x, weight, bias, stride, padding, groups) -> tuple[np.ndarra
     """Check a convolution's arguments. Returns (x, weight in x's dtype, stride, padding, (Ho, Wo))."""
     x = check_float_array("x", x, ndims=(4,))
     weight = check_float_array("weight", weight, ndims=(4,))
-    if not isinstance(groups, (int, np.integer)) or isinstance(groups, bool) or groups < 1:
-        raise ValueError(f"groups must be a positive integer, got {groups!r}")
+    groups = check_positive_int("groups", groups)
     c, h, w = x.shape[1:]
     f, cg, kh, kw = weight.shape
     if c % groups:
@@ -323,14 +322,8 @@ def _flipped_transposed(weight: np.ndarray, groups: int) -> np.ndarray:
     return np.ascontiguousarray(grouped.transpose(0, 2, 1, 3, 4)).reshape(groups * cg, f // groups, kh, kw)
 
 
-def conv2d_forward_loop(
-    x: np.ndarray,
-    weight: np.ndarray,
-    bias: np.ndarray | None = None,
-    stride: int | Pair = 1,
-    padding: int | Pair = 0,
-    groups: int = 1,
-) -> tuple[np.ndarray, Conv2dCache]:
+def conv2d_forward_loop(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride: int | Pair = 1,
+                        padding: int | Pair = 0, groups: int = 1) -> tuple[np.ndarray, Conv2dCache]:
     """The reference: the convolution's definition, one output position at a time. Same inputs and
     returns as `conv2d_forward`."""
     x, weight, stride, padding, (ho, wo) = conv2d_geometry(x, weight, bias, stride, padding, groups)

@@ -16,7 +16,7 @@ Why channels-last: the NCHW im2col (`normlab.functional.conv`) copies runs of Wo
 and 4x4 maps of a small ResNet's last stages, and its fixed cost per run made the copies cost as much as
 the products; here every copy is a run of kw*C values. The price is the two transposing copies between
 NCHW and pixels, one pass over the input and one over the output, which on large maps with few channels
-outweigh the gain: `channels_last_pays` keeps those on im2col. Compiled (numba) only, like Winograd.
+outweigh the gain: `channels_last_applies` keeps those on im2col. Compiled (numba) only, like Winograd.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 
 from normlab import memory
 from normlab.functional._windows import Pair
-from normlab.kernels.backend import compiled_pixel_kernels
+from normlab.kernels.backend import compiled_twin
 from normlab.parallel import split_over_threads
 
 ROWS_PER_PRODUCT = 1024  # output positions per chunk: rows of kh*kw*C values (1152 for 128 channels, 3x3)
@@ -33,21 +33,13 @@ MIN_CHANNELS = 16  # fewer and the runs are short again, while the transposing c
 MAX_POSITIONS = 8 * 8  # larger maps have long enough runs for im2col, which skips those two copies
 
 
-def channels_last_pays(channels: int, kernel: Pair, out_size: Pair) -> bool:
-    """Whether im2row beats im2col for a layer: 16 or more input channels, a kernel larger than 1x1 and at
-    most 8x8 output positions per image.
-
-    Measured on one thread, 64 images, forward and backward (time im2row / im2col): 3x3 stride-2 layers
-    onto 7x7 and 4x4 outputs 0.6-0.9x; 1x1 layers with stride 2 1.3-2.2x, as their im2col is a plain
-    subsampling copy while the pixels still hold the whole input."""
-    return (channels >= MIN_CHANNELS and kernel[0] * kernel[1] > 1
-            and out_size[0] * out_size[1] <= MAX_POSITIONS)
-
-
 def channels_last_applies(x_shape: tuple[int, ...], kernel: Pair, groups: int, out_size: Pair, kernels) -> bool:
-    """Whether `conv2d_forward` takes this path (when Winograd does not): compiled copies, no groups, and
-    `channels_last_pays`."""
-    return kernels is not None and groups == 1 and channels_last_pays(x_shape[1], kernel, out_size)
+    """Whether `conv2d_forward` takes this path (when Winograd does not): compiled copies, no groups, and a
+    layer where im2row beats im2col: 16 or more input channels, a kernel larger than 1x1 (a 1x1 layer's
+    im2col is a plain subsampling copy, while the pixels still hold the whole input) and at most 8x8 output
+    positions per image."""
+    return (kernels is not None and groups == 1 and x_shape[1] >= MIN_CHANNELS and kernel[0] * kernel[1] > 1
+            and out_size[0] * out_size[1] <= MAX_POSITIONS)
 
 
 def reordered_filters(weight: np.ndarray) -> np.ndarray:
@@ -83,7 +75,7 @@ def channels_last_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, s
     n, f, (kh, kw) = x.shape[0], weight.shape[0], weight.shape[2:]
     wr = reordered_filters(weight)  # (F, K)
     out = memory.empty((n, f, *out_size), x.dtype)
-    pixels = compiled_pixel_kernels("numba")
+    pixels = compiled_twin("pixels", "numba")
 
     def images(start: int, stop: int) -> None:
         work = RowWork(chunk_images(out_size, start, stop), x.shape, (kh, kw), padding, out_size, f, x.dtype)
@@ -108,7 +100,7 @@ def channels_last_backward(dout: np.ndarray, x: np.ndarray, weight: np.ndarray, 
     wr = reordered_filters(weight)  # (F, K)
     dx = memory.empty_like(x) if input_grad else None
     no_bias = np.zeros(c, x.dtype)
-    pixels = compiled_pixel_kernels("numba")
+    pixels = compiled_twin("pixels", "numba")
 
     def images(start: int, stop: int) -> np.ndarray:
         work = RowWork(chunk_images(out_size, start, stop), x.shape, (kh, kw), padding, out_size, f, x.dtype,

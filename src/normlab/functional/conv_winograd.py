@@ -28,21 +28,12 @@ powers of two, so it adds little; the tests hold it to the loop reference at 1e-
 
 The data go channels-last: each chunk of images is copied into padded pixels (n, Hp, Wp, C)
 (`normlab.kernels.pixels_numba`), and every tile transform (`normlab.kernels.winograd_numba`) combines runs of C
-or F contiguous values, however small the map. An earlier version transformed NCHW planes in place, row
-by row of tiles: on the 7x7 and 4x4 maps of a small ResNet a row is 2 to 4 tiles, and the per-row cost
-made it slower than this one on every map up to 16x16; only on 32x32 maps was it slightly faster (it skips
-the two copies), not worth a second implementation (figures: docs/performance.md, "Measurements behind
-design choices"). The transforms exist compiled only, so this
-path needs numba; `conv2d_forward` takes it for 3x3, stride-1, ungrouped float32 or float64
-convolutions with 16 or more input and output channels and maps of 4x4 or more (`winograd_applies`). The
-filter transforms are one small product with kron(G, G) (16, 9), each 3x3 filter being a row of 9
+or F contiguous values, however small the map (NCHW planes transformed row by row of tiles, and F(4x4, 3x3),
+were slower on a small ResNet's maps: docs/performance.md, "Measurements behind design choices"). The
+transforms exist compiled only, so this path needs numba; `conv2d_forward` takes it where `winograd_applies`.
+The filter transforms are one small product with kron(G, G) (16, 9), each 3x3 filter being a row of 9
 values. Like the im2col path it works through chunks of images on threads, about TILES_PER_PRODUCT tiles
 per chunk.
-
-Also measured and not kept: F(4x4, 3x3) (36 products per 4x4 tile: 1.8x fewer multiplications than
-F(2x2, 3x3) on 7x7 and 4x4 maps). It was faster on 7x7 maps only, slower on 4x4 (one tile per image: thin
-products) and 14x14 ones (heavier transforms, a quarter of the tiles' outputs past the map's edge), and
-several times less accurate in float32.
 """
 
 from __future__ import annotations
@@ -53,7 +44,7 @@ import numpy as np
 
 from normlab import memory
 from normlab.blas import limited_blas_threads
-from normlab.kernels.backend import compiled_pixel_kernels
+from normlab.kernels.backend import compiled_twin
 from normlab.parallel import split_over_threads
 
 G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])  # (4, 3)
@@ -77,11 +68,9 @@ def tile_grid(out_size: tuple[int, int]) -> tuple[int, int]:
 
 
 def transformed_filters(weight: np.ndarray) -> np.ndarray:
-    """U (16, F, C) = G g G^T for every (filter, channel), in weight's dtype: one (16, 9) @ (9, F*C) product.
-
-    On one BLAS thread, as every product of a step: after a product on several threads OpenBLAS keeps its
-    threads spinning for a while, and they took a core from the convolutions' workers (moving these products
-    to one thread nearly halved a bn-cnn step's CPU time: docs/performance.md)."""
+    """U (16, F, C) = G g G^T for every (filter, channel), in weight's dtype: one (16, 9) @ (9, F*C) product,
+    on one BLAS thread: OpenBLAS's threads keep spinning after a product and took a core from the
+    convolutions' workers (docs/performance.md)."""
     f, c = weight.shape[:2]
     with limited_blas_threads(1):
         return (GG.astype(weight.dtype) @ weight.reshape(f * c, 9).T).reshape(16, f, c)
@@ -114,13 +103,14 @@ class TileWork:
 
     def v(self, n: int) -> np.ndarray:
         """V for n images: (16, T, C)."""
-        tiles = n * self.grid[0] * self.grid[1]
-        return self.v_buffer[: self.v_buffer.size // self.images * n].reshape(16, tiles, -1)
+        return self._front(self.v_buffer, n)
 
     def m(self, n: int) -> np.ndarray:
         """M (or dM) for n images: (16, T, F)."""
-        tiles = n * self.grid[0] * self.grid[1]
-        return self.m_buffer[: self.m_buffer.size // self.images * n].reshape(16, tiles, -1)
+        return self._front(self.m_buffer, n)
+
+    def _front(self, buffer: np.ndarray, n: int) -> np.ndarray:
+        return buffer[: buffer.size // self.images * n].reshape(16, n * self.grid[0] * self.grid[1], -1)
 
 
 def chunk_images(grid: tuple[int, int], start: int, stop: int) -> int:
@@ -138,7 +128,7 @@ def winograd_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, paddin
     grid = th, tw = tile_grid(out_size)
     u_t = transformed_filters(weight).transpose(0, 2, 1)  # (16, C, F)
     out = memory.empty((n, f, *out_size), x.dtype)
-    pixels = compiled_pixel_kernels("numba")
+    pixels = compiled_twin("pixels", "numba")
 
     def images(start: int, stop: int) -> None:
         work = TileWork(chunk_images(grid, start, stop), c, f, grid, x.dtype)
@@ -165,7 +155,7 @@ def winograd_backward(dout: np.ndarray, x: np.ndarray, weight: np.ndarray, paddi
     u = transformed_filters(weight)  # (16, F, C)
     dx = memory.empty_like(x) if input_grad else None
     no_bias = np.zeros(c, x.dtype)
-    pixels = compiled_pixel_kernels("numba")
+    pixels = compiled_twin("pixels", "numba")
 
     def images(start: int, stop: int) -> np.ndarray:
         work = TileWork(chunk_images(grid, start, stop), c, f, grid, x.dtype)

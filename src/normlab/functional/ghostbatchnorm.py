@@ -26,33 +26,24 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from normlab.functional._checks import check_cache, check_param, check_probability, check_same_shape
+from normlab.functional._checks import check_cache, check_positive_int, check_probability, check_same_shape
 from normlab.functional.batchnorm import (
     check_batchnorm_args,
-    per_channel,
+    per_channel_affine,
     running_statistics,
     update_running_stats,
 )
 from normlab.functional.normalize import NormCache, is_half, normalize_affine, normalize_affine_backward
 
-GhostBatchNormCache = NormCache  # every normalization shares the cache type; `parts` holds the blocks here
 FORWARD = "ghost_batchnorm_forward"
 
 
 def virtual_batch_sizes(n: int, virtual_batch_size: int) -> list[int]:
     """Sizes of the consecutive chunks a batch of n samples is cut into: [V, V, ..., V, n % V], the last
     entry present only when V does not divide n; [n] when V >= n."""
-    if not isinstance(virtual_batch_size, (int, np.integer)) or isinstance(virtual_batch_size, bool) or (
-        virtual_batch_size < 1
-    ):
-        raise ValueError(f"virtual_batch_size must be a positive integer, got {virtual_batch_size!r}")
+    virtual_batch_size = check_positive_int("virtual_batch_size", virtual_batch_size)
     full, rest = divmod(n, virtual_batch_size)
-    return [int(virtual_batch_size)] * full + ([rest] if rest else [])
-
-
-def _block_axes(ndim: int) -> tuple[int, ...]:
-    """Statistics axes of a block (G, V, C, *S): the chunk's samples and the spatial positions."""
-    return (1, *range(3, ndim))
+    return [virtual_batch_size] * full + ([rest] if rest else [])
 
 
 def _momenta(momentum: float | Sequence[float], num_chunks: int) -> list[float]:
@@ -67,35 +58,21 @@ def _momenta(momentum: float | Sequence[float], num_chunks: int) -> list[float]:
 
 
 def ghost_batchnorm_forward(
-    x: np.ndarray,
-    gamma: np.ndarray,
-    beta: np.ndarray,
-    running_mean: np.ndarray | None = None,
-    running_var: np.ndarray | None = None,
-    *,
-    virtual_batch_size: int,
-    training: bool = True,
-    momentum: float | Sequence[float] = 0.1,
-    eps: float = 1e-5,
-    convention: str = "pytorch",
-) -> tuple[np.ndarray, GhostBatchNormCache]:
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, running_mean: np.ndarray | None = None,
+    running_var: np.ndarray | None = None, *, virtual_batch_size: int, training: bool = True,
+    momentum: float | Sequence[float] = 0.1, eps: float = 1e-5, convention: str = "pytorch",
+) -> tuple[np.ndarray, NormCache]:
     """Ghost batch normalization forward pass, for (N, D) and (N, C, H, W) inputs (any (N, C, *)).
 
     Equal to splitting x into consecutive chunks of `virtual_batch_size` samples (the last one smaller
     when it does not divide N), calling `batchnorm_forward` on each chunk in order with the same running
     statistics, and concatenating the outputs. See the module docstring.
 
-    Inputs:
-    - x: (N, C, *) float array. In training every chunk needs more than 1 value per channel.
-    - gamma, beta: (C,) scale and shift.
-    - running_mean, running_var: (C,) or None; updated in place once per chunk in training; required in
-      evaluation.
+    Inputs as `batchnorm_forward` (no backend: NumPy only), per chunk (in training every chunk needs more
+    than 1 value per channel; the running statistics are updated once per chunk), plus:
     - virtual_batch_size: V >= 1, samples per chunk.
-    - training: per-chunk statistics (True) or running statistics (False).
-    - momentum: weight of each chunk in the running averages, in [0, 1]; or a sequence with one value
-      per chunk, len(virtual_batch_sizes(N, V)) (a cumulative average gives each chunk its own).
-    - eps: added to the variance, > 0.
-    - convention: the running variance stored, "pytorch" (unbiased) or "keras" (biased).
+    - momentum: also a sequence with one value per chunk, len(virtual_batch_sizes(N, V)) (a cumulative
+      average gives each chunk its own).
 
     Returns (out, cache): out has x's shape and dtype.
     """
@@ -104,9 +81,7 @@ def ghost_batchnorm_forward(
     sizes = virtual_batch_sizes(n, virtual_batch_size)
     momenta = _momenta(momentum, len(sizes))
     if not training:  # batch norm's evaluation: running statistics
-        axes = (0, *range(2, x.ndim))
-        return normalize_affine(x, per_channel(gamma, x.ndim), per_channel(beta, x.ndim), axes, axes, eps,
-                                forward=FORWARD, param_shape=(c,), stats=running_statistics(x, running_mean, running_var))
+        return per_channel_affine(x, gamma, beta, eps, FORWARD, stats=running_statistics(x, running_mean, running_var))
 
     positions = int(np.prod(spatial, dtype=np.int64))
     if sizes[-1] * positions <= 1:
@@ -115,14 +90,10 @@ def ghost_batchnorm_forward(
             f"{x.shape} with virtual_batch_size={virtual_batch_size} leaves a virtual batch of {sizes[-1]} "
             f"sample(s) with {sizes[-1] * positions} value(s) per channel"
         )
-    if (running_mean is None) != (running_var is None):
-        raise ValueError("running_mean and running_var must be given together; one of them is None")
-    if running_mean is not None:
-        check_param("running_mean", running_mean, (c,), running_mean.dtype)
-        check_param("running_var", running_var, (c,), running_var.dtype)
 
-    gamma_b, beta_b = _per_channel_of_block(gamma, x.ndim), _per_channel_of_block(beta, x.ndim)
-    stat_axes = _block_axes(x.ndim + 1)  # a chunk's samples and positions
+    block_shape = (1, 1, c) + (1,) * len(spatial)  # gamma and beta against a block (G, V, C, *S)
+    gamma_b, beta_b = gamma.reshape(block_shape), beta.reshape(block_shape)
+    stat_axes = (1, *range(3, x.ndim + 1))  # a chunk's samples and positions
     param_axes = (0, *stat_axes)  # and every chunk
     parts, outs, chunk = [], [], 0
     for start, size, count in _blocks(sizes):
@@ -132,7 +103,7 @@ def ghost_batchnorm_forward(
                                      shape=(stop - start, c, *spatial))
         outs.append(out)
         parts.append(part)
-        if running_mean is not None:
+        if running_mean is not None or running_var is not None:  # update_running_stats checks both
             for k in range(count):  # in order: the chunks are consecutive batches to the running averages
                 update_running_stats(running_mean, running_var, part.mean[k], part.var[k], size * positions,
                                      momenta[chunk], convention)
@@ -140,11 +111,6 @@ def ghost_batchnorm_forward(
     if len(parts) == 1:
         return outs[0], parts[0]  # equal chunks: the view (G, V, C, *S) is x itself
     return np.concatenate(outs), NormCache(FORWARD, x.shape, parts=tuple(parts))
-
-
-def _per_channel_of_block(v: np.ndarray, ndim: int) -> np.ndarray:
-    """(C,) -> (1, 1, C, 1, ...) so it broadcasts against a block (G, V, C, *S) of an ndim-D input."""
-    return v.reshape((1, 1, -1) + (1,) * (ndim - 2))
 
 
 def _blocks(sizes: list[int]) -> list[tuple[int, int, int]]:
@@ -158,7 +124,7 @@ def _blocks(sizes: list[int]) -> list[tuple[int, int, int]]:
 
 
 def ghost_batchnorm_backward(
-    dout: np.ndarray, cache: GhostBatchNormCache
+    dout: np.ndarray, cache: NormCache
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ghost batch normalization backward pass: batch norm's closed-form backward on every chunk (the
     core, with scale gamma * rstd of the chunk), dgamma and dbeta summed over the chunks.

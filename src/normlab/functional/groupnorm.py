@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from normlab.functional._checks import check_float_array, check_param, check_positive
+from normlab.functional._checks import check_float_array, check_param, check_positive, check_positive_int
 from normlab.functional.normalize import NormCache, normalize_affine, normalize_affine_backward
 
-GroupNormCache = NormCache  # every normalization shares the cache type
 FORWARDS = ("groupnorm_forward", "instancenorm_forward")  # one operation under two names
 
 
@@ -35,13 +34,10 @@ def groupnorm_forward(
 def _groupnorm_forward(
     x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, num_groups: int, eps: float, backend: str, forward: str
 ) -> tuple[np.ndarray, NormCache]:
-    x = check_float_array("x", x)
-    if x.ndim < 2:
-        raise ValueError(f"x must be at least 2-D (N, C, ...), got {x.ndim}-D input of shape {x.shape}")
+    x = check_float_array("x", x, min_ndim=2, layout="(N, C, ...)")
     check_positive("eps", eps)
     n, c, *spatial = x.shape
-    if not isinstance(num_groups, (int, np.integer)) or isinstance(num_groups, bool) or num_groups < 1:
-        raise ValueError(f"num_groups must be a positive integer, got {num_groups!r}")
+    num_groups = check_positive_int("num_groups", num_groups)
     if c % num_groups:
         raise ValueError(f"num_groups must divide the number of channels C={c}, got num_groups={num_groups}")
     gamma = check_param("gamma", gamma, (c,), x.dtype)
@@ -55,10 +51,8 @@ def _groupnorm_forward(
 
 
 def groupnorm_backward(dout: np.ndarray, cache: NormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Group normalization backward, closed form (the shared core over each group).
-
-    Returns (dx, dgamma, dbeta): dx like x, dgamma and dbeta of shape (C,).
-    """
+    """Group normalization backward in closed form (`normalize_affine_backward`, means over each group).
+    Returns (dx, dgamma, dbeta): dx like x, dgamma and dbeta of shape (C,)."""
     return normalize_affine_backward(dout, cache, "groupnorm_backward", *FORWARDS)
 
 
@@ -67,11 +61,7 @@ def instancenorm_forward(
 ) -> tuple[np.ndarray, NormCache]:
     """Instance normalization: each channel of each sample normalized over its spatial positions. The
     same as `groupnorm_forward` with num_groups = C. x: (N, C, *S) with at least one spatial axis."""
-    x = check_float_array("x", x)
-    if x.ndim < 3:
-        raise ValueError(
-            f"x must be at least 3-D (N, C, spatial...) for instance norm, got {x.ndim}-D input of shape {x.shape}"
-        )
+    x = check_float_array("x", x, min_ndim=3, layout="(N, C, spatial...) for instance norm")
     if np.prod(x.shape[2:]) <= 1:
         raise ValueError(f"Expected more than 1 spatial element per channel for instance norm, got input size {x.shape}")
     return _groupnorm_forward(x, gamma, beta, x.shape[1], eps, backend, "instancenorm_forward")

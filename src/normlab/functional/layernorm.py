@@ -9,12 +9,10 @@ from normlab.functional._checks import check_float_array, check_param, check_pos
 from normlab.functional.normalize import NormCache, normalize_affine, normalize_affine_backward
 from normlab.functional.staged import staged_backward_of
 
-LayerNormCache = NormCache  # every normalization shares the cache type
-
 
 def layernorm_forward(
     x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, *, eps: float = 1e-5, backend: str = "auto"
-) -> tuple[np.ndarray, LayerNormCache]:
+) -> tuple[np.ndarray, NormCache]:
     """Layer normalization forward pass.
 
     Every sample (row of x) is normalized over all its features: over D for (N, D), over C, H and W for
@@ -29,9 +27,7 @@ def layernorm_forward(
 
     Returns (out, cache), out of x's shape and dtype.
     """
-    x = check_float_array("x", x)
-    if x.ndim < 2:
-        raise ValueError(f"x must be at least 2-D (N, features...), got {x.ndim}-D input of shape {x.shape}")
+    x = check_float_array("x", x, min_ndim=2, layout="(N, features...)")
     check_positive("eps", eps)
     per_channel = isinstance(gamma, np.ndarray) and gamma.shape == (x.shape[1],) and x.ndim > 2
     param_shape = (x.shape[1],) if per_channel else x.shape[1:]
@@ -47,18 +43,12 @@ def layernorm_forward(
 
 
 def layernorm_backward(dout: np.ndarray, cache: NormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Layer normalization backward, closed form: dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with
-    g = dout * gamma and the means over each sample's features.
-
-    Returns (dx, dgamma, dbeta), dgamma and dbeta shaped like gamma.
-    """
+    """Layer normalization backward in closed form (`normalize_affine_backward`, means over each sample's
+    features). Returns (dx, dgamma, dbeta), dgamma and dbeta shaped like gamma."""
     return normalize_affine_backward(dout, cache, "layernorm_backward", "layernorm_forward")
 
 
 def layernorm_backward_staged(dout: np.ndarray, cache: NormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Layer normalization backward on the same staged graph as batch norm's (see
-    `normlab.functional.staged`), with the statistics over each sample's features instead of the batch.
-
-    Returns (dx, dgamma, dbeta), equal to `layernorm_backward`'s.
-    """
+    """Layer normalization backward on the staged graph of `normlab.functional.staged`, the statistics over
+    each sample's features. Returns (dx, dgamma, dbeta), equal to `layernorm_backward`'s."""
     return staged_backward_of(dout, cache, "layernorm_backward_staged", "layernorm_forward")

@@ -31,8 +31,6 @@ evaluation mode (statistics given, then constants of the backward), batch renorm
 the affine, `NormCache.r`, `.d`), ghost batch norm's virtual batches (a view with a chunk axis; one cache
 per run of equal chunks), SyncBatchNorm's merged moments and summed backward reductions (the halves
 `moments` / `merge_moments` / `normalize_with_stats` and `backward_sums` / `normalize_backward_from_sums`).
-
-Half-precision inputs (float16, bfloat16) are normalized with float32 statistics, as the frameworks do.
 """
 
 from __future__ import annotations
@@ -184,17 +182,11 @@ def backward_sums(g: np.ndarray, xhat: np.ndarray, axes: Axes) -> tuple[np.ndarr
 def normalize_backward_from_sums(
     g: np.ndarray, xhat: np.ndarray, scale: np.ndarray, g_sum: np.ndarray, gxhat_sum: np.ndarray, m: int
 ) -> np.ndarray:
-    """dx = scale * (g - g_sum / m - xhat * gxhat_sum / m), given the two sums over a group of m values.
+    """dx = scale * (g - g_sum / m - xhat * gxhat_sum / m), shape of g, from the two sums of `backward_sums`
+    (in g's dtype) over a group of m values; g, xhat and scale as `normalize_backward` takes them.
 
     The group may be larger than this array: SyncBatchNorm passes the sums and the count added up over
     every process, and gets this process's part of the global batch's dx.
-
-    Inputs:
-    - g, xhat: same shape (this process's values).
-    - scale: rstd, or rstd times a per-group constant; broadcastable to xhat.
-    - g_sum, gxhat_sum: the group sums (shape of the statistics), in g's dtype; m: the group size.
-
-    Returns dx, shape of g.
     """
     dx = xhat * (gxhat_sum / m)  # xhat * mean(g * xhat)
     np.subtract(g, dx, out=dx)
@@ -257,19 +249,9 @@ class NormCache:
 
 
 def normalize_affine(
-    x: np.ndarray,
-    gamma: np.ndarray,
-    beta: np.ndarray,
-    stat_axes: Axes,
-    param_axes: Axes,
-    eps: float,
-    *,
-    forward: str,
-    param_shape: tuple[int, ...],
-    shape: tuple[int, ...] | None = None,
-    layout: str | None = None,
-    backend: str = "numpy",
-    stats: tuple[np.ndarray, np.ndarray] | None = None,
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, stat_axes: Axes, param_axes: Axes, eps: float, *,
+    forward: str, param_shape: tuple[int, ...], shape: tuple[int, ...] | None = None, layout: str | None = None,
+    backend: str = "numpy", stats: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, NormCache]:
     """out = gamma * normalize(x, stat_axes) + beta, the forward of every normalization.
 
@@ -309,19 +291,9 @@ def normalize_affine(
 
 
 def apply_affine(
-    x: np.ndarray,
-    normalized: Normalized,
-    gamma: np.ndarray,
-    beta: np.ndarray,
-    stat_axes: Axes,
-    param_axes: Axes,
-    eps: float,
-    *,
-    forward: str,
-    param_shape: tuple[int, ...],
-    shape: tuple[int, ...] | None = None,
-    constant_stats: bool = False,
-    correction: tuple[np.ndarray, np.ndarray] | None = None,
+    x: np.ndarray, normalized: Normalized, gamma: np.ndarray, beta: np.ndarray, stat_axes: Axes, param_axes: Axes,
+    eps: float, *, forward: str, param_shape: tuple[int, ...], shape: tuple[int, ...] | None = None,
+    constant_stats: bool = False, correction: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, NormCache]:
     """The second half of `normalize_affine`, for callers that act between the statistics and the affine
     (batch renorm measures r and d against the batch statistics):

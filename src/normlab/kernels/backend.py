@@ -128,16 +128,9 @@ def tbb_layer_available() -> bool:
 
 
 def resolve_backend(backend: str = "auto", size: int | None = None) -> str:
-    """The backend that runs: "numpy" or "numba".
-
-    Inputs:
-    - backend: "auto", "numpy" or "numba". "auto" defers to NORMLAB_BACKEND, then to whether numba
-      imports and `size` is at least `auto_min_elements()`.
-    - size: elements of the input, or None for "large enough".
-
-    Raises ValueError for an unknown name (naming where it came from) and ImportError when "numba" is
-    asked for and does not import.
-    """
+    """The backend that runs, "numpy" or "numba", for `backend` ("auto", "numpy" or "numba") and an input of
+    `size` elements (None: large enough), by the rules of the module docstring. Raises ValueError for an
+    unknown name (naming where it came from), ImportError when "numba" is asked for and does not import."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
@@ -162,15 +155,9 @@ def auto_min_elements() -> int:
 
 def compiled_twin(family: str, backend: str = "auto", x: np.ndarray | None = None) -> ModuleType | None:
     """The one dispatch point: the compiled twin of `family` (a key of TWINS) when `backend` resolves to
-    numba for x and x is float32 or float64; None means: run NumPy.
-
-    Inputs:
-    - family: "normalize", "conv", "winograd", "pixels" or "pool".
-    - backend: "auto", "numpy" or "numba" (see the module docstring); checked whatever x's dtype, so a
-      typo never goes unnoticed.
-    - x: the input, whose size decides "auto" for the normalization and whose dtype must be compiled;
-      None for "any size, a compiled dtype" (a backward following its forward's choice).
-    """
+    numba for x and x is float32 or float64; None means: run NumPy. `backend` is checked whatever x's dtype,
+    so a typo never goes unnoticed; x's size decides "auto" for the normalization; x=None means "any size,
+    a compiled dtype" (a backward following its forward's choice)."""
     size = None if x is None or family in ANY_SIZE else x.size
     if resolve_backend(backend, size) != "numba" or (x is not None and x.dtype not in COMPILED_DTYPES):
         return None
@@ -180,23 +167,3 @@ def compiled_twin(family: str, backend: str = "auto", x: np.ndarray | None = Non
 @cache
 def _twin(family: str) -> ModuleType:
     return importlib.import_module(f"normlab.kernels.{TWINS[family]}")
-
-
-def compiled_conv_kernels(backend: str = "auto") -> ModuleType | None:
-    """`compiled_twin("conv", backend)`: the convolution copies (`im2col_numba`) or None."""
-    return compiled_twin("conv", backend)
-
-
-def compiled_winograd_kernels(backend: str = "auto") -> ModuleType | None:
-    """`compiled_twin("winograd", backend)`: the Winograd tile transforms or None."""
-    return compiled_twin("winograd", backend)
-
-
-def compiled_pixel_kernels(backend: str = "auto") -> ModuleType | None:
-    """`compiled_twin("pixels", backend)`: the channels-last copies or None."""
-    return compiled_twin("pixels", backend)
-
-
-def compiled_pool_kernels(backend: str = "auto") -> ModuleType | None:
-    """`compiled_twin("pool", backend)`: max and average pooling or None."""
-    return compiled_twin("pool", backend)

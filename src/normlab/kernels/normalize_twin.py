@@ -24,7 +24,6 @@ import numpy as np
 from normlab.kernels import normalize as kernels
 from normlab.kernels.statistics import GroupStatistics
 
-LAYOUTS = ("channels", "rows")
 _LARGEST = {np.dtype(t): float(np.finfo(t).max) for t in (np.float32, np.float64)}
 
 

@@ -1,18 +1,14 @@
-"""The compiled (numba) twin of the normalization core, `normlab.functional.normalize`.
+"""The compiled (numba) twin of the normalization core, `normlab.functional.normalize`: the contract of
+`normalize_affine` and `normalize_affine_backward`, fused and compiled for the layouts every normalization
+reduces to, one file each (`normlab.kernels.normalize_twin` maps the core's view onto them):
 
-Same contract as `normalize_affine` forward and `normalize_affine_backward` backward, fused
-and compiled for the layouts every normalization in normlab reduces to, one file each:
+- `channels.py`: x viewed as (N, C, S), one group per channel (batch norm); S = 1 in `columns.py`.
+- `rows.py`: x viewed as (R, K), one group per row (layer norm); rows of channels of several elements, one
+  gamma each, in `groups.py` (group and instance norm).
 
-- `channels.py`: x viewed as (N, C, S), one group per channel c over all n and s; gamma and beta per
-  channel. Batch norm: S = H * W for (N, C, H, W); S = 1 for (N, D) runs as per-column groups
-  (`columns.py`).
-- `rows.py`: x viewed as (R, K), one group per row. Layer norm: R = N, K = the features, one gamma per
-  element. `groups.py`: rows made of K / channel_size channels of channel_size contiguous elements, row r
-  using gamma2[r % G] (shape (G, K / channel_size)): group norm (R = N * G, K = (C / G) * S), instance norm.
-
-Each layout is built from `moments.py` (the moments of a chunk, Chan's merge of chunk moments, the
-backward's sums) and `elementwise.py` (the centred term, xhat, the affine and the input gradient, each
-written once). Forward, for a group of M elements with pivot p (its first element, as `normalize` pivots):
+Each layout is built from `moments.py` (the moments of a chunk, Chan's merge, the backward's sums) and
+`elementwise.py` (the centred term, xhat, the affine and the input gradient, each written once). Forward,
+for a group of M elements with pivot p (its first element, as `normalize` pivots):
 
     shift = mean(x - p)                          so mean = p + shift, exact for data far from zero
     var   = mean((x - p - shift)^2)
@@ -20,9 +16,9 @@ written once). Forward, for a group of M elements with pivot p (its first elemen
     xhat  = ((x - p) - shift) * rstd
     out   = gamma * xhat + beta
 
-The statistics take one pass over memory, chunk by chunk, the chunks merged with Chan's formula
-(`moments.py`). The pivot is never loaded just before the loop that sums about it: a value fresh from
-memory that every element waits for stalls each chunk by a memory latency.
+The statistics take one pass over memory, chunk by chunk. The pivot is never loaded just before the loop
+that sums about it: a value fresh from memory that every element waits for stalls each chunk by a memory
+latency.
 
 Backward, with g = dout * gamma:
 
@@ -37,11 +33,8 @@ and the backward.
 Sums run in float64 whatever the input dtype; outputs are in the input's dtype. The work is parallel over
 planes (n, c), rows or blocks of rows; the reductions of a block are written to partial arrays and
 merged after, so the result does not depend on the thread count. Each call runs two parallel regions
-(rows: one), the fewest that one statistics pass and one elementwise pass allow.
-
-Threads: numba's "tbb" layer where the tbb package loads, else "workqueue", unless NUMBA_THREADING_LAYER
-says otherwise (`normlab.kernels.backend.choose_threading_layer`, which says why), chosen on import here
-too.
+(rows: one), the fewest that one statistics pass and one elementwise pass allow. Threads: numba's layer as
+`normlab.kernels.backend.choose_threading_layer` picks it (`common.py` asks on import).
 """
 
 from normlab.kernels.normalize.channels import normalize_channels, normalize_channels_backward, normalized_channels
@@ -49,11 +42,6 @@ from normlab.kernels.normalize.moments import statistics_size
 from normlab.kernels.normalize.rows import normalize_rows, normalize_rows_backward, normalized_rows
 
 __all__ = [
-    "normalize_channels",
-    "normalize_channels_backward",
-    "normalize_rows",
-    "normalize_rows_backward",
-    "normalized_channels",
-    "normalized_rows",
-    "statistics_size",
+    "normalize_channels", "normalize_channels_backward", "normalize_rows", "normalize_rows_backward",
+    "normalized_channels", "normalized_rows", "statistics_size",
 ]

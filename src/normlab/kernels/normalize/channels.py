@@ -161,7 +161,21 @@ def _image_blocks(images: int, plane: int) -> np.ndarray:
 def _per_column(plane: int, *per_channel: np.ndarray) -> list[np.ndarray]:
     """Per-channel vectors (C,) repeated over each channel's plane (C * plane,): the column kernels'
     operands for an (N, C, S) batch viewed as (N, C * S)."""
-    return [np.repeat(v, plane) for v in per_channel]
+    return list(per_channel) if plane == 1 else [np.repeat(v, plane) for v in per_channel]
+
+
+def _apply_channels(x3: np.ndarray, stats: GroupStatistics, gamma: np.ndarray, beta: np.ndarray,
+                    out3: np.ndarray) -> np.ndarray:
+    """out3 = gamma * xhat + beta (N, C, S) from the statistics, by plane size (see the module docstring)."""
+    n, c, s = x3.shape
+    p, sh, rs = stats.pivot, stats.shift, stats.rstd
+    if s <= COLUMN_PLANE:
+        normalize_columns(x3.reshape(n, c * s), *_per_column(s, p, sh, rs, gamma, beta), out3.reshape(n, c * s))
+    elif s <= SMALL_PLANE:
+        normalize_images(x3, p, sh, rs, gamma, beta, out3)
+    else:
+        normalize_planes(x3, p, sh, rs, gamma, beta, out3)
+    return out3
 
 
 def normalize_channels(
@@ -180,45 +194,27 @@ def normalize_channels(
     n, c, s = x3.shape
     out3 = memory.empty_like(x3)
     if s == 1:
-        x2, out2 = x3.reshape(n, c), out3.reshape(n, c)
         bounds = row_blocks(n, c, x3.size, BLOCK_ROWS)
         shift, m2 = np.zeros((len(bounds) - 1, c)), np.zeros((len(bounds) - 1, c))  # per block of rows
-        column_block_moments(x2, bounds, shift, m2)
-        shift, var = merge_blocks(np.diff(bounds).astype(np.float64), shift, m2)
-        stats = GroupStatistics(x2[0].copy(), shift, var, rstd_of(var, eps))
-        normalize_columns(x2, stats.pivot, shift, stats.rstd, gamma, beta, out2)
+        column_block_moments(x3.reshape(n, c), bounds, shift, m2)
+        counts = np.diff(bounds).astype(np.float64)
     elif s <= SMALL_PLANE:
         bounds = _image_blocks(n, s)
         shift, m2 = np.empty((len(bounds) - 1, c)), np.empty((len(bounds) - 1, c))  # per block of images
         image_block_moments(x3, bounds, shift, m2)
-        shift, var = merge_blocks(np.diff(bounds) * float(s), shift, m2)
-        stats = GroupStatistics(x3[0, :, 0].copy(), shift, var, rstd_of(var, eps))
-        if s <= COLUMN_PLANE:
-            normalize_columns(x3.reshape(n, c * s), *_per_column(s, stats.pivot, shift, stats.rstd, gamma, beta),
-                              out3.reshape(n, c * s))
-        else:
-            normalize_images(x3, stats.pivot, shift, stats.rstd, gamma, beta, out3)
+        counts = np.diff(bounds) * float(s)
     else:
-        shift, m2 = plane_moments(x3)
-        shift, var = merge_blocks(np.full(n, float(s)), shift, m2)
-        stats = GroupStatistics(x3[0, :, 0].copy(), shift, var, rstd_of(var, eps))
-        normalize_planes(x3, stats.pivot, shift, stats.rstd, gamma, beta, out3)
-    return out3, stats
+        (shift, m2), counts = plane_moments(x3), np.full(n, float(s))  # per plane
+    shift, var = merge_blocks(counts, shift, m2)
+    stats = GroupStatistics(x3[0, :, 0].copy(), shift, var, rstd_of(var, eps))
+    return _apply_channels(x3, stats, gamma, beta, out3), stats
 
 
 def normalized_channels(x3: np.ndarray, stats: GroupStatistics) -> np.ndarray:
     """xhat (N, C, S) recomputed from x3 and the forward's statistics, exactly as the forward formed it."""
     (x3,) = contiguous(x3)
     ones, zeros = np.ones(x3.shape[1]), np.zeros(x3.shape[1])
-    xhat = np.empty_like(x3)
-    n, c, s = x3.shape
-    if s == 1:
-        normalize_columns(x3.reshape(n, c), stats.pivot, stats.shift, stats.rstd, ones, zeros, xhat.reshape(n, c))
-    elif s <= SMALL_PLANE:
-        normalize_images(x3, stats.pivot, stats.shift, stats.rstd, ones, zeros, xhat)
-    else:
-        normalize_planes(x3, stats.pivot, stats.shift, stats.rstd, ones, zeros, xhat)
-    return xhat
+    return _apply_channels(x3, stats, ones, zeros, np.empty_like(x3))
 
 
 def normalize_channels_backward(
@@ -228,29 +224,25 @@ def normalize_channels_backward(
     Returns (dx3 in x3's dtype, dgamma (C,), dbeta (C,) in float64)."""
     (dout3, x3), (gamma,) = contiguous(dout3, x3), params(gamma)
     n, c, s = x3.shape
+    p, sh, rs = stats.pivot, stats.shift, stats.rstd
     dx3 = memory.empty_like(x3)
     if s == 1:
-        x2, dout2, dx2 = x3.reshape(n, c), dout3.reshape(n, c), dx3.reshape(n, c)
         bounds = row_blocks(n, c, x3.size, BLOCK_ROWS)
         dout_sum, centered_sum = np.zeros((len(bounds) - 1, c)), np.zeros((len(bounds) - 1, c))  # per block
-        column_block_grad_sums(dout2, x2, stats.pivot, stats.shift, bounds, dout_sum, centered_sum)
-        dout_sum, centered_sum = dout_sum.sum(axis=0), centered_sum.sum(axis=0)
-        mean_g, mean_gxhat = gamma * dout_sum / n, gamma * centered_sum * stats.rstd / n  # (C,) each
-        input_grad_columns(dout2, x2, stats.pivot, stats.shift, stats.rstd, gamma, mean_g, mean_gxhat, dx2)
+        column_block_grad_sums(dout3.reshape(n, c), x3.reshape(n, c), p, sh, bounds, dout_sum, centered_sum)
     elif s <= SMALL_PLANE:
         bounds = _image_blocks(n, s)
         dout_sum, centered_sum = np.empty((len(bounds) - 1, c)), np.empty((len(bounds) - 1, c))  # per block
-        image_block_grad_sums(dout3, x3, stats.pivot, stats.shift, bounds, dout_sum, centered_sum)
-        dout_sum, centered_sum = dout_sum.sum(axis=0), centered_sum.sum(axis=0)
-        if s <= COLUMN_PLANE:
-            mean_g, mean_gxhat = gamma * dout_sum / (n * s), gamma * centered_sum * stats.rstd / (n * s)  # (C,) each
-            input_grad_columns(dout3.reshape(n, c * s), x3.reshape(n, c * s),
-                               *_per_column(s, stats.pivot, stats.shift, stats.rstd, gamma, mean_g, mean_gxhat),
-                               dx3.reshape(n, c * s))
-        else:
-            input_grad_images(dout3, x3, stats.pivot, stats.shift, stats.rstd, gamma, dout_sum, centered_sum, dx3)
+        image_block_grad_sums(dout3, x3, p, sh, bounds, dout_sum, centered_sum)
     else:
-        dout_sum, centered_sum = plane_grad_sums(dout3, x3, stats.pivot, stats.shift)
-        dout_sum, centered_sum = dout_sum.sum(axis=0), centered_sum.sum(axis=0)
-        input_grad_planes(dout3, x3, stats.pivot, stats.shift, stats.rstd, gamma, dout_sum, centered_sum, dx3)
-    return dx3, centered_sum * stats.rstd, dout_sum  # dgamma = sum(dout * xhat), dbeta = sum(dout)
+        dout_sum, centered_sum = plane_grad_sums(dout3, x3, p, sh)  # per plane
+    dout_sum, centered_sum = dout_sum.sum(axis=0), centered_sum.sum(axis=0)  # (C,) each
+    if s <= COLUMN_PLANE:
+        mean_g, mean_gxhat = gamma * dout_sum / (n * s), gamma * centered_sum * rs / (n * s)  # (C,) each
+        input_grad_columns(dout3.reshape(n, c * s), x3.reshape(n, c * s),
+                           *_per_column(s, p, sh, rs, gamma, mean_g, mean_gxhat), dx3.reshape(n, c * s))
+    elif s <= SMALL_PLANE:
+        input_grad_images(dout3, x3, p, sh, rs, gamma, dout_sum, centered_sum, dx3)
+    else:
+        input_grad_planes(dout3, x3, p, sh, rs, gamma, dout_sum, centered_sum, dx3)
+    return dx3, centered_sum * rs, dout_sum  # dgamma = sum(dout * xhat), dbeta = sum(dout)
