@@ -12,13 +12,5 @@ from normlab.autograd.graphs import (
 from normlab.autograd.steps import GraphView
 from normlab.autograd.tensor import Tensor
 
-__all__ = [
-    "KINDS",
-    "GraphView",
-    "NormGraph",
-    "Tensor",
-    "batchnorm_graph",
-    "groupnorm_graph",
-    "layernorm_graph",
-    "sample_graph",
-]
+__all__ = ["KINDS", "GraphView", "NormGraph", "Tensor", "batchnorm_graph", "groupnorm_graph", "layernorm_graph",
+           "sample_graph"]
