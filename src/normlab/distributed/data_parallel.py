@@ -33,8 +33,8 @@ from typing import NamedTuple
 import numpy as np
 
 from normlab.distributed.comm import Communicator, world
-from normlab.distributed.sync_batchnorm import convert_sync_batchnorm
 from normlab.nn.module import Module, input_grad_skipped
+from normlab.nn.syncbatchnorm import convert_sync_batchnorm
 
 LossFunction = Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]
 

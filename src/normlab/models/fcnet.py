@@ -21,17 +21,10 @@ from normlab.nn.norm_registry import (
     build_norm,
     check_norm_options,
     check_placement,
-    normalization_names,
 )
 
 ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh}
 DEFAULT_NORMALIZATION = "batch"  # the class's and its registered builder's
-
-
-def __getattr__(name: str):
-    if name == "NORMALIZATIONS":  # the names of normlab.nn.norm_registry, which is the one list
-        return normalization_names()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _flat_size(input_shape) -> int:
@@ -107,8 +100,6 @@ class FullyConnectedNet(Sequential):
         if not reg >= 0:
             raise ValueError(f"reg must be >= 0, got {reg!r}")
         rng = resolve_rng(rng)
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy.random.Generator or None, got {type(rng).__name__}")
         hidden_dims = tuple(int(d) for d in hidden_dims)
         layers: list[Module] = [Flatten()]
         sizes = (_flat_size(input_shape), *hidden_dims)
