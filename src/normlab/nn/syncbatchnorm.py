@@ -73,18 +73,10 @@ class SyncBatchNormCache:
     comm: Communicator  # the backward's all-reduce goes to the same processes
 
 
-def sync_batchnorm_forward(
-    x: np.ndarray,
-    gamma: np.ndarray,
-    beta: np.ndarray,
-    running_mean: np.ndarray | None = None,
-    running_var: np.ndarray | None = None,
-    *,
-    comm: Communicator,
-    momentum: float = 0.1,
-    eps: float = 1e-5,
-    convention: str = "pytorch",
-) -> tuple[np.ndarray, SyncBatchNormCache | BatchNormCache]:
+def sync_batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, running_mean: np.ndarray | None = None,
+                           running_var: np.ndarray | None = None, *, comm: Communicator, momentum: float = 0.1,
+                           eps: float = 1e-5, convention: str = "pytorch"
+                           ) -> tuple[np.ndarray, SyncBatchNormCache | BatchNormCache]:
     """Batch norm in training mode with statistics over the global batch: x on this process and the
     inputs of the same call on every other process of `comm`. A collective operation: every process calls it.
 
@@ -130,9 +122,8 @@ def _global_moments(x: np.ndarray, axes: Axes, comm: Communicator) -> tuple[int,
     return total, mean, m2 / n
 
 
-def sync_batchnorm_backward(
-    dout: np.ndarray, cache: SyncBatchNormCache | BatchNormCache
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sync_batchnorm_backward(dout: np.ndarray, cache: SyncBatchNormCache | BatchNormCache
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Backward of `sync_batchnorm_forward`; a collective operation, like the forward.
 
     dx needs sum(dout) and sum(dout * xhat) per channel over the global batch: the local sums are
