@@ -124,10 +124,7 @@ def _global_moments(x: np.ndarray, axes: Axes, comm: Communicator) -> tuple[int,
 
 def sync_batchnorm_backward(dout: np.ndarray, cache: SyncBatchNormCache | BatchNormCache
                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Backward of `sync_batchnorm_forward`; a collective operation, like the forward.
-
-    dx needs sum(dout) and sum(dout * xhat) per channel over the global batch: the local sums are
-    all-reduced in float64 and the core's closed form gives this process's rows of dx.
+    """Backward of `sync_batchnorm_forward` (see the module docstring); a collective operation, like the forward.
 
     Returns (dx, dgamma, dbeta): dx like this process's x; dgamma and dbeta (C,) are this process's
     contributions (the local sums), which the data-parallel gradient all-reduce adds up. Given a
@@ -176,8 +173,7 @@ class SyncBatchNorm(_BatchNorm):
         return self._comm
 
     def _normalize_batch(self, x, gamma, beta, running_mean, running_var, training, momenta):
-        # Batch statistics outside training mode (track_running_stats=False) stay local: in evaluation the
-        # processes may see different numbers of batches, so no collective may happen there.
+        # Outside training mode batch statistics (track_running_stats=False) stay local, as the module says.
         if not (training and self.training):
             return super()._normalize_batch(x, gamma, beta, running_mean, running_var, training, momenta)
         return sync_batchnorm_forward(x, gamma, beta, running_mean, running_var, comm=self.comm,
