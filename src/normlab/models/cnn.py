@@ -48,6 +48,7 @@ def _image_shape(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
     return tuple(int(d) for d in input_shape)
 
 
+@register_model("convnet3")
 class ThreeLayerConvNet(Sequential):
     """CS231n's three-layer ConvNet: conv - relu - 2x2 max pool - affine - relu - affine.
 
@@ -82,6 +83,7 @@ class ThreeLayerConvNet(Sequential):
         he_normal_init(self, rng, weight_scale)
 
 
+@register_model("bn-cnn")
 class ResNetCNN(Sequential):
     """A small ResNet with a choice of normalization (batch by default):
 
@@ -106,6 +108,11 @@ class ResNetCNN(Sequential):
 
     Input (N, C, H, W) -> class scores (N, num_classes).
     """
+
+    # For normlab train (models/registry.py): random crops and flips help this model, so they are on by default;
+    # it takes every normalization of the vocabulary.
+    default_augment = True
+    normalizes = "maps"
 
     def __init__(self, input_shape=(1, 28, 28), num_classes: int = 10, widths=(32, 64, 128),
                  normalization: str = "batch", *, norm_options: dict | None = None,
@@ -132,26 +139,3 @@ class ResNetCNN(Sequential):
         super().__init__(*layers)
         self.normalization, self.norm_options = normalization, norm_options
         he_normal_init(self, rng)
-
-
-@register_model("convnet3")
-def build_convnet3(*, input_shape, num_classes, rng=None, num_filters: int = 32, filter_size: int = 7,
-                   hidden_dim: int = 100, weight_scale: float | None = None, dtype=np.float32) -> ThreeLayerConvNet:
-    """CS231n's ThreeLayerConvNet. The options are named, not **kwargs, so `normlab train` can tell which
-    of its options the model takes (an L2 `reg`, for one, it does not: weight decay goes to the optimizer)."""
-    return ThreeLayerConvNet(input_shape, num_filters=num_filters, filter_size=filter_size, hidden_dim=hidden_dim,
-                             num_classes=num_classes, weight_scale=weight_scale, rng=rng, dtype=dtype)
-
-
-@register_model("bn-cnn")
-def build_bn_cnn(*, input_shape, num_classes, rng=None, normalization: str = "batch", norm_options=None,
-                 widths=(32, 64, 128), dtype=np.float32) -> ResNetCNN:
-    """The small ResNet; normalization is any name of `normlab.nn.normalization_names()`. Named options, as
-    above."""
-    return ResNetCNN(input_shape, num_classes=num_classes, widths=widths, normalization=normalization,
-                     norm_options=norm_options, rng=rng, dtype=dtype)
-
-
-# Trainers read this: random crops and flips help this model, so `normlab train` turns them on by default.
-build_bn_cnn.default_augment = True
-build_bn_cnn.normalizes = "maps"  # (N, C, H, W): every normalization of the vocabulary

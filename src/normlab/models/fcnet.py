@@ -36,6 +36,7 @@ def _flat_size(input_shape) -> int:
     return int(np.prod(dims))
 
 
+@register_model("fcnet")
 class FullyConnectedNet(Sequential):
     """A fully connected network for classification; it returns class scores (logits).
 
@@ -68,6 +69,8 @@ class FullyConnectedNet(Sequential):
     - rng: draws the weights, and seeds each Dropout's own generator (a fresh unseeded generator if None).
     - dtype: float32 (training) or float64 (gradient checks).
     """
+
+    normalizes = "features"  # for normlab train (models/registry.py): every normalization but instance norm
 
     def __init__(self, input_shape=None, hidden_dims: Sequence[int] = (512, 256), num_classes: int = 10, *,
                  normalization: str = DEFAULT_NORMALIZATION, norm_options: Mapping[str, Any] | None = None,
@@ -133,21 +136,3 @@ class FullyConnectedNet(Sequential):
     def regularization_backward(self) -> None:
         """Add reg * W into every Linear weight's .grad."""
         l2_penalty_backward(self, self.reg)
-
-
-@register_model("fcnet")
-def build_fcnet(*, input_shape: tuple[int, ...], num_classes: int, rng: np.random.Generator | None = None,
-                hidden_dims: Sequence[int] = (512, 256), normalization: str = DEFAULT_NORMALIZATION,
-                norm_options: Mapping[str, Any] | None = None, placement: str = DEFAULT_PLACEMENT,
-                dropout: float = 0.0, weight_scale: float | str = "he", reg: float = 0.0,
-                num_groups: int | None = None, activation: str = "relu", renorm_schedule: RenormSchedule | None = None,
-                virtual_batch_size: int | None = None, dtype=np.float32) -> FullyConnectedNet:
-    """FullyConnectedNet over flattened inputs; batch-normalized by default, as the class."""
-    return FullyConnectedNet(input_shape, hidden_dims, num_classes, normalization=normalization,
-                             norm_options=norm_options, placement=placement, dropout=dropout,
-                             weight_scale=weight_scale, reg=reg, num_groups=num_groups, activation=activation,
-                             renorm_schedule=renorm_schedule, virtual_batch_size=virtual_batch_size, rng=rng,
-                             dtype=dtype)
-
-
-build_fcnet.normalizes = "features"  # (N, D): every normalization of the vocabulary but instance norm
