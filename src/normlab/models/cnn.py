@@ -97,11 +97,9 @@ class ResNetCNN(Sequential):
     ReLU commute (relu(max(a, b)) = max(relu(a), relu(b)), and the gradient goes to the same element or
     nowhere), and the ReLU then runs on a quarter of the values.
 
-    - normalization: a name of `normlab.nn.normalization_names()` ("batch", "group", "layer", "instance",
-      "renorm", "ghost" or "none"), built for (N, C, H, W) maps by `normlab.nn.build_norm`; with "none" the
-      convolutions get biases.
-    - norm_options: the normalization's options, e.g. {"groups": 8} (group norm's default is the largest
-      divisor of the channels not above 32) or {"virtual_batch_size": 32}.
+    - normalization: a name of `normlab.nn.normalization_names()`, built for (N, C, H, W) maps by
+      `normlab.nn.build_norm`; with "none" the convolutions get biases.
+    - norm_options: the normalization's options, e.g. {"groups": 8} or {"virtual_batch_size": 32}.
     - rng: draws the weights (a fresh unseeded generator if None).
 
     The normalization sits before each ReLU, as in ResNet; the residual blocks have no placement option.

@@ -16,12 +16,7 @@ from normlab.checks import resolve_rng
 from normlab.models.registry import register_model
 from normlab.models.regularization import l2_penalty, l2_penalty_backward
 from normlab.nn import Dropout, Flatten, Linear, Module, ReLU, RenormSchedule, Sequential, Sigmoid, Tanh
-from normlab.nn.norm_registry import (
-    DEFAULT_PLACEMENT,
-    build_norm,
-    check_norm_options,
-    check_placement,
-)
+from normlab.nn.norm_registry import DEFAULT_PLACEMENT, build_norm, check_norm_options, check_placement
 
 ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh}
 DEFAULT_NORMALIZATION = "batch"  # the class's and its registered builder's
@@ -41,18 +36,15 @@ class FullyConnectedNet(Sequential):
     """A fully connected network for classification; it returns class scores (logits).
 
     Layers, in order (their indices are the state dict prefixes, as in the equivalent torch.nn.Sequential):
-    Flatten, then per hidden size d: Linear(., d), the normalization (`normlab.nn.build_norm(normalization, d)`:
-    BatchNorm1d(d), LayerNorm(d), GroupNorm(G, d), BatchRenorm1d(d) or GhostBatchNorm1d(d, virtual batch)) and
-    the activation (ReLU by default) in the order `placement` says, Dropout(p) when dropout > 0; then
-    Linear(., num_classes).
+    Flatten, then per hidden size d: Linear(., d), the normalization `normlab.nn.build_norm(normalization, d)` and
+    the activation in the order `placement` says, Dropout(p) when dropout > 0; then Linear(., num_classes).
 
     Inputs:
     - input_shape: one example's shape, (1, 28, 28) for Fashion-MNIST, or the number of features after
       flattening (784), as the convolutional models' input_shape. (`input_dim=` is its old, deprecated name.)
     - hidden_dims: the hidden layer sizes; () is a linear classifier.
     - num_classes: the number of scores per example.
-    - normalization: a name of `normlab.nn.normalization_names()`: "batch" (the default), "none", "layer",
-      "group", "renorm" (batch renormalization) or "ghost" (ghost batch norm).
+    - normalization: a name of `normlab.nn.normalization_names()` but "instance" (feature vectors have no H x W).
     - norm_options: the normalization's options (see `normlab.nn.get_normalization(name).options`), e.g.
       {"groups": 16}, {"virtual_batch_size": 32}, {"rmax": 2.0, "dmax": 1.0, "warmup_steps": 0}.
     - placement: "before" the nonlinearity (Linear - norm - activation, the batch norm paper's) or "after" it
@@ -65,7 +57,7 @@ class FullyConnectedNet(Sequential):
     - reg: L2 strength: `regularization_loss()` = 0.5 * reg * sum ||W||^2 over the Linear weights only
       (gamma, beta and biases are not regularized).
     - num_groups, renorm_schedule, virtual_batch_size: shorthands for norm_options' groups, schedule and
-      virtual_batch_size (None: the registry's default; group norm's is the largest divisor of d up to 32).
+      virtual_batch_size (None: the registry's default).
     - rng: draws the weights, and seeds each Dropout's own generator (a fresh unseeded generator if None).
     - dtype: float32 (training) or float64 (gradient checks).
     """
