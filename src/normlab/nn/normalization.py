@@ -80,7 +80,6 @@ class _BatchNorm(_Normalization):
 
     - momentum: weight of each batch in the running statistics (PyTorch's meaning); None averages all
       batches seen so far equally (cumulative moving average, using num_batches_tracked).
-    - affine: learn gamma (`weight`) and beta (`bias`); otherwise they stay 1 and 0.
     - track_running_stats: keep running_mean / running_var for evaluation; otherwise batch statistics
       are used in evaluation too.
     - convention: "pytorch" stores the unbiased running variance, "keras" the biased (see
