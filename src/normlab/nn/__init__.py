@@ -10,6 +10,7 @@ from normlab.nn.ghostbatchnorm import GhostBatchNorm1d, GhostBatchNorm2d
 from normlab.nn.linear import Linear
 from normlab.nn.module import Module, Parameter, input_grad_skipped
 from normlab.nn.norm_registry import (
+    NORMALIZATIONS_2D,
     PLACEMENTS,
     build_norm,
     check_norm_options,
@@ -17,15 +18,7 @@ from normlab.nn.norm_registry import (
     get_normalization,
     normalization_names,
 )
-from normlab.nn.normalization import (
-    NORMALIZATIONS_2D,
-    BatchNorm1d,
-    BatchNorm2d,
-    GroupNorm,
-    InstanceNorm2d,
-    LayerNorm,
-    norm2d,
-)
+from normlab.nn.normalization import BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm2d, LayerNorm, norm2d
 from normlab.nn.pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
 from normlab.nn.precise_bn import recompute_batchnorm_statistics
 from normlab.nn.residual import ResidualBlock

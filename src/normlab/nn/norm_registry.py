@@ -151,6 +151,9 @@ def normalization_names() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
+NORMALIZATIONS_2D = normalization_names()  # every name builds a layer for (N, C, H, W) maps
+
+
 def get_normalization(name: str) -> Normalization:
     """The registered normalization `name`; a ValueError listing the valid names otherwise."""
     if not isinstance(name, str) or name not in _REGISTRY:
@@ -201,6 +204,6 @@ def build_norm(name: str, num_features: int, *, spatial: bool = False, dtype=np.
     return get_normalization(name).build(int(num_features), spatial, options, dtype)
 
 
-__all__ = ["DEFAULT_PLACEMENT", "MAX_GROUPS", "PLACEMENTS", "NormOption", "Normalization", "build_norm",
-           "check_norm_options", "check_placement", "default_groups", "get_normalization", "normalization_names",
-           "register_normalization"]
+__all__ = ["DEFAULT_PLACEMENT", "MAX_GROUPS", "NORMALIZATIONS_2D", "PLACEMENTS", "NormOption", "Normalization",
+           "build_norm", "check_norm_options", "check_placement", "default_groups", "get_normalization",
+           "normalization_names", "register_normalization"]

@@ -249,9 +249,6 @@ class InstanceNorm2d(_Normalization):
         return F.instancenorm_forward(x, gamma, beta, eps=self.eps)
 
 
-NORMALIZATIONS_2D = ("none", "batch", "layer", "group", "instance", "renorm", "ghost")  # norm_registry's names
-
-
 def norm2d(normalization: str, num_channels: int, *, groups: int | None = None, dtype=np.float32) -> Module:
     """The normalization layer a CNN puts after a convolution with `num_channels` output channels:
     `normlab.nn.norm_registry.build_norm(normalization, num_channels, spatial=True)`, the one vocabulary
