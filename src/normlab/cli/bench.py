@@ -14,7 +14,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     parser.add_argument("--backend", choices=("auto", "numpy", "numba"), default="auto",
                         help="normalization backend to measure (default auto: numba when it imports)")
-    parser.add_argument("--threads", type=number(int, low=1), help="threads for the kernels and for torch (default: every core)")
+    parser.add_argument("--threads", type=number(int, low=1),
+                        help="threads for the kernels and for torch (default: every core)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
 
 

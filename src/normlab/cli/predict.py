@@ -16,7 +16,8 @@ HELP = "classify images (.npy or .png files) with a trained run's model"
 def add_arguments(parser) -> None:
     add_run_argument(parser)
     parser.add_argument("files", nargs="+", metavar="FILE", help="images: .png, or .npy (one image or a batch)")
-    parser.add_argument("--top", type=number(int, low=1), default=1, metavar="K", help="print the K likeliest classes (default 1)")
+    parser.add_argument("--top", type=number(int, low=1), default=1, metavar="K",
+                        help="print the K likeliest classes (default 1)")
     add_data_arguments(parser)  # only a run without preprocessing.json needs its dataset
 
 
