@@ -17,12 +17,8 @@ from collections.abc import Callable
 import numpy as np
 
 
-def numerical_gradient(
-    f: Callable[[np.ndarray], np.ndarray | float],
-    x: np.ndarray,
-    dout: np.ndarray | None = None,
-    h: float = 1e-5,
-) -> np.ndarray:
+def numerical_gradient(f: Callable[[np.ndarray], np.ndarray | float], x: np.ndarray, dout: np.ndarray | None = None,
+                       h: float = 1e-5) -> np.ndarray:
     """Gradient of sum(f(x) * dout) with respect to x, by centered differences.
 
     Inputs:
@@ -87,14 +83,9 @@ def max_elementwise_relative_error(a: np.ndarray, b: np.ndarray, floor: float = 
     return float(np.max(np.abs(a - b) / np.maximum(floor, np.abs(a) + np.abs(b)), initial=0.0))
 
 
-def check_layer(
-    forward: Callable[..., tuple[np.ndarray, object]],
-    backward: Callable[[np.ndarray, object], tuple[np.ndarray, ...] | np.ndarray],
-    inputs: dict[str, np.ndarray],
-    *,
-    rng: np.random.Generator,
-    h: float = 1e-5,
-) -> dict[str, float]:
+def check_layer(forward: Callable[..., tuple[np.ndarray, object]],
+                backward: Callable[[np.ndarray, object], tuple[np.ndarray, ...] | np.ndarray],
+                inputs: dict[str, np.ndarray], *, rng: np.random.Generator, h: float = 1e-5) -> dict[str, float]:
     """Compare a layer's backward with numerical gradients for every input.
 
     Inputs:

@@ -17,12 +17,12 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def test_normlab_distributed_exports_the_same_objects():
-    import normlab.distributed.sync_batchnorm as legacy
     from normlab import distributed
+    from normlab.nn import syncbatchnorm
 
-    assert distributed.SyncBatchNorm is legacy.SyncBatchNorm is nn.SyncBatchNorm
+    assert distributed.SyncBatchNorm is syncbatchnorm.SyncBatchNorm is nn.SyncBatchNorm
     assert distributed.convert_sync_batchnorm is nn.convert_sync_batchnorm
-    assert distributed.sync_batchnorm_forward is legacy.sync_batchnorm_forward
+    assert distributed.sync_batchnorm_forward is syncbatchnorm.sync_batchnorm_forward
 
 
 def test_importing_nn_and_building_a_syncbatchnorm_does_not_import_distributed():

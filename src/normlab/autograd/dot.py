@@ -23,20 +23,12 @@ FORWARD_COLOR = "#1a4f9c"  # blue: values
 BACKWARD_COLOR = "#c0282d"  # red: gradients
 FORMATS = ("svg", "png", "dot")
 RANKDIRS = ("LR", "TB")
-INSTALL_HINT = (
-    "Graphviz's `dot` program was not found on PATH, so the graph could not be rendered. Install Graphviz:\n"
-    "  Debian/Ubuntu:  sudo apt-get install graphviz\n"
-    "  macOS:          brew install graphviz\n"
-    "  conda:          conda install -c conda-forge graphviz\n"
-    "then render the DOT file yourself with:  dot -T{fmt} {dot_path} -o {path}"
-)
-SVG_INSTALL_HINT = (
-    "Graphviz's `dot` program was not found on PATH; normlab uses it to lay out the graph. Install Graphviz:\n"
-    "  Debian/Ubuntu:  sudo apt-get install graphviz\n"
-    "  macOS:          brew install graphviz\n"
-    "  conda:          conda install -c conda-forge graphviz\n"
-    "or write the DOT source alone (--out FILE.dot), which needs no Graphviz."
-)
+_INSTALL = ("Install Graphviz:\n  Debian/Ubuntu:  sudo apt-get install graphviz\n  macOS:          brew install "
+            "graphviz\n  conda:          conda install -c conda-forge graphviz\n")
+INSTALL_HINT = ("Graphviz's `dot` program was not found on PATH, so the graph could not be rendered. " + _INSTALL
+                + "then render the DOT file yourself with:  dot -T{fmt} {dot_path} -o {path}")
+SVG_INSTALL_HINT = ("Graphviz's `dot` program was not found on PATH; normlab uses it to lay out the graph. " + _INSTALL
+                    + "or write the DOT source alone (--out FILE.dot), which needs no Graphviz.")
 _FONT = "Helvetica,Arial,sans-serif"
 _LEFT_BREAK = '<BR ALIGN="LEFT"/>'  # ends a left-aligned line of an HTML label
 

@@ -69,8 +69,7 @@ class Tensor:
         self.vjps: tuple[Vjp, ...] = ()
         self.elementwise = False
 
-    # ----------------------------------------------------------------------------------------------
-    # Plumbing shared by the operations
+    # -- plumbing shared by the operations -------------------------------------------------------------------
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -222,8 +221,7 @@ class Tensor:
             local = "{p} * {a}**{q}"
         return self._elementwise(self.data**p, (self,), f"{{a}}**{_number(p)}", (local,), params={"p": p, "q": p - 1})
 
-    # ----------------------------------------------------------------------------------------------
-    # Elementwise functions. A local gradient may read the result ({out}), computed by then.
+    # -- elementwise functions. A local gradient may read the result ({out}), computed by then. --------------
 
     def sqrt(self) -> Tensor:
         return self._elementwise(np.sqrt(self.data), (self,), "sqrt({a})", ("0.5 / {out}",))
@@ -234,8 +232,7 @@ class Tensor:
     def log(self) -> Tensor:
         return self._elementwise(np.log(self.data), (self,), "log({a})", ("1 / {a}",))
 
-    # ----------------------------------------------------------------------------------------------
-    # Reductions. The backward spreads the upstream gradient back over the reduced axes.
+    # -- reductions. The backward spreads the upstream gradient back over the reduced axes. ------------------
 
     def sum(self, axis: int | Axes | None = None, keepdims: bool = False) -> Tensor:
         axes = _normalize_axes(axis, self.ndim)
@@ -252,8 +249,7 @@ class Tensor:
                             f"mean({{a}}{_axis_text(axis, self.ndim)})", (f"1/{{m}} * {_expanded(axes, keepdims)}",),
                             factors=("1/{m}",), params={"m": m, "axes": axes}, spread=True)
 
-    # ----------------------------------------------------------------------------------------------
-    # Matrix product and reshape: not elementwise, so no factor; the shares are the whole local step.
+    # -- matrix product and reshape: not elementwise, so no factor; the shares are the whole local step. -----
 
     def __matmul__(self, other) -> Tensor:
         other = _as_tensor(other, "@")
@@ -286,8 +282,7 @@ class Tensor:
         return self._result(data, (self,), f"reshape({{a}}, {data.shape})", ("reshape({g}, {shape})",),
                             factors=(None,), params={"shape": self.shape})
 
-    # ----------------------------------------------------------------------------------------------
-    # Backward
+    # -- backward --------------------------------------------------------------------------------------------
 
     def topological_order(self) -> list[Tensor]:
         """Every tensor this one depends on, itself last, each after all of its parents (depth first,
@@ -330,8 +325,7 @@ class Tensor:
                     parent._accumulate(vjp(t.grad))
 
 
-# --------------------------------------------------------------------------------------------------
-# Helpers
+# -- helpers -------------------------------------------------------------------------------------------------
 
 
 def _is_number(value) -> bool:

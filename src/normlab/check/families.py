@@ -103,8 +103,7 @@ def find_families(signatures: dict[str, list[str] | None]) -> tuple[list[Family]
     return found, notes
 
 
-# ------------------------------------------------------------------------------------------------------
-# Calling the learner's functions (in the child process)
+# -- calling the learner's functions (in the child process) --------------------------------------------------
 
 def initial_state(family: Family, case) -> dict:
     """The mutable state a sequence of forward calls shares: CS231n's bn_param, or normlab's running arrays."""

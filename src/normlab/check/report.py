@@ -138,8 +138,7 @@ def _node_dict(m: NodeMatch) -> dict:
     return {"node": m.node, "variable": m.variable, "right": m.right, "relative_error": _finite(m.error)}
 
 
-# ------------------------------------------------------------------------------------------------------
-# Text
+# -- text ----------------------------------------------------------------------------------------------------
 
 def render(report: Report) -> str:
     lines = [f"normlab check {report.file}", ""]

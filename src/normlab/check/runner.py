@@ -238,8 +238,7 @@ def _describe(error: BaseException, path: Path) -> str:
     return text
 
 
-# ------------------------------------------------------------------------------------------------------
-# The child process
+# -- the child process ---------------------------------------------------------------------------------------
 
 def _child_main(conn, path: str) -> None:
     path = Path(path)

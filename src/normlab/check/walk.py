@@ -33,18 +33,9 @@ BACKWARD_NODES = ("dbeta", "dgamma", "dxhat", "divar", "dxmu1", "dsqrtvar", "dva
                   "dx1", "dmu", "dx2", "dx")
 
 
-def walk(
-    x: np.ndarray,
-    gamma: np.ndarray,
-    beta: np.ndarray,
-    dout: np.ndarray | None,
-    eps: float,
-    stat_axes: Axes,
-    param_axes: Axes,
-    *,
-    constant_stats: tuple[np.ndarray, np.ndarray] | None = None,
-    mistakes: frozenset[str] = frozenset(),
-) -> dict[str, np.ndarray]:
+def walk(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, dout: np.ndarray | None, eps: float, stat_axes: Axes,
+         param_axes: Axes, *, constant_stats: tuple[np.ndarray, np.ndarray] | None = None,
+         mistakes: frozenset[str] = frozenset()) -> dict[str, np.ndarray]:
     """Every node of the staged graph, forward and (with dout) backward, with `mistakes` made.
 
     Inputs:

@@ -24,8 +24,8 @@ def add_run_argument(parser) -> None:
 
 def add_data_arguments(parser) -> None:
     parser.add_argument("--data-dir", metavar="DIR", default=None,
-                        help="where to look for the dataset first (then $NORMLAB_DATA, ~/.cache/normlab, "
-                             "/usr/share/datasets/<name>)")
+                        help="where to look for the dataset first, and to download it to (then $NORMLAB_DATA, "
+                             "~/.cache/normlab, /usr/share/datasets/<name>)")
     parser.add_argument("--no-download", action="store_true", help="never download; fail if the files are missing")
 
 

@@ -8,11 +8,14 @@ HELP = "time the normalization kernels against the memory bandwidth and against 
 
 
 def add_arguments(parser) -> None:
+    from normlab.cli._run_args import number
+
     parser.add_argument("--quick", action="store_true", help="small shapes, 3 repetitions: a smoke test in seconds")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     parser.add_argument("--backend", choices=("auto", "numpy", "numba"), default="auto",
                         help="normalization backend to measure (default auto: numba when it imports)")
-    parser.add_argument("--threads", type=int, help="threads for the kernels and for torch (default: every core)")
+    parser.add_argument("--threads", type=number(int, low=1),
+                        help="threads for the kernels and for torch (default: every core)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
 
 
@@ -22,8 +25,6 @@ def run(args) -> int:
 
     from normlab.bench import format_report, run_bench
 
-    if args.threads is not None and args.threads < 1:
-        raise SystemExit(f"normlab bench: --threads must be >= 1, got {args.threads}")
     report = run_bench(quick=args.quick, backend=args.backend, seed=args.seed, threads=args.threads)
     print(format_report(report))
     if args.json:

@@ -56,6 +56,7 @@ non_negative_int = _integer_type(check_non_negative_int, "a non-negative integer
 
 
 def add_arguments(parser) -> None:
+    from normlab.cli._run_args import add_data_arguments
     from normlab.experiments import EXPERIMENTS
     from normlab.experiments.base import DATASETS
 
@@ -81,9 +82,7 @@ def add_arguments(parser) -> None:
                         help="run N runs at a time in local processes (default 1); ignored under mpi4py.futures")
     parser.add_argument("--dataset", choices=DATASETS, default="fashion-mnist",
                         help="dataset of the training experiments (default fashion-mnist)")
-    parser.add_argument("--data-dir", metavar="DIR", default=None,
-                        help="where to look for the dataset first (see normlab train --help)")
-    parser.add_argument("--no-download", action="store_true", help="never download; fail if the files are missing")
+    add_data_arguments(parser)
     # Tests shrink the quick version further; not for users.
     parser.add_argument("--scale", type=float, default=1.0, help=argparse.SUPPRESS)
 

@@ -33,8 +33,6 @@ def run(args) -> int:
     from normlab.interop.export import FORMATS, export_model, run_exported
     from normlab.train import load_run
 
-    if args.check < 0:
-        return fail(NAME, ValueError(f"--check must be >= 0, got {args.check}"))
     default = f"model{'.folded' if args.fold else ''}{FORMATS[args.format]}"
     out = Path(args.out) if args.out else Path(args.run) / default
     try:

@@ -14,6 +14,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from functools import partial
+
     import numpy as np
 
     from normlab import functional as F
@@ -25,21 +27,15 @@ def run(args) -> int:
         return {"gamma": rng.standard_normal(c), "beta": rng.standard_normal(c)}
 
     x2, x4 = rng.standard_normal((6, 5)) * 2 + 3, rng.standard_normal((4, 6, 3, 3)) * 2 + 3
-    cases = {
-        "batchnorm (N, D)": (lambda x, gamma, beta: F.batchnorm_forward(x, gamma, beta), F.batchnorm_backward,
-                             {"x": x2, **affine(5)}),
-        "batchnorm (N, C, H, W)": (lambda x, gamma, beta: F.batchnorm_forward(x, gamma, beta),
-                                   F.batchnorm_backward, {"x": x4, **affine(6)}),
-        "batchnorm staged": (lambda x, gamma, beta: F.batchnorm_forward(x, gamma, beta),
-                             F.batchnorm_backward_staged, {"x": x2.copy(), **affine(5)}),
-        "layernorm (N, D)": (lambda x, gamma, beta: F.layernorm_forward(x, gamma, beta), F.layernorm_backward,
-                             {"x": x2.copy(), **affine(5)}),
-        "layernorm staged": (lambda x, gamma, beta: F.layernorm_forward(x, gamma, beta),
-                             F.layernorm_backward_staged, {"x": x2.copy(), **affine(5)}),
-        "groupnorm G=3": (lambda x, gamma, beta: F.groupnorm_forward(x, gamma, beta, 3), F.groupnorm_backward,
+    cases = {  # name: (forward(x, gamma, beta), backward, inputs)
+        "batchnorm (N, D)": (F.batchnorm_forward, F.batchnorm_backward, {"x": x2, **affine(5)}),
+        "batchnorm (N, C, H, W)": (F.batchnorm_forward, F.batchnorm_backward, {"x": x4, **affine(6)}),
+        "batchnorm staged": (F.batchnorm_forward, F.batchnorm_backward_staged, {"x": x2.copy(), **affine(5)}),
+        "layernorm (N, D)": (F.layernorm_forward, F.layernorm_backward, {"x": x2.copy(), **affine(5)}),
+        "layernorm staged": (F.layernorm_forward, F.layernorm_backward_staged, {"x": x2.copy(), **affine(5)}),
+        "groupnorm G=3": (partial(F.groupnorm_forward, num_groups=3), F.groupnorm_backward,
                           {"x": x4.copy(), **affine(6)}),
-        "instancenorm": (lambda x, gamma, beta: F.instancenorm_forward(x, gamma, beta), F.instancenorm_backward,
-                         {"x": x4.copy(), **affine(6)}),
+        "instancenorm": (F.instancenorm_forward, F.instancenorm_backward, {"x": x4.copy(), **affine(6)}),
     }
     worst = 0.0
     print(f"{'layer':<24} {'dx':>10} {'dgamma':>10} {'dbeta':>10}")

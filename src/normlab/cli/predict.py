@@ -7,7 +7,7 @@ A FILE is a .png picture or a .npy array holding one image or a batch, uint8 (0.
 
 from __future__ import annotations
 
-from normlab.cli._run_args import add_data_arguments, add_run_argument, fail, user_errors
+from normlab.cli._run_args import add_data_arguments, add_run_argument, fail, number, user_errors
 
 NAME = "predict"
 HELP = "classify images (.npy or .png files) with a trained run's model"
@@ -16,7 +16,8 @@ HELP = "classify images (.npy or .png files) with a trained run's model"
 def add_arguments(parser) -> None:
     add_run_argument(parser)
     parser.add_argument("files", nargs="+", metavar="FILE", help="images: .png, or .npy (one image or a batch)")
-    parser.add_argument("--top", type=int, default=1, metavar="K", help="print the K likeliest classes (default 1)")
+    parser.add_argument("--top", type=number(int, low=1), default=1, metavar="K",
+                        help="print the K likeliest classes (default 1)")
     add_data_arguments(parser)  # only a run without preprocessing.json needs its dataset
 
 
@@ -26,8 +27,6 @@ def run(args) -> int:
     from normlab.data.images import read_images
     from normlab.train import load_run
 
-    if args.top < 1:
-        return fail(NAME, ValueError(f"--top must be at least 1, got {args.top}"))
     try:
         trained = load_run(args.run, weights=args.weights, data_dir=args.data_dir, download=not args.no_download)
         batches = [read_images(path, trained.input_shape) for path in args.files]  # every file checked first

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from normlab.cli._run_args import number
+from normlab.cli._run_args import add_data_arguments, number
 
 NAME = "train"
 HELP = "train a network on Fashion-MNIST, MNIST or CIFAR-10 and write a run directory"
@@ -45,10 +45,7 @@ def add_arguments(parser) -> None:
     d = TrainConfig()
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", choices=available_datasets(), help=f"dataset (default {d.dataset})")
-    data.add_argument("--data-dir", metavar="DIR", default=None,
-                      help="where to look for the dataset first, and to download it to (then $NORMLAB_DATA, "
-                           "~/.cache/normlab, /usr/share/datasets/<name>)")
-    data.add_argument("--no-download", action="store_true", help="never download; fail if the files are missing")
+    add_data_arguments(data)
     data.add_argument("--limit", type=number(int, low=2), metavar="N",
                       help="use only the first N training examples (quick runs)")
     data.add_argument("--val-size", type=number(int, low=0), metavar="N",

@@ -6,20 +6,6 @@ from normlab.data.errors import ChecksumError, DataFormatError, DatasetNotFoundE
 from normlab.data.loader import batch_indices, epoch_order, num_batches
 from normlab.data.transforms import Augment, Standardizer, random_crop, random_flip, train_val_split
 
-__all__ = [
-    "Augment",
-    "ChecksumError",
-    "DataFormatError",
-    "DatasetNotFoundError",
-    "ImageDataset",
-    "Standardizer",
-    "UnsafePickleError",
-    "available_datasets",
-    "batch_indices",
-    "epoch_order",
-    "load_dataset",
-    "num_batches",
-    "random_crop",
-    "random_flip",
-    "train_val_split",
-]
+__all__ = ["Augment", "ChecksumError", "DataFormatError", "DatasetNotFoundError", "ImageDataset", "Standardizer",
+           "UnsafePickleError", "available_datasets", "batch_indices", "epoch_order", "load_dataset", "num_batches",
+           "random_crop", "random_flip", "train_val_split"]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from normlab.checks import check_non_negative_int
+from normlab.checks import check_non_negative_int, check_probability
 
 
 def train_val_split(x: np.ndarray, y: np.ndarray, val_size: int, rng: np.random.Generator
@@ -87,8 +87,7 @@ def random_flip(x: np.ndarray, rng: np.random.Generator, p: float = 0.5) -> np.n
     """Mirror each image left to right with probability p. Returns a new (N, C, H, W) array."""
     if x.ndim != 4:
         raise ValueError(f"x must be (N, C, H, W) images, got shape {x.shape}")
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"p must be in [0, 1], got {p!r}")
+    check_probability("p", p)
     flip = rng.random(len(x)) < p  # (N,)
     out = x.copy()
     out[flip] = x[flip, :, :, ::-1]

@@ -18,37 +18,17 @@ from normlab.distributed.data_parallel import (
     shard,
     shard_slice,
 )
-from normlab.distributed.sync_batchnorm import (
+from normlab.distributed.thread_ranks import ThreadCommunicator, run_in_threads
+from normlab.functional.moments import merge_moments
+from normlab.nn.syncbatchnorm import (
     SyncBatchNorm,
     convert_sync_batchnorm,
     sync_batchnorm_backward,
     sync_batchnorm_forward,
 )
-from normlab.distributed.thread_ranks import ThreadCommunicator, run_in_threads
-from normlab.functional.moments import merge_moments
 
-__all__ = [
-    "Communicator",
-    "DataParallel",
-    "MPICommunicator",
-    "SingleProcess",
-    "StepResult",
-    "SyncBatchNorm",
-    "ThreadCommunicator",
-    "abort_on_error",
-    "allreduce_gradients",
-    "broadcast_state",
-    "check_synchronized",
-    "convert_sync_batchnorm",
-    "data_parallel_step",
-    "global_count",
-    "gradient_workspace_size",
-    "loss_weight",
-    "merge_moments",
-    "run_in_threads",
-    "shard",
-    "shard_slice",
-    "sync_batchnorm_backward",
-    "sync_batchnorm_forward",
-    "world",
-]
+__all__ = ["Communicator", "DataParallel", "MPICommunicator", "SingleProcess", "StepResult", "SyncBatchNorm",
+           "ThreadCommunicator", "abort_on_error", "allreduce_gradients", "broadcast_state", "check_synchronized",
+           "convert_sync_batchnorm", "data_parallel_step", "global_count", "gradient_workspace_size", "loss_weight",
+           "merge_moments", "run_in_threads", "shard", "shard_slice", "sync_batchnorm_backward",
+           "sync_batchnorm_forward", "world"]

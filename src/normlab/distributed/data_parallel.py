@@ -33,8 +33,8 @@ from typing import NamedTuple
 import numpy as np
 
 from normlab.distributed.comm import Communicator, world
-from normlab.distributed.sync_batchnorm import convert_sync_batchnorm
 from normlab.nn.module import Module, input_grad_skipped
+from normlab.nn.syncbatchnorm import convert_sync_batchnorm
 
 LossFunction = Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]
 
@@ -121,10 +121,7 @@ def allreduce_gradients(model: Module, comm: Communicator | None = None, extras:
     buf = workspace[:n]  # [grads..., has_grad (k), extras], float64
     flags = buf[offsets[-1]:offsets[-1] + k]
     for i, p in enumerate(params):
-        if p.grad is None:
-            buf[offsets[i]:offsets[i + 1]] = 0.0
-        else:
-            buf[offsets[i]:offsets[i + 1]] = p.grad.reshape(-1)
+        buf[offsets[i]:offsets[i + 1]] = 0.0 if p.grad is None else p.grad.reshape(-1)
         flags[i] = p.grad is not None
     buf[offsets[-1] + k:] = extras
     comm.allreduce_sum(buf)

@@ -1,11 +1,9 @@
 """Threads for a process started by an MPI launcher: its share of the node's cores.
 
-Why: NumPy's OpenBLAS, numba and `normlab.parallel` each start as many threads as the process may use
-cores. Two ranks on a 2-core machine then ran 2 x 2 BLAS threads and 2 x 2 numba threads on 2 cores;
-every product waited for a descheduled thread, and an epoch of the default `normlab train` took 32-55 s
-instead of 2.0 s on one process (one thread per rank: 2.4 s). So each rank takes its share: the cores it
-may run on (its affinity mask), divided among the ranks on its node, the first ranks taking the
-remainder (3 ranks on 8 cores: 3, 3, 2).
+Why (measured in docs/distributed.md, "Threads"): NumPy's OpenBLAS, numba and `normlab.parallel` each start
+as many threads as the process may use cores, so ranks sharing a node would wait for each other's descheduled
+threads. Each rank takes its share: the cores it may run on (its affinity mask), divided among the ranks on its
+node, the first ranks taking the remainder (3 ranks on 8 cores: 3, 3, 2).
 
 What is set, unless the user set it (their variables win, per library):
 - OpenBLAS (NumPy's matrix products, and with them `normlab.parallel`'s worker threads, which follow

@@ -99,8 +99,7 @@ def _fold_into(affine: nn.Module, norm: nn.Module) -> None:
         return np.asarray(a, np.float64)
 
     c, dtype = norm.num_features, affine.weight.data.dtype
-    gamma = norm.weight.data if norm.affine else np.ones(c)
-    beta = norm.bias.data if norm.affine else np.zeros(c)
+    gamma, beta = norm._gamma_beta()  # (C,): fixed ones and zeros without affine parameters
     scale, shift = batchnorm_inference_affine(f64(gamma), f64(beta), f64(norm.running_mean),
                                               f64(norm.running_var), norm.eps)  # (C,) each
     w = f64(affine.weight.data)  # (C, ...)

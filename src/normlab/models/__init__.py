@@ -4,12 +4,5 @@ from normlab.models.cnn import ResNetCNN, ThreeLayerConvNet  # importing cnn reg
 from normlab.models.fcnet import FullyConnectedNet
 from normlab.models.registry import available_models, build_model, model_builder, register_model
 
-__all__ = [
-    "FullyConnectedNet",
-    "ResNetCNN",
-    "ThreeLayerConvNet",
-    "available_models",
-    "build_model",
-    "model_builder",
-    "register_model",
-]
+__all__ = ["FullyConnectedNet", "ResNetCNN", "ThreeLayerConvNet", "available_models", "build_model", "model_builder",
+           "register_model"]

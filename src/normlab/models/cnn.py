@@ -48,6 +48,7 @@ def _image_shape(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
     return tuple(int(d) for d in input_shape)
 
 
+@register_model("convnet3")
 class ThreeLayerConvNet(Sequential):
     """CS231n's three-layer ConvNet: conv - relu - 2x2 max pool - affine - relu - affine.
 
@@ -82,6 +83,7 @@ class ThreeLayerConvNet(Sequential):
         he_normal_init(self, rng, weight_scale)
 
 
+@register_model("bn-cnn")
 class ResNetCNN(Sequential):
     """A small ResNet with a choice of normalization (batch by default):
 
@@ -95,17 +97,20 @@ class ResNetCNN(Sequential):
     ReLU commute (relu(max(a, b)) = max(relu(a), relu(b)), and the gradient goes to the same element or
     nowhere), and the ReLU then runs on a quarter of the values.
 
-    - normalization: a name of `normlab.nn.normalization_names()` ("batch", "group", "layer", "instance",
-      "renorm", "ghost" or "none"), built for (N, C, H, W) maps by `normlab.nn.build_norm`; with "none" the
-      convolutions get biases.
-    - norm_options: the normalization's options, e.g. {"groups": 8} (group norm's default is the largest
-      divisor of the channels not above 32) or {"virtual_batch_size": 32}.
+    - normalization: a name of `normlab.nn.normalization_names()`, built for (N, C, H, W) maps by
+      `normlab.nn.build_norm`; with "none" the convolutions get biases.
+    - norm_options: the normalization's options, e.g. {"groups": 8} or {"virtual_batch_size": 32}.
     - rng: draws the weights (a fresh unseeded generator if None).
 
     The normalization sits before each ReLU, as in ResNet; the residual blocks have no placement option.
 
     Input (N, C, H, W) -> class scores (N, num_classes).
     """
+
+    # For normlab train (models/registry.py): random crops and flips help this model, so they are on by default;
+    # it takes every normalization of the vocabulary.
+    default_augment = True
+    normalizes = "maps"
 
     def __init__(self, input_shape=(1, 28, 28), num_classes: int = 10, widths=(32, 64, 128),
                  normalization: str = "batch", *, norm_options: dict | None = None,
@@ -132,26 +137,3 @@ class ResNetCNN(Sequential):
         super().__init__(*layers)
         self.normalization, self.norm_options = normalization, norm_options
         he_normal_init(self, rng)
-
-
-@register_model("convnet3")
-def build_convnet3(*, input_shape, num_classes, rng=None, num_filters: int = 32, filter_size: int = 7,
-                   hidden_dim: int = 100, weight_scale: float | None = None, dtype=np.float32) -> ThreeLayerConvNet:
-    """CS231n's ThreeLayerConvNet. The options are named, not **kwargs, so `normlab train` can tell which
-    of its options the model takes (an L2 `reg`, for one, it does not: weight decay goes to the optimizer)."""
-    return ThreeLayerConvNet(input_shape, num_filters=num_filters, filter_size=filter_size, hidden_dim=hidden_dim,
-                             num_classes=num_classes, weight_scale=weight_scale, rng=rng, dtype=dtype)
-
-
-@register_model("bn-cnn")
-def build_bn_cnn(*, input_shape, num_classes, rng=None, normalization: str = "batch", norm_options=None,
-                 widths=(32, 64, 128), dtype=np.float32) -> ResNetCNN:
-    """The small ResNet; normalization is any name of `normlab.nn.normalization_names()`. Named options, as
-    above."""
-    return ResNetCNN(input_shape, num_classes=num_classes, widths=widths, normalization=normalization,
-                     norm_options=norm_options, rng=rng, dtype=dtype)
-
-
-# Trainers read this: random crops and flips help this model, so `normlab train` turns them on by default.
-build_bn_cnn.default_augment = True
-build_bn_cnn.normalizes = "maps"  # (N, C, H, W): every normalization of the vocabulary

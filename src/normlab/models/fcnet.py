@@ -16,22 +16,10 @@ from normlab.checks import resolve_rng
 from normlab.models.registry import register_model
 from normlab.models.regularization import l2_penalty, l2_penalty_backward
 from normlab.nn import Dropout, Flatten, Linear, Module, ReLU, RenormSchedule, Sequential, Sigmoid, Tanh
-from normlab.nn.norm_registry import (
-    DEFAULT_PLACEMENT,
-    build_norm,
-    check_norm_options,
-    check_placement,
-    normalization_names,
-)
+from normlab.nn.norm_registry import DEFAULT_PLACEMENT, build_norm, check_norm_options, check_placement
 
 ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh}
 DEFAULT_NORMALIZATION = "batch"  # the class's and its registered builder's
-
-
-def __getattr__(name: str):
-    if name == "NORMALIZATIONS":  # the names of normlab.nn.norm_registry, which is the one list
-        return normalization_names()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _flat_size(input_shape) -> int:
@@ -43,22 +31,20 @@ def _flat_size(input_shape) -> int:
     return int(np.prod(dims))
 
 
+@register_model("fcnet")
 class FullyConnectedNet(Sequential):
     """A fully connected network for classification; it returns class scores (logits).
 
     Layers, in order (their indices are the state dict prefixes, as in the equivalent torch.nn.Sequential):
-    Flatten, then per hidden size d: Linear(., d), the normalization (`normlab.nn.build_norm(normalization, d)`:
-    BatchNorm1d(d), LayerNorm(d), GroupNorm(G, d), BatchRenorm1d(d) or GhostBatchNorm1d(d, virtual batch)) and
-    the activation (ReLU by default) in the order `placement` says, Dropout(p) when dropout > 0; then
-    Linear(., num_classes).
+    Flatten, then per hidden size d: Linear(., d), the normalization `normlab.nn.build_norm(normalization, d)` and
+    the activation in the order `placement` says, Dropout(p) when dropout > 0; then Linear(., num_classes).
 
     Inputs:
     - input_shape: one example's shape, (1, 28, 28) for Fashion-MNIST, or the number of features after
       flattening (784), as the convolutional models' input_shape. (`input_dim=` is its old, deprecated name.)
     - hidden_dims: the hidden layer sizes; () is a linear classifier.
     - num_classes: the number of scores per example.
-    - normalization: a name of `normlab.nn.normalization_names()`: "batch" (the default), "none", "layer",
-      "group", "renorm" (batch renormalization) or "ghost" (ghost batch norm).
+    - normalization: a name of `normlab.nn.normalization_names()` but "instance" (feature vectors have no H x W).
     - norm_options: the normalization's options (see `normlab.nn.get_normalization(name).options`), e.g.
       {"groups": 16}, {"virtual_batch_size": 32}, {"rmax": 2.0, "dmax": 1.0, "warmup_steps": 0}.
     - placement: "before" the nonlinearity (Linear - norm - activation, the batch norm paper's) or "after" it
@@ -71,10 +57,12 @@ class FullyConnectedNet(Sequential):
     - reg: L2 strength: `regularization_loss()` = 0.5 * reg * sum ||W||^2 over the Linear weights only
       (gamma, beta and biases are not regularized).
     - num_groups, renorm_schedule, virtual_batch_size: shorthands for norm_options' groups, schedule and
-      virtual_batch_size (None: the registry's default; group norm's is the largest divisor of d up to 32).
+      virtual_batch_size (None: the registry's default).
     - rng: draws the weights, and seeds each Dropout's own generator (a fresh unseeded generator if None).
     - dtype: float32 (training) or float64 (gradient checks).
     """
+
+    normalizes = "features"  # for normlab train (models/registry.py): every normalization but instance norm
 
     def __init__(self, input_shape=None, hidden_dims: Sequence[int] = (512, 256), num_classes: int = 10, *,
                  normalization: str = DEFAULT_NORMALIZATION, norm_options: Mapping[str, Any] | None = None,
@@ -107,8 +95,6 @@ class FullyConnectedNet(Sequential):
         if not reg >= 0:
             raise ValueError(f"reg must be >= 0, got {reg!r}")
         rng = resolve_rng(rng)
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy.random.Generator or None, got {type(rng).__name__}")
         hidden_dims = tuple(int(d) for d in hidden_dims)
         layers: list[Module] = [Flatten()]
         sizes = (_flat_size(input_shape), *hidden_dims)
@@ -142,21 +128,3 @@ class FullyConnectedNet(Sequential):
     def regularization_backward(self) -> None:
         """Add reg * W into every Linear weight's .grad."""
         l2_penalty_backward(self, self.reg)
-
-
-@register_model("fcnet")
-def build_fcnet(*, input_shape: tuple[int, ...], num_classes: int, rng: np.random.Generator | None = None,
-                hidden_dims: Sequence[int] = (512, 256), normalization: str = DEFAULT_NORMALIZATION,
-                norm_options: Mapping[str, Any] | None = None, placement: str = DEFAULT_PLACEMENT,
-                dropout: float = 0.0, weight_scale: float | str = "he", reg: float = 0.0,
-                num_groups: int | None = None, activation: str = "relu", renorm_schedule: RenormSchedule | None = None,
-                virtual_batch_size: int | None = None, dtype=np.float32) -> FullyConnectedNet:
-    """FullyConnectedNet over flattened inputs; batch-normalized by default, as the class."""
-    return FullyConnectedNet(input_shape, hidden_dims, num_classes, normalization=normalization,
-                             norm_options=norm_options, placement=placement, dropout=dropout,
-                             weight_scale=weight_scale, reg=reg, num_groups=num_groups, activation=activation,
-                             renorm_schedule=renorm_schedule, virtual_batch_size=virtual_batch_size, rng=rng,
-                             dtype=dtype)
-
-
-build_fcnet.normalizes = "features"  # (N, D): every normalization of the vocabulary but instance norm

@@ -1,9 +1,10 @@
 """Models by name, so `normlab train --model NAME` and the experiments can build any of them.
 
-A model module registers a builder:
+A model module registers a builder, a function or the model's class itself:
 
     @register_model("fcnet")
-    def build_fcnet(*, input_shape, num_classes, rng=None, normalization="batch", dropout=0.0, ...) -> Module: ...
+    class FullyConnectedNet(Sequential):
+        def __init__(self, input_shape=None, ..., normalization="batch", dropout=0.0, ..., rng=None): ...
 
 and is imported in `normlab/models/__init__.py` so that importing normlab.models registers it.
 
@@ -21,7 +22,7 @@ The builder's contract:
 - The model returns class scores (logits) from `forward(x)`. If it has `regularization_loss()` and
   `regularization_backward()`, the trainer adds the first to the loss and calls the second after
   backward.
-- A builder may set the attribute `default_augment = True` (after the decorator) to ask for random crops
+- A builder may have the attribute `default_augment = True` to ask for random crops
   and flips when the user does not say `--augment` / `--no-augment`, and `normalizes = "features"` or
   `"maps"` to say what its normalization layers see (so a configuration asking instance norm of a fully
   connected model is refused before training).

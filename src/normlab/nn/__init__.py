@@ -10,6 +10,7 @@ from normlab.nn.ghostbatchnorm import GhostBatchNorm1d, GhostBatchNorm2d
 from normlab.nn.linear import Linear
 from normlab.nn.module import Module, Parameter, input_grad_skipped
 from normlab.nn.norm_registry import (
+    NORMALIZATIONS_2D,
     PLACEMENTS,
     build_norm,
     check_norm_options,
@@ -17,58 +18,16 @@ from normlab.nn.norm_registry import (
     get_normalization,
     normalization_names,
 )
-from normlab.nn.normalization import (
-    NORMALIZATIONS_2D,
-    BatchNorm1d,
-    BatchNorm2d,
-    GroupNorm,
-    InstanceNorm2d,
-    LayerNorm,
-    norm2d,
-)
+from normlab.nn.normalization import BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm2d, LayerNorm, norm2d
 from normlab.nn.pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
 from normlab.nn.precise_bn import recompute_batchnorm_statistics
 from normlab.nn.residual import ResidualBlock
 from normlab.nn.shift_noise import DistributionShiftNoise
 from normlab.nn.syncbatchnorm import SyncBatchNorm, convert_sync_batchnorm
 
-__all__ = [
-    "NORMALIZATIONS_2D",
-    "PLACEMENTS",
-    "AvgPool2d",
-    "BatchNorm1d",
-    "BatchNorm2d",
-    "BatchRenorm1d",
-    "BatchRenorm2d",
-    "Conv2d",
-    "DistributionShiftNoise",
-    "Dropout",
-    "Flatten",
-    "GhostBatchNorm1d",
-    "GhostBatchNorm2d",
-    "GlobalAvgPool2d",
-    "GroupNorm",
-    "Identity",
-    "InstanceNorm2d",
-    "LayerNorm",
-    "Linear",
-    "MaxPool2d",
-    "Module",
-    "Parameter",
-    "ReLU",
-    "RenormSchedule",
-    "ResidualBlock",
-    "Sequential",
-    "Sigmoid",
-    "SyncBatchNorm",
-    "Tanh",
-    "convert_sync_batchnorm",
-    "build_norm",
-    "check_norm_options",
-    "default_groups",
-    "get_normalization",
-    "input_grad_skipped",
-    "norm2d",
-    "normalization_names",
-    "recompute_batchnorm_statistics",
-]
+__all__ = ["NORMALIZATIONS_2D", "PLACEMENTS", "AvgPool2d", "BatchNorm1d", "BatchNorm2d", "BatchRenorm1d",
+           "BatchRenorm2d", "Conv2d", "DistributionShiftNoise", "Dropout", "Flatten", "GhostBatchNorm1d",
+           "GhostBatchNorm2d", "GlobalAvgPool2d", "GroupNorm", "Identity", "InstanceNorm2d", "LayerNorm", "Linear",
+           "MaxPool2d", "Module", "Parameter", "ReLU", "RenormSchedule", "ResidualBlock", "Sequential", "Sigmoid",
+           "SyncBatchNorm", "Tanh", "build_norm", "check_norm_options", "convert_sync_batchnorm", "default_groups",
+           "get_normalization", "input_grad_skipped", "norm2d", "normalization_names", "recompute_batchnorm_statistics"]

@@ -20,11 +20,8 @@ class _BatchRenorm(_BatchNorm):
     step 25000. The step is a buffer, so a model loaded from a state dict resumes the schedule where it
     stopped; the schedule itself is configuration, not state.
 
-    - momentum: weight of each batch in the running statistics (default 0.01, Keras's
-      renorm_momentum=0.99); None averages all batches equally.
-    - affine: learn gamma (`weight`) and beta (`bias`).
-    - schedule: a `RenormSchedule`; `RenormSchedule.constant(rmax, dmax)` for fixed bounds.
-    - convention: "pytorch" stores the unbiased running variance, "keras" the biased.
+    Arguments as `BatchNorm1d`/`BatchNorm2d` (momentum 0.01 by default, Keras's renorm_momentum=0.99), plus
+    schedule: a `RenormSchedule`; `RenormSchedule.constant(rmax, dmax)` for fixed bounds.
 
     Running statistics are always tracked: r and d are measured against them. The state dict has batch
     norm's keys (weight, bias, running_mean, running_var, num_batches_tracked).

@@ -217,6 +217,27 @@ class Module:
         return "".join(lines) + ")"
 
 
+class _FunctionalLayer(Module):
+    """A layer without parameters around a functional pair: `_forward(x, *self._arguments()) -> (out, cache)`
+    and `_backward(dout, cache) -> dx`."""
+
+    _forward = _backward = None  # staticmethod(F.<layer>_forward), staticmethod(F.<layer>_backward)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cache = None
+
+    def _arguments(self) -> tuple:
+        return ()
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        out, self._cache = self._forward(x, *self._arguments())
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return self._backward(dout, self._cache_or_raise(self._cache))
+
+
 @contextlib.contextmanager
 def input_grad_skipped(model: Module) -> Iterator[None]:
     """Within the block, `model.backward` need not compute the gradient with respect to its input (see

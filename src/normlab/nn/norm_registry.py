@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from normlab.checks import check_positive_int
 from normlab.functional.batchrenorm import RenormSchedule
 from normlab.nn.batchrenorm import BatchRenorm1d, BatchRenorm2d
 from normlab.nn.container import Identity
@@ -82,21 +83,24 @@ _MOMENTUM = NormOption("momentum", 0.1, float, "weight of each batch in the runn
 def _groups(num_features: int, groups: int | None) -> int:
     if groups is None:
         return default_groups(num_features)
-    if not isinstance(groups, (int, np.integer)) or isinstance(groups, bool) or groups < 1:
-        raise ValueError(f"groups must be a positive integer, got {groups!r}")
+    groups = check_positive_int("groups", groups)
     if num_features % groups:
         raise ValueError(f"groups must divide the number of channels, got groups={groups} for {num_features} "
                          "channels")
-    return int(groups)
+    return groups
+
+
+def _renorm_schedule(o: dict[str, Any]) -> RenormSchedule:
+    """The given schedule, or one of the five bounds and steps (which it checks)."""
+    if o["schedule"] is not None:
+        return o["schedule"]
+    return RenormSchedule(rmax=o["rmax"], dmax=o["dmax"], warmup_steps=o["warmup_steps"],
+                          rmax_full_at=o["rmax_full_at"], dmax_full_at=o["dmax_full_at"])
 
 
 def _renorm(num_features: int, spatial: bool, o: dict[str, Any], dtype) -> Module:
-    schedule = o["schedule"]
-    if schedule is None:
-        schedule = RenormSchedule(rmax=o["rmax"], dmax=o["dmax"], warmup_steps=o["warmup_steps"],
-                                  rmax_full_at=o["rmax_full_at"], dmax_full_at=o["dmax_full_at"])
     layer = BatchRenorm2d if spatial else BatchRenorm1d
-    return layer(num_features, o["eps"], o["momentum"], schedule=schedule, dtype=dtype)
+    return layer(num_features, o["eps"], o["momentum"], schedule=_renorm_schedule(o), dtype=dtype)
 
 
 _REGISTRY: dict[str, Normalization] = {}
@@ -147,6 +151,9 @@ def normalization_names() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
+NORMALIZATIONS_2D = normalization_names()  # every name builds a layer for (N, C, H, W) maps
+
+
 def get_normalization(name: str) -> Normalization:
     """The registered normalization `name`; a ValueError listing the valid names otherwise."""
     if not isinstance(name, str) or name not in _REGISTRY:
@@ -170,9 +177,8 @@ def check_norm_options(name: str, options: Mapping[str, Any] | None, *, spatial:
                          f"H x W); (N, D) features have no H x W: choose one of "
                          f"{tuple(n for n in _REGISTRY if not _REGISTRY[n].spatial_only)}")
     options = {**norm.defaults, **options}
-    if name == "renorm" and options["schedule"] is None:  # the schedule checks its bounds and steps
-        RenormSchedule(rmax=options["rmax"], dmax=options["dmax"], warmup_steps=options["warmup_steps"],
-                       rmax_full_at=options["rmax_full_at"], dmax_full_at=options["dmax_full_at"])
+    if name == "renorm":
+        _renorm_schedule(options)
     return options
 
 
@@ -198,6 +204,6 @@ def build_norm(name: str, num_features: int, *, spatial: bool = False, dtype=np.
     return get_normalization(name).build(int(num_features), spatial, options, dtype)
 
 
-__all__ = ["DEFAULT_PLACEMENT", "MAX_GROUPS", "PLACEMENTS", "NormOption", "Normalization", "build_norm",
-           "check_norm_options", "check_placement", "default_groups", "get_normalization", "normalization_names",
-           "register_normalization"]
+__all__ = ["DEFAULT_PLACEMENT", "MAX_GROUPS", "NORMALIZATIONS_2D", "PLACEMENTS", "NormOption", "Normalization",
+           "build_norm", "check_norm_options", "check_placement", "default_groups", "get_normalization",
+           "normalization_names", "register_normalization"]

@@ -80,7 +80,6 @@ class _BatchNorm(_Normalization):
 
     - momentum: weight of each batch in the running statistics (PyTorch's meaning); None averages all
       batches seen so far equally (cumulative moving average, using num_batches_tracked).
-    - affine: learn gamma (`weight`) and beta (`bias`); otherwise they stay 1 and 0.
     - track_running_stats: keep running_mean / running_var for evaluation; otherwise batch statistics
       are used in evaluation too.
     - convention: "pytorch" stores the unbiased running variance, "keras" the biased (see
@@ -248,9 +247,6 @@ class InstanceNorm2d(_Normalization):
 
     def _normalize(self, x, gamma, beta):
         return F.instancenorm_forward(x, gamma, beta, eps=self.eps)
-
-
-NORMALIZATIONS_2D = ("none", "batch", "layer", "group", "instance", "renorm", "ghost")  # norm_registry's names
 
 
 def norm2d(normalization: str, num_channels: int, *, groups: int | None = None, dtype=np.float32) -> Module:

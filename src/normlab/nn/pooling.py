@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from normlab import functional as F
 from normlab.functional._windows import as_pair
-from normlab.nn.module import Module
+from normlab.nn.module import _FunctionalLayer
 
 
-class _Pool2d(Module):
+class _Pool2d(_FunctionalLayer):
     _forward = staticmethod(F.max_pool2d_forward)
     _backward = staticmethod(F.max_pool2d_backward)
 
@@ -21,14 +19,9 @@ class _Pool2d(Module):
         # Stored as given, stride defaulting to kernel_size, as torch stores them.
         self.kernel_size = kernel_size
         self.stride = kernel_size if stride is None else stride
-        self._cache = None
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        out, self._cache = self._forward(x, self.kernel_size, self.stride)
-        return out
-
-    def backward(self, dout: np.ndarray) -> np.ndarray:
-        return self._backward(dout, self._cache_or_raise(self._cache))
+    def _arguments(self) -> tuple:
+        return self.kernel_size, self.stride
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}"
@@ -45,17 +38,9 @@ class AvgPool2d(_Pool2d):
     _backward = staticmethod(F.avg_pool2d_backward)
 
 
-class GlobalAvgPool2d(Module):
+class GlobalAvgPool2d(_FunctionalLayer):
     """(N, C, H, W) -> (N, C): the mean of each channel. torch's twin is
     Sequential(AdaptiveAvgPool2d(1), Flatten())."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._cache = None
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        out, self._cache = F.global_avg_pool2d_forward(x)
-        return out
-
-    def backward(self, dout: np.ndarray) -> np.ndarray:
-        return F.global_avg_pool2d_backward(dout, self._cache_or_raise(self._cache))
+    _forward = staticmethod(F.global_avg_pool2d_forward)
+    _backward = staticmethod(F.global_avg_pool2d_backward)

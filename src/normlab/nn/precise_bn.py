@@ -4,11 +4,8 @@ input over a set of batches, instead of the exponential moving average that trai
 
 The running average lags: with momentum 0.1 it is mostly the last ~20 batches, seen by weights that have
 moved since, and it averages per-batch variances (which misses the spread of the batch means). Here each
-layer's input is taken as training produces it: the model runs forward in training mode, so every batch norm
-normalizes with the statistics of the batch it is given and the layers after it see what they saw in
-training. For each layer the per-channel (count, mean, M2) of its inputs is accumulated in float64 over the
-batches and merged across processes with Chan's formula (`functional.merge_moments`), as if all batches of all
-processes were one concatenated batch: every sample weighs the same.
+layer's per-channel (count, mean, M2) is accumulated in float64 over the batches and merged across processes
+with Chan's formula (`functional.merge_moments`): every sample of every process weighs the same.
 """
 
 from __future__ import annotations
@@ -171,9 +168,7 @@ def _forward_batches(model: Module, layers: list[tuple[str, _BatchNorm]], accumu
                 raise ValueError(f"batches must all have samples of one shape: batch 0 has {sample_shape}, batch "
                                  f"{i} has {x.shape[1:]} (batch shape {x.shape})")
             model.forward(x)
-            for module, saved in buffers:  # each batch sees the running statistics as they were
-                for buffer, value in zip(_buffers(module), saved):
-                    buffer[...] = value
+            _restore(buffers)  # each batch sees the running statistics as they were
             samples += len(x)
     finally:
         for module, forward in own_forwards:
@@ -185,14 +180,18 @@ def _forward_batches(model: Module, layers: list[tuple[str, _BatchNorm]], accumu
             object.__setattr__(module, "_comm", comm)
         for module, training in modes:
             object.__setattr__(module, "training", training)
-        for module, saved in buffers:
-            for buffer, value in zip(_buffers(module), saved):
-                buffer[...] = value
+        _restore(buffers)
     return samples
 
 
 def _buffers(module: _BatchNorm) -> list[np.ndarray]:
     return [module.running_mean, module.running_var, module.num_batches_tracked]
+
+
+def _restore(saved_buffers: list[tuple[_BatchNorm, list[np.ndarray]]]) -> None:
+    for module, saved in saved_buffers:
+        for buffer, value in zip(_buffers(module), saved):
+            buffer[...] = value
 
 
 def _batch_input(batch, index: int) -> np.ndarray:

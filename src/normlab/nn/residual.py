@@ -21,9 +21,8 @@ class ResidualBlock(Module):
     shortcut.0.weight, shortcut.1.weight, ...):
     - conv1: Conv2d(in_channels, out_channels, 3, stride, padding=1), bias only when normalization="none"
       (a bias before a normalization is cancelled by its mean subtraction);
-    - bn1: the normalization `normalization` names, with `norm_options` (see `normlab.nn.norm_registry`:
-      BatchNorm2d for "batch", GroupNorm for "group" and "layer", InstanceNorm2d for "instance", Identity
-      for "none", ...); the name stays bn1 whatever the kind, so state dicts of every variant line up;
+    - bn1: `build_norm(normalization, out_channels, spatial=True, **norm_options)` (`normlab.nn.norm_registry`);
+      the name stays bn1 whatever the kind, so state dicts of every variant line up;
     - conv2: Conv2d(out_channels, out_channels, 3, 1, padding=1); bn2 likewise;
     - shortcut: Sequential(Conv2d(in_channels, out_channels, 1, stride), norm) when the block changes the
       shape (stride != 1 or in_channels != out_channels); otherwise None and the skip is the identity.

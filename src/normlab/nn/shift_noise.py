@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from normlab.checks import resolve_rng
 from normlab.functional._checks import check_float_array, check_same_shape
 from normlab.nn.module import Module
 
@@ -47,10 +48,8 @@ class DistributionShiftNoise(Module):
             raise ValueError(f"shift_spread must be >= 0, got {shift_spread!r}")
         if not sample_std >= 0.0:
             raise ValueError(f"sample_std must be >= 0, got {sample_std!r}")
-        if rng is not None and not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy.random.Generator or None, got {type(rng).__name__}")
         self.scale_spread, self.shift_spread, self.sample_std = float(scale_spread), float(shift_spread), float(sample_std)
-        self.rng = np.random.default_rng() if rng is None else rng
+        self.rng = resolve_rng(rng)
         self._scale: np.ndarray | None = None  # the last training forward's a (what backward multiplies by)
         self._identity = False  # the last forward was in evaluation mode
 

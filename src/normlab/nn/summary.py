@@ -100,15 +100,11 @@ def summarize(model: Module, input_shape: Sequence[int] | None = None) -> ModelS
     except Exception as error:
         raise ValueError(f"{type(model).__name__} does not take inputs of shape {(1, *shape)} (input_shape "
                          f"{shape}): {type(error).__name__}: {error}") from error
-    rows = []
-    for name, module in model.named_modules():
-        if not name:
-            continue
-        rows.append(LayerRow(name, name.count("."), type(module).__name__, outputs.get(name),
-                             _count(p.data for p in module.parameters()), _count(b for _, b in module.named_buffers())))
-    if not rows:  # a single layer: the model is its own row
-        rows.append(LayerRow(type(model).__name__, 0, type(model).__name__, tuple(np.shape(out)),
-                             _count(p.data for p in model.parameters()), _count(b for _, b in model.named_buffers())))
+    # A row per submodule; a model without any (a single layer) is its own row.
+    layers = [(name, m) for name, m in model.named_modules() if name] or [(type(model).__name__, model)]
+    rows = [LayerRow(name, name.count("."), type(m).__name__, tuple(np.shape(out)) if m is model else outputs.get(name),
+                     _count(p.data for p in m.parameters()), _count(b for _, b in m.named_buffers()))
+            for name, m in layers]
     params = model.parameters()
     return ModelSummary(type(model).__name__, shape, tuple(rows), _count(p.data for p in params),
                         _count(b for _, b in model.named_buffers()), int(sum(p.data.nbytes for p in params)))

@@ -73,18 +73,10 @@ class SyncBatchNormCache:
     comm: Communicator  # the backward's all-reduce goes to the same processes
 
 
-def sync_batchnorm_forward(
-    x: np.ndarray,
-    gamma: np.ndarray,
-    beta: np.ndarray,
-    running_mean: np.ndarray | None = None,
-    running_var: np.ndarray | None = None,
-    *,
-    comm: Communicator,
-    momentum: float = 0.1,
-    eps: float = 1e-5,
-    convention: str = "pytorch",
-) -> tuple[np.ndarray, SyncBatchNormCache | BatchNormCache]:
+def sync_batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, running_mean: np.ndarray | None = None,
+                           running_var: np.ndarray | None = None, *, comm: Communicator, momentum: float = 0.1,
+                           eps: float = 1e-5, convention: str = "pytorch"
+                           ) -> tuple[np.ndarray, SyncBatchNormCache | BatchNormCache]:
     """Batch norm in training mode with statistics over the global batch: x on this process and the
     inputs of the same call on every other process of `comm`. A collective operation: every process calls it.
 
@@ -130,13 +122,9 @@ def _global_moments(x: np.ndarray, axes: Axes, comm: Communicator) -> tuple[int,
     return total, mean, m2 / n
 
 
-def sync_batchnorm_backward(
-    dout: np.ndarray, cache: SyncBatchNormCache | BatchNormCache
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Backward of `sync_batchnorm_forward`; a collective operation, like the forward.
-
-    dx needs sum(dout) and sum(dout * xhat) per channel over the global batch: the local sums are
-    all-reduced in float64 and the core's closed form gives this process's rows of dx.
+def sync_batchnorm_backward(dout: np.ndarray, cache: SyncBatchNormCache | BatchNormCache
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Backward of `sync_batchnorm_forward` (see the module docstring); a collective operation, like the forward.
 
     Returns (dx, dgamma, dbeta): dx like this process's x; dgamma and dbeta (C,) are this process's
     contributions (the local sums), which the data-parallel gradient all-reduce adds up. Given a
@@ -185,8 +173,7 @@ class SyncBatchNorm(_BatchNorm):
         return self._comm
 
     def _normalize_batch(self, x, gamma, beta, running_mean, running_var, training, momenta):
-        # Batch statistics outside training mode (track_running_stats=False) stay local: in evaluation the
-        # processes may see different numbers of batches, so no collective may happen there.
+        # Outside training mode batch statistics (track_running_stats=False) stay local, as the module says.
         if not (training and self.training):
             return super()._normalize_batch(x, gamma, beta, running_mean, running_var, training, momenta)
         return sync_batchnorm_forward(x, gamma, beta, running_mean, running_var, comm=self.comm,

@@ -9,16 +9,5 @@ from normlab.optim.sgd import SGD
 
 OPTIMIZERS = {"sgd": SGD, "rmsprop": RMSProp, "adam": Adam, "adamw": AdamW}
 
-__all__ = [
-    "OPTIMIZERS",
-    "SGD",
-    "Adam",
-    "AdamW",
-    "Constant",
-    "Cosine",
-    "LinearWarmup",
-    "Optimizer",
-    "RMSProp",
-    "Schedule",
-    "StepDecay",
-]
+__all__ = ["OPTIMIZERS", "SGD", "Adam", "AdamW", "Constant", "Cosine", "LinearWarmup", "Optimizer", "RMSProp",
+           "Schedule", "StepDecay"]

@@ -26,8 +26,6 @@ With one process (no mpiexec) every collective is the identity and this is `Trai
 
 from __future__ import annotations
 
-import signal
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -61,21 +59,15 @@ class DistributedTrainer(Trainer):
         self._reseed_module_rngs()
 
     # -- stopping -----------------------------------------------------------------------------------
-    def _install_sigint_handler(self) -> Callable[[], None]:
-        if self.comm.size == 1 or threading.current_thread() is not threading.main_thread():
-            return super()._install_sigint_handler()
-        previous = signal.getsignal(signal.SIGINT)
-
-        def handler(signum, frame):
-            if self._local_stop:
-                print(f"normlab: rank {self.comm.rank}: Ctrl-C again; aborting every rank", flush=True)
-                self.comm.abort(130)
-            self._local_stop = True
-            self.log("\nCtrl-C: every rank stops after the next step and saves a checkpoint (Ctrl-C again to "
-                     "abort)")
-
-        signal.signal(signal.SIGINT, handler)
-        return lambda: signal.signal(signal.SIGINT, previous)
+    def _on_ctrl_c(self) -> None:
+        if self.comm.size == 1:
+            return super()._on_ctrl_c()
+        if self._local_stop:
+            print(f"normlab: rank {self.comm.rank}: Ctrl-C again; aborting every rank", flush=True)
+            self.comm.abort(130)
+        self._local_stop = True
+        self.log("\nCtrl-C: every rank stops after the next step and saves a checkpoint (Ctrl-C again to abort)")
+        return None
 
     def _interrupted(self) -> FitResult:
         self._local_stop = False

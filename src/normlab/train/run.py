@@ -32,7 +32,7 @@ from normlab.train.config import TrainConfig
 from normlab.train.history import HISTORY_CSV, ITERATIONS_CSV, History, save_history
 from normlab.train.plots import plot_curves
 from normlab.train.tensorboard import TENSORBOARD_DIR
-from normlab.train.trainer import BEST_MODEL, CHECKPOINT, HISTORY, Callback, Trainer, plural
+from normlab.train.trainer import BEST_MODEL, CHECKPOINT, HISTORY, Callback, FitResult, Trainer, plural
 
 if TYPE_CHECKING:
     from normlab.distributed import Communicator
@@ -69,10 +69,7 @@ class RunResult:
     history: History
     test_acc: float | None
     run_dir: Path
-
-    @property
-    def ok(self) -> bool:
-        return self.status in ("completed", "paused")
+    ok = FitResult.ok
 
 
 def prepare_data(config: TrainConfig, rng: np.random.Generator, data_dir: str | os.PathLike | None = None,

@@ -59,10 +59,9 @@ class LoadedRun:
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         """Softmax probabilities (N, K) of raw images."""
-        s = self.scores(self.preprocess(images)).astype(np.float64)
-        s -= s.max(axis=1, keepdims=True)
-        p = np.exp(s)
-        return p / p.sum(axis=1, keepdims=True)
+        from scipy.special import softmax
+
+        return softmax(self.scores(self.preprocess(images)).astype(np.float64), axis=1)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Class indices (N,) of raw images."""

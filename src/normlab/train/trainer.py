@@ -364,15 +364,14 @@ class Trainer:
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
         previous = signal.getsignal(signal.SIGINT)
-
-        def handler(signum, frame):
-            if self._stop_requested:
-                raise KeyboardInterrupt
-            self._stop_requested = True
-            self.log("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to abort)")
-
-        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGINT, lambda signum, frame: self._on_ctrl_c())
         return lambda: signal.signal(signal.SIGINT, previous)
+
+    def _on_ctrl_c(self) -> None:
+        if self._stop_requested:
+            raise KeyboardInterrupt
+        self._stop_requested = True
+        self.log("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to abort)")
 
     def _interrupted(self) -> FitResult:
         self._stop_requested = False
