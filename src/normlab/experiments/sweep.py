@@ -124,7 +124,7 @@ class InlineExecutor(concurrent.futures.Executor):
         future = concurrent.futures.Future()
         try:
             future.set_result(fn(*args, **kwargs))
-        except Exception as e:  # raised by future.result(), as with any executor; Ctrl-C stops the sweep
+        except Exception as e:  # noqa: BLE001  (raised by future.result(), as with any executor; Ctrl-C stops the sweep)
             future.set_exception(e)
         return future
 
