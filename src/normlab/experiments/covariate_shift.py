@@ -99,9 +99,17 @@ def train_one(spec: RunSpec) -> dict:
                               activation="sigmoid", weight_scale=c["weight_scale"], rng=spec.rng("init"))
     if init == "glorot":
         glorot_(model, spec.rng("glorot"))
+    return train_and_track(model, data, spec, probe_x)
+
+
+def train_and_track(model, data, spec: RunSpec, probe_x: np.ndarray) -> dict:
+    """Train `model` as Figure 1 does (SGD, batches of 60, spec.config's lr and steps), recording the test
+    accuracy and the 15th/50th/85th percentiles of the last sigmoid's inputs on probe_x (as training
+    computes them) at every probe. Returns a run's result: the accuracy curve, its summaries and the shift."""
+    c = spec.config
     recorded = []
 
-    def probe(trainer):
+    def probe(trainer):  # a noise layer (noisy-batchnorm) is on: a fresh draw, as at a training step
         recorded.append(np.percentile(last_sigmoid_inputs(model, probe_x), PERCENTILES, axis=0))  # (3, U)
         return {"test_acc": trainer.accuracy(data.x_test, data.y_test)}
 

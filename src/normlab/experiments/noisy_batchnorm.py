@@ -21,25 +21,20 @@ import numpy as np
 from normlab.experiments.base import (
     Context,
     Report,
-    first_step_reaching,
     markdown_table,
     pyplot,
     register_experiment,
-    status_of,
-    train,
 )
 from normlab.experiments.covariate_shift import (
     HIDDEN,
     PERCENTILES,
-    TRACKED_UNITS,
     glorot_,
-    last_sigmoid_inputs,
     log_step_axes,
     median_unit,
     percentile_limits,
     plot_accuracy_bands,
     plot_percentiles,
-    shift_statistics,
+    train_and_track,
 )
 from normlab.experiments.stats import (
     Interval,
@@ -53,7 +48,6 @@ from normlab.experiments.status import failed
 from normlab.experiments.sweep import RunSpec
 from normlab.models import FullyConnectedNet
 from normlab.nn import BatchNorm1d, DistributionShiftNoise, Sequential
-from normlab.optim import SGD
 
 ARMS = ("none", "glorot", "batch", "noisy")
 LABELS = {"none": "without batch norm, N(0, 0.1^2) init", "glorot": "without batch norm, Glorot init", "batch": "with batch norm",
@@ -101,25 +95,7 @@ def train_one(spec: RunSpec) -> dict:
         glorot_(model, spec.rng("glorot"))
     if arm == "noisy":
         model = noisy_network(model, spec.rng("noise"), **c["noise"])
-    recorded = []
-
-    def probe(trainer):
-        # Measured as training computes it: the noise is on (a fresh draw, as at a training step).
-        recorded.append(np.percentile(last_sigmoid_inputs(model, probe_x), PERCENTILES, axis=0))  # (3, U)
-        return {"test_acc": trainer.accuracy(data.x_test, data.y_test)}
-
-    r = train(model, SGD(model.parameters(), lr=c["lr"]), data, batch_size=60, rng=spec.rng("order"),
-              steps=c["steps"], probe=probe, every=c["every"], at=c["early_records"])
-    quantiles = np.stack(recorded)  # (T, 3, U)
-    shift = shift_statistics(quantiles)
-    steps, acc = r.series("test_acc")
-    return {"status": status_of(r, "test_acc", 1 / len(data.classes)), "steps": steps, "test_acc": acc,
-            "final_test_acc": acc[-1], "mean_test_acc": float(np.mean(acc)),
-            "steps_to": {str(t): first_step_reaching(steps, acc, t) for t in THRESHOLDS},
-            "median_travel": float(np.median(shift["median_travel"])),
-            "width_ratio": float(np.median(shift["width_ratio"])),
-            "unit_travel": shift["median_travel"][:TRACKED_UNITS],
-            "unit_percentiles": quantiles[:, :, :TRACKED_UNITS], "seconds": r.seconds}
+    return train_and_track(model, data, spec, probe_x)
 
 
 @register_experiment("noisy-batchnorm", claim="batch norm helps even when noise makes its outputs' distribution "
