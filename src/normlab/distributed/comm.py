@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -218,10 +219,13 @@ def abort_on_error(comm: Communicator | None = None) -> Iterator[Communicator]:
 
 
 def _abort(comm: Communicator, why: str) -> None:
-    traceback.print_exc()
-    print(f"normlab: rank {comm.rank} of {comm.size} failed ({why}); aborting all ranks", file=sys.stderr)
-    sys.stderr.flush()
+    # The traceback goes out in one write, and the launcher gets a moment to forward it: MPI_Abort makes it
+    # kill every process, and text still in its pipes is lost (a loaded machine showed only the first line).
     sys.stdout.flush()
+    sys.stderr.write(f"{traceback.format_exc()}normlab: rank {comm.rank} of {comm.size} failed ({why}); "
+                     "aborting all ranks\n")
+    sys.stderr.flush()
+    time.sleep(0.5)
     comm.abort(1)
 
 
