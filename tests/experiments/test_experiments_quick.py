@@ -2,14 +2,12 @@
 shrunk further by the hidden --scale, its runs in two worker processes: the files it writes and what they
 hold (every seed's values, intervals, verdicts by the rule, statuses)."""
 
-import json
 import math
 
 import numpy as np
 import pytest
 
 from normlab.cli import main
-from normlab.data import DatasetNotFoundError, load_dataset
 from normlab.experiments import EXPERIMENTS
 
 SCALE = 0.3  # of the quick version: the same code paths on fewer steps and examples
@@ -19,31 +17,8 @@ VERDICTS = ("holds", "does not hold", "inconclusive")
 
 
 @pytest.fixture(scope="module")
-def fashion_mnist():
-    try:
-        load_dataset("fashion-mnist", download=False)
-    except DatasetNotFoundError:
-        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
-
-
-@pytest.fixture(scope="module")
-def outputs(tmp_path_factory, fashion_mnist):
-    """Runs each experiment once, on first use, and returns (results.json as a dict, summary.md, its directory)."""
-    out = tmp_path_factory.mktemp("experiments")
-    done = {}
-
-    def get(name, model=None):
-        track = name if model is None else f"{name}-cnn"
-        if track not in done:
-            with pytest.MonkeyPatch.context() as patch:
-                patch.setenv("NORMLAB_BACKEND", "numpy")  # no compilation in each worker
-                assert main(["experiment", name, "--quick", "--seeds", "2", "--jobs", "2", "--scale", str(SCALE),
-                             "--no-download", "--out", str(out), *(["--model", model] if model else [])]) == 0
-            d = out / track
-            done[track] = json.loads((d / "results.json").read_text()), (d / "summary.md").read_text(), d
-        return done[track]
-
-    return get
+def outputs(quick_outputs):
+    return lambda name, model=None: quick_outputs(name, model, SCALE)
 
 
 def check_common(name, results, summary, directory, figures):

@@ -1,31 +1,18 @@
 """large-batch: `normlab experiment large-batch --quick --seeds 2` (shrunk by --scale) trains every arm from the
 same weights for the same epochs and writes every seed's values, intervals, verdicts by the rule and its plot."""
 
-import json
 import math
 
 import pytest
 
-from normlab.cli import main
-from normlab.data import DatasetNotFoundError, load_dataset
 from normlab.experiments import EXPERIMENTS
 
 VERDICTS = ("holds", "does not hold", "inconclusive")
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    try:
-        load_dataset("fashion-mnist", download=False)
-    except DatasetNotFoundError:
-        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
-    out = tmp_path_factory.mktemp("experiments")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("NORMLAB_BACKEND", "numpy")
-        assert main(["experiment", "large-batch", "--quick", "--seeds", "2", "--jobs", "2", "--scale", "0.3",
-                     "--no-download", "--out", str(out)]) == 0
-    d = out / "large-batch"
-    return json.loads((d / "results.json").read_text()), (d / "summary.md").read_text(), d
+def quick_run(quick_outputs):
+    return quick_outputs("large-batch", scale=0.3)
 
 
 def test_quick_run_writes_every_seed_intervals_verdicts_and_plot(quick_run):

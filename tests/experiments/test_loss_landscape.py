@@ -1,29 +1,16 @@
 """`normlab experiment loss-landscape --quick --seeds 2`, shrunk by the hidden --scale, on real Fashion-MNIST:
 the files, the bands at every measured point, every seed's values, the verdicts by the shared rule."""
 
-import json
 
 import numpy as np
 import pytest
 
-from normlab.cli import main
-from normlab.data import DatasetNotFoundError, load_dataset
 from normlab.experiments import EXPERIMENTS
 
 
 @pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    try:
-        load_dataset("fashion-mnist", download=False)
-    except DatasetNotFoundError:
-        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
-    out = tmp_path_factory.mktemp("landscape")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("NORMLAB_BACKEND", "numpy")  # no compilation in each worker
-        assert main(["experiment", "loss-landscape", "--quick", "--seeds", "2", "--jobs", "2", "--scale", "0.25",
-                     "--no-download", "--out", str(out)]) == 0
-    d = out / "loss-landscape"
-    return json.loads((d / "results.json").read_text()), (d / "summary.md").read_text(), d
+def result(quick_outputs):
+    return quick_outputs("loss-landscape", scale=0.25)
 
 
 def test_loss_landscape_quick_run(result):

@@ -1,13 +1,10 @@
 """`normlab experiment noisy-batchnorm --quick --seeds 2`, shrunk by the hidden --scale, on real Fashion-MNIST:
 the files, every seed's values, the shift measured as in covariate-shift, the verdicts by their rules."""
 
-import json
 
 import numpy as np
 import pytest
 
-from normlab.cli import main
-from normlab.data import DatasetNotFoundError, load_dataset
 from normlab.experiments import EXPERIMENTS
 from normlab.experiments.noisy_batchnorm import equivalence_verdict
 from normlab.experiments.stats import Interval
@@ -16,18 +13,8 @@ VERDICTS = ("holds", "does not hold", "inconclusive")
 
 
 @pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    try:
-        load_dataset("fashion-mnist", download=False)
-    except DatasetNotFoundError:
-        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
-    out = tmp_path_factory.mktemp("noisy")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("NORMLAB_BACKEND", "numpy")  # no compilation in each worker
-        assert main(["experiment", "noisy-batchnorm", "--quick", "--seeds", "2", "--jobs", "2", "--scale", "0.25",
-                     "--no-download", "--out", str(out)]) == 0
-    d = out / "noisy-batchnorm"
-    return json.loads((d / "results.json").read_text()), (d / "summary.md").read_text(), d
+def result(quick_outputs):
+    return quick_outputs("noisy-batchnorm", scale=0.25)
 
 
 def test_noisy_batchnorm_quick_run(result):

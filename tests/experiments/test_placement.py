@@ -1,13 +1,10 @@
 """`normlab experiment placement --quick --seeds 2` end to end on real Fashion-MNIST (shrunk by the hidden
 --scale): every arm and seed recorded, the arms of a seed paired on one initial draw, verdicts by the rule."""
 
-import json
 
 import numpy as np
 import pytest
 
-from normlab.cli import main
-from normlab.data import DatasetNotFoundError, load_dataset
 from normlab.experiments import EXPERIMENTS
 from normlab.experiments.placement import ACTIVATIONS, ARMS, HIDDEN
 from normlab.models import FullyConnectedNet
@@ -17,18 +14,8 @@ VERDICTS = ("holds", "does not hold", "inconclusive")
 
 
 @pytest.fixture(scope="module")
-def placement_run(tmp_path_factory):
-    try:
-        load_dataset("fashion-mnist", download=False)
-    except DatasetNotFoundError:
-        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
-    out = tmp_path_factory.mktemp("experiments")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("NORMLAB_BACKEND", "numpy")
-        assert main(["experiment", "placement", "--quick", "--seeds", "2", "--scale", "0.3", "--no-download",
-                     "--out", str(out)]) == 0
-    d = out / "placement"
-    return json.loads((d / "results.json").read_text()), (d / "summary.md").read_text(), d
+def placement_run(quick_outputs):
+    return quick_outputs("placement", scale=0.3)
 
 
 def test_placement_writes_every_arm_seed_and_verdict(placement_run):

@@ -3,13 +3,10 @@ momentum would hold; `normlab experiment population-statistics --quick --seeds 2
 every seed's values, intervals, verdicts by the rule and its plots."""
 
 import copy
-import json
 
 import numpy as np
 import pytest
 
-from normlab.cli import main
-from normlab.data import DatasetNotFoundError, load_dataset
 from normlab.experiments import EXPERIMENTS
 from normlab.experiments.population_statistics import MovingAverages
 from normlab.models import FullyConnectedNet
@@ -44,18 +41,8 @@ def test_moving_averages_equal_the_running_statistics_of_each_momentum(rng):
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    try:
-        load_dataset("fashion-mnist", download=False)
-    except DatasetNotFoundError:
-        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
-    out = tmp_path_factory.mktemp("experiments")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("NORMLAB_BACKEND", "numpy")
-        assert main(["experiment", "population-statistics", "--quick", "--seeds", "2", "--jobs", "2", "--scale", "0.3",
-                     "--no-download", "--out", str(out)]) == 0
-    d = out / "population-statistics"
-    return json.loads((d / "results.json").read_text()), (d / "summary.md").read_text(), d
+def quick_run(quick_outputs):
+    return quick_outputs("population-statistics", scale=0.3)
 
 
 def test_quick_run_writes_every_seed_intervals_verdicts_and_plots(quick_run):

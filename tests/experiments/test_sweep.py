@@ -89,15 +89,12 @@ def test_under_mpi4py_futures_the_results_are_those_of_one_process(tmp_path):
     import sys
     from pathlib import Path
 
-    from normlab.data import DatasetNotFoundError, load_dataset
+    from optional import require_fashion_mnist
 
     if shutil.which("mpiexec") is None:
         pytest.skip("mpiexec is not on PATH (install the extra: pip install 'normlab[mpi]')")
     pytest.importorskip("mpi4py")
-    try:
-        load_dataset("fashion-mnist", download=False)
-    except DatasetNotFoundError:
-        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    require_fashion_mnist()
     src = Path(__file__).resolve().parents[2] / "src"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")]),
            "NORMLAB_BACKEND": "numpy", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
