@@ -31,10 +31,8 @@ import numpy as np
 
 from normlab.models.regularization import weight_parameters
 from normlab.nn import Module
-from normlab.train.config import TrainConfig
+from normlab.train.config import FRAMEWORKS, TrainConfig
 from normlab.train.trainer import NonFiniteLossError, Trainer
-
-FRAMEWORKS = ("numpy", "torch", "tensorflow")
 
 
 def _weight_names(model: Module) -> list[str]:
