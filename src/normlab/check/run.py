@@ -93,21 +93,17 @@ def _run_isolated(child: Child, family: Family, cases: list[Case]) -> tuple[dict
 def analyse(family: Family, cases: list[Case], raw: dict | None, stopped: dict[str, Stopped],
             backwards: list[str], threshold: float) -> list[FunctionReport]:
     """Turn the raw outputs of a family's calls into one report per function."""
-    names = [family.forward, *backwards]
-    if raw is None:
-        s = stopped[family.forward]
-        reports = [FunctionReport(family.forward, family.key, "forward", s.kind,
-                                  f"{family.forward} {s.reason} (case {s.case})")]
-        return reports + [FunctionReport(b, family.key, "backward", "not run",
-                                         f"not run: its forward {family.forward} did not return") for b in backwards]
     context = _Context(family, cases, threshold)
     reports = []
-    for name in names:
+    for name in [family.forward, *backwards]:
         role = "forward" if name == family.forward else "backward"
-        if name in stopped:
+        if raw is None and role == "backward":
+            reports.append(FunctionReport(name, family.key, role, "not run",
+                                          f"not run: its forward {family.forward} did not return"))
+            continue
+        if name in stopped:  # the forward is when raw is None
             s = stopped[name]
-            reports.append(FunctionReport(name, family.key, role, s.kind,
-                                          f"{name} {s.reason} (case {s.case})"))
+            reports.append(FunctionReport(name, family.key, role, s.kind, f"{name} {s.reason} (case {s.case})"))
             continue
         report = FunctionReport(name, family.key, role, "pass")
         for case in cases:
