@@ -31,7 +31,7 @@ import numpy as np
 
 from normlab.models.regularization import weight_parameters
 from normlab.nn import Module
-from normlab.train.config import FRAMEWORKS, TrainConfig
+from normlab.train.config import TrainConfig
 from normlab.train.trainer import NonFiniteLossError, Trainer
 
 
@@ -226,15 +226,6 @@ class KerasSteps(FrameworkSteps):
         for i, v in enumerate(self.optimizer.variables):
             v.assign(arrays[str(i)])
         self.factor = meta["factor"]
-
-
-def framework_steps(framework: str, model: Module, config: TrainConfig, input_shape: tuple[int, ...]) -> FrameworkSteps:
-    """The steps object for `framework` ("torch" or "tensorflow") training `model`'s twin."""
-    if framework == "torch":
-        return TorchSteps(model, config)
-    if framework == "tensorflow":
-        return KerasSteps(model, config, input_shape)
-    raise ValueError(f"framework must be one of {FRAMEWORKS[1:]} here, got {framework!r}")
 
 
 class FrameworkTrainer(Trainer):

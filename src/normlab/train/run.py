@@ -30,8 +30,8 @@ from normlab.nn.precise_bn import running_statistics_layers
 from normlab.optim import OPTIMIZERS, LinearWarmup, Optimizer, Schedule, StepDecay
 from normlab.train.checkpoint import load_meta, save_model
 from normlab.train.config import TrainConfig
-from normlab.train.history import HISTORY_CSV, ITERATIONS_CSV, History, save_history
-from normlab.train.plots import plot_curves
+from normlab.train.history import HISTORY_CSV, ITERATIONS_CSV, save_history
+from normlab.train.plots import curves_figure, save_figure
 from normlab.train.tensorboard import TENSORBOARD_DIR
 from normlab.train.trainer import BEST_MODEL, CHECKPOINT, HISTORY, Callback, FitResult, Trainer, named_schedule, plural
 
@@ -64,13 +64,9 @@ class PreparedData:
 
 
 @dataclass
-class RunResult:
-    status: str  # "completed", "interrupted", "diverged", "paused"
-    message: str
-    history: History
+class RunResult(FitResult):
     test_acc: float | None
     run_dir: Path
-    ok = FitResult.ok
 
 
 def prepare_data(config: TrainConfig, rng: np.random.Generator, data_dir: str | os.PathLike | None = None,
@@ -146,12 +142,6 @@ def check_run_directory(run_dir: Path, *, resume: bool, overwrite: bool) -> None
                                 "choose another directory, or overwrite it (normlab train --overwrite)")
 
 
-def run_dependencies(config: TrainConfig, data: PreparedData) -> dict:
-    """What a checkpoint's state depends on, recorded in it and compared on resume: the configuration and
-    the data's identity."""
-    return {"config": json.loads(config.to_json()), "data": data.identity}
-
-
 def check_resume_matches(checkpoint: Path, expected: dict) -> None:
     """Refuse to resume when the checkpoint was made with another configuration or data, naming the
     difference (an edited config.json, another data directory). Checkpoints older than this record pass."""
@@ -190,12 +180,6 @@ def build_schedule(config: TrainConfig, steps_per_epoch: int) -> Schedule:
     return LinearWarmup(warmup, schedule) if warmup else schedule
 
 
-def augmentation(config: TrainConfig, input_shape: tuple[int, ...]) -> Augment | None:
-    if not config.augment:
-        return None
-    return Augment(padding=4 if input_shape[-1] >= 32 else 2)
-
-
 def run_training(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
                  data_dir: str | os.PathLike | None = None, download: bool = True, progress: bool = True,
                  log: Callable[[str], None] = print, callbacks: Sequence[Callback] = (),
@@ -225,7 +209,8 @@ def run_training(config: TrainConfig, run_dir: str | os.PathLike, *, resume: boo
     split_seed, init_seed, train_seed = run_seeds(config)
     # Every process loads the whole data set and draws the same split, weights, order and augmentation.
     data = prepare_data(config, np.random.default_rng(split_seed), data_dir, download)
-    depends_on = run_dependencies(config, data)
+    # What the checkpoints' state depends on, recorded in them and compared on resume.
+    depends_on = {"config": json.loads(config.to_json()), "data": data.identity}
     check_precise_bn_size(config, len(data.x_train))
     if root:
         if resume:
@@ -251,9 +236,11 @@ def run_training(config: TrainConfig, run_dir: str | os.PathLike, *, resume: boo
     if comm is None and config.framework == "numpy":
         trainer_class, optimizer = Trainer, build_optimizer(config, model)
     elif comm is None:  # the same model, data and loop; the steps run in the model's torch or Keras twin
-        from normlab.train.frameworks import FrameworkTrainer, framework_steps
+        from normlab.train.frameworks import FrameworkTrainer, KerasSteps, TorchSteps
 
-        trainer_class, optimizer = FrameworkTrainer, framework_steps(config.framework, model, config, data.input_shape)
+        trainer_class = FrameworkTrainer
+        optimizer = (TorchSteps(model, config) if config.framework == "torch"
+                     else KerasSteps(model, config, data.input_shape))
     else:
         from normlab.distributed import broadcast_state, convert_sync_batchnorm
         from normlab.train.distributed_trainer import DistributedTrainer
@@ -263,9 +250,10 @@ def run_training(config: TrainConfig, run_dir: str | os.PathLike, *, resume: boo
         broadcast_state(model, comm)  # the same seed built the same weights; this makes sure of it
         trainer_class = partial(DistributedTrainer, comm=comm, dropout_seed=config.seed)
         optimizer = build_optimizer(config, model)
+    augment = Augment(padding=4 if data.input_shape[-1] >= 32 else 2) if config.augment else None
     trainer = trainer_class(model, optimizer, data.x_train, data.y_train, data.x_val, data.y_val, epochs=config.epochs,
                             batch_size=config.batch_size, rng=np.random.default_rng(train_seed),
-                            augment=augmentation(config, data.input_shape), run_dir=run_dir, callbacks=callbacks,
+                            augment=augment, run_dir=run_dir, callbacks=callbacks,
                             epoch_callbacks=[board.on_epoch] if board else [], progress=progress, log=log)
     log = trainer.log  # DistributedTrainer's: silent on the ranks other than 0
     trainer.schedule = build_schedule(config, trainer.steps_per_epoch)
@@ -306,8 +294,8 @@ def run_training(config: TrainConfig, run_dir: str | os.PathLike, *, resume: boo
         if board is not None:
             board.close()
     if (fit.history.epochs or fit.history.loss) and root:
-        plot_curves(fit.history, run_dir / CURVES, title=curves_title(config, model))
-    return RunResult(fit.status, fit.message, fit.history, test_acc, run_dir)
+        save_figure(curves_figure(fit.history, curves_title(config, model)), run_dir / CURVES)
+    return RunResult(**vars(fit), test_acc=test_acc, run_dir=run_dir)
 
 
 def check_precise_bn(config: TrainConfig, model: Module) -> None:
