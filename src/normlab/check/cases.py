@@ -59,55 +59,46 @@ def build_cases(family: Family, seed: int = 0) -> list[Case]:
         mean = rng.uniform(20, 60, c).reshape(per) * rng.choice([-1.0, 1.0], c).reshape(per)
         return mean + scale * rng.uniform(1, 4, c).reshape(per) * rng.standard_normal(shape)
 
-    def train(x):
-        return Step(x, "train", rng.standard_normal(x.shape))
-
-    def case(name, purpose, shape, steps, *, eps=1e-5, groups=0):
+    def case(name, purpose, shape, steps=("train",), groups=0):
+        """steps: "train" and "test" draw x far from zero; "tiny" a training x of variance about 1e-6, below the
+        case's eps = 1e-4 (where eps goes matters)."""
+        drawn = []
+        for kind in steps:
+            x = 1.0 + 1e-3 * rng.standard_normal(shape) if kind == "tiny" else far(shape)
+            drawn.append(Step(x, "test", None) if kind == "test" else Step(x, "train", rng.standard_normal(shape)))
         c = shape[1]
         param = (1, c, 1, 1) if family.param_shape_4d else (c,)
         gamma = rng.uniform(0.5, 2.0, param) * rng.choice([-1.0, 1.0], param)
         running = family.has_running_stats
-        return Case(name, purpose, gamma, rng.standard_normal(param), eps, momentum,
+        return Case(name, purpose, gamma, rng.standard_normal(param), 1e-4 if "tiny" in steps else 1e-5, momentum,
                     rng.uniform(-3, 3, c) if running else None, rng.uniform(0.5, 3, c) if running else None,
-                    groups, tuple(steps))
+                    groups, tuple(drawn))
+
+    def running_cases(shape):
+        """Batch norm's running averages and test mode."""
+        return [case("momentum", "three training steps, then a test step: the running averages", shape,
+                     ("train", "train", "train", "test")),
+                case("test", "test mode with running statistics far from the batch's", shape, ("test",))]
 
     if family.kind in ("batchnorm", "layernorm"):
-        (n, d) = (4, 5)
         cases = [
-            case("main", "training, N=4 D=5, data far from zero, random gamma, beta and dout", (n, d),
-                 [train(far((n, d)))]),
-            case("square", "N == D = 4: an axis mix-up keeps every shape", (4, 4), [train(far((4, 4)))]),
-            case("pair", "N = 2", (2, 3), [train(far((2, 3)))]),
-            case("tiny-variance", "variance about 1e-6, below eps = 1e-4: where eps goes matters", (5, 3),
-                 [train(1.0 + 1e-3 * rng.standard_normal((5, 3)))], eps=1e-4),
+            case("main", "training, N=4 D=5, data far from zero, random gamma, beta and dout", (4, 5)),
+            case("square", "N == D = 4: an axis mix-up keeps every shape", (4, 4)),
+            case("pair", "N = 2", (2, 3)),
+            case("tiny-variance", "variance about 1e-6, below eps = 1e-4: where eps goes matters", (5, 3), ("tiny",)),
         ]
         if family.kind == "batchnorm" and family.convention == "normlab":  # normlab's batch norm takes images too
-            cases.append(case("images", "training, (N, C, H, W) = (2, 3, 2, 2)", (2, 3, 2, 2),
-                              [train(far((2, 3, 2, 2)))]))
-        if family.kind == "batchnorm":
-            cases += [
-                case("momentum", "three training steps, then a test step: the running averages", (4, 5),
-                     [train(far((4, 5))), train(far((4, 5))), train(far((4, 5))), Step(far((4, 5)), "test", None)]),
-                case("test", "test mode with running statistics far from the batch's", (4, 5),
-                     [Step(far((4, 5)), "test", None)]),
-            ]
-        return cases
-    if family.kind == "spatial_batchnorm" or (family.kind == "batchnorm" and family.spatial):
+            cases.append(case("images", "training, (N, C, H, W) = (2, 3, 2, 2)", (2, 3, 2, 2)))
+        return cases + running_cases((4, 5)) if family.kind == "batchnorm" else cases
+    if family.kind == "spatial_batchnorm":
         return [
-            case("main", "training, (N, C, H, W) = (2, 3, 2, 3), data far from zero", (2, 3, 2, 3),
-                 [train(far((2, 3, 2, 3)))]),
-            case("square", "N == C == H == W = 3", (3, 3, 3, 3), [train(far((3, 3, 3, 3)))]),
-            case("tiny-variance", "variance about 1e-6, below eps = 1e-4", (2, 3, 2, 2),
-                 [train(1.0 + 1e-3 * rng.standard_normal((2, 3, 2, 2)))], eps=1e-4),
-            case("momentum", "three training steps, then a test step: the running averages", (2, 3, 2, 2),
-                 [train(far((2, 3, 2, 2))) for _ in range(3)] + [Step(far((2, 3, 2, 2)), "test", None)]),
-            case("test", "test mode with running statistics far from the batch's", (2, 3, 2, 2),
-                 [Step(far((2, 3, 2, 2)), "test", None)]),
+            case("main", "training, (N, C, H, W) = (2, 3, 2, 3), data far from zero", (2, 3, 2, 3)),
+            case("square", "N == C == H == W = 3", (3, 3, 3, 3)),
+            case("tiny-variance", "variance about 1e-6, below eps = 1e-4", (2, 3, 2, 2), ("tiny",)),
+            *running_cases((2, 3, 2, 2)),
         ]
     return [  # group norm
-        case("main", "training, (N, C, H, W) = (2, 6, 2, 3), G = 3, data far from zero", (2, 6, 2, 3),
-             [train(far((2, 6, 2, 3)))], groups=3),
-        case("two-groups", "(3, 4, 2, 2), G = 2", (3, 4, 2, 2), [train(far((3, 4, 2, 2)))], groups=2),
-        case("tiny-variance", "variance about 1e-6, below eps = 1e-4, G = 2", (2, 4, 2, 2),
-             [train(1.0 + 1e-3 * rng.standard_normal((2, 4, 2, 2)))], eps=1e-4, groups=2),
+        case("main", "training, (N, C, H, W) = (2, 6, 2, 3), G = 3, data far from zero", (2, 6, 2, 3), groups=3),
+        case("two-groups", "(3, 4, 2, 2), G = 2", (3, 4, 2, 2), groups=2),
+        case("tiny-variance", "variance about 1e-6, below eps = 1e-4, G = 2", (2, 4, 2, 2), ("tiny",), groups=2),
     ]

@@ -29,14 +29,24 @@ import numpy as np
 class Family:
     """One normalization in one calling convention."""
 
-    key: str  # "cs231n-batchnorm", ...
     kind: str  # "batchnorm", "layernorm", "spatial_batchnorm" or "groupnorm"
     convention: str  # "cs231n" or "normlab"
     forward: str  # the forward function's name
     backwards: tuple[str, ...]  # names of the backward functions that take its cache
-    spatial: bool  # x is (N, C, H, W)
-    param_shape_4d: bool  # gamma and beta are (1, C, 1, 1) rather than (C,)
-    has_running_stats: bool
+
+    @property
+    def key(self) -> str:
+        """The convention and the forward's name: "cs231n-batchnorm", "cs231n-spatial-groupnorm", ..."""
+        return f"{self.convention}-{self.forward.removesuffix('_forward').replace('_', '-')}"
+
+    @property
+    def has_running_stats(self) -> bool:
+        return self.kind in ("batchnorm", "spatial_batchnorm")
+
+    @property
+    def param_shape_4d(self) -> bool:
+        """gamma and beta are (1, C, 1, 1) rather than (C,): CS231n's group norm."""
+        return self.convention == "cs231n" and self.kind == "groupnorm"
 
     def matches(self, positional: list[str]) -> bool:
         """Whether a forward whose positional parameters have these names is this family's convention."""
@@ -49,20 +59,14 @@ class Family:
 
 
 FAMILIES = (
-    Family("cs231n-batchnorm", "batchnorm", "cs231n", "batchnorm_forward",
-           ("batchnorm_backward", "batchnorm_backward_alt"), False, False, True),
-    Family("cs231n-layernorm", "layernorm", "cs231n", "layernorm_forward", ("layernorm_backward",),
-           False, False, False),
-    Family("cs231n-spatial-batchnorm", "spatial_batchnorm", "cs231n", "spatial_batchnorm_forward",
-           ("spatial_batchnorm_backward",), True, False, True),
-    Family("cs231n-spatial-groupnorm", "groupnorm", "cs231n", "spatial_groupnorm_forward",
-           ("spatial_groupnorm_backward",), True, True, False),
-    Family("normlab-batchnorm", "batchnorm", "normlab", "batchnorm_forward",
-           ("batchnorm_backward", "batchnorm_backward_staged", "batchnorm_backward_alt"), False, False, True),
-    Family("normlab-layernorm", "layernorm", "normlab", "layernorm_forward",
-           ("layernorm_backward", "layernorm_backward_staged"), False, False, False),
-    Family("normlab-groupnorm", "groupnorm", "normlab", "groupnorm_forward", ("groupnorm_backward",),
-           True, False, False),
+    Family("batchnorm", "cs231n", "batchnorm_forward", ("batchnorm_backward", "batchnorm_backward_alt")),
+    Family("layernorm", "cs231n", "layernorm_forward", ("layernorm_backward",)),
+    Family("spatial_batchnorm", "cs231n", "spatial_batchnorm_forward", ("spatial_batchnorm_backward",)),
+    Family("groupnorm", "cs231n", "spatial_groupnorm_forward", ("spatial_groupnorm_backward",)),
+    Family("batchnorm", "normlab", "batchnorm_forward",
+           ("batchnorm_backward", "batchnorm_backward_staged", "batchnorm_backward_alt")),
+    Family("layernorm", "normlab", "layernorm_forward", ("layernorm_backward", "layernorm_backward_staged")),
+    Family("groupnorm", "normlab", "groupnorm_forward", ("groupnorm_backward",)),
 )
 BY_KEY = {f.key: f for f in FAMILIES}
 # Every function name `normlab check` looks for.

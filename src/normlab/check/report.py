@@ -95,7 +95,25 @@ class Report:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False, default=_json_default)
 
     def to_text(self) -> str:
-        return render(self)
+        lines = [f"normlab check {self.file}", ""]
+        if self.load_error:
+            return "\n".join([*lines, f"error: {self.load_error}", ""])
+        lines += [f"note: {n}" for n in self.notes]
+        if self.notes:
+            lines.append("")
+        for f in self.functions:
+            lines += _render_function(f)
+        if self.functions and self.functions[-1].passed:
+            lines.append("")
+        failed = [f.name for f in self.functions if not f.passed]
+        if not self.functions:
+            lines.append("nothing checked: no function with a name normlab check knows (see normlab check --help)")
+        elif failed:
+            lines.append(f"FAIL: {len(failed)} of {len(self.functions)} functions ({', '.join(failed)})")
+        else:
+            lines.append(f"PASS: all {len(self.functions)} functions")
+        lines.append(f"({self.seconds:.1f} s; relative error ||got - expected|| / (||got|| + ||expected||))")
+        return "\n".join(lines) + "\n"
 
 
 def _json_default(value):
@@ -107,60 +125,30 @@ def _finite(value: float | None) -> float | None:
 
 
 def _function_dict(f: FunctionReport) -> dict:
-    step = None
-    if f.first_wrong_step is not None:
-        step = dataclasses.asdict(f.first_wrong_step)
-        step["error"] = _finite(step["error"])
-        step["inputs"] = [_node_dict(m) for m in f.first_wrong_step.inputs]
-        step["shape"], step["got_shape"] = list(step["shape"]), list(step["got_shape"])
-        step["expected"] = [_finite(v) for v in step["expected"]]
-        step["got"] = [_finite(v) for v in step["got"]]
-        step["case"] = f.first_wrong_case
+    step = None if f.first_wrong_step is None else {**_plain(f.first_wrong_step, "error"), "case": f.first_wrong_case}
     return {
         "name": f.name, "family": f.family, "role": f.role, "status": f.status, "passed": f.passed,
         "message": f.message, "verdict": f.verdict, "diagnoses": f.diagnoses,
         "calls": [{"case": c.case, "step": c.step, "mode": c.mode, "passed": c.passed, "exception": c.exception,
-                   "outputs": [_output_dict(o) for o in c.outputs]} for c in f.calls],
-        "gradient_check": [{"output": g.output, "passed": g.passed, "relative_error": _finite(g.error),
-                            "threshold": g.threshold} for g in f.gradient_check],
+                   "outputs": _plain(c.outputs)} for c in f.calls],
+        "gradient_check": _plain(f.gradient_check),
         "first_wrong_step": step,
-        "nodes": [_node_dict(m) for m in f.nodes],
+        "nodes": _plain(f.nodes),
     }
 
 
-def _output_dict(o: OutputCheck) -> dict:
-    return {"name": o.name, "passed": o.passed, "relative_error": _finite(o.error), "threshold": o.threshold,
-            "expected_shape": list(o.expected_shape), "shape": None if o.shape is None else list(o.shape),
-            "diagnoses": o.diagnoses, "mistakes": o.mistakes}
-
-
-def _node_dict(m: NodeMatch) -> dict:
-    return {"node": m.node, "variable": m.variable, "right": m.right, "relative_error": _finite(m.error)}
+def _plain(value, error_name: str = "relative_error"):
+    """A report's dataclass as the JSON document has it: its fields in order, `error` named error_name, tuples
+    as lists, numbers that are not finite as None."""
+    if dataclasses.is_dataclass(value):
+        return {error_name if f.name == "error" else f.name: _plain(getattr(value, f.name))
+                for f in dataclasses.fields(value)}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return _finite(value) if isinstance(value, float) else value
 
 
 # -- text ----------------------------------------------------------------------------------------------------
-
-def render(report: Report) -> str:
-    lines = [f"normlab check {report.file}", ""]
-    if report.load_error:
-        return "\n".join([*lines, f"error: {report.load_error}", ""])
-    lines += [f"note: {n}" for n in report.notes]
-    if report.notes:
-        lines.append("")
-    for f in report.functions:
-        lines += _render_function(f)
-    if report.functions and report.functions[-1].passed:
-        lines.append("")
-    failed = [f.name for f in report.functions if not f.passed]
-    if not report.functions:
-        lines.append("nothing checked: no function with a name normlab check knows (see normlab check --help)")
-    elif failed:
-        lines.append(f"FAIL: {len(failed)} of {len(report.functions)} functions ({', '.join(failed)})")
-    else:
-        lines.append(f"PASS: all {len(report.functions)} functions")
-    lines.append(f"({report.seconds:.1f} s; relative error ||got - expected|| / (||got|| + ||expected||))")
-    return "\n".join(lines) + "\n"
-
 
 def _render_function(f: FunctionReport) -> list[str]:
     lines = [f"{f.name}  [{f.family}]  {f.status.upper()}"]

@@ -93,21 +93,17 @@ def _run_isolated(child: Child, family: Family, cases: list[Case]) -> tuple[dict
 def analyse(family: Family, cases: list[Case], raw: dict | None, stopped: dict[str, Stopped],
             backwards: list[str], threshold: float) -> list[FunctionReport]:
     """Turn the raw outputs of a family's calls into one report per function."""
-    names = [family.forward, *backwards]
-    if raw is None:
-        s = stopped[family.forward]
-        reports = [FunctionReport(family.forward, family.key, "forward", s.kind,
-                                  f"{family.forward} {s.reason} (case {s.case})")]
-        return reports + [FunctionReport(b, family.key, "backward", "not run",
-                                         f"not run: its forward {family.forward} did not return") for b in backwards]
     context = _Context(family, cases, threshold)
     reports = []
-    for name in names:
+    for name in [family.forward, *backwards]:
         role = "forward" if name == family.forward else "backward"
-        if name in stopped:
+        if raw is None and role == "backward":
+            reports.append(FunctionReport(name, family.key, role, "not run",
+                                          f"not run: its forward {family.forward} did not return"))
+            continue
+        if name in stopped:  # the forward is when raw is None
             s = stopped[name]
-            reports.append(FunctionReport(name, family.key, role, s.kind,
-                                          f"{name} {s.reason} (case {s.case})"))
+            reports.append(FunctionReport(name, family.key, role, s.kind, f"{name} {s.reason} (case {s.case})"))
             continue
         report = FunctionReport(name, family.key, role, "pass")
         for case in cases:
@@ -165,20 +161,15 @@ def _swapped(name: str, got: np.ndarray, expected: dict[str, np.ndarray]) -> lis
 
 
 class _Context:
-    """The reference and the mistakes' outputs of a family's cases, computed on first need."""
+    """The reference outputs of a family's cases, and the mistakes' outputs, computed on first need."""
 
     def __init__(self, family: Family, cases: list[Case], threshold: float):
         self.family, self.threshold = family, threshold
         self.cases = {c.name: c for c in cases}
         self.words = words_for(family.kind, family.convention)
         self.mistakes = [m for m in CATALOGUE if family.kind in m.kinds]
-        self._reference: dict[str, list] = {}
+        self.reference = {c.name: reference(family, c) for c in cases}
         self._simulated: dict[tuple[str, str | None], list] = {}
-
-    def reference(self, case: Case) -> list[dict]:
-        if case.name not in self._reference:
-            self._reference[case.name] = reference(self.family, case)
-        return self._reference[case.name]
 
     def simulated(self, case: Case, mistake: Mistake | None) -> list[dict]:
         key = (case.name, None if mistake is None else mistake.key)
@@ -191,7 +182,7 @@ class _Context:
         check = CallCheck(case.name, k, step.mode, case.purpose, call["error"])
         if call["error"] is not None:
             return check
-        expected = self.reference(case)[k]
+        expected = self.reference[case.name][k]
         names = ("out", "running_mean", "running_var") if role == "forward" else ("dx", "dgamma", "dbeta")
         for name in names:
             if name not in expected:
@@ -218,7 +209,7 @@ class _Context:
 
     def _diagnose(self, output: OutputCheck, got: np.ndarray, case: Case, k: int, name: str) -> None:
         """Add the diagnosis of every catalogued mistake whose output this one equals."""
-        expected = self.reference(case)[k][name]
+        expected = self.reference[case.name][k][name]
         found = []
         for mistake in self.mistakes:
             steps = self.simulated(case, mistake)

@@ -101,9 +101,9 @@ def simulate(family: Family, case: Case, mistake: Mistake | None = None) -> list
         training = step.mode == "train" or rule == "test_batch_stats"
         constant = None
         if not training:
-            if nodes_size_mismatch(rm, lay):
-                break  # running statistics of another shape than this layout's: nothing to compare after here
             stat_shape = tuple(1 if k in lay.stat_axes else n for k, n in enumerate(lay.internal))
+            if rm.size != int(np.prod(stat_shape)):
+                break  # running statistics of another size than this layout's: nothing to compare after here
             constant = (rm.reshape(stat_shape), rv.reshape(stat_shape))
         nodes = walk(x, gamma, beta, dout, case.eps, lay.stat_axes, lay.param_axes, constant_stats=constant,
                      mistakes=flags)
@@ -121,11 +121,6 @@ def simulate(family: Family, case: Case, mistake: Mistake | None = None) -> list
                            dbeta=_param(nodes["dbeta"], case.gamma.shape))
         results.append({"outputs": outputs, "nodes": nodes})
     return results
-
-
-def nodes_size_mismatch(running: np.ndarray, lay: Layout) -> bool:
-    """Whether running statistics cannot serve as this layout's statistics (they have another size)."""
-    return running.size != int(np.prod([n for k, n in enumerate(lay.internal) if k not in lay.stat_axes]))
 
 
 def _update(family: Family, case: Case, rm, rv, mean, var, m: int, rule: str | None) -> None:

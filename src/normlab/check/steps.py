@@ -19,33 +19,27 @@ from normlab.check.compare import MATCH, THRESHOLD, pattern_words
 from normlab.check.walk import BACKWARD_NODES, FORWARD_NODES
 from normlab.gradcheck import relative_error
 
-# The names learners give each node, lower case without underscores (CS231n's, Kratzert's blog post's,
-# and common variants). A variable is matched by name when its normalized name is in the list.
+# The names learners give each node besides its own, lower case without underscores (CS231n's, Kratzert's blog
+# post's, and common variants). A variable is matched by name when its normalized name is one of them.
 ALIASES = {
-    "x": ("x",), "gamma": ("gamma",), "beta": ("beta",), "dout": ("dout",),
-    "mu": ("mu", "mean", "samplemean", "batchmean", "xmean", "meanx", "avg"),
-    "xmu": ("xmu", "xc", "xcentered", "xcentred", "xminusmu", "xminusmean", "centered", "xm", "diff", "xmmu"),
-    "sq": ("sq", "xmusq", "sqxmu", "squared", "xmusquared", "xcsq"),
-    "var": ("var", "samplevar", "batchvar", "variance", "sigma2", "sigmasq"),
-    "sqrtvar": ("sqrtvar", "std", "samplestd", "sigma", "stddev", "sqrtvareps", "stdeps", "denom"),
-    "ivar": ("ivar", "invstd", "istd", "invvar", "rstd", "invsqrtvar", "isqrtvar", "inv", "invsigma"),
-    "xhat": ("xhat", "xnorm", "xnormalized", "xn", "normalized", "xnormed", "xhatg"),
-    "gammax": ("gammax", "scaled", "gx"),
-    "out": ("out", "y", "output"),
-    "dbeta": ("dbeta",),
-    "dgamma": ("dgamma",),
-    "dxhat": ("dxhat", "dxnorm", "dxnormalized", "dxn", "dnormalized", "dxnormed", "dxhatg"),
-    "divar": ("divar", "dinvstd", "distd", "drstd", "dinvvar", "dinv", "dinvsqrtvar", "disqrtvar"),
-    "dsqrtvar": ("dsqrtvar", "dstd", "dsigma", "dsqrtvareps", "dstdeps", "ddenom"),
-    "dvar": ("dvar", "dsamplevar", "dvariance", "dsigma2", "dsigmasq"),
-    "dsq": ("dsq", "dxmusq", "dsquared", "dxcsq"),
-    "dxmu1": ("dxmu1", "dxc1", "dxcentered1"),
-    "dxmu2": ("dxmu2", "dxc2", "dxcentered2"),
-    "dxmu": ("dxmu", "dxc", "dxcentered"),
-    "dx1": ("dx1",),
-    "dmu": ("dmu", "dmean", "dsamplemean"),
-    "dx2": ("dx2",),
-    "dx": ("dx",),
+    "mu": ("mean", "samplemean", "batchmean", "xmean", "meanx", "avg"),
+    "xmu": ("xc", "xcentered", "xcentred", "xminusmu", "xminusmean", "centered", "xm", "diff", "xmmu"),
+    "sq": ("xmusq", "sqxmu", "squared", "xmusquared", "xcsq"),
+    "var": ("samplevar", "batchvar", "variance", "sigma2", "sigmasq"),
+    "sqrtvar": ("std", "samplestd", "sigma", "stddev", "sqrtvareps", "stdeps", "denom"),
+    "ivar": ("invstd", "istd", "invvar", "rstd", "invsqrtvar", "isqrtvar", "inv", "invsigma"),
+    "xhat": ("xnorm", "xnormalized", "xn", "normalized", "xnormed", "xhatg"),
+    "gammax": ("scaled", "gx"),
+    "out": ("y", "output"),
+    "dxhat": ("dxnorm", "dxnormalized", "dxn", "dnormalized", "dxnormed", "dxhatg"),
+    "divar": ("dinvstd", "distd", "drstd", "dinvvar", "dinv", "dinvsqrtvar", "disqrtvar"),
+    "dsqrtvar": ("dstd", "dsigma", "dsqrtvareps", "dstdeps", "ddenom"),
+    "dvar": ("dsamplevar", "dvariance", "dsigma2", "dsigmasq"),
+    "dsq": ("dxmusq", "dsquared", "dxcsq"),
+    "dxmu1": ("dxc1", "dxcentered1"),
+    "dxmu2": ("dxc2", "dxcentered2"),
+    "dxmu": ("dxc", "dxcentered"),
+    "dmu": ("dmean", "dsamplemean"),
 }
 # What each node is computed from (its forward inputs, or for a gradient the upstream gradients and the
 # forward values its local gradient reads).
@@ -112,8 +106,9 @@ def match_nodes(variables: dict[str, np.ndarray], reference: dict[str, np.ndarra
     """Find each node of `order` among the variables: by name first, then by value among the others."""
     matches, claimed = {}, set()
     for node in order:
-        named = [v for v in variables if normalized(v) in ALIASES.get(node, ()) and v not in claimed]
-        named.sort(key=lambda v: ALIASES[node].index(normalized(v)))
+        names = (node, *ALIASES.get(node, ()))
+        named = [v for v in variables if normalized(v) in names and v not in claimed]
+        named.sort(key=lambda v: names.index(normalized(v)))
         if named:
             errors = [(node_error(variables[v], reference[node]), v) for v in named]
             errors.sort(key=lambda e: np.inf if e[0] is None or np.isnan(e[0]) else e[0])

@@ -17,15 +17,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from normlab.check.mistakes import CATALOGUE
 from normlab.functional.normalize import Axes, group_size
 
-# Every flag `walk` understands; the catalogue (`normlab.check.mistakes`) says what each means in words.
-FLAGS = frozenset({
-    "var_unbiased", "var_uncentred", "eps_missing", "eps_outside_sqrt", "var_not_sqrt", "eps_missing_backward",
-    "dbeta_mean", "dgamma_mean", "dxhat_no_gamma", "dxhat_summed", "divar_mean",
-    "divar_not_summed", "dsqrtvar_sign", "dsqrtvar_squared_twice", "dvar_no_half", "dvar_eps_missing",
-    "dsq_no_1_over_m", "dxmu2_missing", "dmu_sign", "dx2_no_1_over_m", "dmu_missing",
-})
+# Every flag `walk` understands: the catalogue's (`normlab.check.mistakes`, which says what each means in words).
+FLAGS = frozenset().union(*(m.flags for m in CATALOGUE))
 
 FORWARD_NODES = ("mu", "xmu", "sq", "var", "sqrtvar", "ivar", "xhat", "gammax", "out")
 # In the order a person working backward writes them (CS231n's and staged.py's order).

@@ -35,28 +35,23 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[s
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such checkpoint: {path}")
-    try:
-        with safe_open(str(path), framework="np") as f:
-            header = f.metadata() or {}
-            arrays = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from None
-    return arrays, _parse_meta(path, header)
+    return _read(path, arrays=True)
 
 
 def load_meta(path: str | os.PathLike) -> dict[str, Any]:
     """Only the JSON metadata of a file written by `save_tensors` (the arrays are not read)."""
+    return _read(path, arrays=False)[1]
+
+
+def _read(path: str | os.PathLike, arrays: bool) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     try:
         with safe_open(str(path), framework="np") as f:
             header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()} if arrays else {}  # noqa: SIM118 (not iterable)
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from None
-    return _parse_meta(path, header)
-
-
-def _parse_meta(path: str | os.PathLike, header: Mapping[str, str]) -> dict[str, Any]:
     if METADATA_KEY not in header:
-        return {}
+        return tensors, {}
     try:
         meta = json.loads(header[METADATA_KEY])
     except json.JSONDecodeError as e:
@@ -64,7 +59,7 @@ def _parse_meta(path: str | os.PathLike, header: Mapping[str, str]) -> dict[str,
     if not isinstance(meta, dict):
         raise ValueError(  # noqa: TRY004 (a damaged file: the callers report ValueError)
             f"{path}: damaged metadata: expected a JSON object, got {type(meta).__name__}")
-    return meta
+    return tensors, meta
 
 
 def save_model(path: str | os.PathLike, model: Module, meta: Mapping[str, Any] | None = None) -> None:

@@ -18,6 +18,7 @@ from normlab.models import model_builder
 # Each optimizer's default learning rate, used when none is given.
 DEFAULT_LR = {"sgd": 1e-2, "rmsprop": 1e-3, "adam": 1e-3, "adamw": 1e-3}
 SCHEDULES = ("constant", "step", "cosine")
+FRAMEWORKS = ("numpy", "torch", "tensorflow")
 
 
 @dataclass
@@ -51,8 +52,8 @@ class TrainConfig:
 
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.framework not in ("numpy", "torch", "tensorflow"):
-            raise ValueError(f"framework must be one of ('numpy', 'torch', 'tensorflow'), got {self.framework!r}")
+        if self.framework not in FRAMEWORKS:
+            raise ValueError(f"framework must be one of {FRAMEWORKS}, got {self.framework!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         for name in ("epochs", "batch_size", "step_epochs"):

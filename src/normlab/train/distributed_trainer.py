@@ -34,7 +34,7 @@ import numpy as np
 
 from normlab.distributed import Communicator
 from normlab.train.checkpoint import load_tensors
-from normlab.train.trainer import CHECKPOINT, Callback, FitResult, StepInfo, Trainer
+from normlab.train.trainer import Callback, FitResult, StepInfo, Trainer
 
 
 class DistributedTrainer(Trainer):
@@ -51,11 +51,11 @@ class DistributedTrainer(Trainer):
                  log: Callable[[str], None] = print, dropout_seed: int = 0, **kwargs):
         root = comm.is_root
         self.comm, self.dropout_seed = comm, dropout_seed
-        self.checkpoint_dir = Path(run_dir) if run_dir is not None else None  # every rank: where to resume from
         if comm.size > 1:
             callbacks = [_deferring_stop(c) for c in callbacks]
         super().__init__(model, optimizer, x_train, y_train, x_val, y_val, run_dir=run_dir if root else None,
                          callbacks=callbacks, progress=progress and root, log=log if root else _silent, **kwargs)
+        self.checkpoint_dir = Path(run_dir) if run_dir is not None else None  # every rank: where to resume from
         self._reseed_module_rngs()
 
     # -- stopping -----------------------------------------------------------------------------------
@@ -74,17 +74,9 @@ class DistributedTrainer(Trainer):
         return super()._interrupted()
 
     # -- resume -------------------------------------------------------------------------------------
-    def fit(self, resume: bool = False, max_steps: int | None = None) -> FitResult:
-        """`Trainer.fit`; with resume=True rank 0 reads run_dir/checkpoint.safetensors and every process
-        continues from it (a collective operation: every process calls fit with the same arguments)."""
-        if resume:
-            if self.checkpoint_dir is None:
-                raise ValueError("resume=True needs a run_dir holding a checkpoint")
-            self.load_checkpoint(self.checkpoint_dir / CHECKPOINT)
-        return super().fit(resume=False, max_steps=max_steps)
-
     def load_checkpoint(self, path: str | Path) -> None:
-        """Rank 0 reads the checkpoint and sends it to every process; an error reading it is raised on all."""
+        """Rank 0 reads the checkpoint and sends it to every process (`fit(resume=True)` is a collective
+        operation: every process calls it with the same arguments); an error reading it is raised on all."""
         loaded: tuple[str, Any] = ("error", None)
         if self.comm.is_root:
             try:

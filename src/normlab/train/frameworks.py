@@ -34,8 +34,6 @@ from normlab.nn import Module
 from normlab.train.config import TrainConfig
 from normlab.train.trainer import NonFiniteLossError, Trainer
 
-FRAMEWORKS = ("numpy", "torch", "tensorflow")
-
 
 def _weight_names(model: Module) -> list[str]:
     """The normlab names of the weights that decay (and that a model's `reg` penalizes)."""
@@ -228,15 +226,6 @@ class KerasSteps(FrameworkSteps):
         for i, v in enumerate(self.optimizer.variables):
             v.assign(arrays[str(i)])
         self.factor = meta["factor"]
-
-
-def framework_steps(framework: str, model: Module, config: TrainConfig, input_shape: tuple[int, ...]) -> FrameworkSteps:
-    """The steps object for `framework` ("torch" or "tensorflow") training `model`'s twin."""
-    if framework == "torch":
-        return TorchSteps(model, config)
-    if framework == "tensorflow":
-        return KerasSteps(model, config, input_shape)
-    raise ValueError(f"framework must be one of {FRAMEWORKS[1:]} here, got {framework!r}")
 
 
 class FrameworkTrainer(Trainer):

@@ -41,8 +41,7 @@ class History:
     test_acc: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"loss": self.loss, "lr": self.lr, "epochs": [asdict(e) for e in self.epochs],
-                "test_acc": self.test_acc}
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> History:

@@ -12,11 +12,6 @@ from normlab.files import atomic_write_bytes
 from normlab.train.history import History
 
 
-def plot_curves(history: History, path: str | os.PathLike, title: str = "") -> None:
-    """Write curves.png: `curves_figure` as a PNG."""
-    save_figure(curves_figure(history, title), path)
-
-
 def curves_figure(history: History, title: str = ""):
     """The figure of curves.png: training loss per iteration (left), accuracies per epoch (right, whole
     epochs on the axis even for a single one). The caller closes it (`save_figure` does)."""

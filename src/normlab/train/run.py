@@ -15,6 +15,7 @@ import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,13 +27,13 @@ from normlab.models import build_model
 from normlab.models.regularization import decay_groups
 from normlab.nn import Module, recompute_batchnorm_statistics
 from normlab.nn.precise_bn import running_statistics_layers
-from normlab.optim import OPTIMIZERS, Constant, Cosine, LinearWarmup, Optimizer, Schedule, StepDecay
+from normlab.optim import OPTIMIZERS, LinearWarmup, Optimizer, Schedule, StepDecay
 from normlab.train.checkpoint import load_meta, save_model
 from normlab.train.config import TrainConfig
-from normlab.train.history import HISTORY_CSV, ITERATIONS_CSV, History, save_history
-from normlab.train.plots import plot_curves
+from normlab.train.history import HISTORY_CSV, ITERATIONS_CSV, save_history
+from normlab.train.plots import curves_figure, save_figure
 from normlab.train.tensorboard import TENSORBOARD_DIR
-from normlab.train.trainer import BEST_MODEL, CHECKPOINT, HISTORY, Callback, FitResult, Trainer, plural
+from normlab.train.trainer import BEST_MODEL, CHECKPOINT, HISTORY, Callback, FitResult, Trainer, named_schedule, plural
 
 if TYPE_CHECKING:
     from normlab.distributed import Communicator
@@ -63,13 +64,9 @@ class PreparedData:
 
 
 @dataclass
-class RunResult:
-    status: str  # "completed", "interrupted", "diverged", "paused"
-    message: str
-    history: History
+class RunResult(FitResult):
     test_acc: float | None
     run_dir: Path
-    ok = FitResult.ok
 
 
 def prepare_data(config: TrainConfig, rng: np.random.Generator, data_dir: str | os.PathLike | None = None,
@@ -145,17 +142,9 @@ def check_run_directory(run_dir: Path, *, resume: bool, overwrite: bool) -> None
                                 "choose another directory, or overwrite it (normlab train --overwrite)")
 
 
-def run_dependencies(config: TrainConfig, data: PreparedData) -> dict:
-    """What a checkpoint's state depends on, recorded in it and compared on resume: the configuration and
-    the data's identity."""
-    return {"config": json.loads(config.to_json()), "data": data.identity}
-
-
 def check_resume_matches(checkpoint: Path, expected: dict) -> None:
     """Refuse to resume when the checkpoint was made with another configuration or data, naming the
     difference (an edited config.json, another data directory). Checkpoints older than this record pass."""
-    from normlab.train.checkpoint import load_meta
-
     saved = load_meta(checkpoint).get("depends_on")
     if saved is None:
         return
@@ -183,21 +172,12 @@ def build_optimizer(config: TrainConfig, model: Module) -> Optimizer:
 
 
 def build_schedule(config: TrainConfig, steps_per_epoch: int) -> Schedule:
-    total = config.epochs * steps_per_epoch
-    if config.schedule == "cosine":
-        schedule: Schedule = Cosine(total)
-    elif config.schedule == "step":
+    if config.schedule == "step":
         schedule = StepDecay(config.step_epochs * steps_per_epoch, config.step_gamma)
     else:
-        schedule = Constant()
+        schedule = named_schedule(config.schedule, config.epochs * steps_per_epoch)
     warmup = round(config.warmup_epochs * steps_per_epoch)
     return LinearWarmup(warmup, schedule) if warmup else schedule
-
-
-def augmentation(config: TrainConfig, input_shape: tuple[int, ...]) -> Augment | None:
-    if not config.augment:
-        return None
-    return Augment(padding=4 if input_shape[-1] >= 32 else 2)
 
 
 def run_training(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
@@ -229,7 +209,8 @@ def run_training(config: TrainConfig, run_dir: str | os.PathLike, *, resume: boo
     split_seed, init_seed, train_seed = run_seeds(config)
     # Every process loads the whole data set and draws the same split, weights, order and augmentation.
     data = prepare_data(config, np.random.default_rng(split_seed), data_dir, download)
-    depends_on = run_dependencies(config, data)
+    # What the checkpoints' state depends on, recorded in them and compared on resume.
+    depends_on = {"config": json.loads(config.to_json()), "data": data.identity}
     check_precise_bn_size(config, len(data.x_train))
     if root:
         if resume:
@@ -250,19 +231,16 @@ def run_training(config: TrainConfig, run_dir: str | os.PathLike, *, resume: boo
 
         board = TensorBoardLogger(run_dir / TENSORBOARD_DIR)
         callbacks = [*callbacks, board.on_step]
-    common = {"epochs": config.epochs, "batch_size": config.batch_size, "rng": np.random.default_rng(train_seed),
-              "augment": augmentation(config, data.input_shape), "run_dir": run_dir, "callbacks": callbacks,
-              "epoch_callbacks": [board.on_epoch] if board else [], "progress": progress, "log": log}
     if comm is not None and config.framework != "numpy":
         raise ValueError(f"--distributed trains the NumPy models only; got framework {config.framework!r}")
     if comm is None and config.framework == "numpy":
-        optimizer = build_optimizer(config, model)
-        trainer = Trainer(model, optimizer, data.x_train, data.y_train, data.x_val, data.y_val, **common)
+        trainer_class, optimizer = Trainer, build_optimizer(config, model)
     elif comm is None:  # the same model, data and loop; the steps run in the model's torch or Keras twin
-        from normlab.train.frameworks import FrameworkTrainer, framework_steps
+        from normlab.train.frameworks import FrameworkTrainer, KerasSteps, TorchSteps
 
-        optimizer = framework_steps(config.framework, model, config, data.input_shape)
-        trainer = FrameworkTrainer(model, optimizer, data.x_train, data.y_train, data.x_val, data.y_val, **common)
+        trainer_class = FrameworkTrainer
+        optimizer = (TorchSteps(model, config) if config.framework == "torch"
+                     else KerasSteps(model, config, data.input_shape))
     else:
         from normlab.distributed import broadcast_state, convert_sync_batchnorm
         from normlab.train.distributed_trainer import DistributedTrainer
@@ -270,10 +248,14 @@ def run_training(config: TrainConfig, run_dir: str | os.PathLike, *, resume: boo
         if sync_batchnorm and comm.size > 1:
             model = convert_sync_batchnorm(model, comm)
         broadcast_state(model, comm)  # the same seed built the same weights; this makes sure of it
+        trainer_class = partial(DistributedTrainer, comm=comm, dropout_seed=config.seed)
         optimizer = build_optimizer(config, model)
-        trainer = DistributedTrainer(model, optimizer, data.x_train, data.y_train, data.x_val, data.y_val,
-                                     comm=comm, dropout_seed=config.seed, **common)
-        log = trainer.log
+    augment = Augment(padding=4 if data.input_shape[-1] >= 32 else 2) if config.augment else None
+    trainer = trainer_class(model, optimizer, data.x_train, data.y_train, data.x_val, data.y_val, epochs=config.epochs,
+                            batch_size=config.batch_size, rng=np.random.default_rng(train_seed),
+                            augment=augment, run_dir=run_dir, callbacks=callbacks,
+                            epoch_callbacks=[board.on_epoch] if board else [], progress=progress, log=log)
+    log = trainer.log  # DistributedTrainer's: silent on the ranks other than 0
     trainer.schedule = build_schedule(config, trainer.steps_per_epoch)
     trainer.depends_on = depends_on
     if not resume and root:
@@ -312,8 +294,8 @@ def run_training(config: TrainConfig, run_dir: str | os.PathLike, *, resume: boo
         if board is not None:
             board.close()
     if (fit.history.epochs or fit.history.loss) and root:
-        plot_curves(fit.history, run_dir / CURVES, title=curves_title(config, model))
-    return RunResult(fit.status, fit.message, fit.history, test_acc, run_dir)
+        save_figure(curves_figure(fit.history, curves_title(config, model)), run_dir / CURVES)
+    return RunResult(**vars(fit), test_acc=test_acc, run_dir=run_dir)
 
 
 def check_precise_bn(config: TrainConfig, model: Module) -> None:

@@ -44,6 +44,8 @@ CHECKPOINT = "checkpoint.safetensors"
 BEST_MODEL = "model.safetensors"
 HISTORY = HISTORY_JSON
 CHECKPOINT_FORMAT = 1
+# A checkpoint's position: whole numbers, saved from and restored into the Trainer's attributes of these names.
+POSITION = ("epochs_done", "step_in_epoch", "iteration", "steps_per_epoch")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -143,6 +145,7 @@ class Trainer:
         self.schedule_name = schedule if isinstance(schedule, str) else None
         self.augment = augment
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.checkpoint_dir = self.run_dir  # where fit(resume=True) reads (DistributedTrainer's: on every rank)
         self.callbacks, self.progress, self.log = list(callbacks), progress, log
         self.epoch_callbacks = list(epoch_callbacks)
         self.train_eval_size, self.eval_batch_size = train_eval_size, eval_batch_size
@@ -215,11 +218,15 @@ class Trainer:
     def eval_batches(self, n: int, desc: str):
         """The index arrays of range(n) in batches of eval_batch_size, under a progress bar named desc that
         disappears when done (shown when progress is on and stderr is a terminal)."""
+        return self._bar(list(batch_indices(np.arange(n), self.eval_batch_size)), desc=desc)
+
+    def _bar(self, batches=None, **options):
+        """A tqdm progress bar over batches that disappears when done; disable=None: tqdm turns itself off when
+        stderr is not a terminal (logs, CI)."""
         from tqdm import tqdm
 
-        batches = list(batch_indices(np.arange(n), self.eval_batch_size))
-        return tqdm(batches, desc=desc, unit="batch", leave=False, disable=None if self.progress else True,
-                    dynamic_ncols=True)
+        return tqdm(batches, unit="batch", leave=False, disable=None if self.progress else True, dynamic_ncols=True,
+                    **options)
 
     def accuracy(self, x: np.ndarray, y: np.ndarray, desc: str = "evaluating") -> float:
         """Fraction of correct predictions in eval mode (progress shown as `predict` shows it)."""
@@ -265,9 +272,9 @@ class Trainer:
         if self.schedule_name is not None:
             self._schedule = named_schedule(self.schedule_name, self.epochs * self.steps_per_epoch)
         if resume:
-            if self.run_dir is None:
+            if self.checkpoint_dir is None:
                 raise ValueError("resume=True needs a run_dir holding a checkpoint")
-            self.load_checkpoint(self.run_dir / CHECKPOINT)
+            self.load_checkpoint(self.checkpoint_dir / CHECKPOINT)
         restore_handler = self._install_sigint_handler()
         try:
             while self.epochs_done < self.epochs:
@@ -290,8 +297,6 @@ class Trainer:
             restore_handler()
 
     def _run_epoch(self, max_steps: int | None) -> None:
-        from tqdm import tqdm
-
         self.model.train()
         if self.order is None:
             self._consistent = False
@@ -301,9 +306,8 @@ class Trainer:
         self._epoch_started = time.perf_counter()
         epoch = self.epochs_done + 1
         batches = list(batch_indices(self.order, self.batch_size))
-        with tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {epoch}/{self.epochs}",
-                  unit="batch", leave=False, disable=None if self.progress else True, dynamic_ncols=True) as bar:
-            # disable=None: tqdm turns itself off when stderr is not a terminal (logs, CI)
+        desc = f"epoch {epoch}/{self.epochs}"
+        with self._bar(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=desc) as bar:
             for idx in batches[self.step_in_epoch:]:
                 if max_steps is not None and self.iteration >= max_steps:
                     return
@@ -418,8 +422,7 @@ class Trainer:
             arrays["order"] = self.order
         meta = {
             "format": CHECKPOINT_FORMAT,
-            "epochs_done": self.epochs_done, "step_in_epoch": self.step_in_epoch, "iteration": self.iteration,
-            "steps_per_epoch": self.steps_per_epoch,
+            **{key: getattr(self, key) for key in POSITION},
             "best_val_acc": self.best_val_acc,
             "rng": self.rng.bit_generator.state,
             "module_rngs": {name: g.bit_generator.state for name, g in self.module_rngs().items()},
@@ -473,8 +476,7 @@ class Trainer:
         """The checkpoint's position must be one this trainer can reach: whole numbers in range, iteration =
         epochs_done * steps_per_epoch + step_in_epoch, and a mid-epoch position's order a permutation of
         the training examples."""
-        kinds = {"epochs_done": int, "step_in_epoch": int, "iteration": int, "steps_per_epoch": int, "rng": dict,
-                 "module_rngs": dict, "optimizer": dict, "history": dict}
+        kinds = dict.fromkeys(POSITION, int) | dict.fromkeys(("rng", "module_rngs", "optimizer", "history"), dict)
         for key, kind in kinds.items():
             if key not in meta:
                 raise ValueError(f"{path}: damaged checkpoint: its metadata lacks {key!r}")
@@ -482,8 +484,7 @@ class Trainer:
                 raise ValueError(  # noqa: TRY004 (a damaged file: the callers report ValueError)
                     f"{path}: damaged checkpoint: {key} must be a{'n' if kind is int else ''} "
                     f"{kind.__name__}, got {meta[key]!r}")
-        done, step, iteration, per_epoch = (meta[k] for k in ("epochs_done", "step_in_epoch", "iteration",
-                                                                "steps_per_epoch"))
+        done, step, iteration, per_epoch = (meta[k] for k in POSITION)
         if not 0 <= done <= self.epochs:
             raise ValueError(f"{path}: damaged checkpoint: epochs_done must be in [0, {self.epochs}], got {done}")
         if not 0 <= step <= per_epoch:
