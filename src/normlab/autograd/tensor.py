@@ -32,8 +32,8 @@ Axes = tuple[int, ...]
 Factor = Callable[[], "float | np.ndarray"]  # an elementwise local gradient, computed when asked for
 Vjp = Callable[[np.ndarray], np.ndarray]  # upstream gradient -> an operand's share of it
 # The functions a local gradient's text may call, as NumPy computes them.
-_FUNCTIONS = {"__builtins__": {}, "sqrt": np.sqrt, "exp": np.exp, "log": np.log, "reshape": np.reshape,
-              "expand_dims": np.expand_dims}
+_FUNCTIONS = {name: getattr(np, name) for name in ("sqrt", "exp", "log", "reshape", "expand_dims")}
+_FUNCTIONS["__builtins__"] = {}
 
 
 class Tensor:
@@ -96,8 +96,7 @@ class Tensor:
 
     def _result(self, data, parents: tuple[Tensor, ...], expression: str, shares: tuple[str, ...], *,
                 factors: tuple[str | None, ...], params: Mapping[str, object] | None = None, elementwise: bool = False,
-                spread: bool = False, broadcasting: bool = False,
-                broadcast_axes: tuple[Axes, ...] | None = None) -> Tensor:
+                spread: bool = False, broadcast_axes: tuple[Axes, ...] | None = None) -> Tensor:
         """The result of an operation on `parents`.
 
         - shares: per parent, its share of the gradient as a template ({g} the upstream gradient), before
@@ -106,9 +105,9 @@ class Tensor:
           template that evaluates to a number or an array broadcasting against the result), else None.
         - params: the values of the templates' other names; the texts show numbers as `_number` writes
           them, the gradients compute with the exact values.
-        - elementwise: the share is the factor times the upstream gradient, element by element.
+        - elementwise: the share is the factor times the upstream gradient, element by element; the parents
+          may broadcast against each other (broadcast_axes are worked out).
         - spread: the share is put back over the parent's shape (a reduction's backward).
-        - broadcasting: the parents broadcast against each other (work out broadcast_axes).
         """
         params = dict(params or {})
         out = Tensor(data, requires_grad=any(p.requires_grad for p in parents))
@@ -116,7 +115,7 @@ class Tensor:
         out.expression = expression
         out.local_gradients = tuple(_text(t, params) for t in shares)
         if broadcast_axes is None:
-            broadcast_axes = tuple(_broadcast_axes(p.shape, out.shape) if broadcasting else () for p in parents)
+            broadcast_axes = tuple(_broadcast_axes(p.shape, out.shape) if elementwise else () for p in parents)
         out.broadcast_axes = broadcast_axes
 
         def values(g=None) -> dict[str, object]:  # what the templates' names stand for
@@ -135,12 +134,18 @@ class Tensor:
         out.elementwise = elementwise
         return out
 
-    def _elementwise(self, data, parents: tuple[Tensor, ...], expression: str, factors: tuple[str, ...], *,
-                     params: Mapping[str, object] | None = None, broadcasting: bool = False) -> Tensor:
+    def _elementwise(self, data, parents: tuple[Tensor, ...], expression: str, factors: tuple[str, ...],
+                     params: Mapping[str, object] | None = None) -> Tensor:
         """An elementwise operation: per parent, its local gradient `factors` (d out / d parent element by
         element, a template); the share of the gradient is that times the upstream gradient."""
-        return self._result(data, parents, expression, tuple(f"{f} * {{g}}" for f in factors), factors=factors,
-                            params=params, elementwise=True, broadcasting=broadcasting)
+        shares = tuple(f"{f} * {{g}}" for f in factors)
+        return self._result(data, parents, expression, shares, factors=factors, params=params, elementwise=True)
+
+    def _binary(self, other, op: str) -> Tensor:
+        """self <op> other for a Tensor or array `other`: the operands broadcast (see _BINARY)."""
+        other = _as_tensor(other, op)
+        forward, factors = _BINARY[op]
+        return self._elementwise(forward(self.data, other.data), (self, other), f"{{a}} {op} {{b}}", factors)
 
     def _accumulate(self, grad: np.ndarray) -> None:
         """Add `grad` to this tensor's gradient, summed back to this tensor's shape first."""
@@ -159,19 +164,15 @@ class Tensor:
         if _is_number(other):
             text = f"{{a}} + {_number(other)}" if other >= 0 else f"{{a}} - {_number(-other)}"
             return self._elementwise(self.data + other, (self,), text, ("1",))
-        other = _as_tensor(other, "+")
-        return self._elementwise(self.data + other.data, (self, other), "{a} + {b}", ("1", "1"), broadcasting=True)
+        return self._binary(other, "+")
 
     def __radd__(self, other) -> Tensor:
-        if _is_number(other):
-            return self + other
-        return _as_tensor(other, "+") + self
+        return self + other if _is_number(other) else _as_tensor(other, "+") + self
 
     def __sub__(self, other) -> Tensor:
         if _is_number(other):
             return self + (-other)
-        other = _as_tensor(other, "-")
-        return self._elementwise(self.data - other.data, (self, other), "{a} - {b}", ("1", "-1"), broadcasting=True)
+        return self._binary(other, "-")
 
     def __rsub__(self, other) -> Tensor:
         if _is_number(other):
@@ -183,30 +184,23 @@ class Tensor:
 
     def __mul__(self, other) -> Tensor:
         if _is_number(other):
-            return self._elementwise(self.data * other, (self,), f"{_number(other)} * {{a}}", ("{c}",),
-                                     params={"c": other})
-        other = _as_tensor(other, "*")
-        return self._elementwise(self.data * other.data, (self, other), "{a} * {b}", ("{b}", "{a}"),
-                                 broadcasting=True)
+            return self._elementwise(self.data * other, (self,), f"{_number(other)} * {{a}}", ("{c}",), {"c": other})
+        return self._binary(other, "*")
 
     def __rmul__(self, other) -> Tensor:
-        if _is_number(other):
-            return self * other
-        return _as_tensor(other, "*") * self
+        return self * other if _is_number(other) else _as_tensor(other, "*") * self
 
     def __truediv__(self, other) -> Tensor:
         if _is_number(other):
-            return self._elementwise(self.data / other, (self,), f"{{a}} / {_number(other)}", ("1 / {c}",),
-                                     params={"c": other})
-        other = _as_tensor(other, "/")
-        return self._elementwise(self.data / other.data, (self, other), "{a} / {b}", ("1 / {b}", "-{a} / {b}**2"),
-                                 broadcasting=True)
+            text = f"{{a}} / {_number(other)}"
+            return self._elementwise(self.data / other, (self,), text, ("1 / {c}",), {"c": other})
+        return self._binary(other, "/")
 
     def __rtruediv__(self, other) -> Tensor:
         if _is_number(other):
             # c / a as one node (ivar = 1 / sqrtvar), not c * a**-1: the staged graph has one step here.
             return self._elementwise(other / self.data, (self,), f"{_number(other)} / {{a}}", ("{minus_c} / {a}**2",),
-                                     params={"minus_c": -other})
+                                     {"minus_c": -other})
         return _as_tensor(other, "/") / self
 
     def __pow__(self, exponent) -> Tensor:
@@ -219,7 +213,7 @@ class Tensor:
             local = "1"
         else:
             local = "{p} * {a}**{q}"
-        return self._elementwise(self.data**p, (self,), f"{{a}}**{_number(p)}", (local,), params={"p": p, "q": p - 1})
+        return self._elementwise(self.data**p, (self,), f"{{a}}**{_number(p)}", (local,), {"p": p, "q": p - 1})
 
     # -- elementwise functions. A local gradient may read the result ({out}), computed by then. --------------
 
@@ -235,19 +229,21 @@ class Tensor:
     # -- reductions. The backward spreads the upstream gradient back over the reduced axes. ------------------
 
     def sum(self, axis: int | Axes | None = None, keepdims: bool = False) -> Tensor:
-        axes = _normalize_axes(axis, self.ndim)
-        return self._result(self.data.sum(axis=axes, keepdims=keepdims), (self,),
-                            f"sum({{a}}{_axis_text(axis, self.ndim)})", (f"1 * {_expanded(axes, keepdims)}",),
-                            factors=("1",), params={"axes": axes}, spread=True)
+        return self._reduce("sum", axis, keepdims, "1", {})
 
     def mean(self, axis: int | Axes | None = None, keepdims: bool = False) -> Tensor:
-        axes = _normalize_axes(axis, self.ndim)
-        m = int(np.prod([self.shape[a] for a in axes], dtype=np.int64))
+        m = int(np.prod([self.shape[a] for a in _normalize_axes(axis, self.ndim)], dtype=np.int64))
         if m == 0:
             raise ValueError(f"mean over axis={axis} of a tensor of shape {self.shape}: no elements")
-        return self._result(self.data.mean(axis=axes, keepdims=keepdims), (self,),
-                            f"mean({{a}}{_axis_text(axis, self.ndim)})", (f"1/{{m}} * {_expanded(axes, keepdims)}",),
-                            factors=("1/{m}",), params={"m": m, "axes": axes}, spread=True)
+        return self._reduce("mean", axis, keepdims, "1/{m}", {"m": m})
+
+    def _reduce(self, op: str, axis, keepdims: bool, factor: str, params: dict[str, object]) -> Tensor:
+        """ndarray.sum or .mean over `axis`, whose local gradient is `factor` for every element."""
+        axes = _normalize_axes(axis, self.ndim)
+        data = getattr(self.data, op)(axis=axes, keepdims=keepdims)
+        share = f"{factor} * {_expanded(axes, keepdims)}"
+        return self._result(data, (self,), f"{op}({{a}}{_axis_text(axis, self.ndim)})", (share,), factors=(factor,),
+                            params={**params, "axes": axes}, spread=True)
 
     # -- matrix product and reshape: not elementwise, so no factor; the shares are the whole local step. -----
 
@@ -326,6 +322,11 @@ class Tensor:
 
 
 # -- helpers -------------------------------------------------------------------------------------------------
+
+
+# The elementwise operations of two tensors: the forward, and the local gradient of each operand.
+_BINARY = {"+": (np.add, ("1", "1")), "-": (np.subtract, ("1", "-1")), "*": (np.multiply, ("{b}", "{a}")),
+           "/": (np.true_divide, ("1 / {b}", "-{a} / {b}**2"))}
 
 
 def _is_number(value) -> bool:
