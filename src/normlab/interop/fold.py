@@ -28,8 +28,7 @@ import numpy as np
 
 from normlab import nn
 from normlab.functional import batchnorm_inference_affine
-from normlab.models.cnn import ResNetCNN, ThreeLayerConvNet  # interop sits above models
-from normlab.models.fcnet import FullyConnectedNet
+from normlab.interop.registry import NAMED_SEQUENTIALS
 
 FOLD_TARGETS: set[type] = {nn.Linear}
 # Batch norms whose evaluation is plain batch norm's with their running statistics (renorm's r and d and
@@ -110,8 +109,5 @@ def _fold_into(affine: nn.Module, norm: nn.Module) -> None:
 
 register_fold_target(nn.Conv2d)
 register_fold_pairs(nn.ResidualBlock, lambda block: [("conv1", "bn1"), ("conv2", "bn2")])
-
-# The models of normlab.models that are Sequentials with a name compute as Sequentials (what normlab train
-# builds, so what `normlab export --fold` folds).
-for _model_type in (FullyConnectedNet, ThreeLayerConvNet, ResNetCNN):
+for _model_type in NAMED_SEQUENTIALS:  # what normlab train builds, so what `normlab export --fold` folds
     register_fold_pairs(_model_type, _sequential_pairs)

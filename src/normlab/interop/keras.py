@@ -41,11 +41,7 @@ from typing import Any
 import numpy as np
 
 from normlab import nn
-from normlab.interop.registry import ConverterRegistry, float_dtype
-
-
-def _same(a: np.ndarray) -> np.ndarray:
-    return a
+from normlab.interop.registry import NAMED_SEQUENTIALS, ConverterRegistry, float_dtype
 
 
 def _channels_last(a: np.ndarray) -> np.ndarray:
@@ -62,8 +58,8 @@ class WeightLink:
     layout change each way."""
 
     keras_name: str
-    to_keras: Callable[[np.ndarray], np.ndarray] = _same
-    from_keras: Callable[[np.ndarray], np.ndarray] = _same
+    to_keras: Callable[[np.ndarray], np.ndarray] = np.asarray
+    from_keras: Callable[[np.ndarray], np.ndarray] = np.asarray
 
 
 @dataclass(frozen=True)
@@ -140,11 +136,6 @@ def _each_startup_line_once() -> Iterator[None]:
             sys.stderr.flush()
 
 
-def keras_layer_name(path: str) -> str:
-    """The name of the Keras layer holding the weights of the normlab module at `path`."""
-    return path or ROOT_NAME
-
-
 def to_keras(model: nn.Module, input_shape: tuple[int, ...] | None = None):
     """The Keras 3 twin of a normlab model, with its weights and running statistics copied.
 
@@ -216,20 +207,15 @@ def _links(model: nn.Module, twin):
         names = [k for k in links if k in own]
         if not names:
             continue
-        variables = {v.name: v for v in twin.get_layer(keras_layer_name(path)).weights}
+        variables = {v.name: v for v in twin.get_layer(path or ROOT_NAME).weights}
         for local in names:
             yield (f"{path}.{local}" if path else local), variables[links[local].keras_name], links[local]
 
 
-def _rank(x) -> int:
-    return len(x.shape)
-
-
 # -- the converters, one per layer type -----------------------------------------------------------------
 
-def _register(normlab_type: type | None, build: Callable, weights: Mapping[str, WeightLink] | None = None) -> None:
-    if normlab_type is not None:
-        KERAS_CONVERTERS.register(normlab_type, KerasConverter(build, dict(weights or {})))
+def _register(normlab_type: type, build: Callable, weights: Mapping[str, WeightLink] | None = None) -> None:
+    KERAS_CONVERTERS.register(normlab_type, KerasConverter(build, dict(weights or {})))
 
 
 def _sequential(m: nn.Sequential, x, b: Build):
@@ -248,7 +234,7 @@ _register(nn.Dropout, lambda m, x, b: b.keras.layers.Dropout(m.p, name=b.name, d
 
 
 def _flatten(m: nn.Flatten, x, b: Build):
-    rank = _rank(x)
+    rank = len(x.shape)
     if rank > 2:  # back to channels-first, so the features come out in normlab's (C, *spatial) order
         order = (rank - 1, *range(1, rank - 1))
         x = b.keras.layers.Permute(order, name=f"{b.name}.channels_first", dtype=b.dtype)(x)
@@ -259,8 +245,8 @@ _register(nn.Flatten, _flatten)
 
 
 def _linear(m: nn.Linear, x, b: Build):
-    if _rank(x) != 2:
-        raise ValueError(f"Linear {b.name!r} gets a {_rank(x)}-D tensor; it needs (N, {m.in_features})")
+    if len(x.shape) != 2:
+        raise ValueError(f"Linear {b.name!r} gets a {len(x.shape)}-D tensor; it needs (N, {m.in_features})")
     return b.keras.layers.Dense(m.out_features, use_bias=m.bias is not None, name=b.name, dtype=b.dtype)(x)
 
 
@@ -285,7 +271,7 @@ _register(nn.BatchNorm2d, _batchnorm, _BATCHNORM_WEIGHTS)
 
 
 def _layernorm(m: nn.LayerNorm, x, b: Build):
-    rank = _rank(x)
+    rank = len(x.shape)
     if rank - 1 != len(m.normalized_shape):
         raise ValueError(f"LayerNorm {b.name!r} normalizes {m.normalized_shape}, but gets a {rank}-D tensor")
     # normlab's LayerNorm normalizes every axis but the batch axis, whatever the layout
@@ -346,12 +332,7 @@ def _residual_block(m: nn.ResidualBlock, x, b: Build):
 
 
 _register(nn.ResidualBlock, _residual_block)
-
-# The models of normlab.models that are Sequentials with a name compute as Sequentials.
-from normlab.models.cnn import ResNetCNN, ThreeLayerConvNet  # noqa: E402  (interop sits above models)
-from normlab.models.fcnet import FullyConnectedNet  # noqa: E402
-
-for _model_type in (FullyConnectedNet, ThreeLayerConvNet, ResNetCNN):
+for _model_type in NAMED_SEQUENTIALS:
     KERAS_CONVERTERS.register(_model_type, KERAS_CONVERTERS.lookup(nn.Sequential))
 
 

@@ -15,8 +15,13 @@ from typing import Generic, TypeVar
 import numpy as np
 
 from normlab import nn
+from normlab.models.cnn import ResNetCNN, ThreeLayerConvNet  # interop sits above models
+from normlab.models.fcnet import FullyConnectedNet
 
 C = TypeVar("C")
+# The models of normlab.models that are Sequentials with a name and a constructor: they convert (and fold)
+# as Sequentials.
+NAMED_SEQUENTIALS = (FullyConnectedNet, ThreeLayerConvNet, ResNetCNN)
 
 
 class ConverterRegistry(Generic[C]):

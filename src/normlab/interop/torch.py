@@ -20,13 +20,14 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from normlab import nn
-from normlab.interop.registry import ConverterRegistry, float_dtype, own_arrays
+from normlab.interop.registry import NAMED_SEQUENTIALS, ConverterRegistry, float_dtype, own_arrays
 
 if TYPE_CHECKING:
     import torch
@@ -138,18 +139,13 @@ def _numpy_dtype(torch: ModuleType, t: torch.nn.Module) -> np.dtype:
 
 # -- the converters, one per layer type -----------------------------------------------------------------
 
-def _register(normlab_type: type | None, torch_name: str, to_torch: Callable, from_torch: Callable) -> None:
-    if normlab_type is not None:
-        TORCH_TWINS.register(normlab_type, TorchTwin(lambda torch: getattr(torch.nn, torch_name), to_torch, from_torch))
+def _register(normlab_type: type, torch_name: str, to_torch: Callable, from_torch: Callable) -> None:
+    TORCH_TWINS.register(normlab_type, TorchTwin(lambda torch: getattr(torch.nn, torch_name), to_torch, from_torch))
 
 
-def _stateless(normlab_type: type, torch_name: str) -> None:
-    """Layers without hyperparameters: ReLU, Sigmoid, Tanh, Identity."""
-    _register(normlab_type, torch_name, lambda m, c: getattr(c.torch.nn, torch_name)(), lambda t, c: normlab_type())
-
-
-for _type in (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.Identity):
-    _stateless(_type, _type.__name__)
+for _type in (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.Identity):  # no hyperparameters
+    _register(_type, _type.__name__, lambda m, c, name=_type.__name__: getattr(c.torch.nn, name)(),
+              lambda t, c, normlab_type=_type: normlab_type())
 
 
 def _sequential_to_torch(m: nn.Sequential, c: Conversion):
@@ -269,40 +265,36 @@ _register(
     _instancenorm_from_torch,
 )
 
-# torch has no layer for these two; their twin classes are defined once, on first use, so importing this
-# module does not import torch.
-_TWIN_CLASSES: dict[str, type] = {}
+# torch has no layer for these two; their twin classes are defined once (cache), on first use, so importing
+# this module does not import torch.
 
-
+@cache
 def _global_avg_pool_class(torch: ModuleType) -> type:
-    if "GlobalAvgPool2d" not in _TWIN_CLASSES:
-        class GlobalAvgPool2d(torch.nn.Module):
-            """(N, C, H, W) -> (N, C): the mean of each channel, as normlab.nn.GlobalAvgPool2d."""
+    class GlobalAvgPool2d(torch.nn.Module):
+        """(N, C, H, W) -> (N, C): the mean of each channel, as normlab.nn.GlobalAvgPool2d."""
 
-            def forward(self, x):
-                return x.mean(dim=(2, 3))
+        def forward(self, x):
+            return x.mean(dim=(2, 3))
 
-        _TWIN_CLASSES["GlobalAvgPool2d"] = GlobalAvgPool2d
-    return _TWIN_CLASSES["GlobalAvgPool2d"]
+    return GlobalAvgPool2d
 
 
+@cache
 def _residual_block_class(torch: ModuleType) -> type:
-    if "ResidualBlock" not in _TWIN_CLASSES:
-        class ResidualBlock(torch.nn.Module):
-            """normlab.nn.ResidualBlock's twin: the same children in the same order (conv1, bn1, conv2,
-            bn2, shortcut or None), out = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))."""
+    class ResidualBlock(torch.nn.Module):
+        """normlab.nn.ResidualBlock's twin: the same children in the same order (conv1, bn1, conv2, bn2,
+        shortcut or None), out = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))."""
 
-            def __init__(self, conv1, bn1, conv2, bn2, shortcut):
-                super().__init__()
-                self.conv1, self.bn1, self.conv2, self.bn2, self.shortcut = conv1, bn1, conv2, bn2, shortcut
+        def __init__(self, conv1, bn1, conv2, bn2, shortcut):
+            super().__init__()
+            self.conv1, self.bn1, self.conv2, self.bn2, self.shortcut = conv1, bn1, conv2, bn2, shortcut
 
-            def forward(self, x):
-                hidden = torch.relu(self.bn1(self.conv1(x)))
-                skip = x if self.shortcut is None else self.shortcut(x)
-                return torch.relu(self.bn2(self.conv2(hidden)) + skip)
+        def forward(self, x):
+            hidden = torch.relu(self.bn1(self.conv1(x)))
+            skip = x if self.shortcut is None else self.shortcut(x)
+            return torch.relu(self.bn2(self.conv2(hidden)) + skip)
 
-        _TWIN_CLASSES["ResidualBlock"] = ResidualBlock
-    return _TWIN_CLASSES["ResidualBlock"]
+    return ResidualBlock
 
 
 TORCH_TWINS.register(nn.GlobalAvgPool2d, TorchTwin(_global_avg_pool_class, lambda m, c: _global_avg_pool_class(c.torch)(),
@@ -340,11 +332,6 @@ def _residual_from_torch(t, c: Conversion) -> nn.ResidualBlock:
 
 
 TORCH_TWINS.register(nn.ResidualBlock, TorchTwin(_residual_block_class, _residual_to_torch, _residual_from_torch))
-
-# The models of normlab.models that are Sequentials with a name and a constructor: their twin is a
-# torch Sequential, and from_torch gives back a plain normlab Sequential with the same children.
-from normlab.models.cnn import ResNetCNN, ThreeLayerConvNet  # noqa: E402  (interop sits above models)
-from normlab.models.fcnet import FullyConnectedNet  # noqa: E402
-
-for _model_type in (FullyConnectedNet, ThreeLayerConvNet, ResNetCNN):
+# Their twin is a torch Sequential; from_torch gives back a plain normlab Sequential with the same children.
+for _model_type in NAMED_SEQUENTIALS:
     TORCH_TWINS.register(_model_type, TORCH_TWINS.lookup(nn.Sequential))
