@@ -13,7 +13,7 @@ Group norm adds two reshapes around the steps: xg groups the channels of x, and 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
