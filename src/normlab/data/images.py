@@ -62,13 +62,10 @@ def _check_npy_header(path: Path) -> None:
         if f.read(len(fmt.MAGIC_PREFIX)) != fmt.MAGIC_PREFIX:
             return
         f.seek(0)
-        version = fmt.read_magic(f)
-        if version == (1, 0):
-            shape, _, dtype = fmt.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, _, dtype = fmt.read_array_header_2_0(f)
-        else:
+        read_header = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(fmt.read_magic(f))
+        if read_header is None:
             return
+        shape, _, dtype = read_header(f)
         if dtype.hasobject:
             return  # refused by np.load (allow_pickle=False)
         held = os.fstat(f.fileno()).st_size - f.tell()

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from normlab.data.cifar10 import META, TEST_BATCH, TRAIN_BATCHES
 from normlab.data.errors import ChecksumError, DatasetNotFoundError
 from normlab.files import atomic_file
 
@@ -76,8 +77,7 @@ SOURCES: dict[str, DatasetSpec] = {
     ),
     "cifar10": DatasetSpec(
         "cifar10",
-        tuple(f"cifar-10-batches-py/{name}" for name in (*(f"data_batch_{i}" for i in range(1, 6)),
-                                                         "test_batch", "batches.meta")),
+        tuple(f"cifar-10-batches-py/{name}" for name in (*TRAIN_BATCHES, TEST_BATCH, META)),
         (RemoteFile("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
                     "md5:c58f30108f718f92721af3b95e74349a"),),
     ),
