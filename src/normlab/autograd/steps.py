@@ -15,6 +15,7 @@ summed over the axes the forward broadcast. For batch norm:
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -273,23 +274,17 @@ class GraphView:
 
 
 def _unique_names(tensors: list[Tensor]) -> dict[int, str]:
-    names: dict[int, str] = {}
+    """By id: each tensor's name, or t1, t2, ... (skipping names taken) if it has none; a repeated name
+    becomes name_2, name_3, ..."""
     taken = {t.name for t in tensors if t.name is not None}
-    used: set[str] = set()
-    unnamed = 0
+    unnamed = (name for name in (f"t{k}" for k in itertools.count(1)) if name not in taken)
+    names: dict[int, str] = {}
     for t in tensors:
-        name = t.name
-        if name is None:
-            unnamed += 1
-            name = f"t{unnamed}"
-            while name in taken:
-                unnamed += 1
-                name = f"t{unnamed}"
-        base, k = name, 1
-        while name in used:
+        base = name = t.name if t.name is not None else next(unnamed)
+        k = 1
+        while name in names.values():
             k += 1
             name = f"{base}_{k}"
-        used.add(name)
         names[id(t)] = name
     return names
 

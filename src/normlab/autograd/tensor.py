@@ -207,12 +207,7 @@ class Tensor:
         if not _is_number(exponent):
             raise TypeError(f"exponent must be a Python number, got {type(exponent).__name__}")
         p = exponent
-        if p - 1 == 1:
-            local = "{p} * {a}"
-        elif p - 1 == 0:
-            local = "1"
-        else:
-            local = "{p} * {a}**{q}"
+        local = {1: "{p} * {a}", 0: "1"}.get(p - 1, "{p} * {a}**{q}")  # q = p - 1
         return self._elementwise(self.data**p, (self,), f"{{a}}**{_number(p)}", (local,), {"p": p, "q": p - 1})
 
     # -- elementwise functions. A local gradient may read the result ({out}), computed by then. --------------

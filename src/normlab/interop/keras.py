@@ -76,6 +76,10 @@ class Build:
     def child_name(self, name: str) -> str:
         return f"{self.name}.{name}" if self.name != ROOT_NAME else name
 
+    def layer(self, keras_name: str, *args, suffix: str = "", **kwargs):
+        """A new keras.layers.<keras_name>(*args, **kwargs) in the model's dtype, named `name + suffix`."""
+        return getattr(self.keras.layers, keras_name)(*args, name=self.name + suffix, dtype=self.dtype, **kwargs)
+
 
 @dataclass(frozen=True)
 class KerasConverter:
@@ -228,17 +232,17 @@ _register(nn.Sequential, _sequential)
 _register(nn.Identity, lambda m, x, b: x)
 
 for _type, _activation in ((nn.ReLU, "relu"), (nn.Sigmoid, "sigmoid"), (nn.Tanh, "tanh")):
-    _register(_type, lambda m, x, b, a=_activation: b.keras.layers.Activation(a, name=b.name, dtype=b.dtype)(x))
+    _register(_type, lambda m, x, b, a=_activation: b.layer("Activation", a)(x))
 
-_register(nn.Dropout, lambda m, x, b: b.keras.layers.Dropout(m.p, name=b.name, dtype=b.dtype)(x))
+_register(nn.Dropout, lambda m, x, b: b.layer("Dropout", m.p)(x))
 
 
 def _flatten(m: nn.Flatten, x, b: Build):
     rank = len(x.shape)
     if rank > 2:  # back to channels-first, so the features come out in normlab's (C, *spatial) order
         order = (rank - 1, *range(1, rank - 1))
-        x = b.keras.layers.Permute(order, name=f"{b.name}.channels_first", dtype=b.dtype)(x)
-    return b.keras.layers.Flatten(name=b.name, dtype=b.dtype)(x)
+        x = b.layer("Permute", order, suffix=".channels_first")(x)
+    return b.layer("Flatten")(x)
 
 
 _register(nn.Flatten, _flatten)
@@ -247,7 +251,7 @@ _register(nn.Flatten, _flatten)
 def _linear(m: nn.Linear, x, b: Build):
     if len(x.shape) != 2:
         raise ValueError(f"Linear {b.name!r} gets a {len(x.shape)}-D tensor; it needs (N, {m.in_features})")
-    return b.keras.layers.Dense(m.out_features, use_bias=m.bias is not None, name=b.name, dtype=b.dtype)(x)
+    return b.layer("Dense", m.out_features, use_bias=m.bias is not None)(x)
 
 
 _register(nn.Linear, _linear, {"weight": WeightLink("kernel", np.transpose, np.transpose), "bias": WeightLink("bias")})
@@ -260,8 +264,8 @@ def _batchnorm(m, x, b: Build):
     if not m.track_running_stats:
         raise ValueError(f"batch norm {b.name!r} has track_running_stats=False; Keras's BatchNormalization "
                          "always uses its moving statistics in inference")
-    return b.keras.layers.BatchNormalization(axis=-1, momentum=1.0 - m.momentum, epsilon=m.eps, center=m.affine,
-                                             scale=m.affine, name=b.name, dtype=b.dtype)(x)
+    momentum = 1.0 - m.momentum
+    return b.layer("BatchNormalization", axis=-1, momentum=momentum, epsilon=m.eps, center=m.affine, scale=m.affine)(x)
 
 
 _BATCHNORM_WEIGHTS = {"weight": WeightLink("gamma"), "bias": WeightLink("beta"),
@@ -275,8 +279,8 @@ def _layernorm(m: nn.LayerNorm, x, b: Build):
     if rank - 1 != len(m.normalized_shape):
         raise ValueError(f"LayerNorm {b.name!r} normalizes {m.normalized_shape}, but gets a {rank}-D tensor")
     # normlab's LayerNorm normalizes every axis but the batch axis, whatever the layout
-    return b.keras.layers.LayerNormalization(axis=list(range(1, rank)), epsilon=m.eps, center=m.elementwise_affine,
-                                             scale=m.elementwise_affine, name=b.name, dtype=b.dtype)(x)
+    affine = m.elementwise_affine
+    return b.layer("LayerNormalization", axis=list(range(1, rank)), epsilon=m.eps, center=affine, scale=affine)(x)
 
 
 _register(nn.LayerNorm, _layernorm, {"weight": WeightLink("gamma", _channels_last, _channels_first),
@@ -285,8 +289,7 @@ _GROUPNORM_WEIGHTS = {"weight": WeightLink("gamma"), "bias": WeightLink("beta")}
 
 
 def _group_normalization(groups: int, m, x, b: Build):
-    return b.keras.layers.GroupNormalization(groups, axis=-1, epsilon=m.eps, center=m.affine, scale=m.affine,
-                                             name=b.name, dtype=b.dtype)(x)
+    return b.layer("GroupNormalization", groups, axis=-1, epsilon=m.eps, center=m.affine, scale=m.affine)(x)
 
 
 _register(nn.GroupNorm, lambda m, x, b: _group_normalization(m.num_groups, m, x, b), _GROUPNORM_WEIGHTS)
@@ -296,9 +299,9 @@ _register(nn.GroupNorm, lambda m, x, b: _group_normalization(m.num_groups, m, x,
 
 def _conv2d(m: nn.Conv2d, x, b: Build):
     if m.padding != (0, 0):  # Keras's padding="same" is not torch's for stride > 1; pad explicitly
-        x = b.keras.layers.ZeroPadding2D(m.padding, name=f"{b.name}.pad", dtype=b.dtype)(x)
-    return b.keras.layers.Conv2D(m.out_channels, m.kernel_size, strides=m.stride, padding="valid", groups=m.groups,
-                                 use_bias=m.bias is not None, name=b.name, dtype=b.dtype)(x)
+        x = b.layer("ZeroPadding2D", m.padding, suffix=".pad")(x)
+    return b.layer("Conv2D", m.out_channels, m.kernel_size, strides=m.stride, padding="valid", groups=m.groups,
+                   use_bias=m.bias is not None)(x)
 
 
 # (out, in/groups, kh, kw) <-> Keras's (kh, kw, in/groups, out)
@@ -309,26 +312,24 @@ _register(nn.Conv2d, _conv2d, {"weight": WeightLink("kernel", lambda w: np.trans
 
 def _pool(keras_name: str):
     def build(m, x, b: Build):
-        return getattr(b.keras.layers, keras_name)(m.kernel_size, strides=m.stride, padding="valid", name=b.name,
-                                                   dtype=b.dtype)(x)
+        return b.layer(keras_name, m.kernel_size, strides=m.stride, padding="valid")(x)
     return build
 
 
 _register(nn.MaxPool2d, _pool("MaxPooling2D"))
 _register(nn.AvgPool2d, _pool("AveragePooling2D"))
-_register(nn.GlobalAvgPool2d, lambda m, x, b: b.keras.layers.GlobalAveragePooling2D(name=b.name, dtype=b.dtype)(x))
+_register(nn.GlobalAvgPool2d, lambda m, x, b: b.layer("GlobalAveragePooling2D")(x))
 # instance norm is group norm with one channel per group
 _register(nn.InstanceNorm2d, lambda m, x, b: _group_normalization(m.num_features, m, x, b), _GROUPNORM_WEIGHTS)
 
 
 def _residual_block(m: nn.ResidualBlock, x, b: Build):
-    layers = b.keras.layers
     hidden = b.convert(m.bn1, b.convert(m.conv1, x, b.child_name("conv1")), b.child_name("bn1"))
-    hidden = layers.Activation("relu", name=f"{b.name}.relu1", dtype=b.dtype)(hidden)
+    hidden = b.layer("Activation", "relu", suffix=".relu1")(hidden)
     residual = b.convert(m.bn2, b.convert(m.conv2, hidden, b.child_name("conv2")), b.child_name("bn2"))
     skip = x if m.shortcut is None else b.convert(m.shortcut, x, b.child_name("shortcut"))
-    out = layers.Add(name=f"{b.name}.add", dtype=b.dtype)([residual, skip])
-    return layers.Activation("relu", name=f"{b.name}.relu2", dtype=b.dtype)(out)
+    out = b.layer("Add", suffix=".add")([residual, skip])
+    return b.layer("Activation", "relu", suffix=".relu2")(out)
 
 
 _register(nn.ResidualBlock, _residual_block)
