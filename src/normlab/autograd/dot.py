@@ -64,7 +64,7 @@ def to_dot(graph: Tensor | GraphView, *, title: str | None = None, rankdir: str 
         heading.append(f'<FONT POINT-SIZE="11" COLOR="{BACKWARD_COLOR}">red: gradients (backward); on an arrow, '
                        f"the gradient flowing back along it{_LEFT_BREAK}(local gradient * upstream gradient)</FONT>")
     lines = [
-        f"digraph {_quote(_name_of(view))} {{",
+        f"digraph {_quote(view.out.name or 'graph')} {{",
         f'  graph [rankdir={rankdir}, fontname="{_FONT}", fontsize=14, nodesep=0.2, ranksep=0.3, '
         f'bgcolor="white", pad=0.2, labelloc=t, labeljust=l'
         + (f", label=<{_LEFT_BREAK.join(heading)}{_LEFT_BREAK} {_LEFT_BREAK}>" if heading else "") + "];",
@@ -162,10 +162,6 @@ def _run_dot(args: list[str], missing: str, source: str | None = None, doing: st
     if result.returncode != 0:
         raise RuntimeError(f"dot failed (exit {result.returncode}){doing}: {result.stderr.strip()}")
     return result.stdout
-
-
-def _name_of(view: GraphView) -> str:
-    return view.out.name or "graph"
 
 
 def _quote(text: str) -> str:

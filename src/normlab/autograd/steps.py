@@ -176,10 +176,11 @@ class GraphView:
         return self._expression(t)
 
     def _expression(self, t: Tensor) -> str:
-        return _fill(t.expression, {"a": self._parent_texts(t)[0], "b": self._parent_texts(t)[-1]})
+        return self._filled(t.expression, t)
 
-    def _parent_texts(self, t: Tensor) -> list[str]:
-        return [self._text(p) for p in t.parents]
+    def _filled(self, template: str, op: Tensor, **texts: str) -> str:
+        """`template` of operation `op` with its operands' texts for {a} and {b}, and `texts` for the rest."""
+        return _fill(template, {"a": self._text(op.parents[0]), "b": self._text(op.parents[-1]), **texts})
 
     def _node(self, t: Tensor) -> Node:
         if t.expression is None:
@@ -213,8 +214,7 @@ class GraphView:
             template = op.local_gradients[i]
             if not template.endswith(" * {g}") or template.count("{g}") != 1:
                 return None
-            texts = self._parent_texts(op)
-            factor = _fill(template[:-len(" * {g}")], {"a": texts[0], "b": texts[-1], "out": self._text(op)})
+            factor = self._filled(template[:-len(" * {g}")], op, out=self._text(op))
             if factor != "1":
                 factors.append(factor)
         if len(factors) > 1:
@@ -232,8 +232,7 @@ class GraphView:
         if template == _IDENTITY and not _ATOM.match(upstream):
             term = upstream  # "1 * (0.5 / sqrtvar * dsqrtvar)" says nothing more
         else:
-            texts = self._parent_texts(consumer)
-            term = _fill(template, {"a": texts[0], "b": texts[-1], "out": self._text(consumer), "g": upstream})
+            term = self._filled(template, consumer, out=self._text(consumer), g=upstream)
         axes = consumer.broadcast_axes[index]
         if axes:
             term = f"sum({term}, axis={axes[0] if len(axes) == 1 else axes})"

@@ -14,8 +14,8 @@ stay the same. One matrix product less per layer, same predictions.
 Which layers fold into what is three small tables, matched by exact type: `FOLD_TARGETS`, the affine
 layer types; `FOLD_NORMS`, the batch norms (plain, renorm, ghost: all evaluate as plain batch norm); and
 `FOLD_PAIRS`, for container types other than Sequential, which (affine child, norm child) name pairs
-follow each other in their forward pass. Conv2d and ResidualBlock register at the end of this file (the
-block's `shortcut`, a Sequential, folds by the Sequential rule); other layers register the same way.
+follow each other in their forward pass. ResidualBlock registers at the end of this file (the block's
+`shortcut`, a Sequential, folds by the Sequential rule); other layers register the same way.
 """
 
 from __future__ import annotations
@@ -30,17 +30,13 @@ from normlab import nn
 from normlab.functional import batchnorm_inference_affine
 from normlab.interop.registry import NAMED_SEQUENTIALS
 
-FOLD_TARGETS: set[type] = {nn.Linear}
+# Layer types with `weight` (out_channels, ...) and `bias` (out_channels,) or None.
+FOLD_TARGETS: set[type] = {nn.Linear, nn.Conv2d}
 # Batch norms whose evaluation is plain batch norm's with their running statistics (renorm's r and d and
 # ghost batch norm's chunks exist only in training).
 FOLD_NORMS: set[type] = {nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchRenorm1d, nn.BatchRenorm2d, nn.GhostBatchNorm1d,
                          nn.GhostBatchNorm2d}
 FOLD_PAIRS: dict[type, Callable[[nn.Module], list[tuple[str, str]]]] = {}
-
-
-def register_fold_target(layer_type: type) -> None:
-    """A layer type with `weight` (out_channels, ...) and `bias` (out_channels,) or None."""
-    FOLD_TARGETS.add(layer_type)
 
 
 def register_fold_pairs(container_type: type, pairs: Callable[[nn.Module], list[tuple[str, str]]]) -> None:
@@ -107,7 +103,6 @@ def _fold_into(affine: nn.Module, norm: nn.Module) -> None:
     affine.bias = nn.Parameter((bias * scale + shift).astype(dtype))
 
 
-register_fold_target(nn.Conv2d)
 register_fold_pairs(nn.ResidualBlock, lambda block: [("conv1", "bn1"), ("conv2", "bn2")])
 for _model_type in NAMED_SEQUENTIALS:  # what normlab train builds, so what `normlab export --fold` folds
     register_fold_pairs(_model_type, _sequential_pairs)
