@@ -127,11 +127,7 @@ class GraphView:
     def edges(self) -> list[tuple[str, str, str]]:
         """(from, to, gradient term) for every use of a node by a node: the arrows of the picture, with
         the gradient that flows back along each ("" where the source receives no gradient)."""
-        result = []
-        for t in self._shown:
-            for consumer, term in self._terms(t):
-                result.append((self._names[id(t)], consumer, term))
-        return result
+        return [(self._names[id(t)], consumer, term) for t in self._shown for consumer, term in self._terms(t)]
 
     # ----------------------------------------------------------------------------------------------
 

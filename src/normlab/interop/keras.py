@@ -131,12 +131,10 @@ def _each_startup_line_once() -> Iterator[None]:
             os.dup2(saved, 2)
             os.close(saved)
             held.seek(0)
-            seen = set()
+            first = {}  # each line without its prefix -> its first occurrence
             for line in held.read().splitlines(keepends=True):
-                key = _LOG_PREFIX.sub(b"", line)
-                if key not in seen:
-                    seen.add(key)
-                    sys.stderr.write(line.decode(errors="replace"))
+                first.setdefault(_LOG_PREFIX.sub(b"", line), line)
+            sys.stderr.write(b"".join(first.values()).decode(errors="replace"))
             sys.stderr.flush()
 
 
