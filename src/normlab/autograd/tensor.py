@@ -95,14 +95,16 @@ class Tensor:
         return f"Tensor(name={self.name!r}, shape={self.shape}, dtype={self.dtype}, {made})"
 
     def _result(self, data, parents: tuple[Tensor, ...], expression: str, shares: tuple[str, ...], *,
-                factors: tuple[str | None, ...], params: Mapping[str, object] | None = None, elementwise: bool = False,
-                spread: bool = False, broadcast_axes: tuple[Axes, ...] | None = None) -> Tensor:
+                factors: tuple[str | None, ...] = (), params: Mapping[str, object] | None = None,
+                elementwise: bool = False, spread: bool = False,
+                broadcast_axes: tuple[Axes, ...] | None = None) -> Tensor:
         """The result of an operation on `parents`.
 
         - shares: per parent, its share of the gradient as a template ({g} the upstream gradient), before
           the sum over broadcast axes: the text the graph shows and, evaluated, the vjp.
         - factors: per parent, the local gradient when the share is it times the upstream gradient (a
-          template that evaluates to a number or an array broadcasting against the result), else None.
+          template that evaluates to a number or an array broadcasting against the result), else None (or
+          no factors at all).
         - params: the values of the templates' other names; the texts show numbers as `_number` writes
           them, the gradients compute with the exact values.
         - elementwise: the share is the factor times the upstream gradient, element by element; the parents
@@ -129,7 +131,7 @@ class Tensor:
                 return lambda g: np.broadcast_to(_evaluate(template, values(g)), shape)
             return lambda g: _evaluate(template, values(g))
 
-        out.local_factors = tuple(None if f is None else factor(f) for f in factors)
+        out.local_factors = tuple(None if f is None else factor(f) for f in factors or (None,) * len(parents))
         out.vjps = tuple(vjp(t, p.shape) for t, p in zip(shares, parents))
         out.elementwise = elementwise
         return out
@@ -199,8 +201,8 @@ class Tensor:
     def __rtruediv__(self, other) -> Tensor:
         if _is_number(other):
             # c / a as one node (ivar = 1 / sqrtvar), not c * a**-1: the staged graph has one step here.
-            return self._elementwise(other / self.data, (self,), f"{_number(other)} / {{a}}", ("{minus_c} / {a}**2",),
-                                     {"minus_c": -other})
+            text = f"{_number(other)} / {{a}}"
+            return self._elementwise(other / self.data, (self,), text, ("{minus_c} / {a}**2",), {"minus_c": -other})
         return _as_tensor(other, "/") / self
 
     def __pow__(self, exponent) -> Tensor:
@@ -237,8 +239,9 @@ class Tensor:
         axes = _normalize_axes(axis, self.ndim)
         data = getattr(self.data, op)(axis=axes, keepdims=keepdims)
         share = f"{factor} * {_expanded(axes, keepdims)}"
-        return self._result(data, (self,), f"{op}({{a}}{_axis_text(axis, self.ndim)})", (share,), factors=(factor,),
-                            params={**params, "axes": axes}, spread=True)
+        params["axes"] = axes
+        text = f"{op}({{a}}{_axis_text(axis, self.ndim)})"
+        return self._result(data, (self,), text, (share,), factors=(factor,), params=params, spread=True)
 
     # -- matrix product and reshape: not elementwise, so no factor; the shares are the whole local step. -----
 
@@ -255,9 +258,9 @@ class Tensor:
         data = self.data @ other.data
         batch = data.shape[:-2]
         # Batch axes the forward broadcast are summed back by _accumulate.
-        return self._result(data, (self, other), "{a} @ {b}", (f"{{g}} @ {{b}}{t}", f"{{a}}{t} @ {{g}}"),
-                            factors=(None, None), broadcast_axes=(_broadcast_axes(self.shape[:-2], batch),
-                                                                  _broadcast_axes(other.shape[:-2], batch)))
+        axes = (_broadcast_axes(self.shape[:-2], batch), _broadcast_axes(other.shape[:-2], batch))
+        shares = (f"{{g}} @ {{b}}{t}", f"{{a}}{t} @ {{g}}")
+        return self._result(data, (self, other), "{a} @ {b}", shares, broadcast_axes=axes)
 
     def __rmatmul__(self, other) -> Tensor:
         return _as_tensor(other, "@") @ self
@@ -270,8 +273,8 @@ class Tensor:
         except ValueError:
             raise ValueError(f"cannot reshape a tensor of shape {self.shape} ({self.data.size} elements) "
                              f"to shape {shape}") from None
-        return self._result(data, (self,), f"reshape({{a}}, {data.shape})", ("reshape({g}, {shape})",),
-                            factors=(None,), params={"shape": self.shape})
+        text = f"reshape({{a}}, {data.shape})"
+        return self._result(data, (self,), text, ("reshape({g}, {shape})",), params={"shape": self.shape})
 
     # -- backward --------------------------------------------------------------------------------------------
 
