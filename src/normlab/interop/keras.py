@@ -281,8 +281,9 @@ def _layernorm(m: nn.LayerNorm, x, b: Build):
     return b.layer("LayerNormalization", axis=list(range(1, rank)), epsilon=m.eps, center=affine, scale=affine)(x)
 
 
-_register(nn.LayerNorm, _layernorm, {"weight": WeightLink("gamma", _channels_last, _channels_first),
-                                     "bias": WeightLink("beta", _channels_last, _channels_first)})
+_CHANNELS_LAST = (_channels_last, _channels_first)  # normlab -> Keras, Keras -> normlab
+_LAYERNORM_WEIGHTS = {"weight": WeightLink("gamma", *_CHANNELS_LAST), "bias": WeightLink("beta", *_CHANNELS_LAST)}
+_register(nn.LayerNorm, _layernorm, _LAYERNORM_WEIGHTS)
 _GROUPNORM_WEIGHTS = {"weight": WeightLink("gamma"), "bias": WeightLink("beta")}
 
 
@@ -303,9 +304,8 @@ def _conv2d(m: nn.Conv2d, x, b: Build):
 
 
 # (out, in/groups, kh, kw) <-> Keras's (kh, kw, in/groups, out)
-_register(nn.Conv2d, _conv2d, {"weight": WeightLink("kernel", lambda w: np.transpose(w, (2, 3, 1, 0)),
-                                                    lambda k: np.transpose(k, (3, 2, 0, 1))),
-                               "bias": WeightLink("bias")})
+_CONV_KERNEL = WeightLink("kernel", lambda w: np.transpose(w, (2, 3, 1, 0)), lambda k: np.transpose(k, (3, 2, 0, 1)))
+_register(nn.Conv2d, _conv2d, {"weight": _CONV_KERNEL, "bias": WeightLink("bias")})
 
 
 def _pool(keras_name: str):
