@@ -13,9 +13,10 @@ stay the same. One matrix product less per layer, same predictions.
 
 Which layers fold into what is three small tables, matched by exact type: `FOLD_TARGETS`, the affine
 layer types; `FOLD_NORMS`, the batch norms (plain, renorm, ghost: all evaluate as plain batch norm); and
-`FOLD_PAIRS`, for container types other than Sequential, which (affine child, norm child) name pairs
-follow each other in their forward pass. ResidualBlock registers at the end of this file (the block's
-`shortcut`, a Sequential, folds by the Sequential rule); other layers register the same way.
+`FOLD_PAIRS`, for container types, which (affine child, norm child) name pairs follow each other in
+their forward pass. Sequential (every two consecutive children) and ResidualBlock register at the end of
+this file (the block's `shortcut`, a Sequential, folds by the Sequential rule); other layers register the
+same way.
 """
 
 from __future__ import annotations
@@ -63,20 +64,12 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         raise TypeError(f"model must be a normlab.nn.Module, got {type(model).__name__}")
     folded = copy.deepcopy(model)
     for container in list(folded.modules()):
-        for affine_name, norm_name in _pairs(container):
+        for affine_name, norm_name in FOLD_PAIRS.get(type(container), lambda _: [])(container):
             affine, norm = container._modules[affine_name], container._modules[norm_name]
             if _foldable(affine, norm):
                 _fold_into(affine, norm)
                 setattr(container, norm_name, nn.Identity())
     return folded
-
-
-def _pairs(container: nn.Module) -> list[tuple[str, str]]:
-    if type(container) in FOLD_PAIRS:
-        return FOLD_PAIRS[type(container)](container)
-    if type(container) is nn.Sequential:
-        return _sequential_pairs(container)
-    return []
 
 
 def _sequential_pairs(container: nn.Module) -> list[tuple[str, str]]:
@@ -104,5 +97,6 @@ def _fold_into(affine: nn.Module, norm: nn.Module) -> None:
 
 
 register_fold_pairs(nn.ResidualBlock, lambda block: [("conv1", "bn1"), ("conv2", "bn2")])
-for _model_type in NAMED_SEQUENTIALS:  # what normlab train builds, so what `normlab export --fold` folds
+# The named Sequentials are what normlab train builds, so what `normlab export --fold` folds.
+for _model_type in (nn.Sequential, *NAMED_SEQUENTIALS):
     register_fold_pairs(_model_type, _sequential_pairs)
