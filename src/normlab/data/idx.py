@@ -100,22 +100,20 @@ def _parse(path: Path, head: bytes, rest, *, file_size: int | None = None, infla
     shape = struct.unpack(f">{ndim}I", head[4:header_size])
     dtype = np.dtype(IDX_TYPES[type_code])
     expected = header_size + math.prod(shape) * dtype.itemsize  # Python integers: no wrap-around
+    says = f"header says shape {shape} of {dtype.name} ({expected} bytes in all)"
     if file_size is not None and file_size != expected:
         problem = "truncated" if file_size < expected else "has trailing bytes"
-        raise DataFormatError(f"{path}: {problem}: header says shape {shape} of {dtype.name} "
-                              f"({expected} bytes in all), the file holds {file_size} bytes")
+        raise DataFormatError(f"{path}: {problem}: {says}, the file holds {file_size} bytes")
     if inflater is not None and expected > inflater.size * _DEFLATE_MAX_RATIO + _MAX_HEADER:
         raise DataFormatError(f"{path}: truncated: header says shape {shape} of {dtype.name} ({expected} bytes), "
                               f"more than {inflater.size} gzipped bytes can hold")
     if len(head) > expected:
-        raise DataFormatError(f"{path}: has trailing bytes: header says shape {shape} of {dtype.name} "
-                              f"({expected} bytes in all), the file holds more")
+        raise DataFormatError(f"{path}: has trailing bytes: {says}, the file holds more")
     payload = head[header_size:] + rest(expected - len(head))
     if inflater is not None:
         _check_gzip_end(path, inflater, len(payload) == expected - header_size)
     if len(payload) != expected - header_size:
-        raise DataFormatError(f"{path}: truncated: header says shape {shape} of {dtype.name} "
-                              f"({expected} bytes in all), the file holds {header_size + len(payload)} bytes")
+        raise DataFormatError(f"{path}: truncated: {says}, the file holds {header_size + len(payload)} bytes")
     data = np.frombuffer(payload, dtype=dtype).reshape(shape)
     return data.astype(dtype.newbyteorder("="))
 
