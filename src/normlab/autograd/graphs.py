@@ -134,9 +134,7 @@ def _staged_steps(
 def _leaves(x, gamma, beta, eps, per_channel: bool) -> tuple[Tensor, Tensor, Tensor]:
     """The checked inputs as tensors: gamma and beta (C,) shaped (C, 1, ...) to broadcast `per_channel`,
     else of shape x.shape[1:]."""
-    x = check_float_array("x", x)
-    if x.ndim < 2:
-        raise ValueError(f"x must be at least 2-D (N, C, ...), got {x.ndim}-D input of shape {x.shape}")
+    x = check_float_array("x", x, min_ndim=2, layout="(N, C, ...)")
     check_positive("eps", eps)
     param_shape = (x.shape[1],) if per_channel else x.shape[1:]
     gamma = check_param("gamma", gamma, param_shape, x.dtype)

@@ -61,11 +61,7 @@ class ConverterRegistry(Generic[C]):
 def float_dtype(arrays) -> np.dtype | None:
     """The dtype of the first floating-point array in `arrays` (a module's own parameters and buffers),
     or None if there is none: the dtype a layer's twin is built in."""
-    for a in arrays:
-        dtype = np.dtype(a.dtype) if isinstance(a, np.ndarray) else None
-        if dtype is not None and np.issubdtype(dtype, np.floating):
-            return dtype
-    return None
+    return next((a.dtype for a in arrays if isinstance(a, np.ndarray) and np.issubdtype(a.dtype, np.floating)), None)
 
 
 def own_arrays(module: nn.Module) -> list[np.ndarray]:
