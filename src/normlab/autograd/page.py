@@ -204,7 +204,7 @@ Values in blue (forward), gradients in red (backward). Computed by normlab; noth
 def _inline_svg(svg: str) -> str:
     """Graphviz's SVG without its XML prolog, doctype and comments, sized by the page (viewBox kept)."""
     svg = svg[svg.index("<svg"):]
-    svg = re.sub(r"<!--.*?-->", "", svg, flags=re.S)
+    svg = re.sub(r"<!--.*?-->", "", svg, flags=re.DOTALL)
     # Fit the panel's width, but never larger than Graphviz drew it (points; a CSS pixel is 3/4 point).
     width = re.match(r'^<svg width="([\d.]+)pt" height="[^"]*"', svg)
     limit = f' style="max-width: {float(width.group(1)) * 4 / 3:.0f}px"' if width else ""

@@ -324,7 +324,7 @@ def explain(out: Tensor | GraphView, *, title: str | None = None) -> str:
     shape_width = max(len(str(n.tensor.shape)) for n in view.nodes)
 
     def row(name: str, shape: tuple[int, ...], text: str) -> str:
-        return f"  {name:<{width}}  {str(shape):<{shape_width}}  = {text}"
+        return f"  {name:<{width}}  {shape!s:<{shape_width}}  = {text}"
 
     lines = [title, ""] if title else []
     inputs = [n for n in view.nodes if n.expression is None]
