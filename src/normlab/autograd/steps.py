@@ -167,12 +167,7 @@ class GraphView:
 
     def _text(self, t: Tensor) -> str:
         """How t appears in another node's expression: its name, or its own expression when folded."""
-        if id(t) in self._names:
-            return self._names[id(t)]
-        return self._expression(t)
-
-    def _expression(self, t: Tensor) -> str:
-        return self._filled(t.expression, t)
+        return self._names[id(t)] if id(t) in self._names else self._filled(t.expression, t)
 
     def _filled(self, template: str, op: Tensor, **texts: str) -> str:
         """`template` of operation `op` with its operands' texts for {a} and {b}, and `texts` for the rest."""
@@ -182,7 +177,7 @@ class GraphView:
         if t.expression is None:
             return Node(self._names[id(t)], t, None, ())
         inputs = tuple(self._names[id(p)] for p in self._shown_input_tensors(t))
-        return Node(self._names[id(t)], t, self._expression(t), inputs)
+        return Node(self._names[id(t)], t, self._filled(t.expression, t), inputs)
 
     def _terms(self, t: Tensor) -> list[tuple[str, str]]:
         """(consumer node, gradient term) for every use of t, following folded consumers down to the
@@ -237,12 +232,9 @@ class GraphView:
     def _step(self, t: Tensor) -> Step:
         if t is self.out:
             return Step(self._by_name[self._names[id(t)]], ())
-        uses = []
-        for (consumer, term), (op, index) in zip(self._terms(t), self._uses[id(t)]):
-            path = self._path(op, index)
-            uses.append(Use(consumer, term, self._local(path), path))
-        uses.sort(key=lambda use: self._done[use.consumer])
-        return Step(self._by_name[self._names[id(t)]], tuple(uses))
+        paths = [self._path(op, index) for op, index in self._uses[id(t)]]
+        uses = [Use(consumer, term, self._local(path), path) for (consumer, term), path in zip(self._terms(t), paths)]
+        return Step(self._by_name[self._names[id(t)]], tuple(sorted(uses, key=lambda use: self._done[use.consumer])))
 
     def _backward_order(self) -> list[Tensor]:
         """Reverse topological order of the shown nodes, each as soon as all its uses are done; among the
