@@ -150,14 +150,13 @@ def to_keras(model: nn.Module, input_shape: tuple[int, ...] | None = None):
     keras = import_keras()
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a normlab.nn.Module, got {type(model).__name__}")
-    input_shape = _input_shape(model, input_shape)
     arrays = [p.data for p in model.parameters()] + [b for _, b in model.named_buffers()]
     dtype = str(float_dtype(arrays) or np.dtype(np.float32))
 
     def convert(module: nn.Module, x, name: str):
         return KERAS_CONVERTERS.lookup(type(module)).build(module, x, Build(keras, name, dtype, convert))
 
-    inputs = keras.Input(shape=channels_last_shape(input_shape), dtype=dtype, name="input")
+    inputs = keras.Input(shape=_keras_input_shape(model, input_shape), dtype=dtype, name="input")
     outputs = convert(model, inputs, ROOT_NAME)
     twin = keras.Model(inputs, outputs, name=f"normlab_{type(model).__name__}")
     load_state_dict_into_keras(model, twin, model.state_dict())
@@ -183,17 +182,13 @@ def state_dict_from_keras(model: nn.Module, twin, values: Mapping[str, Any] | No
     return out
 
 
-def channels_last_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """(C, *spatial) -> (*spatial, C); shapes of rank < 2 are unchanged."""
-    return tuple(shape) if len(shape) < 2 else (*shape[1:], shape[0])
-
-
-def _input_shape(model: nn.Module, input_shape) -> tuple[int, ...]:
+def _keras_input_shape(model: nn.Module, input_shape) -> tuple[int, ...]:
+    """One sample's shape in Keras's layout: (D,), or (C, H, W) -> (H, W, C)."""
     if input_shape is not None:
         shape = tuple(int(d) for d in input_shape)
         if not shape or min(shape) < 1:
             raise ValueError(f"input_shape must be one sample's shape, (D,) or (C, H, W), got {input_shape!r}")
-        return shape
+        return shape if len(shape) < 2 else (*shape[1:], shape[0])
     first = next((m for m in model.modules() if not m._modules), None)
     if isinstance(first, nn.Linear):
         return (first.in_features,)
