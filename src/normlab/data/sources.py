@@ -86,15 +86,6 @@ SOURCES: dict[str, DatasetSpec] = {
 Fetch = Callable[[str], BinaryIO]
 
 
-def search_roots(path: str | os.PathLike | None = None) -> list[Path]:
-    """The user roots in look-up order: the explicit path, $NORMLAB_DATA, ~/.cache/normlab."""
-    roots = [Path(path).expanduser()] if path is not None else []
-    if os.environ.get("NORMLAB_DATA"):
-        roots.append(Path(os.environ["NORMLAB_DATA"]).expanduser())
-    roots.append(Path.home() / ".cache" / "normlab")
-    return roots
-
-
 def locate(spec: DatasetSpec, path: str | os.PathLike | None = None, *, download: bool = True,
            fetch: Fetch | None = None) -> Path:
     """The directory holding every file of `spec` (see the module docstring for the order).
@@ -102,7 +93,10 @@ def locate(spec: DatasetSpec, path: str | os.PathLike | None = None, *, download
     With download=False, or when every download fails, raises DatasetNotFoundError listing the places
     looked at. `fetch(url)` opens a URL for reading (default urllib's urlopen, which also reads file://).
     """
-    roots = search_roots(path)
+    roots = [Path(path).expanduser()] if path is not None else []  # the user roots, 1-3
+    if os.environ.get("NORMLAB_DATA"):
+        roots.append(Path(os.environ["NORMLAB_DATA"]).expanduser())
+    roots.append(Path.home() / ".cache" / "normlab")
     candidates = [d for root in roots for d in (root, root / spec.name)]
     candidates += [Path(d) for d in spec.system_dirs]
     for directory in candidates:
