@@ -64,7 +64,7 @@ def to_dot(graph: Tensor | GraphView, *, title: str | None = None, rankdir: str 
         heading.append(f'<FONT POINT-SIZE="11" COLOR="{BACKWARD_COLOR}">red: gradients (backward); on an arrow, '
                        f"the gradient flowing back along it{_LEFT_BREAK}(local gradient * upstream gradient)</FONT>")
     lines = [
-        f"digraph {_quote(_name_of(view))} {{",
+        f"digraph {_quote(view.out.name or 'graph')} {{",
         f'  graph [rankdir={rankdir}, fontname="{_FONT}", fontsize=14, nodesep=0.2, ranksep=0.3, '
         f'bgcolor="white", pad=0.2, labelloc=t, labeljust=l'
         + (f", label=<{_LEFT_BREAK.join(heading)}{_LEFT_BREAK} {_LEFT_BREAK}>" if heading else "") + "];",
@@ -128,13 +128,7 @@ def render_svg(source: str) -> str:
     Raises GraphvizNotFoundError when `dot` is not installed; RuntimeError with Graphviz's message when
     it fails.
     """
-    dot = shutil.which("dot")
-    if dot is None:
-        raise GraphvizNotFoundError(SVG_INSTALL_HINT)
-    result = subprocess.run([dot, "-Tsvg"], input=source, capture_output=True, text=True, timeout=120, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"dot failed (exit {result.returncode}): {result.stderr.strip()}")
-    return result.stdout
+    return _run_dot(["-Tsvg"], SVG_INSTALL_HINT, source)
 
 
 def render(source: str, path: str | Path) -> Path:
@@ -153,20 +147,21 @@ def render(source: str, path: str | Path) -> Path:
     dot_path.write_text(source, encoding="utf-8")
     if fmt == "dot":
         return dot_path
-    dot = shutil.which("dot")
-    if dot is None:
-        raise GraphvizNotFoundError(INSTALL_HINT.format(fmt=fmt, dot_path=dot_path, path=path))
-    command = [dot, f"-T{fmt}", str(dot_path), "-o", str(path)]
-    if fmt == "png":
-        command.insert(1, "-Gdpi=150")  # sharp on a high-resolution screen, still a few hundred kB
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"dot failed (exit {result.returncode}) rendering {dot_path}: {result.stderr.strip()}")
+    hint = INSTALL_HINT.format(fmt=fmt, dot_path=dot_path, path=path)
+    dpi = ["-Gdpi=150"] if fmt == "png" else []  # sharp on a high-resolution screen, still a few hundred kB
+    _run_dot([*dpi, f"-T{fmt}", str(dot_path), "-o", str(path)], hint, doing=f" rendering {dot_path}")
     return path
 
 
-def _name_of(view: GraphView) -> str:
-    return view.out.name or "graph"
+def _run_dot(args: list[str], missing: str, source: str | None = None, doing: str = "") -> str:
+    """`dot` run with `args` on `source`: its output. GraphvizNotFoundError(missing) without Graphviz."""
+    dot = shutil.which("dot")
+    if dot is None:
+        raise GraphvizNotFoundError(missing)
+    result = subprocess.run([dot, *args], input=source, capture_output=True, text=True, timeout=120, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"dot failed (exit {result.returncode}){doing}: {result.stderr.strip()}")
+    return result.stdout
 
 
 def _quote(text: str) -> str:

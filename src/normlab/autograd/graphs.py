@@ -13,7 +13,6 @@ Group norm adds two reshapes around the steps: xg groups the channels of x, and 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -66,10 +65,8 @@ def batchnorm_graph(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, *, eps: 
 
     Returns a NormGraph; gamma and beta become tensors of shape (C,) + (1,) * (x.ndim - 2).
     """
-    x, gamma, beta = _check_inputs(x, gamma, beta, eps, lambda x: (x.shape[1],))
-    per_channel = (x.shape[1],) + (1,) * (x.ndim - 2)
-    xt, gt, bt = _leaves(x, gamma.reshape(per_channel), beta.reshape(per_channel))
-    stat_axes = (0, *range(2, x.ndim))
+    xt, gt, bt = _leaves(x, gamma, beta, eps, per_channel=True)
+    stat_axes = (0, *range(2, xt.ndim))
     nodes = _staged_steps(xt, gt, bt, stat_axes, eps)
     return NormGraph("batchnorm", xt, gt, bt, nodes["out"], nodes, eps, stat_axes)
 
@@ -82,9 +79,8 @@ def layernorm_graph(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, *, eps: 
     - gamma, beta: F, the elementwise affine of torch.nn.LayerNorm.
     - eps: > 0.
     """
-    x, gamma, beta = _check_inputs(x, gamma, beta, eps, lambda x: x.shape[1:])
-    xt, gt, bt = _leaves(x, gamma, beta)
-    stat_axes = tuple(range(1, x.ndim))
+    xt, gt, bt = _leaves(x, gamma, beta, eps, per_channel=False)
+    stat_axes = tuple(range(1, xt.ndim))
     nodes = _staged_steps(xt, gt, bt, stat_axes, eps)
     return NormGraph("layernorm", xt, gt, bt, nodes["out"], nodes, eps, stat_axes)
 
@@ -103,16 +99,14 @@ def groupnorm_graph(
 
     The steps run on xg = x.reshape(N, G, C // G * prod(S)); xhat = xhatg.reshape(x.shape).
     """
-    x, gamma, beta = _check_inputs(x, gamma, beta, eps, lambda x: (x.shape[1],))
-    c = x.shape[1]
+    xt, gt, bt = _leaves(x, gamma, beta, eps, per_channel=True)
+    c = xt.shape[1]
     check_positive_int("num_groups", num_groups)
     if c % num_groups:
         raise ValueError(f"num_groups must divide the number of channels C={c}, got num_groups={num_groups}")
-    per_channel = (c,) + (1,) * (x.ndim - 2)
-    xt, gt, bt = _leaves(x, gamma.reshape(per_channel), beta.reshape(per_channel))
-    xg = xt.reshape(x.shape[0], num_groups, -1).named("xg")  # (N, G, C // G * prod(S))
+    xg = xt.reshape(xt.shape[0], num_groups, -1).named("xg")  # (N, G, C // G * prod(S))
     stat_axes = (2,)
-    nodes = {"xg": xg, **_staged_steps(xg, gt, bt, stat_axes, eps, ungroup=x.shape)}
+    nodes = {"xg": xg, **_staged_steps(xg, gt, bt, stat_axes, eps, ungroup=xt.shape)}
     return NormGraph("groupnorm", xt, gt, bt, nodes["out"], nodes, eps, stat_axes)
 
 
@@ -137,18 +131,17 @@ def _staged_steps(
     return {**steps, "xhat": xhat, "gammax": gammax, "out": out}
 
 
-def _leaves(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
-    return Tensor(x, "x"), Tensor(gamma, "gamma"), Tensor(beta, "beta")
-
-
-def _check_inputs(x, gamma, beta, eps, param_shape: Callable[[np.ndarray], tuple[int, ...]]):
-    x = check_float_array("x", x)
-    if x.ndim < 2:
-        raise ValueError(f"x must be at least 2-D (N, C, ...), got {x.ndim}-D input of shape {x.shape}")
+def _leaves(x, gamma, beta, eps, per_channel: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """The checked inputs as tensors: gamma and beta (C,) shaped (C, 1, ...) to broadcast `per_channel`,
+    else of shape x.shape[1:]."""
+    x = check_float_array("x", x, min_ndim=2, layout="(N, C, ...)")
     check_positive("eps", eps)
-    gamma = check_param("gamma", gamma, param_shape(x), x.dtype)
-    beta = check_param("beta", beta, param_shape(x), x.dtype)
-    return x, gamma, beta
+    param_shape = (x.shape[1],) if per_channel else x.shape[1:]
+    gamma = check_param("gamma", gamma, param_shape, x.dtype)
+    beta = check_param("beta", beta, param_shape, x.dtype)
+    if per_channel:
+        gamma, beta = (a.reshape((x.shape[1],) + (1,) * (x.ndim - 2)) for a in (gamma, beta))
+    return Tensor(x, "x"), Tensor(gamma, "gamma"), Tensor(beta, "beta")
 
 
 def sample_graph(kind: str, *, rng: np.random.Generator, shape: tuple[int, ...] | None = None,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import html
+import itertools
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -85,33 +86,28 @@ def graph_page(build: Build, shapes: Sequence[Shape], seeds: Sequence[int] = DEF
     if len(shapes) * len(seeds) > MAX_SAMPLES:
         raise ValueError(f"at most {MAX_SAMPLES} samples (shapes x seeds) fit in a page, got {len(shapes)} shapes "
                          f"x {len(seeds)} seeds")
-    layouts: list[dict] = []
-    layout_of: dict[str, int] = {}
+    layouts: dict[str, dict] = {}  # DOT source -> its layout, in order of first use
     samples = []
-    for shape in shapes:
-        for seed in seeds:
-            rng = np.random.default_rng(seed)
-            out = build(rng, shape)
-            description = f"x of shape {shape}, seed {seed}"
-            if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], str):
-                out, description = out
-            if not isinstance(out, Tensor):
-                raise TypeError(f"build must return a Tensor (or a Tensor and a description), got "
-                                f"{type(out).__name__}")
-            if out.grad is None:
-                out.backward(rng.standard_normal(out.shape).astype(out.dtype))
-            view = GraphView(out)
-            source = to_dot(view, rankdir="TB", values=False, ids=True)
-            if source not in layout_of:
-                layout_of[source] = len(layouts)
-                layouts.append({"svg": _inline_svg(render_svg(source)),
-                                "edges": [[a, b] for a, b, _ in view.edges()]})
-            samples.append(sample_data(view, shape, seed, layout_of[source], description))
+    for shape, seed in itertools.product(shapes, seeds):
+        rng = np.random.default_rng(seed)
+        out = build(rng, shape)
+        description = f"x of shape {shape}, seed {seed}"
+        if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], str):
+            out, description = out
+        if not isinstance(out, Tensor):
+            raise TypeError(f"build must return a Tensor (or a Tensor and a description), got {type(out).__name__}")
+        if out.grad is None:
+            out.backward(rng.standard_normal(out.shape).astype(out.dtype))
+        view = GraphView(out)
+        source = to_dot(view, rankdir="TB", values=False, ids=True)
+        if source not in layouts:
+            layouts[source] = {"svg": _inline_svg(render_svg(source)), "edges": [[a, b] for a, b, _ in view.edges()]}
+        samples.append(sample_data(view, shape, seed, list(layouts).index(source), description))
     order = [[n["name"] for n in s["forward"]] + ["d" + b["name"] for b in s["backward"]] for s in samples]
     if any(o != order[0] for o in order):
         raise ValueError("the graph must have the same nodes in the same order for every shape and seed")
     data = {"title": title, "subtitle": subtitle, "shapes": [_shape_key(s) for s in shapes], "seeds": seeds,
-            "layouts": layouts, "samples": samples}
+            "layouts": list(layouts.values()), "samples": samples}
     return GraphPage(page_html(data), title)
 
 
@@ -204,7 +200,7 @@ Values in blue (forward), gradients in red (backward). Computed by normlab; noth
 def _inline_svg(svg: str) -> str:
     """Graphviz's SVG without its XML prolog, doctype and comments, sized by the page (viewBox kept)."""
     svg = svg[svg.index("<svg"):]
-    svg = re.sub(r"<!--.*?-->", "", svg, flags=re.S)
+    svg = re.sub(r"<!--.*?-->", "", svg, flags=re.DOTALL)
     # Fit the panel's width, but never larger than Graphviz drew it (points; a CSS pixel is 3/4 point).
     width = re.match(r'^<svg width="([\d.]+)pt" height="[^"]*"', svg)
     limit = f' style="max-width: {float(width.group(1)) * 4 / 3:.0f}px"' if width else ""

@@ -15,6 +15,7 @@ summed over the axes the forward broadcast. For batch norm:
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -126,11 +127,7 @@ class GraphView:
     def edges(self) -> list[tuple[str, str, str]]:
         """(from, to, gradient term) for every use of a node by a node: the arrows of the picture, with
         the gradient that flows back along each ("" where the source receives no gradient)."""
-        result = []
-        for t in self._shown:
-            for consumer, term in self._terms(t):
-                result.append((self._names[id(t)], consumer, term))
-        return result
+        return [(self._names[id(t)], consumer, term) for t in self._shown for consumer, term in self._terms(t)]
 
     # ----------------------------------------------------------------------------------------------
 
@@ -170,21 +167,17 @@ class GraphView:
 
     def _text(self, t: Tensor) -> str:
         """How t appears in another node's expression: its name, or its own expression when folded."""
-        if id(t) in self._names:
-            return self._names[id(t)]
-        return self._expression(t)
+        return self._names[id(t)] if id(t) in self._names else self._filled(t.expression, t)
 
-    def _expression(self, t: Tensor) -> str:
-        return _fill(t.expression, {"a": self._parent_texts(t)[0], "b": self._parent_texts(t)[-1]})
-
-    def _parent_texts(self, t: Tensor) -> list[str]:
-        return [self._text(p) for p in t.parents]
+    def _filled(self, template: str, op: Tensor, **texts: str) -> str:
+        """`template` of operation `op` with its operands' texts for {a} and {b}, and `texts` for the rest."""
+        return _fill(template, {"a": self._text(op.parents[0]), "b": self._text(op.parents[-1]), **texts})
 
     def _node(self, t: Tensor) -> Node:
         if t.expression is None:
             return Node(self._names[id(t)], t, None, ())
         inputs = tuple(self._names[id(p)] for p in self._shown_input_tensors(t))
-        return Node(self._names[id(t)], t, self._expression(t), inputs)
+        return Node(self._names[id(t)], t, self._filled(t.expression, t), inputs)
 
     def _terms(self, t: Tensor) -> list[tuple[str, str]]:
         """(consumer node, gradient term) for every use of t, following folded consumers down to the
@@ -212,8 +205,7 @@ class GraphView:
             template = op.local_gradients[i]
             if not template.endswith(" * {g}") or template.count("{g}") != 1:
                 return None
-            texts = self._parent_texts(op)
-            factor = _fill(template[:-len(" * {g}")], {"a": texts[0], "b": texts[-1], "out": self._text(op)})
+            factor = self._filled(template[:-len(" * {g}")], op, out=self._text(op))
             if factor != "1":
                 factors.append(factor)
         if len(factors) > 1:
@@ -231,8 +223,7 @@ class GraphView:
         if template == _IDENTITY and not _ATOM.match(upstream):
             term = upstream  # "1 * (0.5 / sqrtvar * dsqrtvar)" says nothing more
         else:
-            texts = self._parent_texts(consumer)
-            term = _fill(template, {"a": texts[0], "b": texts[-1], "out": self._text(consumer), "g": upstream})
+            term = self._filled(template, consumer, out=self._text(consumer), g=upstream)
         axes = consumer.broadcast_axes[index]
         if axes:
             term = f"sum({term}, axis={axes[0] if len(axes) == 1 else axes})"
@@ -241,12 +232,9 @@ class GraphView:
     def _step(self, t: Tensor) -> Step:
         if t is self.out:
             return Step(self._by_name[self._names[id(t)]], ())
-        uses = []
-        for (consumer, term), (op, index) in zip(self._terms(t), self._uses[id(t)]):
-            path = self._path(op, index)
-            uses.append(Use(consumer, term, self._local(path), path))
-        uses.sort(key=lambda use: self._done[use.consumer])
-        return Step(self._by_name[self._names[id(t)]], tuple(uses))
+        paths = [self._path(op, index) for op, index in self._uses[id(t)]]
+        uses = [Use(consumer, term, self._local(path), path) for (consumer, term), path in zip(self._terms(t), paths)]
+        return Step(self._by_name[self._names[id(t)]], tuple(sorted(uses, key=lambda use: self._done[use.consumer])))
 
     def _backward_order(self) -> list[Tensor]:
         """Reverse topological order of the shown nodes, each as soon as all its uses are done; among the
@@ -273,23 +261,17 @@ class GraphView:
 
 
 def _unique_names(tensors: list[Tensor]) -> dict[int, str]:
-    names: dict[int, str] = {}
+    """By id: each tensor's name, or t1, t2, ... (skipping names taken) if it has none; a repeated name
+    becomes name_2, name_3, ..."""
     taken = {t.name for t in tensors if t.name is not None}
-    used: set[str] = set()
-    unnamed = 0
+    unnamed = (name for name in (f"t{k}" for k in itertools.count(1)) if name not in taken)
+    names: dict[int, str] = {}
     for t in tensors:
-        name = t.name
-        if name is None:
-            unnamed += 1
-            name = f"t{unnamed}"
-            while name in taken:
-                unnamed += 1
-                name = f"t{unnamed}"
-        base, k = name, 1
-        while name in used:
+        base = name = t.name if t.name is not None else next(unnamed)
+        k = 1
+        while name in names.values():
             k += 1
             name = f"{base}_{k}"
-        used.add(name)
         names[id(t)] = name
     return names
 
@@ -334,7 +316,7 @@ def explain(out: Tensor | GraphView, *, title: str | None = None) -> str:
     shape_width = max(len(str(n.tensor.shape)) for n in view.nodes)
 
     def row(name: str, shape: tuple[int, ...], text: str) -> str:
-        return f"  {name:<{width}}  {str(shape):<{shape_width}}  = {text}"
+        return f"  {name:<{width}}  {shape!s:<{shape_width}}  = {text}"
 
     lines = [title, ""] if title else []
     inputs = [n for n in view.nodes if n.expression is None]

@@ -32,8 +32,8 @@ Axes = tuple[int, ...]
 Factor = Callable[[], "float | np.ndarray"]  # an elementwise local gradient, computed when asked for
 Vjp = Callable[[np.ndarray], np.ndarray]  # upstream gradient -> an operand's share of it
 # The functions a local gradient's text may call, as NumPy computes them.
-_FUNCTIONS = {"__builtins__": {}, "sqrt": np.sqrt, "exp": np.exp, "log": np.log, "reshape": np.reshape,
-              "expand_dims": np.expand_dims}
+_FUNCTIONS = {name: getattr(np, name) for name in ("sqrt", "exp", "log", "reshape", "expand_dims")}
+_FUNCTIONS["__builtins__"] = {}
 
 
 class Tensor:
@@ -95,20 +95,21 @@ class Tensor:
         return f"Tensor(name={self.name!r}, shape={self.shape}, dtype={self.dtype}, {made})"
 
     def _result(self, data, parents: tuple[Tensor, ...], expression: str, shares: tuple[str, ...], *,
-                factors: tuple[str | None, ...], params: Mapping[str, object] | None = None, elementwise: bool = False,
-                spread: bool = False, broadcasting: bool = False,
+                factors: tuple[str | None, ...] = (), params: Mapping[str, object] | None = None,
+                elementwise: bool = False, spread: bool = False,
                 broadcast_axes: tuple[Axes, ...] | None = None) -> Tensor:
         """The result of an operation on `parents`.
 
         - shares: per parent, its share of the gradient as a template ({g} the upstream gradient), before
           the sum over broadcast axes: the text the graph shows and, evaluated, the vjp.
         - factors: per parent, the local gradient when the share is it times the upstream gradient (a
-          template that evaluates to a number or an array broadcasting against the result), else None.
+          template that evaluates to a number or an array broadcasting against the result), else None (or
+          no factors at all).
         - params: the values of the templates' other names; the texts show numbers as `_number` writes
           them, the gradients compute with the exact values.
-        - elementwise: the share is the factor times the upstream gradient, element by element.
+        - elementwise: the share is the factor times the upstream gradient, element by element; the parents
+          may broadcast against each other (broadcast_axes are worked out).
         - spread: the share is put back over the parent's shape (a reduction's backward).
-        - broadcasting: the parents broadcast against each other (work out broadcast_axes).
         """
         params = dict(params or {})
         out = Tensor(data, requires_grad=any(p.requires_grad for p in parents))
@@ -116,7 +117,7 @@ class Tensor:
         out.expression = expression
         out.local_gradients = tuple(_text(t, params) for t in shares)
         if broadcast_axes is None:
-            broadcast_axes = tuple(_broadcast_axes(p.shape, out.shape) if broadcasting else () for p in parents)
+            broadcast_axes = tuple(_broadcast_axes(p.shape, out.shape) if elementwise else () for p in parents)
         out.broadcast_axes = broadcast_axes
 
         def values(g=None) -> dict[str, object]:  # what the templates' names stand for
@@ -130,17 +131,23 @@ class Tensor:
                 return lambda g: np.broadcast_to(_evaluate(template, values(g)), shape)
             return lambda g: _evaluate(template, values(g))
 
-        out.local_factors = tuple(None if f is None else factor(f) for f in factors)
+        out.local_factors = tuple(None if f is None else factor(f) for f in factors or (None,) * len(parents))
         out.vjps = tuple(vjp(t, p.shape) for t, p in zip(shares, parents))
         out.elementwise = elementwise
         return out
 
-    def _elementwise(self, data, parents: tuple[Tensor, ...], expression: str, factors: tuple[str, ...], *,
-                     params: Mapping[str, object] | None = None, broadcasting: bool = False) -> Tensor:
+    def _elementwise(self, data, parents: tuple[Tensor, ...], expression: str, factors: tuple[str, ...],
+                     params: Mapping[str, object] | None = None) -> Tensor:
         """An elementwise operation: per parent, its local gradient `factors` (d out / d parent element by
         element, a template); the share of the gradient is that times the upstream gradient."""
-        return self._result(data, parents, expression, tuple(f"{f} * {{g}}" for f in factors), factors=factors,
-                            params=params, elementwise=True, broadcasting=broadcasting)
+        shares = tuple(f"{f} * {{g}}" for f in factors)
+        return self._result(data, parents, expression, shares, factors=factors, params=params, elementwise=True)
+
+    def _binary(self, other, op: str) -> Tensor:
+        """self <op> other for a Tensor or array `other`: the operands broadcast (see _BINARY)."""
+        other = _as_tensor(other, op)
+        forward, factors = _BINARY[op]
+        return self._elementwise(forward(self.data, other.data), (self, other), f"{{a}} {op} {{b}}", factors)
 
     def _accumulate(self, grad: np.ndarray) -> None:
         """Add `grad` to this tensor's gradient, summed back to this tensor's shape first."""
@@ -159,19 +166,15 @@ class Tensor:
         if _is_number(other):
             text = f"{{a}} + {_number(other)}" if other >= 0 else f"{{a}} - {_number(-other)}"
             return self._elementwise(self.data + other, (self,), text, ("1",))
-        other = _as_tensor(other, "+")
-        return self._elementwise(self.data + other.data, (self, other), "{a} + {b}", ("1", "1"), broadcasting=True)
+        return self._binary(other, "+")
 
     def __radd__(self, other) -> Tensor:
-        if _is_number(other):
-            return self + other
-        return _as_tensor(other, "+") + self
+        return self + other if _is_number(other) else _as_tensor(other, "+") + self
 
     def __sub__(self, other) -> Tensor:
         if _is_number(other):
             return self + (-other)
-        other = _as_tensor(other, "-")
-        return self._elementwise(self.data - other.data, (self, other), "{a} - {b}", ("1", "-1"), broadcasting=True)
+        return self._binary(other, "-")
 
     def __rsub__(self, other) -> Tensor:
         if _is_number(other):
@@ -183,43 +186,31 @@ class Tensor:
 
     def __mul__(self, other) -> Tensor:
         if _is_number(other):
-            return self._elementwise(self.data * other, (self,), f"{_number(other)} * {{a}}", ("{c}",),
-                                     params={"c": other})
-        other = _as_tensor(other, "*")
-        return self._elementwise(self.data * other.data, (self, other), "{a} * {b}", ("{b}", "{a}"),
-                                 broadcasting=True)
+            return self._elementwise(self.data * other, (self,), f"{_number(other)} * {{a}}", ("{c}",), {"c": other})
+        return self._binary(other, "*")
 
     def __rmul__(self, other) -> Tensor:
-        if _is_number(other):
-            return self * other
-        return _as_tensor(other, "*") * self
+        return self * other if _is_number(other) else _as_tensor(other, "*") * self
 
     def __truediv__(self, other) -> Tensor:
         if _is_number(other):
-            return self._elementwise(self.data / other, (self,), f"{{a}} / {_number(other)}", ("1 / {c}",),
-                                     params={"c": other})
-        other = _as_tensor(other, "/")
-        return self._elementwise(self.data / other.data, (self, other), "{a} / {b}", ("1 / {b}", "-{a} / {b}**2"),
-                                 broadcasting=True)
+            text = f"{{a}} / {_number(other)}"
+            return self._elementwise(self.data / other, (self,), text, ("1 / {c}",), {"c": other})
+        return self._binary(other, "/")
 
     def __rtruediv__(self, other) -> Tensor:
         if _is_number(other):
             # c / a as one node (ivar = 1 / sqrtvar), not c * a**-1: the staged graph has one step here.
-            return self._elementwise(other / self.data, (self,), f"{_number(other)} / {{a}}", ("{minus_c} / {a}**2",),
-                                     params={"minus_c": -other})
+            text = f"{_number(other)} / {{a}}"
+            return self._elementwise(other / self.data, (self,), text, ("{minus_c} / {a}**2",), {"minus_c": -other})
         return _as_tensor(other, "/") / self
 
     def __pow__(self, exponent) -> Tensor:
         if not _is_number(exponent):
             raise TypeError(f"exponent must be a Python number, got {type(exponent).__name__}")
         p = exponent
-        if p - 1 == 1:
-            local = "{p} * {a}"
-        elif p - 1 == 0:
-            local = "1"
-        else:
-            local = "{p} * {a}**{q}"
-        return self._elementwise(self.data**p, (self,), f"{{a}}**{_number(p)}", (local,), params={"p": p, "q": p - 1})
+        local = {1: "{p} * {a}", 0: "1"}.get(p - 1, "{p} * {a}**{q}")  # q = p - 1
+        return self._elementwise(self.data**p, (self,), f"{{a}}**{_number(p)}", (local,), {"p": p, "q": p - 1})
 
     # -- elementwise functions. A local gradient may read the result ({out}), computed by then. --------------
 
@@ -235,19 +226,22 @@ class Tensor:
     # -- reductions. The backward spreads the upstream gradient back over the reduced axes. ------------------
 
     def sum(self, axis: int | Axes | None = None, keepdims: bool = False) -> Tensor:
-        axes = _normalize_axes(axis, self.ndim)
-        return self._result(self.data.sum(axis=axes, keepdims=keepdims), (self,),
-                            f"sum({{a}}{_axis_text(axis, self.ndim)})", (f"1 * {_expanded(axes, keepdims)}",),
-                            factors=("1",), params={"axes": axes}, spread=True)
+        return self._reduce("sum", axis, keepdims, "1", {})
 
     def mean(self, axis: int | Axes | None = None, keepdims: bool = False) -> Tensor:
-        axes = _normalize_axes(axis, self.ndim)
-        m = int(np.prod([self.shape[a] for a in axes], dtype=np.int64))
+        m = int(np.prod([self.shape[a] for a in _normalize_axes(axis, self.ndim)], dtype=np.int64))
         if m == 0:
             raise ValueError(f"mean over axis={axis} of a tensor of shape {self.shape}: no elements")
-        return self._result(self.data.mean(axis=axes, keepdims=keepdims), (self,),
-                            f"mean({{a}}{_axis_text(axis, self.ndim)})", (f"1/{{m}} * {_expanded(axes, keepdims)}",),
-                            factors=("1/{m}",), params={"m": m, "axes": axes}, spread=True)
+        return self._reduce("mean", axis, keepdims, "1/{m}", {"m": m})
+
+    def _reduce(self, op: str, axis, keepdims: bool, factor: str, params: dict[str, object]) -> Tensor:
+        """ndarray.sum or .mean over `axis`, whose local gradient is `factor` for every element."""
+        axes = _normalize_axes(axis, self.ndim)
+        data = getattr(self.data, op)(axis=axes, keepdims=keepdims)
+        share = f"{factor} * {_expanded(axes, keepdims)}"
+        params["axes"] = axes
+        text = f"{op}({{a}}{_axis_text(axis, self.ndim)})"
+        return self._result(data, (self,), text, (share,), factors=(factor,), params=params, spread=True)
 
     # -- matrix product and reshape: not elementwise, so no factor; the shares are the whole local step. -----
 
@@ -264,9 +258,9 @@ class Tensor:
         data = self.data @ other.data
         batch = data.shape[:-2]
         # Batch axes the forward broadcast are summed back by _accumulate.
-        return self._result(data, (self, other), "{a} @ {b}", (f"{{g}} @ {{b}}{t}", f"{{a}}{t} @ {{g}}"),
-                            factors=(None, None), broadcast_axes=(_broadcast_axes(self.shape[:-2], batch),
-                                                                  _broadcast_axes(other.shape[:-2], batch)))
+        axes = (_broadcast_axes(self.shape[:-2], batch), _broadcast_axes(other.shape[:-2], batch))
+        shares = (f"{{g}} @ {{b}}{t}", f"{{a}}{t} @ {{g}}")
+        return self._result(data, (self, other), "{a} @ {b}", shares, broadcast_axes=axes)
 
     def __rmatmul__(self, other) -> Tensor:
         return _as_tensor(other, "@") @ self
@@ -279,8 +273,8 @@ class Tensor:
         except ValueError:
             raise ValueError(f"cannot reshape a tensor of shape {self.shape} ({self.data.size} elements) "
                              f"to shape {shape}") from None
-        return self._result(data, (self,), f"reshape({{a}}, {data.shape})", ("reshape({g}, {shape})",),
-                            factors=(None,), params={"shape": self.shape})
+        text = f"reshape({{a}}, {data.shape})"
+        return self._result(data, (self,), text, ("reshape({g}, {shape})",), params={"shape": self.shape})
 
     # -- backward --------------------------------------------------------------------------------------------
 
@@ -326,6 +320,11 @@ class Tensor:
 
 
 # -- helpers -------------------------------------------------------------------------------------------------
+
+
+# The elementwise operations of two tensors: the forward, and the local gradient of each operand.
+_BINARY = {"+": (np.add, ("1", "1")), "-": (np.subtract, ("1", "-1")), "*": (np.multiply, ("{b}", "{a}")),
+           "/": (np.true_divide, ("1 / {b}", "-{a} / {b}**2"))}
 
 
 def _is_number(value) -> bool:

@@ -56,12 +56,8 @@ def backward_values(view: GraphView) -> list[BackwardValues]:
     """
     if view.out.grad is None:
         raise ValueError("the graph has no gradients: call backward() on its output before tracing it")
-    result = []
-    for step in view.steps:
-        tensor = step.node.tensor
-        uses = tuple(use_values(tensor, use) for use in step.uses)
-        result.append(BackwardValues(step, tensor.grad, uses))
-    return result
+    return [BackwardValues(step, step.node.tensor.grad, tuple(use_values(step.node.tensor, use) for use in step.uses))
+            for step in view.steps]
 
 
 def use_values(tensor: Tensor, use: Use) -> UseValues:

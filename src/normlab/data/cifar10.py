@@ -113,10 +113,8 @@ def _resolve(value):
         return value.dtype
     if isinstance(value, dict):
         return {_resolve(k): _resolve(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_resolve(v) for v in value]
-    if isinstance(value, tuple):
-        return tuple(_resolve(v) for v in value)
+    if isinstance(value, (list, tuple)):  # exactly these: a pickle here names no other class
+        return type(value)(_resolve(v) for v in value)
     return value
 
 

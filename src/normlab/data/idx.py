@@ -44,30 +44,21 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         compressed = f.read(2) == _GZIP_MAGIC
         f.seek(0)
         if not compressed:
-            return _parse(path, f.read(_MAX_HEADER), file_size=os.fstat(f.fileno()).st_size, rest=f.read)
-        raw = f.read()
-    inflater = _GzipMembers(path, raw)
-    return _parse(path, inflater.read(_MAX_HEADER), file_size=None, rest=inflater.read,
-                  compressed_size=len(raw), inflater=inflater)
+            return _parse(path, f.read(_MAX_HEADER), f.read, file_size=os.fstat(f.fileno()).st_size)
+        inflater = _GzipMembers(path, f.read())
+    return _parse(path, inflater.read(_MAX_HEADER), inflater.read, inflater=inflater)
 
 
 class _GzipMembers:
     """The decompressed bytes of a gzip file, read a bounded number at a time, across its members: a gzip
     file may be several gzip streams one after the other (`cat a.gz b.gz`, some compressors write it so),
-    and decompresses to their concatenation. `eof` and `unused_data` are those of the current member."""
+    and decompresses to their concatenation."""
 
     def __init__(self, path: Path, raw: bytes):
         self.path = path
+        self.size = len(raw)
         self.member = zlib.decompressobj(wbits=31)  # gzip framing; output bounded by every call's max_length
         self.pending = raw  # compressed bytes not yet given to self.member
-
-    @property
-    def eof(self) -> bool:
-        return self.member.eof
-
-    @property
-    def unused_data(self) -> bytes:
-        return self.member.unused_data
 
     def read(self, n: int) -> bytes:
         """At most n more decompressed bytes (fewer only where the data ends)."""
@@ -90,10 +81,10 @@ class _GzipMembers:
         return b"".join(parts)
 
 
-def _parse(path: Path, head: bytes, *, file_size: int | None, rest, compressed_size: int | None = None,
-           inflater=None) -> np.ndarray:
+def _parse(path: Path, head: bytes, rest, *, file_size: int | None = None, inflater: _GzipMembers | None = None):
     """Check the header in `head` (the first bytes), then read exactly the payload it declares through
-    `rest(n)` (at most n more bytes), refusing sizes the file cannot hold before allocating them."""
+    `rest(n)` (at most n more bytes), refusing sizes the file (of `file_size` bytes, or gzipped in
+    `inflater`) cannot hold before allocating them."""
     if len(head) < 4:
         raise DataFormatError(f"{path}: too short for an IDX header (4 bytes), got {len(head)} bytes")
     zero, type_code, ndim = head[:2], head[2], head[3]
@@ -109,34 +100,33 @@ def _parse(path: Path, head: bytes, *, file_size: int | None, rest, compressed_s
     shape = struct.unpack(f">{ndim}I", head[4:header_size])
     dtype = np.dtype(IDX_TYPES[type_code])
     expected = header_size + math.prod(shape) * dtype.itemsize  # Python integers: no wrap-around
+    says = f"header says shape {shape} of {dtype.name} ({expected} bytes in all)"
     if file_size is not None and file_size != expected:
         problem = "truncated" if file_size < expected else "has trailing bytes"
-        raise DataFormatError(f"{path}: {problem}: header says shape {shape} of {dtype.name} "
-                              f"({expected} bytes in all), the file holds {file_size} bytes")
-    if compressed_size is not None and expected > compressed_size * _DEFLATE_MAX_RATIO + _MAX_HEADER:
+        raise DataFormatError(f"{path}: {problem}: {says}, the file holds {file_size} bytes")
+    if inflater is not None and expected > inflater.size * _DEFLATE_MAX_RATIO + _MAX_HEADER:
         raise DataFormatError(f"{path}: truncated: header says shape {shape} of {dtype.name} ({expected} bytes), "
-                              f"more than {compressed_size} gzipped bytes can hold")
+                              f"more than {inflater.size} gzipped bytes can hold")
     if len(head) > expected:
-        raise DataFormatError(f"{path}: has trailing bytes: header says shape {shape} of {dtype.name} "
-                              f"({expected} bytes in all), the file holds more")
+        raise DataFormatError(f"{path}: has trailing bytes: {says}, the file holds more")
     payload = head[header_size:] + rest(expected - len(head))
     if inflater is not None:
-        _check_gzip_end(path, inflater, rest, len(payload) == expected - header_size)
+        _check_gzip_end(path, inflater, len(payload) == expected - header_size)
     if len(payload) != expected - header_size:
-        raise DataFormatError(f"{path}: truncated: header says shape {shape} of {dtype.name} "
-                              f"({expected} bytes in all), the file holds {header_size + len(payload)} bytes")
+        raise DataFormatError(f"{path}: truncated: {says}, the file holds {header_size + len(payload)} bytes")
     data = np.frombuffer(payload, dtype=dtype).reshape(shape)
     return data.astype(dtype.newbyteorder("="))
 
 
-def _check_gzip_end(path: Path, inflater, rest, complete: bool) -> None:
+def _check_gzip_end(path: Path, inflater: _GzipMembers, complete: bool) -> None:
     """After the declared payload, the gzip stream must end: no more data, a valid trailer, nothing after."""
-    if complete and rest(1):
+    if complete and inflater.read(1):
         raise DataFormatError(f"{path}: has trailing bytes: the gzip stream holds more than its IDX header says")
-    if not inflater.eof:
+    member = inflater.member  # the last one
+    if not member.eof:
         raise DataFormatError(f"{path}: truncated or corrupted gzip data (the stream ends early)")
-    if inflater.unused_data:
-        raise DataFormatError(f"{path}: has trailing bytes after the gzip stream ({len(inflater.unused_data)} bytes)")
+    if member.unused_data:
+        raise DataFormatError(f"{path}: has trailing bytes after the gzip stream ({len(member.unused_data)} bytes)")
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray, *, compress: bool | None = None) -> None:

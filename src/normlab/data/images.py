@@ -62,13 +62,10 @@ def _check_npy_header(path: Path) -> None:
         if f.read(len(fmt.MAGIC_PREFIX)) != fmt.MAGIC_PREFIX:
             return
         f.seek(0)
-        version = fmt.read_magic(f)
-        if version == (1, 0):
-            shape, _, dtype = fmt.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, _, dtype = fmt.read_array_header_2_0(f)
-        else:
+        read_header = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(fmt.read_magic(f))
+        if read_header is None:
             return
+        shape, _, dtype = read_header(f)
         if dtype.hasobject:
             return  # refused by np.load (allow_pickle=False)
         held = os.fstat(f.fileno()).st_size - f.tell()
@@ -101,19 +98,15 @@ def _read_png(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
 
 def _as_batch(path: Path, a: np.ndarray, shape: tuple[int, int, int]) -> tuple[np.ndarray, bool]:
     c, h, w = shape
-    if a.shape == shape:
-        return a[None], False
-    if a.shape == (h, w, c):
-        return a.transpose(2, 0, 1)[None], False
-    if c == 1 and a.shape == (h, w):
-        return a[None, None], False
-    if a.ndim == 4 and a.shape[1:] == shape:
-        return a, True
-    if a.ndim == 4 and a.shape[1:] == (h, w, c):
-        return a.transpose(0, 3, 1, 2), True
-    if c == 1 and a.ndim == 3 and a.shape[1:] == (h, w):
-        return a[:, None], True
-    accepted = [shape, (h, w, c)] + ([(h, w)] if c == 1 else [])
+    accepted = [shape, (h, w, c)] + ([(h, w)] if c == 1 else [])  # one image's layouts
+    batched = a.shape not in accepted
+    batch = a if batched else a[None]
+    if batch.shape[1:] == shape:
+        return batch, batched
+    if batch.shape[1:] == (h, w, c):
+        return batch.transpose(0, 3, 1, 2), batched
+    if c == 1 and batch.shape[1:] == (h, w):
+        return batch[:, None], batched
     text = ", ".join(map(str, accepted))
     raise DataFormatError(f"{path}: expected one image of shape {text} (or a batch (N, ...) of them in a .npy), "
                           f"got shape {a.shape}")

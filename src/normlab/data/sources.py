@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from normlab.data.cifar10 import META, TEST_BATCH, TRAIN_BATCHES
 from normlab.data.errors import ChecksumError, DatasetNotFoundError
 from normlab.files import atomic_file
 
@@ -76,23 +77,13 @@ SOURCES: dict[str, DatasetSpec] = {
     ),
     "cifar10": DatasetSpec(
         "cifar10",
-        tuple(f"cifar-10-batches-py/{name}" for name in (*(f"data_batch_{i}" for i in range(1, 6)),
-                                                         "test_batch", "batches.meta")),
+        tuple(f"cifar-10-batches-py/{name}" for name in (*TRAIN_BATCHES, TEST_BATCH, META)),
         (RemoteFile("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
                     "md5:c58f30108f718f92721af3b95e74349a"),),
     ),
 }
 
 Fetch = Callable[[str], BinaryIO]
-
-
-def search_roots(path: str | os.PathLike | None = None) -> list[Path]:
-    """The user roots in look-up order: the explicit path, $NORMLAB_DATA, ~/.cache/normlab."""
-    roots = [Path(path).expanduser()] if path is not None else []
-    if os.environ.get("NORMLAB_DATA"):
-        roots.append(Path(os.environ["NORMLAB_DATA"]).expanduser())
-    roots.append(Path.home() / ".cache" / "normlab")
-    return roots
 
 
 def locate(spec: DatasetSpec, path: str | os.PathLike | None = None, *, download: bool = True,
@@ -102,7 +93,10 @@ def locate(spec: DatasetSpec, path: str | os.PathLike | None = None, *, download
     With download=False, or when every download fails, raises DatasetNotFoundError listing the places
     looked at. `fetch(url)` opens a URL for reading (default urllib's urlopen, which also reads file://).
     """
-    roots = search_roots(path)
+    roots = [Path(path).expanduser()] if path is not None else []  # the user roots, 1-3
+    if os.environ.get("NORMLAB_DATA"):
+        roots.append(Path(os.environ["NORMLAB_DATA"]).expanduser())
+    roots.append(Path.home() / ".cache" / "normlab")
     candidates = [d for root in roots for d in (root, root / spec.name)]
     candidates += [Path(d) for d in spec.system_dirs]
     for directory in candidates:

@@ -30,7 +30,7 @@ import numpy as np
 
 from normlab import nn
 from normlab.interop.fold import fold_batchnorm
-from normlab.interop.keras import to_keras
+from normlab.interop.keras import import_keras, to_keras
 from normlab.interop.torch import import_torch, to_torch
 
 FORMATS = {"onnx": ".onnx", "torch": ".pt2", "keras": ".keras"}
@@ -104,8 +104,6 @@ def run_exported(path: str | os.PathLike, fmt: str, x: np.ndarray) -> np.ndarray
         with torch.no_grad():
             return module(torch.from_numpy(x)).numpy()
     if fmt == "keras":
-        from normlab.interop.keras import import_keras
-
         keras = import_keras()
         model = keras.saving.load_model(str(path))
         inputs = x.transpose(0, *range(2, x.ndim), 1) if x.ndim > 2 else x  # channels-last

@@ -13,9 +13,10 @@ stay the same. One matrix product less per layer, same predictions.
 
 Which layers fold into what is three small tables, matched by exact type: `FOLD_TARGETS`, the affine
 layer types; `FOLD_NORMS`, the batch norms (plain, renorm, ghost: all evaluate as plain batch norm); and
-`FOLD_PAIRS`, for container types other than Sequential, which (affine child, norm child) name pairs
-follow each other in their forward pass. Conv2d and ResidualBlock register at the end of this file (the
-block's `shortcut`, a Sequential, folds by the Sequential rule); other layers register the same way.
+`FOLD_PAIRS`, for container types, which (affine child, norm child) name pairs follow each other in
+their forward pass. Sequential (every two consecutive children) and ResidualBlock register at the end of
+this file (the block's `shortcut`, a Sequential, folds by the Sequential rule); other layers register the
+same way.
 """
 
 from __future__ import annotations
@@ -28,20 +29,15 @@ import numpy as np
 
 from normlab import nn
 from normlab.functional import batchnorm_inference_affine
-from normlab.models.cnn import ResNetCNN, ThreeLayerConvNet  # interop sits above models
-from normlab.models.fcnet import FullyConnectedNet
+from normlab.interop.registry import NAMED_SEQUENTIALS
 
-FOLD_TARGETS: set[type] = {nn.Linear}
+# Layer types with `weight` (out_channels, ...) and `bias` (out_channels,) or None.
+FOLD_TARGETS: set[type] = {nn.Linear, nn.Conv2d}
 # Batch norms whose evaluation is plain batch norm's with their running statistics (renorm's r and d and
 # ghost batch norm's chunks exist only in training).
 FOLD_NORMS: set[type] = {nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchRenorm1d, nn.BatchRenorm2d, nn.GhostBatchNorm1d,
                          nn.GhostBatchNorm2d}
 FOLD_PAIRS: dict[type, Callable[[nn.Module], list[tuple[str, str]]]] = {}
-
-
-def register_fold_target(layer_type: type) -> None:
-    """A layer type with `weight` (out_channels, ...) and `bias` (out_channels,) or None."""
-    FOLD_TARGETS.add(layer_type)
 
 
 def register_fold_pairs(container_type: type, pairs: Callable[[nn.Module], list[tuple[str, str]]]) -> None:
@@ -68,20 +64,12 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         raise TypeError(f"model must be a normlab.nn.Module, got {type(model).__name__}")
     folded = copy.deepcopy(model)
     for container in list(folded.modules()):
-        for affine_name, norm_name in _pairs(container):
+        for affine_name, norm_name in FOLD_PAIRS.get(type(container), lambda _: [])(container):
             affine, norm = container._modules[affine_name], container._modules[norm_name]
             if _foldable(affine, norm):
                 _fold_into(affine, norm)
                 setattr(container, norm_name, nn.Identity())
     return folded
-
-
-def _pairs(container: nn.Module) -> list[tuple[str, str]]:
-    if type(container) in FOLD_PAIRS:
-        return FOLD_PAIRS[type(container)](container)
-    if type(container) is nn.Sequential:
-        return _sequential_pairs(container)
-    return []
 
 
 def _sequential_pairs(container: nn.Module) -> list[tuple[str, str]]:
@@ -108,10 +96,7 @@ def _fold_into(affine: nn.Module, norm: nn.Module) -> None:
     affine.bias = nn.Parameter((bias * scale + shift).astype(dtype))
 
 
-register_fold_target(nn.Conv2d)
 register_fold_pairs(nn.ResidualBlock, lambda block: [("conv1", "bn1"), ("conv2", "bn2")])
-
-# The models of normlab.models that are Sequentials with a name compute as Sequentials (what normlab train
-# builds, so what `normlab export --fold` folds).
-for _model_type in (FullyConnectedNet, ThreeLayerConvNet, ResNetCNN):
+# The named Sequentials are what normlab train builds, so what `normlab export --fold` folds.
+for _model_type in (nn.Sequential, *NAMED_SEQUENTIALS):
     register_fold_pairs(_model_type, _sequential_pairs)

@@ -41,11 +41,7 @@ from typing import Any
 import numpy as np
 
 from normlab import nn
-from normlab.interop.registry import ConverterRegistry, float_dtype
-
-
-def _same(a: np.ndarray) -> np.ndarray:
-    return a
+from normlab.interop.registry import NAMED_SEQUENTIALS, ConverterRegistry, float_dtype
 
 
 def _channels_last(a: np.ndarray) -> np.ndarray:
@@ -62,8 +58,8 @@ class WeightLink:
     layout change each way."""
 
     keras_name: str
-    to_keras: Callable[[np.ndarray], np.ndarray] = _same
-    from_keras: Callable[[np.ndarray], np.ndarray] = _same
+    to_keras: Callable[[np.ndarray], np.ndarray] = np.asarray
+    from_keras: Callable[[np.ndarray], np.ndarray] = np.asarray
 
 
 @dataclass(frozen=True)
@@ -79,6 +75,10 @@ class Build:
 
     def child_name(self, name: str) -> str:
         return f"{self.name}.{name}" if self.name != ROOT_NAME else name
+
+    def layer(self, keras_name: str, *args, suffix: str = "", **kwargs):
+        """A new keras.layers.<keras_name>(*args, **kwargs) in the model's dtype, named `name + suffix`."""
+        return getattr(self.keras.layers, keras_name)(*args, name=self.name + suffix, dtype=self.dtype, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -131,18 +131,11 @@ def _each_startup_line_once() -> Iterator[None]:
             os.dup2(saved, 2)
             os.close(saved)
             held.seek(0)
-            seen = set()
+            first = {}  # each line without its prefix -> its first occurrence
             for line in held.read().splitlines(keepends=True):
-                key = _LOG_PREFIX.sub(b"", line)
-                if key not in seen:
-                    seen.add(key)
-                    sys.stderr.write(line.decode(errors="replace"))
+                first.setdefault(_LOG_PREFIX.sub(b"", line), line)
+            sys.stderr.write(b"".join(first.values()).decode(errors="replace"))
             sys.stderr.flush()
-
-
-def keras_layer_name(path: str) -> str:
-    """The name of the Keras layer holding the weights of the normlab module at `path`."""
-    return path or ROOT_NAME
 
 
 def to_keras(model: nn.Module, input_shape: tuple[int, ...] | None = None):
@@ -157,14 +150,13 @@ def to_keras(model: nn.Module, input_shape: tuple[int, ...] | None = None):
     keras = import_keras()
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a normlab.nn.Module, got {type(model).__name__}")
-    input_shape = _input_shape(model, input_shape)
     arrays = [p.data for p in model.parameters()] + [b for _, b in model.named_buffers()]
     dtype = str(float_dtype(arrays) or np.dtype(np.float32))
 
     def convert(module: nn.Module, x, name: str):
         return KERAS_CONVERTERS.lookup(type(module)).build(module, x, Build(keras, name, dtype, convert))
 
-    inputs = keras.Input(shape=channels_last_shape(input_shape), dtype=dtype, name="input")
+    inputs = keras.Input(shape=_keras_input_shape(model, input_shape), dtype=dtype, name="input")
     outputs = convert(model, inputs, ROOT_NAME)
     twin = keras.Model(inputs, outputs, name=f"normlab_{type(model).__name__}")
     load_state_dict_into_keras(model, twin, model.state_dict())
@@ -190,17 +182,13 @@ def state_dict_from_keras(model: nn.Module, twin, values: Mapping[str, Any] | No
     return out
 
 
-def channels_last_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """(C, *spatial) -> (*spatial, C); shapes of rank < 2 are unchanged."""
-    return tuple(shape) if len(shape) < 2 else (*shape[1:], shape[0])
-
-
-def _input_shape(model: nn.Module, input_shape) -> tuple[int, ...]:
+def _keras_input_shape(model: nn.Module, input_shape) -> tuple[int, ...]:
+    """One sample's shape in Keras's layout: (D,), or (C, H, W) -> (H, W, C)."""
     if input_shape is not None:
         shape = tuple(int(d) for d in input_shape)
         if not shape or min(shape) < 1:
             raise ValueError(f"input_shape must be one sample's shape, (D,) or (C, H, W), got {input_shape!r}")
-        return shape
+        return shape if len(shape) < 2 else (*shape[1:], shape[0])
     first = next((m for m in model.modules() if not m._modules), None)
     if isinstance(first, nn.Linear):
         return (first.in_features,)
@@ -216,20 +204,15 @@ def _links(model: nn.Module, twin):
         names = [k for k in links if k in own]
         if not names:
             continue
-        variables = {v.name: v for v in twin.get_layer(keras_layer_name(path)).weights}
+        variables = {v.name: v for v in twin.get_layer(path or ROOT_NAME).weights}
         for local in names:
             yield (f"{path}.{local}" if path else local), variables[links[local].keras_name], links[local]
 
 
-def _rank(x) -> int:
-    return len(x.shape)
-
-
 # -- the converters, one per layer type -----------------------------------------------------------------
 
-def _register(normlab_type: type | None, build: Callable, weights: Mapping[str, WeightLink] | None = None) -> None:
-    if normlab_type is not None:
-        KERAS_CONVERTERS.register(normlab_type, KerasConverter(build, dict(weights or {})))
+def _register(normlab_type: type, build: Callable, weights: Mapping[str, WeightLink] | None = None) -> None:
+    KERAS_CONVERTERS.register(normlab_type, KerasConverter(build, dict(weights or {})))
 
 
 def _sequential(m: nn.Sequential, x, b: Build):
@@ -242,26 +225,26 @@ _register(nn.Sequential, _sequential)
 _register(nn.Identity, lambda m, x, b: x)
 
 for _type, _activation in ((nn.ReLU, "relu"), (nn.Sigmoid, "sigmoid"), (nn.Tanh, "tanh")):
-    _register(_type, lambda m, x, b, a=_activation: b.keras.layers.Activation(a, name=b.name, dtype=b.dtype)(x))
+    _register(_type, lambda m, x, b, a=_activation: b.layer("Activation", a)(x))
 
-_register(nn.Dropout, lambda m, x, b: b.keras.layers.Dropout(m.p, name=b.name, dtype=b.dtype)(x))
+_register(nn.Dropout, lambda m, x, b: b.layer("Dropout", m.p)(x))
 
 
 def _flatten(m: nn.Flatten, x, b: Build):
-    rank = _rank(x)
+    rank = len(x.shape)
     if rank > 2:  # back to channels-first, so the features come out in normlab's (C, *spatial) order
         order = (rank - 1, *range(1, rank - 1))
-        x = b.keras.layers.Permute(order, name=f"{b.name}.channels_first", dtype=b.dtype)(x)
-    return b.keras.layers.Flatten(name=b.name, dtype=b.dtype)(x)
+        x = b.layer("Permute", order, suffix=".channels_first")(x)
+    return b.layer("Flatten")(x)
 
 
 _register(nn.Flatten, _flatten)
 
 
 def _linear(m: nn.Linear, x, b: Build):
-    if _rank(x) != 2:
-        raise ValueError(f"Linear {b.name!r} gets a {_rank(x)}-D tensor; it needs (N, {m.in_features})")
-    return b.keras.layers.Dense(m.out_features, use_bias=m.bias is not None, name=b.name, dtype=b.dtype)(x)
+    if len(x.shape) != 2:
+        raise ValueError(f"Linear {b.name!r} gets a {len(x.shape)}-D tensor; it needs (N, {m.in_features})")
+    return b.layer("Dense", m.out_features, use_bias=m.bias is not None)(x)
 
 
 _register(nn.Linear, _linear, {"weight": WeightLink("kernel", np.transpose, np.transpose), "bias": WeightLink("bias")})
@@ -274,8 +257,8 @@ def _batchnorm(m, x, b: Build):
     if not m.track_running_stats:
         raise ValueError(f"batch norm {b.name!r} has track_running_stats=False; Keras's BatchNormalization "
                          "always uses its moving statistics in inference")
-    return b.keras.layers.BatchNormalization(axis=-1, momentum=1.0 - m.momentum, epsilon=m.eps, center=m.affine,
-                                             scale=m.affine, name=b.name, dtype=b.dtype)(x)
+    momentum = 1.0 - m.momentum
+    return b.layer("BatchNormalization", axis=-1, momentum=momentum, epsilon=m.eps, center=m.affine, scale=m.affine)(x)
 
 
 _BATCHNORM_WEIGHTS = {"weight": WeightLink("gamma"), "bias": WeightLink("beta"),
@@ -285,22 +268,22 @@ _register(nn.BatchNorm2d, _batchnorm, _BATCHNORM_WEIGHTS)
 
 
 def _layernorm(m: nn.LayerNorm, x, b: Build):
-    rank = _rank(x)
+    rank = len(x.shape)
     if rank - 1 != len(m.normalized_shape):
         raise ValueError(f"LayerNorm {b.name!r} normalizes {m.normalized_shape}, but gets a {rank}-D tensor")
     # normlab's LayerNorm normalizes every axis but the batch axis, whatever the layout
-    return b.keras.layers.LayerNormalization(axis=list(range(1, rank)), epsilon=m.eps, center=m.elementwise_affine,
-                                             scale=m.elementwise_affine, name=b.name, dtype=b.dtype)(x)
+    affine = m.elementwise_affine
+    return b.layer("LayerNormalization", axis=list(range(1, rank)), epsilon=m.eps, center=affine, scale=affine)(x)
 
 
-_register(nn.LayerNorm, _layernorm, {"weight": WeightLink("gamma", _channels_last, _channels_first),
-                                     "bias": WeightLink("beta", _channels_last, _channels_first)})
+_CHANNELS_LAST = (_channels_last, _channels_first)  # normlab -> Keras, Keras -> normlab
+_LAYERNORM_WEIGHTS = {"weight": WeightLink("gamma", *_CHANNELS_LAST), "bias": WeightLink("beta", *_CHANNELS_LAST)}
+_register(nn.LayerNorm, _layernorm, _LAYERNORM_WEIGHTS)
 _GROUPNORM_WEIGHTS = {"weight": WeightLink("gamma"), "bias": WeightLink("beta")}
 
 
 def _group_normalization(groups: int, m, x, b: Build):
-    return b.keras.layers.GroupNormalization(groups, axis=-1, epsilon=m.eps, center=m.affine, scale=m.affine,
-                                             name=b.name, dtype=b.dtype)(x)
+    return b.layer("GroupNormalization", groups, axis=-1, epsilon=m.eps, center=m.affine, scale=m.affine)(x)
 
 
 _register(nn.GroupNorm, lambda m, x, b: _group_normalization(m.num_groups, m, x, b), _GROUPNORM_WEIGHTS)
@@ -310,48 +293,40 @@ _register(nn.GroupNorm, lambda m, x, b: _group_normalization(m.num_groups, m, x,
 
 def _conv2d(m: nn.Conv2d, x, b: Build):
     if m.padding != (0, 0):  # Keras's padding="same" is not torch's for stride > 1; pad explicitly
-        x = b.keras.layers.ZeroPadding2D(m.padding, name=f"{b.name}.pad", dtype=b.dtype)(x)
-    return b.keras.layers.Conv2D(m.out_channels, m.kernel_size, strides=m.stride, padding="valid", groups=m.groups,
-                                 use_bias=m.bias is not None, name=b.name, dtype=b.dtype)(x)
+        x = b.layer("ZeroPadding2D", m.padding, suffix=".pad")(x)
+    return b.layer("Conv2D", m.out_channels, m.kernel_size, strides=m.stride, padding="valid", groups=m.groups,
+                   use_bias=m.bias is not None)(x)
 
 
 # (out, in/groups, kh, kw) <-> Keras's (kh, kw, in/groups, out)
-_register(nn.Conv2d, _conv2d, {"weight": WeightLink("kernel", lambda w: np.transpose(w, (2, 3, 1, 0)),
-                                                    lambda k: np.transpose(k, (3, 2, 0, 1))),
-                               "bias": WeightLink("bias")})
+_CONV_KERNEL = WeightLink("kernel", lambda w: np.transpose(w, (2, 3, 1, 0)), lambda k: np.transpose(k, (3, 2, 0, 1)))
+_register(nn.Conv2d, _conv2d, {"weight": _CONV_KERNEL, "bias": WeightLink("bias")})
 
 
 def _pool(keras_name: str):
     def build(m, x, b: Build):
-        return getattr(b.keras.layers, keras_name)(m.kernel_size, strides=m.stride, padding="valid", name=b.name,
-                                                   dtype=b.dtype)(x)
+        return b.layer(keras_name, m.kernel_size, strides=m.stride, padding="valid")(x)
     return build
 
 
 _register(nn.MaxPool2d, _pool("MaxPooling2D"))
 _register(nn.AvgPool2d, _pool("AveragePooling2D"))
-_register(nn.GlobalAvgPool2d, lambda m, x, b: b.keras.layers.GlobalAveragePooling2D(name=b.name, dtype=b.dtype)(x))
+_register(nn.GlobalAvgPool2d, lambda m, x, b: b.layer("GlobalAveragePooling2D")(x))
 # instance norm is group norm with one channel per group
 _register(nn.InstanceNorm2d, lambda m, x, b: _group_normalization(m.num_features, m, x, b), _GROUPNORM_WEIGHTS)
 
 
 def _residual_block(m: nn.ResidualBlock, x, b: Build):
-    layers = b.keras.layers
     hidden = b.convert(m.bn1, b.convert(m.conv1, x, b.child_name("conv1")), b.child_name("bn1"))
-    hidden = layers.Activation("relu", name=f"{b.name}.relu1", dtype=b.dtype)(hidden)
+    hidden = b.layer("Activation", "relu", suffix=".relu1")(hidden)
     residual = b.convert(m.bn2, b.convert(m.conv2, hidden, b.child_name("conv2")), b.child_name("bn2"))
     skip = x if m.shortcut is None else b.convert(m.shortcut, x, b.child_name("shortcut"))
-    out = layers.Add(name=f"{b.name}.add", dtype=b.dtype)([residual, skip])
-    return layers.Activation("relu", name=f"{b.name}.relu2", dtype=b.dtype)(out)
+    out = b.layer("Add", suffix=".add")([residual, skip])
+    return b.layer("Activation", "relu", suffix=".relu2")(out)
 
 
 _register(nn.ResidualBlock, _residual_block)
-
-# The models of normlab.models that are Sequentials with a name compute as Sequentials.
-from normlab.models.cnn import ResNetCNN, ThreeLayerConvNet  # noqa: E402  (interop sits above models)
-from normlab.models.fcnet import FullyConnectedNet  # noqa: E402
-
-for _model_type in (FullyConnectedNet, ThreeLayerConvNet, ResNetCNN):
+for _model_type in NAMED_SEQUENTIALS:
     KERAS_CONVERTERS.register(_model_type, KERAS_CONVERTERS.lookup(nn.Sequential))
 
 

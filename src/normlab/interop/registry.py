@@ -15,8 +15,13 @@ from typing import Generic, TypeVar
 import numpy as np
 
 from normlab import nn
+from normlab.models.cnn import ResNetCNN, ThreeLayerConvNet  # interop sits above models
+from normlab.models.fcnet import FullyConnectedNet
 
 C = TypeVar("C")
+# The models of normlab.models that are Sequentials with a name and a constructor: they convert (and fold)
+# as Sequentials.
+NAMED_SEQUENTIALS = (FullyConnectedNet, ThreeLayerConvNet, ResNetCNN)
 
 
 class ConverterRegistry(Generic[C]):
@@ -56,11 +61,7 @@ class ConverterRegistry(Generic[C]):
 def float_dtype(arrays) -> np.dtype | None:
     """The dtype of the first floating-point array in `arrays` (a module's own parameters and buffers),
     or None if there is none: the dtype a layer's twin is built in."""
-    for a in arrays:
-        dtype = np.dtype(a.dtype) if isinstance(a, np.ndarray) else None
-        if dtype is not None and np.issubdtype(dtype, np.floating):
-            return dtype
-    return None
+    return next((a.dtype for a in arrays if isinstance(a, np.ndarray) and np.issubdtype(a.dtype, np.floating)), None)
 
 
 def own_arrays(module: nn.Module) -> list[np.ndarray]:

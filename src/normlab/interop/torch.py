@@ -20,13 +20,14 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from normlab import nn
-from normlab.interop.registry import ConverterRegistry, float_dtype, own_arrays
+from normlab.interop.registry import NAMED_SEQUENTIALS, ConverterRegistry, float_dtype, own_arrays
 
 if TYPE_CHECKING:
     import torch
@@ -138,18 +139,8 @@ def _numpy_dtype(torch: ModuleType, t: torch.nn.Module) -> np.dtype:
 
 # -- the converters, one per layer type -----------------------------------------------------------------
 
-def _register(normlab_type: type | None, torch_name: str, to_torch: Callable, from_torch: Callable) -> None:
-    if normlab_type is not None:
-        TORCH_TWINS.register(normlab_type, TorchTwin(lambda torch: getattr(torch.nn, torch_name), to_torch, from_torch))
-
-
-def _stateless(normlab_type: type, torch_name: str) -> None:
-    """Layers without hyperparameters: ReLU, Sigmoid, Tanh, Identity."""
-    _register(normlab_type, torch_name, lambda m, c: getattr(c.torch.nn, torch_name)(), lambda t, c: normlab_type())
-
-
-for _type in (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.Identity):
-    _stateless(_type, _type.__name__)
+def _register(normlab_type: type, torch_name: str, to_torch: Callable, from_torch: Callable) -> None:
+    TORCH_TWINS.register(normlab_type, TorchTwin(lambda torch: getattr(torch.nn, torch_name), to_torch, from_torch))
 
 
 def _sequential_to_torch(m: nn.Sequential, c: Conversion):
@@ -166,147 +157,117 @@ def _sequential_from_torch(t, c: Conversion) -> nn.Sequential:
 _register(nn.Sequential, "Sequential", _sequential_to_torch, _sequential_from_torch)
 
 
-def _flatten_from_torch(t, c: Conversion) -> nn.Flatten:
+def _same_hyperparameters(normlab_type: type, torch_name: str, names: tuple[str, ...] = (), *,
+                          new_arrays: tuple[str, ...] = ("dtype",), check: Callable | None = None) -> None:
+    """A layer whose hyperparameters `names` are attributes and constructor arguments of the same name in
+    normlab and torch ("bias": whether there is one). `new_arrays`: the Conversion's rng and dtype, for the
+    new normlab layer's own arrays; `check(t)` refuses the torch options normlab has no equivalent for."""
+
+    def hyperparameters(layer) -> dict:
+        return {name: layer.bias is not None if name == "bias" else getattr(layer, name) for name in names}
+
+    def from_torch(t, c: Conversion):
+        if check is not None:
+            check(t)
+        return normlab_type(**hyperparameters(t), **{name: getattr(c, name) for name in new_arrays})
+
+    _register(normlab_type, torch_name, lambda m, c: getattr(c.torch.nn, torch_name)(**hyperparameters(m)),
+              from_torch)
+
+
+for _type in (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.Identity):
+    _same_hyperparameters(_type, _type.__name__, new_arrays=())
+
+
+def _check_flatten(t) -> None:
     if (t.start_dim, t.end_dim) != (1, -1):
         raise ValueError(f"normlab's Flatten flattens dims 1 to -1; got torch Flatten(start_dim={t.start_dim}, "
                          f"end_dim={t.end_dim})")
-    return nn.Flatten()
 
 
-_register(nn.Flatten, "Flatten", lambda m, c: c.torch.nn.Flatten(), _flatten_from_torch)
-_register(nn.Dropout, "Dropout", lambda m, c: c.torch.nn.Dropout(m.p), lambda t, c: nn.Dropout(t.p, rng=c.rng))
-_register(
-    nn.Linear, "Linear",
-    lambda m, c: c.torch.nn.Linear(m.in_features, m.out_features, bias=m.bias is not None),
-    lambda t, c: nn.Linear(t.in_features, t.out_features, bias=t.bias is not None, rng=c.rng, dtype=c.dtype),
-)
-
-
-def _batchnorm_twin(normlab_type: type, torch_name: str) -> None:
-    def to_torch(m, c: Conversion):
-        return getattr(c.torch.nn, torch_name)(m.num_features, eps=m.eps, momentum=m.momentum, affine=m.affine,
-                                               track_running_stats=m.track_running_stats)
-
-    def from_torch(t, c: Conversion):
-        return normlab_type(t.num_features, eps=t.eps, momentum=t.momentum, affine=t.affine,
-                            track_running_stats=t.track_running_stats, dtype=c.dtype)
-
-    _register(normlab_type, torch_name, to_torch, from_torch)
-
-
-_batchnorm_twin(nn.BatchNorm1d, "BatchNorm1d")
-_batchnorm_twin(nn.BatchNorm2d, "BatchNorm2d")
-
-
-def _layernorm_from_torch(t, c: Conversion) -> nn.LayerNorm:
+def _check_layernorm(t) -> None:
     if t.elementwise_affine and t.bias is None:
         raise ValueError("torch LayerNorm(bias=False) has no normlab equivalent: normlab's LayerNorm has "
                          "both weight and bias, or neither")
-    return nn.LayerNorm(t.normalized_shape, eps=t.eps, elementwise_affine=t.elementwise_affine, dtype=c.dtype)
 
 
-_register(
-    nn.LayerNorm, "LayerNorm",
-    lambda m, c: c.torch.nn.LayerNorm(m.normalized_shape, eps=m.eps, elementwise_affine=m.elementwise_affine),
-    _layernorm_from_torch,
-)
-_register(
-    nn.GroupNorm, "GroupNorm",
-    lambda m, c: c.torch.nn.GroupNorm(m.num_groups, m.num_channels, eps=m.eps, affine=m.affine),
-    lambda t, c: nn.GroupNorm(t.num_groups, t.num_channels, eps=t.eps, affine=t.affine, dtype=c.dtype),
-)
-
-
-# -- convolutional layers -------------------------------------------------------------------------------
-
-def _conv2d_from_torch(t, c: Conversion) -> nn.Conv2d:
+def _check_conv2d(t) -> None:
     if tuple(t.dilation) != (1, 1):
         raise ValueError(f"normlab's Conv2d has no dilation; got torch Conv2d(dilation={t.dilation})")
     if t.padding_mode != "zeros" or isinstance(t.padding, str):
         raise ValueError("normlab's Conv2d pads with zeros by an explicit amount; got torch Conv2d("
                          f"padding={t.padding!r}, padding_mode={t.padding_mode!r})")
-    return nn.Conv2d(t.in_channels, t.out_channels, t.kernel_size, t.stride, t.padding, bias=t.bias is not None,
-                     groups=t.groups, rng=c.rng, dtype=c.dtype)
 
 
-_register(
-    nn.Conv2d, "Conv2d",
-    lambda m, c: c.torch.nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding,
-                                   groups=m.groups, bias=m.bias is not None),
-    _conv2d_from_torch,
-)
+def _check_pool(t) -> None:
+    unsupported = {"padding": (getattr(t, "padding", 0), (0, (0, 0))),
+                   "dilation": (getattr(t, "dilation", 1), (1, (1, 1))),
+                   "ceil_mode": (t.ceil_mode, (False,)),
+                   "divisor_override": (getattr(t, "divisor_override", None), (None,))}
+    for name, (value, allowed) in unsupported.items():
+        if value not in allowed:
+            kind = type(t).__name__
+            raise ValueError(f"normlab's {kind} has no {name}; got torch {kind}({name}={value!r})")
 
 
-def _pool_twin(normlab_type: type, torch_name: str) -> None:
-    def from_torch(t, c: Conversion):
-        unsupported = {"padding": (getattr(t, "padding", 0), (0, (0, 0))),
-                       "dilation": (getattr(t, "dilation", 1), (1, (1, 1))),
-                       "ceil_mode": (t.ceil_mode, (False,)),
-                       "divisor_override": (getattr(t, "divisor_override", None), (None,))}
-        for name, (value, allowed) in unsupported.items():
-            if value not in allowed:
-                raise ValueError(f"normlab's {normlab_type.__name__} has no {name}; got torch {torch_name}({name}={value!r})")
-        return normlab_type(t.kernel_size, t.stride)
-
-    _register(normlab_type, torch_name, lambda m, c: getattr(c.torch.nn, torch_name)(m.kernel_size, m.stride),
-              from_torch)
-
-
-_pool_twin(nn.MaxPool2d, "MaxPool2d")
-_pool_twin(nn.AvgPool2d, "AvgPool2d")
-
-
-def _instancenorm_from_torch(t, c: Conversion) -> nn.InstanceNorm2d:
+def _check_instancenorm(t) -> None:
     if t.track_running_stats:
         raise ValueError("normlab's InstanceNorm2d keeps no running statistics; got torch "
                          "InstanceNorm2d(track_running_stats=True)")
-    return nn.InstanceNorm2d(t.num_features, eps=t.eps, affine=t.affine, dtype=c.dtype)
 
 
-_register(
-    nn.InstanceNorm2d, "InstanceNorm2d",
-    lambda m, c: c.torch.nn.InstanceNorm2d(m.num_features, eps=m.eps, affine=m.affine, track_running_stats=False),
-    _instancenorm_from_torch,
-)
+_same_hyperparameters(nn.Flatten, "Flatten", new_arrays=(), check=_check_flatten)
+_same_hyperparameters(nn.Dropout, "Dropout", ("p",), new_arrays=("rng",))
+_same_hyperparameters(nn.Linear, "Linear", ("in_features", "out_features", "bias"), new_arrays=("rng", "dtype"))
+for _type in (nn.BatchNorm1d, nn.BatchNorm2d):
+    _same_hyperparameters(_type, _type.__name__, ("num_features", "eps", "momentum", "affine", "track_running_stats"))
+_same_hyperparameters(nn.LayerNorm, "LayerNorm", ("normalized_shape", "eps", "elementwise_affine"),
+                      check=_check_layernorm)
+_same_hyperparameters(nn.GroupNorm, "GroupNorm", ("num_groups", "num_channels", "eps", "affine"))
+_same_hyperparameters(nn.Conv2d, "Conv2d", ("in_channels", "out_channels", "kernel_size", "stride", "padding",
+                                            "groups", "bias"), new_arrays=("rng", "dtype"), check=_check_conv2d)
+for _type in (nn.MaxPool2d, nn.AvgPool2d):
+    _same_hyperparameters(_type, _type.__name__, ("kernel_size", "stride"), new_arrays=(), check=_check_pool)
+# torch's default track_running_stats=False is the only one normlab's InstanceNorm2d has
+_same_hyperparameters(nn.InstanceNorm2d, "InstanceNorm2d", ("num_features", "eps", "affine"),
+                      check=_check_instancenorm)
 
-# torch has no layer for these two; their twin classes are defined once, on first use, so importing this
-# module does not import torch.
-_TWIN_CLASSES: dict[str, type] = {}
 
+# torch has no layer for these two; their twin classes are defined once (cache), on first use, so importing
+# this module does not import torch.
 
+@cache
 def _global_avg_pool_class(torch: ModuleType) -> type:
-    if "GlobalAvgPool2d" not in _TWIN_CLASSES:
-        class GlobalAvgPool2d(torch.nn.Module):
-            """(N, C, H, W) -> (N, C): the mean of each channel, as normlab.nn.GlobalAvgPool2d."""
+    class GlobalAvgPool2d(torch.nn.Module):
+        """(N, C, H, W) -> (N, C): the mean of each channel, as normlab.nn.GlobalAvgPool2d."""
 
-            def forward(self, x):
-                return x.mean(dim=(2, 3))
+        def forward(self, x):
+            return x.mean(dim=(2, 3))
 
-        _TWIN_CLASSES["GlobalAvgPool2d"] = GlobalAvgPool2d
-    return _TWIN_CLASSES["GlobalAvgPool2d"]
+    return GlobalAvgPool2d
 
 
+@cache
 def _residual_block_class(torch: ModuleType) -> type:
-    if "ResidualBlock" not in _TWIN_CLASSES:
-        class ResidualBlock(torch.nn.Module):
-            """normlab.nn.ResidualBlock's twin: the same children in the same order (conv1, bn1, conv2,
-            bn2, shortcut or None), out = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))."""
+    class ResidualBlock(torch.nn.Module):
+        """normlab.nn.ResidualBlock's twin: the same children in the same order (conv1, bn1, conv2, bn2,
+        shortcut or None), out = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))."""
 
-            def __init__(self, conv1, bn1, conv2, bn2, shortcut):
-                super().__init__()
-                self.conv1, self.bn1, self.conv2, self.bn2, self.shortcut = conv1, bn1, conv2, bn2, shortcut
+        def __init__(self, conv1, bn1, conv2, bn2, shortcut):
+            super().__init__()
+            self.conv1, self.bn1, self.conv2, self.bn2, self.shortcut = conv1, bn1, conv2, bn2, shortcut
 
-            def forward(self, x):
-                hidden = torch.relu(self.bn1(self.conv1(x)))
-                skip = x if self.shortcut is None else self.shortcut(x)
-                return torch.relu(self.bn2(self.conv2(hidden)) + skip)
+        def forward(self, x):
+            hidden = torch.relu(self.bn1(self.conv1(x)))
+            skip = x if self.shortcut is None else self.shortcut(x)
+            return torch.relu(self.bn2(self.conv2(hidden)) + skip)
 
-        _TWIN_CLASSES["ResidualBlock"] = ResidualBlock
-    return _TWIN_CLASSES["ResidualBlock"]
+    return ResidualBlock
 
 
-TORCH_TWINS.register(nn.GlobalAvgPool2d, TorchTwin(_global_avg_pool_class, lambda m, c: _global_avg_pool_class(c.torch)(),
-                                                   lambda t, c: nn.GlobalAvgPool2d()))
+TORCH_TWINS.register(nn.GlobalAvgPool2d, TorchTwin(
+    _global_avg_pool_class, lambda m, c: _global_avg_pool_class(c.torch)(),
+    lambda t, c: nn.GlobalAvgPool2d()))
 
 
 def _residual_to_torch(m: nn.ResidualBlock, c: Conversion):
@@ -340,11 +301,6 @@ def _residual_from_torch(t, c: Conversion) -> nn.ResidualBlock:
 
 
 TORCH_TWINS.register(nn.ResidualBlock, TorchTwin(_residual_block_class, _residual_to_torch, _residual_from_torch))
-
-# The models of normlab.models that are Sequentials with a name and a constructor: their twin is a
-# torch Sequential, and from_torch gives back a plain normlab Sequential with the same children.
-from normlab.models.cnn import ResNetCNN, ThreeLayerConvNet  # noqa: E402  (interop sits above models)
-from normlab.models.fcnet import FullyConnectedNet  # noqa: E402
-
-for _model_type in (FullyConnectedNet, ThreeLayerConvNet, ResNetCNN):
+# Their twin is a torch Sequential; from_torch gives back a plain normlab Sequential with the same children.
+for _model_type in NAMED_SEQUENTIALS:
     TORCH_TWINS.register(_model_type, TORCH_TWINS.lookup(nn.Sequential))
