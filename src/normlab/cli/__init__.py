@@ -1,6 +1,5 @@
-"""The `normlab` command. Each subcommand is a module in this package defining
+"""The `normlab` command. Each subcommand is a module of this package, named after it, defining
 
-    NAME: str                      the subcommand's name
     HELP: str                      one line for `normlab --help`
     add_arguments(parser)          its options
     run(args) -> int               what it does (import heavy modules here, not at the top)
@@ -16,12 +15,6 @@ import pkgutil
 import sys
 
 
-def _subcommand_modules():
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if not info.name.startswith("_"):
-            yield importlib.import_module(f"{__name__}.{info.name}")
-
-
 def build_parser() -> argparse.ArgumentParser:
     from normlab import __version__
 
@@ -31,8 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"normlab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in _subcommand_modules():
-        p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+    for name in sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")):
+        module = importlib.import_module(f"{__name__}.{name}")
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser

@@ -3,7 +3,6 @@ PyTorch's CPU kernels on the same number of threads; print a table, optionally w
 
 from __future__ import annotations
 
-NAME = "bench"
 HELP = "time the normalization kernels against the memory bandwidth and against PyTorch"
 
 

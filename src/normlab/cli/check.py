@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import sys
 
-NAME = "check"
 HELP = ("check your own batch norm / layer norm / spatial batch norm / group norm (CS231n's layers.py or "
         "normlab's signatures): which output is wrong, the known mistake, the first wrong step")
 

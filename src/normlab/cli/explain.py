@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 
-NAME = "explain"
 HELP = "print a normalization's backward pass step by step, generated from its computational graph"
 
 

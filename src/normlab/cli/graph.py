@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sys
 
-NAME = "graph"
 HELP = ("draw the computational graph of a normalization (values in blue, gradients in red) with Graphviz, "
         "or write an interactive page (--out FILE.html)")
 # The shapes and seeds an HTML page offers besides --shape and --seed: one small enough to read in full,
@@ -47,30 +46,23 @@ def run(args) -> int:
         out, description = build_sample(args)
         source = to_dot(out, title=description, rankdir=args.rankdir)
         written = render(source, args.out)
-    except GraphvizNotFoundError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
     except (ValueError, TypeError, RuntimeError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(error, GraphvizNotFoundError) else 2
     dot_path = written.with_suffix(".dot")
     print(f"wrote {written}" + ("" if written == dot_path else f" (DOT source: {dot_path})"))
     return 0
 
 
 def _write_page(args):
-    import numpy as np
-
     from normlab.autograd.page import graph_page
-    from normlab.cli._norm_args import default_shape, sample_builder
+    from normlab.cli._norm_args import build_sample, sample_builder, sample_shape
 
     build = sample_builder(args)
-    first_shape = args.shape or default_shape(args.kind)
-    shapes = [first_shape, *(args.page_shapes if args.page_shapes is not None
-                             else PAGE_SHAPES.get(args.kind, ()))]
+    shapes = [sample_shape(args), *(args.page_shapes if args.page_shapes is not None
+                                    else PAGE_SHAPES.get(args.kind, ()))]
     seeds = [args.seed, *(args.page_seeds if args.page_seeds is not None else PAGE_SEEDS)]
-    _, description = build(np.random.default_rng(args.seed), first_shape)
-    title = description.split(" on ")[0]
+    title = build_sample(args)[1].split(" on ")[0]
 
     def build_described(rng, shape):
         out, description = build(rng, shape)

@@ -7,9 +7,8 @@ A FILE is a .png picture or a .npy array holding one image or a batch, uint8 (0.
 
 from __future__ import annotations
 
-from normlab.cli._run_args import add_data_arguments, add_run_argument, fail, number, user_errors
+from normlab.cli._run_args import USER_ERRORS, add_data_arguments, add_run_argument, fail, number
 
-NAME = "predict"
 HELP = "classify images (.npy or .png files) with a trained run's model"
 
 
@@ -30,8 +29,8 @@ def run(args) -> int:
     try:
         trained = load_run(args.run, weights=args.weights, data_dir=args.data_dir, download=not args.no_download)
         batches = [read_images(path, trained.input_shape) for path in args.files]  # every file checked first
-    except user_errors() as error:
-        return fail(NAME, error)
+    except USER_ERRORS as error:
+        return fail("predict", error)
     top = min(args.top, len(trained.classes))
     for path, (images, batched) in zip(args.files, batches):
         probabilities = trained.predict_proba(images)  # (N, K)
