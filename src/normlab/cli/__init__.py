@@ -26,20 +26,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")):
         module = importlib.import_module(f"{__name__}.{name}")
-        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
-        module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        module.add_arguments(sub.add_parser(name, help=module.HELP, description=module.HELP))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not hasattr(args, "_run"):
+    if args.command is None:
         parser.print_help()
         return 2
     try:
-        return int(args._run(args) or 0)
+        return int(importlib.import_module(f"{__name__}.{args.command}").run(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -19,7 +19,7 @@ def add_run_argument(parser) -> None:
 
 
 def add_data_arguments(parser) -> None:
-    parser.add_argument("--data-dir", metavar="DIR", default=None,
+    parser.add_argument("--data-dir", metavar="DIR",
                         help="where to look for the dataset first, and to download it to (then $NORMLAB_DATA, "
                              "~/.cache/normlab, /usr/share/datasets/<name>)")
     parser.add_argument("--no-download", action="store_true", help="never download; fail if the files are missing")
@@ -55,5 +55,4 @@ def number(kind, *, low=None, low_open=False, high=None, high_open=False, expect
                 return value
         raise argparse.ArgumentTypeError(f"expected {expected or wrong}, got {text!r}")
 
-    parse.__name__ = kind.__name__  # argparse names the type in its messages
     return parse

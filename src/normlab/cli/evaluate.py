@@ -31,11 +31,10 @@ def run(args) -> int:
         return fail("evaluate", error)
     plot = Path(args.plot) if args.plot else Path(args.run) / CONFUSION
     config = trained.config
-    epoch = trained.weights.get("epoch")
     plot_confusion(result.confusion, result.classes, plot,
                    title=f"{config.model} on {config.dataset} test set: accuracy {result.accuracy:.4f}")
     print(f"{config.model} on the {config.dataset} test set ({len(dataset.y_test)} examples), weights of "
-          f"epoch {epoch} ({Path(trained.weights['file']).name})")
+          f"epoch {trained.weights.get('epoch')} ({Path(trained.weights['file']).name})")
     print(result.table())
     print(f"test accuracy {result.accuracy:.4f}; confusion matrix in {plot}")
     return 0

@@ -26,15 +26,14 @@ def track_names(name: str, model: str | None, experiments) -> list[str]:
     if model is None:
         return list(experiments) if name == "all" else [name]
     suffix = TRACKS[model]
+    base = {n: next((n[:-len(s)] for s in TRACKS.values() if s and n.endswith(s)), n) for n in experiments}
     if name == "all":
-        plain = [n for n in experiments if not any(n.endswith(s) for s in TRACKS.values() if s)]
-        return [n + suffix for n in plain if n + suffix in experiments]
-    base = next((name[:-len(s)] for s in TRACKS.values() if s and name.endswith(s)), name)
-    if base + suffix not in experiments:
-        have = [n[:-len(suffix)] for n in experiments if suffix and n.endswith(suffix)]
+        return [n + suffix for n in experiments if base[n] == n and n + suffix in experiments]
+    if base[name] + suffix not in experiments:
+        have = [base[n] for n in experiments if suffix and n.endswith(suffix)]
         raise ValueError(f"--model {model}: experiment {name!r} has no {model} track; the experiments that have "
                          f"one: {', '.join(have)}")
-    return [base + suffix]
+    return [base[name] + suffix]
 
 
 positive_int = number(int, low=1, expected="a positive integer")

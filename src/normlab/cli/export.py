@@ -33,8 +33,7 @@ def run(args) -> int:
     from normlab.interop.export import FORMATS, export_model, run_exported
     from normlab.train import load_run
 
-    default = f"model{'.folded' if args.fold else ''}{FORMATS[args.format]}"
-    out = Path(args.out) if args.out else Path(args.run) / default
+    out = Path(args.out or Path(args.run) / f"model{'.folded' if args.fold else ''}{FORMATS[args.format]}")
     try:
         trained = load_run(args.run, weights=args.weights, data_dir=args.data_dir, download=not args.no_download)
         metadata = {"classes": list(trained.classes), "input_shape": list(trained.input_shape),

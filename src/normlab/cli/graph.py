@@ -26,10 +26,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--rankdir", choices=("LR", "TB"), default="TB",
                         help="TB: top to bottom, readable when fitted to a page (default); LR: left to right, as "
                              "drawn by hand, wide (the HTML page is always TB)")
-    parser.add_argument("--page-shapes", type=_shape, nargs="+", default=None, metavar="N,C,...",
+    parser.add_argument("--page-shapes", type=_shape, nargs="+", metavar="N,C,...",
                         help="HTML: the other shapes the page offers, after --shape (default 4,3 16,5; 2,4,2,2 "
                              "4,6,2,2 for groupnorm)")
-    parser.add_argument("--page-seeds", type=int, nargs="+", default=None, metavar="SEED",
+    parser.add_argument("--page-seeds", type=int, nargs="+", metavar="SEED",
                         help="HTML: the other seeds the page offers, after --seed (default 0 1 2)")
 
 

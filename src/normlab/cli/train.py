@@ -30,10 +30,9 @@ TRAIN_NORM_FLAGS = {
     "momentum": ("--norm-momentum", {"low": 0, "low_open": True, "high": 1}),
     "eps": ("--norm-eps", {"low": 0, "low_open": True}),
 }
-# What --resume may be given (and argparse's own entries): every other option changes the result, which the
-# run's config.json decides, or its directory (--out, --overwrite).
-RESUME_TAKES = ("command", "_run", "resume", "data_dir", "no_download", "distributed", "sync_bn", "progress",
-                "tensorboard")
+# What --resume may be given (and argparse's command): every other option changes the result, which the run's
+# config.json decides, or its directory (--out, --overwrite).
+RESUME_TAKES = ("command", "resume", "data_dir", "no_download", "distributed", "sync_bn", "progress", "tensorboard")
 
 
 def _weight_scale(text: str):
@@ -63,7 +62,7 @@ def add_arguments(parser) -> None:
     data.add_argument("--val-size", type=number(int, low=0), metavar="N",
                       help="training examples held out for validation (default: 5000 or a tenth of the "
                            "training set, whichever is fewer)")
-    data.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+    data.add_argument("--augment", action=argparse.BooleanOptionalAction,
                       help="random crops and horizontal flips (default: if the model asks for them)")
 
     model = parser.add_argument_group("model")
@@ -127,7 +126,7 @@ def add_arguments(parser) -> None:
     dist.add_argument("--distributed", action="store_true",
                       help="train data-parallel on the processes of `mpiexec -n P normlab train --distributed`; "
                            "--batch-size is the global batch. Without mpiexec: one process, as without the flag")
-    dist.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
+    dist.add_argument("--sync-bn", action=argparse.BooleanOptionalAction,
                       help="with --distributed: batch norm statistics over the global batch (default: on; "
                            "when resuming, as the run was started)")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar (default: on)")
@@ -139,24 +138,15 @@ def config_from_args(args):
     """A TrainConfig from the command line. Raises ValueError naming an option the model does not take."""
     from dataclasses import fields
 
-    from normlab.train.config import (
-        DEFAULT_LR,
-        TrainConfig,
-        builder_default,
-        default_augment,
-        model_options,
-        takes_option,
-    )
+    from normlab.train.config import DEFAULT_LR, TrainConfig, default_augment, model_options, takes_option
 
     d = TrainConfig()
     model = args.model or d.model
     optimizer = args.optimizer or d.optimizer
     weight_decay = args.weight_decay if args.weight_decay is not None else (1e-2 if optimizer == "adamw" else 0.0)
-    normalization = args.normalization or builder_default(model, "normalization")
-    norm_options = _norm_options(args, normalization, model, default=args.normalization is None)
     given = {"hidden_dims": tuple(args.hidden) if args.hidden is not None else None,
-             "normalization": args.normalization, "norm_options": norm_options, "placement": args.placement,
-             "dropout": args.dropout, "weight_scale": args.weight_scale}
+             "normalization": args.normalization, "norm_options": _norm_options(args, model),
+             "placement": args.placement, "dropout": args.dropout, "weight_scale": args.weight_scale}
     # Plain L2 goes into the model's loss when the model has one (CS231n's reg); AdamW's decay is the
     # optimizer's own, and so is the L2 of a model without a `reg` option.
     in_model = optimizer != "adamw" and weight_decay > 0 and takes_option(model, "reg")
@@ -171,24 +161,25 @@ def config_from_args(args):
     return TrainConfig(**{k: v for k, v in settings.items() if v is not None})
 
 
-def _norm_options(args, normalization: str | None, model: str, *, default: bool = False) -> dict | None:
-    """The norm_options the flags give for `normalization` (the one given, or with default=True the model's
-    default; None for a model without one), None when no flag is given. Raises ValueError naming a flag the
-    normalization does not take."""
+def _norm_options(args, model: str) -> dict | None:
+    """The norm_options the flags give for --normalization, or the model's default one; None when no flag is
+    given. Raises ValueError naming a flag the normalization does not take, or a model without one."""
     from normlab.nn.norm_registry import check_norm_options, get_normalization
+    from normlab.train.config import builder_default
 
     flags = {option: flag for option, (flag, _) in TRAIN_NORM_FLAGS.items()}
     values = {option: getattr(args, flag[2:].replace("-", "_")) for option, flag in flags.items()}
     given = {option: value for option, value in values.items() if value is not None}
     if not given:
         return None
+    normalization = args.normalization or builder_default(model, "normalization")
     if normalization is None:
         raise ValueError(f"{' '.join(flags[o] for o in given)}: model {model!r} has no normalization to take it")
     takes = get_normalization(normalization).defaults
     wrong = [flags[o] for o in given if o not in takes]
     if wrong:
         accepted = [flags[o] for o in takes if o in flags]
-        chosen = f"--normalization {normalization}" + (f" (model {model!r}'s default)" if default else "")
+        chosen = f"--normalization {normalization}" + ("" if args.normalization else f" (model {model!r}'s default)")
         raise ValueError(f"{' '.join(wrong)}: not an option of {chosen} (it takes {', '.join(accepted) or 'none'})")
     try:
         check_norm_options(normalization, given)
@@ -265,9 +256,9 @@ def _train(args, comm) -> int:
                 option = "--resume" if args.resume else "--out" if args.out else "run directory"
                 raise ValueError(f"{option} {e}") from None
         sync_batchnorm = args.sync_bn
-        if sync_batchnorm is None:
-            saved = run_dir / DISTRIBUTED if args.resume else None
-            sync_batchnorm = _saved_sync_batchnorm(saved) if saved and saved.is_file() else True
+        if sync_batchnorm is None:  # as the resumed run was started, else on
+            saved = run_dir / DISTRIBUTED
+            sync_batchnorm = _saved_sync_batchnorm(saved) if args.resume and saved.is_file() else True
         if args.resume:  # after every metadata file is read, so a damaged one is named first
             complete = _completed_note(run_dir, config) if root else None
             complete = comm.broadcast_object(complete) if comm is not None else complete
