@@ -59,9 +59,8 @@ def _write_page(args):
     from normlab.cli._norm_args import build_sample, sample_builder, sample_shape
 
     build = sample_builder(args)
-    shapes = [sample_shape(args), *(args.page_shapes if args.page_shapes is not None
-                                    else PAGE_SHAPES.get(args.kind, ()))]
-    seeds = [args.seed, *(args.page_seeds if args.page_seeds is not None else PAGE_SEEDS)]
+    shapes = [sample_shape(args), *(args.page_shapes or PAGE_SHAPES.get(args.kind, ()))]  # nargs="+": never []
+    seeds = [args.seed, *(args.page_seeds or PAGE_SEEDS)]
     title = build_sample(args)[1].split(" on ")[0]
 
     def build_described(rng, shape):

@@ -31,12 +31,11 @@ def run(args) -> int:
         batches = [read_images(path, trained.input_shape) for path in args.files]  # every file checked first
     except USER_ERRORS as error:
         return fail("predict", error)
-    top = min(args.top, len(trained.classes))
     for path, (images, batched) in zip(args.files, batches):
         probabilities = trained.predict_proba(images)  # (N, K)
         for i, p in enumerate(probabilities):
             label = f"{path}[{i}]" if batched else path
-            best = np.argsort(-p, kind="stable")[:top]
+            best = np.argsort(-p, kind="stable")[:args.top]
             print(f"{label}: " + ", ".join(f"{trained.classes[k]} {p[k]:.4f}" for k in best))
     return 0
 

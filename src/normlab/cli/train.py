@@ -140,9 +140,8 @@ def config_from_args(args):
 
     from normlab.train.config import DEFAULT_LR, TrainConfig, default_augment, model_options, takes_option
 
-    d = TrainConfig()
-    model = args.model or d.model
-    optimizer = args.optimizer or d.optimizer
+    model = args.model or TrainConfig.model
+    optimizer = args.optimizer or TrainConfig.optimizer
     weight_decay = args.weight_decay if args.weight_decay is not None else (1e-2 if optimizer == "adamw" else 0.0)
     given = {"hidden_dims": tuple(args.hidden) if args.hidden is not None else None,
              "normalization": args.normalization, "norm_options": _norm_options(args, model),

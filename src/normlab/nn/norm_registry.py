@@ -70,10 +70,10 @@ class Normalization:
         return {o.name: o.default for o in self.options}
 
 
-def default_groups(num_channels: int, max_groups: int = MAX_GROUPS) -> int:
-    """The largest divisor of num_channels not above max_groups (32): the group count of "group" when none
+def default_groups(num_channels: int) -> int:
+    """The largest divisor of num_channels not above MAX_GROUPS (32): the group count of "group" when none
     is given."""
-    return max(g for g in range(1, min(num_channels, max_groups) + 1) if num_channels % g == 0)
+    return max(g for g in range(1, min(num_channels, MAX_GROUPS) + 1) if num_channels % g == 0)
 
 
 _EPS = NormOption("eps", 1e-5, float, "added to the variance")
