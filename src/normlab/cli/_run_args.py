@@ -25,8 +25,9 @@ def add_data_arguments(parser) -> None:
     parser.add_argument("--no-download", action="store_true", help="never download; fail if the files are missing")
 
 
-def fail(command: str, error: Exception) -> int:
-    print(f"normlab {command}: error: {error}", file=sys.stderr)
+def fail(command: str | None, error: Exception | str) -> int:
+    """Print "normlab COMMAND: error: ERROR" ("error: ERROR" with no command) to stderr; the exit status 2."""
+    print(f"normlab {command}: error: {error}" if command else f"error: {error}", file=sys.stderr)
     return 2
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import sys
 
+from normlab.cli._norm_args import _shape, add_norm_arguments, build_sample, sample_builder, sample_shape
+
 HELP = ("draw the computational graph of a normalization (values in blue, gradients in red) with Graphviz, "
         "or write an interactive page (--out FILE.html)")
 # The shapes and seeds an HTML page offers besides --shape and --seed: one small enough to read in full,
@@ -16,8 +18,6 @@ PAGE_SEEDS = (0, 1, 2)
 
 
 def add_arguments(parser) -> None:
-    from normlab.cli._norm_args import _shape, add_norm_arguments
-
     add_norm_arguments(parser)
     parser.add_argument("--out", required=True, metavar="FILE",
                         help="FILE.html: an interactive page (self-contained; opens from disk); FILE.svg or "
@@ -41,8 +41,6 @@ def run(args) -> int:
             written = _write_page(args)
             print(f"wrote {written} ({written.stat().st_size} bytes; open it in a browser)")
             return 0
-        from normlab.cli._norm_args import build_sample
-
         out, description = build_sample(args)
         source = to_dot(out, title=description, rankdir=args.rankdir)
         written = render(source, args.out)
@@ -56,7 +54,6 @@ def run(args) -> int:
 
 def _write_page(args):
     from normlab.autograd.page import graph_page
-    from normlab.cli._norm_args import build_sample, sample_builder, sample_shape
 
     build = sample_builder(args)
     shapes = [sample_shape(args), *(args.page_shapes or PAGE_SHAPES.get(args.kind, ()))]  # nargs="+": never []
