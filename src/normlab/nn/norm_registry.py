@@ -105,12 +105,11 @@ def _renorm(num_features: int, spatial: bool, o: dict[str, Any], dtype) -> Modul
 _REGISTRY: dict[str, Normalization] = {}
 
 
-def register_normalization(normalization: Normalization) -> Normalization:
+def register_normalization(normalization: Normalization) -> None:
     """Add a normalization to the vocabulary (its name must be new)."""
     if normalization.name in _REGISTRY:
         raise ValueError(f"a normalization named {normalization.name!r} is already registered")
     _REGISTRY[normalization.name] = normalization
-    return normalization
 
 
 _RENORM = RenormSchedule()
