@@ -18,17 +18,17 @@ from normlab.cli._run_args import add_data_arguments, fail, number
 HELP = "train a network on Fashion-MNIST, MNIST or CIFAR-10 and write a run directory"
 
 # One flag per option of normlab.nn.norm_registry (a test holds every option that a command line can give
-# covered), with the range argparse checks; the registry gives its type, default and meaning.
+# covered), with the range argparse checks and its metavar; the registry gives its type, default and meaning.
 TRAIN_NORM_FLAGS = {
-    "groups": ("--groups", {"low": 1}),
-    "virtual_batch_size": ("--virtual-batch-size", {"low": 1}),
-    "rmax": ("--rmax", {"low": 1}),
-    "dmax": ("--dmax", {"low": 0}),
-    "warmup_steps": ("--renorm-warmup", {"low": 0}),
-    "rmax_full_at": ("--rmax-full-at", {"low": 0}),
-    "dmax_full_at": ("--dmax-full-at", {"low": 0}),
-    "momentum": ("--norm-momentum", {"low": 0, "low_open": True, "high": 1}),
-    "eps": ("--norm-eps", {"low": 0, "low_open": True}),
+    "groups": ("--groups", {"low": 1}, "G"),
+    "virtual_batch_size": ("--virtual-batch-size", {"low": 1}, "N"),
+    "rmax": ("--rmax", {"low": 1}, "R"),
+    "dmax": ("--dmax", {"low": 0}, "D"),
+    "warmup_steps": ("--renorm-warmup", {"low": 0}, "STEPS"),
+    "rmax_full_at": ("--rmax-full-at", {"low": 0}, "STEP"),
+    "dmax_full_at": ("--dmax-full-at", {"low": 0}, "STEP"),
+    "momentum": ("--norm-momentum", {"low": 0, "low_open": True, "high": 1}, "M"),
+    "eps": ("--norm-eps", {"low": 0, "low_open": True}, "EPS"),
 }
 # What --resume may be given (and argparse's command): every other option changes the result, which the run's
 # config.json decides, or its directory (--out, --overwrite).
@@ -75,13 +75,13 @@ def add_arguments(parser) -> None:
     model.add_argument("--placement", choices=PLACEMENTS,
                        help="fcnet: the normalization before the nonlinearity (the batch norm paper's, the "
                             "default) or after it")
-    for option, (flag, bounds) in TRAIN_NORM_FLAGS.items():  # help: "batch, renorm: ... (0.1; renorm 0.01)"
+    for option, (flag, bounds, metavar) in TRAIN_NORM_FLAGS.items():  # help: "batch, renorm: ... (0.1; renorm 0.01)"
         takers = {n: o for n in normalization_names() for o in get_normalization(n).options if o.name == option}
         first, *_ = takers.values()
         other = [f"{n} {o.default:g}" for n, o in takers.items() if o.default != first.default]
         defaults = "" if first.default is None else f" ({'; '.join([f'{first.default:g}', *other])})"
         text = f"{', '.join(takers)}: {first.help}{defaults}"
-        model.add_argument(flag, type=number(first.type, **bounds), help=text)
+        model.add_argument(flag, type=number(first.type, **bounds), metavar=metavar, help=text)
     model.add_argument("--dropout", type=number(float, low=0, high=1, high_open=True), metavar="P",
                        help="probability of dropping an activation (0)")
     model.add_argument("--weight-scale", type=_weight_scale, metavar="he|S",
@@ -129,7 +129,8 @@ def add_arguments(parser) -> None:
     dist.add_argument("--sync-bn", action=argparse.BooleanOptionalAction,
                       help="with --distributed: batch norm statistics over the global batch (default: on; "
                            "when resuming, as the run was started)")
-    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar (default: on)")
+    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                     help="progress bar (default: on)")
     run.add_argument("--tensorboard", action="store_true",
                      help="also write TensorBoard event files into RUN/tensorboard (needs normlab[tensorboard])")
 
@@ -166,7 +167,7 @@ def _norm_options(args, model: str) -> dict | None:
     from normlab.nn.norm_registry import check_norm_options, get_normalization
     from normlab.train.config import builder_default
 
-    flags = {option: flag for option, (flag, _) in TRAIN_NORM_FLAGS.items()}
+    flags = {option: flag for option, (flag, *_) in TRAIN_NORM_FLAGS.items()}
     values = {option: getattr(args, flag[2:].replace("-", "_")) for option, flag in flags.items()}
     given = {option: value for option, value in values.items() if value is not None}
     if not given:
