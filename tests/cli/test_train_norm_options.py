@@ -7,8 +7,7 @@ import json
 import pytest
 
 from normlab.cli import build_parser, main
-from normlab.cli._norm_args import TRAIN_NORM_FLAGS
-from normlab.cli.train import config_from_args
+from normlab.cli.train import TRAIN_NORM_FLAGS, config_from_args
 from normlab.models import build_model
 from normlab.nn import (
     BatchNorm1d,

@@ -1,6 +1,5 @@
-"""The `normlab` command. Each subcommand is a module in this package defining
+"""The `normlab` command. Each subcommand is a module of this package, named after it, defining
 
-    NAME: str                      the subcommand's name
     HELP: str                      one line for `normlab --help`
     add_arguments(parser)          its options
     run(args) -> int               what it does (import heavy modules here, not at the top)
@@ -16,12 +15,6 @@ import pkgutil
 import sys
 
 
-def _subcommand_modules():
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if not info.name.startswith("_"):
-            yield importlib.import_module(f"{__name__}.{info.name}")
-
-
 def build_parser() -> argparse.ArgumentParser:
     from normlab import __version__
 
@@ -31,21 +24,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"normlab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in _subcommand_modules():
-        p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
-        module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+    for name in sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")):
+        module = importlib.import_module(f"{__name__}.{name}")
+        module.add_arguments(sub.add_parser(name, help=module.HELP, description=module.HELP))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not hasattr(args, "_run"):
+    if args.command is None:
         parser.print_help()
         return 2
     try:
-        return int(args._run(args) or 0)
+        return int(importlib.import_module(f"{__name__}.{args.command}").run(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

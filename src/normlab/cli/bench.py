@@ -3,13 +3,12 @@ PyTorch's CPU kernels on the same number of threads; print a table, optionally w
 
 from __future__ import annotations
 
-NAME = "bench"
+from normlab.cli._run_args import number
+
 HELP = "time the normalization kernels against the memory bandwidth and against PyTorch"
 
 
 def add_arguments(parser) -> None:
-    from normlab.cli._run_args import number
-
     parser.add_argument("--quick", action="store_true", help="small shapes, 3 repetitions: a smoke test in seconds")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     parser.add_argument("--backend", choices=("auto", "numpy", "numba"), default="auto",

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-import sys
 
-NAME = "check"
+from normlab.cli._run_args import fail
+
 HELP = ("check your own batch norm / layer norm / spatial batch norm / group norm (CS231n's layers.py or "
         "normlab's signatures): which output is wrong, the known mistake, the first wrong step")
 
@@ -30,12 +30,10 @@ def run(args) -> int:
     from normlab.check import check_file
 
     if not 0 < args.timeout < math.inf:  # NaN fails too
-        print(f"error: --timeout must be a positive, finite number of seconds, got {args.timeout}", file=sys.stderr)
-        return 2
+        return fail(None, f"--timeout must be a positive, finite number of seconds, got {args.timeout}")
     try:
         report = check_file(args.file, timeout=args.timeout, seed=args.seed)
     except FileNotFoundError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return fail(None, error)
     print(report.to_json() if args.json else report.to_text(), end="\n" if args.json else "")
     return report.exit_code

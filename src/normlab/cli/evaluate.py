@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from normlab.cli._run_args import add_data_arguments, add_run_argument, fail, user_errors
+from normlab.cli._run_args import USER_ERRORS, add_data_arguments, add_run_argument, fail
 
-NAME = "evaluate"
 HELP = "test accuracy, accuracy per class and a confusion matrix of a trained run"
 CONFUSION = "confusion.png"  # = normlab.train.run.CONFUSION (kept here: the CLI imports no training code)
 
@@ -28,15 +27,14 @@ def run(args) -> int:
         trained = load_run(args.run, weights=args.weights, data_dir=args.data_dir, download=not args.no_download)
         dataset = load_dataset(trained.config.dataset, args.data_dir, download=not args.no_download)
         result = evaluate_predictions(dataset.y_test, trained.predict(dataset.x_test), trained.classes)
-    except user_errors() as error:
-        return fail(NAME, error)
+    except USER_ERRORS as error:
+        return fail("evaluate", error)
     plot = Path(args.plot) if args.plot else Path(args.run) / CONFUSION
     config = trained.config
-    epoch = trained.weights.get("epoch")
     plot_confusion(result.confusion, result.classes, plot,
                    title=f"{config.model} on {config.dataset} test set: accuracy {result.accuracy:.4f}")
     print(f"{config.model} on the {config.dataset} test set ({len(dataset.y_test)} examples), weights of "
-          f"epoch {epoch} ({Path(trained.weights['file']).name})")
+          f"epoch {trained.weights.get('epoch')} ({Path(trained.weights['file']).name})")
     print(result.table())
     print(f"test accuracy {result.accuracy:.4f}; confusion matrix in {plot}")
     return 0

@@ -11,12 +11,10 @@ writes OUT/NAME-cnn/, so the fully connected track's results stay where they are
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
-from normlab.checks import check_non_negative_int, check_positive_int
+from normlab.cli._run_args import add_data_arguments, fail, number
 
-NAME = "experiment"
 HELP = "test one of batch norm's claims on real data: results.json, plots and a summary table"
 TRACKS = {"fcnet": "", "bn-cnn": "-cnn"}  # --model -> the suffix of the track's registered name
 
@@ -28,35 +26,21 @@ def track_names(name: str, model: str | None, experiments) -> list[str]:
     if model is None:
         return list(experiments) if name == "all" else [name]
     suffix = TRACKS[model]
+    base = {n: next((n[:-len(s)] for s in TRACKS.values() if s and n.endswith(s)), n) for n in experiments}
     if name == "all":
-        plain = [n for n in experiments if not any(n.endswith(s) for s in TRACKS.values() if s)]
-        return [n + suffix for n in plain if n + suffix in experiments]
-    base = next((name[:-len(s)] for s in TRACKS.values() if s and name.endswith(s)), name)
-    if base + suffix not in experiments:
-        have = [n[:-len(suffix)] for n in experiments if suffix and n.endswith(suffix)]
+        return [n + suffix for n in experiments if base[n] == n and n + suffix in experiments]
+    if base[name] + suffix not in experiments:
+        have = [base[n] for n in experiments if suffix and n.endswith(suffix)]
         raise ValueError(f"--model {model}: experiment {name!r} has no {model} track; the experiments that have "
                          f"one: {', '.join(have)}")
-    return [base + suffix]
+    return [base[name] + suffix]
 
 
-def _integer_type(check, expected: str):
-    """An argparse type: the text as an int, checked by `check` (normlab.checks), argparse's error otherwise."""
-
-    def convert(text: str) -> int:
-        try:
-            return check("value", int(text))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-
-    return convert
-
-
-positive_int = _integer_type(check_positive_int, "a positive integer")
-non_negative_int = _integer_type(check_non_negative_int, "a non-negative integer")
+positive_int = number(int, low=1, expected="a positive integer")
+non_negative_int = number(int, low=0, expected="a non-negative integer")
 
 
 def add_arguments(parser) -> None:
-    from normlab.cli._run_args import add_data_arguments
     from normlab.experiments import EXPERIMENTS
     from normlab.experiments.base import DATASETS
 
@@ -65,7 +49,7 @@ def add_arguments(parser) -> None:
     parser.epilog = "experiments:\n" + "\n".join(f"  {name:<{width}}  {e.claim}" for name, e in EXPERIMENTS.items())
     parser.add_argument("name", choices=[*EXPERIMENTS, "all"], metavar="NAME",
                         help=f"the experiment ({', '.join(EXPERIMENTS)}), or all of them in turn")
-    parser.add_argument("--model", choices=list(TRACKS), default=None,
+    parser.add_argument("--model", choices=list(TRACKS),
                         help="the network: fcnet (the fully connected track, each experiment's default) or bn-cnn "
                              "(the convolutional track of batch-size, learning-rate and init-scale, written to "
                              "OUT/NAME-cnn/)")
@@ -74,7 +58,7 @@ def add_arguments(parser) -> None:
                         help="write into DIR/NAME/ (default results/); refuses to replace a finished result")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace DIR/NAME/results.json if it exists (cached runs in DIR/NAME/runs/ are reused)")
-    parser.add_argument("--seeds", type=positive_int, default=None, metavar="K",
+    parser.add_argument("--seeds", type=positive_int, metavar="K",
                         help="run every setting with K seeds (default 5; 2 with --quick)")
     parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="the first seed (default 0): seeds SEED .. SEED+K-1")
@@ -88,7 +72,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from normlab.data import ChecksumError, DataFormatError, DatasetNotFoundError
+    from normlab.data import DatasetNotFoundError
     from normlab.experiments import EXPERIMENTS, run_experiment
     from normlab.experiments.base import check_out_dir
     from normlab.experiments.sweep import make_executor
@@ -97,21 +81,16 @@ def run(args) -> int:
         names = track_names(args.name, args.model, EXPERIMENTS)
         for name in names:  # refuse before running anything
             check_out_dir(name, args.out, args.overwrite)
-        executor = make_executor(args.jobs)
-    except ValueError as e:
-        print(f"normlab experiment: error: {e}", file=sys.stderr)
-        return 2
-    with executor:
-        for name in names:
-            started = time.perf_counter()
-            print(f"{name}: {EXPERIMENTS[name].claim}{' (quick)' if args.quick else ''}", flush=True)
-            try:
+        with make_executor(args.jobs) as executor:
+            for name in names:
+                started = time.perf_counter()
+                print(f"{name}: {EXPERIMENTS[name].claim}{' (quick)' if args.quick else ''}", flush=True)
                 out_dir = run_experiment(name, args.out, quick=args.quick, scale=args.scale, dataset=args.dataset,
                                          data_dir=args.data_dir, download=not args.no_download, seed=args.seed,
                                          seeds=args.seeds, overwrite=args.overwrite, executor=executor,
                                          log=lambda line: print(line, flush=True))
-            except (ValueError, DatasetNotFoundError, DataFormatError, ChecksumError) as e:
-                print(f"normlab experiment: error: {e}", file=sys.stderr)
-                return 2
-            print(f"{name}: done in {time.perf_counter() - started:.0f} s; see {out_dir / 'summary.md'}", flush=True)
+                print(f"{name}: done in {time.perf_counter() - started:.0f} s; see {out_dir / 'summary.md'}",
+                      flush=True)
+    except (ValueError, DatasetNotFoundError) as e:  # normlab.data's other errors are ValueErrors
+        return fail("experiment", e)
     return 0

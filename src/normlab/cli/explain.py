@@ -3,26 +3,22 @@ graph: one line per node, each gradient a local gradient times the upstream grad
 
 from __future__ import annotations
 
-import sys
+from normlab.cli._norm_args import add_norm_arguments, build_sample
+from normlab.cli._run_args import fail
 
-NAME = "explain"
 HELP = "print a normalization's backward pass step by step, generated from its computational graph"
 
 
 def add_arguments(parser) -> None:
-    from normlab.cli._norm_args import add_norm_arguments
-
     add_norm_arguments(parser, seed=False)
 
 
 def run(args) -> int:
     from normlab.autograd.steps import explain
-    from normlab.cli._norm_args import build_sample
 
     try:
         out, description = build_sample(args)
     except (ValueError, TypeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return fail(None, error)
     print(explain(out, title=description), end="")
     return 0

@@ -7,15 +7,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from normlab.cli._run_args import add_data_arguments, add_run_argument, fail, number, user_errors
+from normlab.cli._run_args import USER_ERRORS, add_data_arguments, add_run_argument, fail, number
 
-NAME = "export"
 HELP = "export a trained run's model to ONNX, PyTorch (torch.export) or Keras, checked against normlab"
+RUNTIMES = {"onnx": "onnxruntime", "torch": "torch.export.load", "keras": "keras.saving.load_model"}  # what loads each
 
 
 def add_arguments(parser) -> None:
     add_run_argument(parser)
-    parser.add_argument("--format", required=True, choices=("onnx", "torch", "keras"),
+    parser.add_argument("--format", required=True, choices=RUNTIMES,
                         help="onnx (.onnx, through the torch twin), torch (.pt2, torch.export) or keras (.keras)")
     parser.add_argument("--fold", action="store_true",
                         help="merge evaluation-mode batch norms into the layer before them first")
@@ -33,8 +33,7 @@ def run(args) -> int:
     from normlab.interop.export import FORMATS, export_model, run_exported
     from normlab.train import load_run
 
-    default = f"model{'.folded' if args.fold else ''}{FORMATS[args.format]}"
-    out = Path(args.out) if args.out else Path(args.run) / default
+    out = Path(args.out or Path(args.run) / f"model{'.folded' if args.fold else ''}{FORMATS[args.format]}")
     try:
         trained = load_run(args.run, weights=args.weights, data_dir=args.data_dir, download=not args.no_download)
         metadata = {"classes": list(trained.classes), "input_shape": list(trained.input_shape),
@@ -43,8 +42,8 @@ def run(args) -> int:
                     "standardizer_std": trained.standardizer.std.tolist(),
                     "model": trained.config.model, "dataset": trained.config.dataset, "folded": args.fold}
         export_model(trained.model, trained.input_shape, args.format, out, fold=args.fold, metadata=metadata)
-    except user_errors() as error:
-        return fail(NAME, error)
+    except USER_ERRORS as error:
+        return fail("export", error)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.2f} MiB; {args.format}"
           f"{', batch norms folded' if args.fold else ''}; inputs: standardized images (N, "
           f"{', '.join(map(str, trained.input_shape))}){', channels-last' if args.format == 'keras' else ''})")
@@ -56,7 +55,7 @@ def run(args) -> int:
     diff = float(np.max(np.abs(got.astype(np.float64) - expected)))
     scale = float(np.max(np.abs(expected)))
     agree = int(np.sum(got.argmax(axis=1) == expected.argmax(axis=1)))
-    print(f"checked with {_runtime(args.format)} on {len(x)} {source}: max |scores - normlab's| = {diff:.2e} "
+    print(f"checked with {RUNTIMES[args.format]} on {len(x)} {source}: max |scores - normlab's| = {diff:.2e} "
           f"(largest score {scale:.2f}); the same class for {agree}/{len(x)}")
     if not diff <= args.tolerance * max(1.0, scale):
         print(f"normlab export: error: the exported model differs from normlab's by {diff:.2e}, more than "
@@ -76,7 +75,3 @@ def _check_inputs(trained, args, np):
         print(f"note: {error.__class__.__name__}: {str(error).splitlines()[0]}; checking on random inputs instead")
         x = np.random.default_rng(0).standard_normal((args.check, *trained.input_shape)).astype(np.float32)
         return x, "standard-normal inputs"
-
-
-def _runtime(fmt: str) -> str:
-    return {"onnx": "onnxruntime", "torch": "torch.export.load", "keras": "keras.saving.load_model"}[fmt]

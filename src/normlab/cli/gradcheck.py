@@ -3,7 +3,6 @@ relative errors."""
 
 from __future__ import annotations
 
-NAME = "gradcheck"
 HELP = "check each normalization's backward pass against numerical gradients (float64)"
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import sys
 
-NAME = "graph"
+from normlab.cli._norm_args import _shape, add_norm_arguments, build_sample, sample_builder, sample_shape
+
 HELP = ("draw the computational graph of a normalization (values in blue, gradients in red) with Graphviz, "
         "or write an interactive page (--out FILE.html)")
 # The shapes and seeds an HTML page offers besides --shape and --seed: one small enough to read in full,
@@ -17,8 +18,6 @@ PAGE_SEEDS = (0, 1, 2)
 
 
 def add_arguments(parser) -> None:
-    from normlab.cli._norm_args import _shape, add_norm_arguments
-
     add_norm_arguments(parser)
     parser.add_argument("--out", required=True, metavar="FILE",
                         help="FILE.html: an interactive page (self-contained; opens from disk); FILE.svg or "
@@ -27,10 +26,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--rankdir", choices=("LR", "TB"), default="TB",
                         help="TB: top to bottom, readable when fitted to a page (default); LR: left to right, as "
                              "drawn by hand, wide (the HTML page is always TB)")
-    parser.add_argument("--page-shapes", type=_shape, nargs="+", default=None, metavar="N,C,...",
+    parser.add_argument("--page-shapes", type=_shape, nargs="+", metavar="N,C,...",
                         help="HTML: the other shapes the page offers, after --shape (default 4,3 16,5; 2,4,2,2 "
                              "4,6,2,2 for groupnorm)")
-    parser.add_argument("--page-seeds", type=int, nargs="+", default=None, metavar="SEED",
+    parser.add_argument("--page-seeds", type=int, nargs="+", metavar="SEED",
                         help="HTML: the other seeds the page offers, after --seed (default 0 1 2)")
 
 
@@ -42,35 +41,24 @@ def run(args) -> int:
             written = _write_page(args)
             print(f"wrote {written} ({written.stat().st_size} bytes; open it in a browser)")
             return 0
-        from normlab.cli._norm_args import build_sample
-
         out, description = build_sample(args)
         source = to_dot(out, title=description, rankdir=args.rankdir)
         written = render(source, args.out)
-    except GraphvizNotFoundError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
     except (ValueError, TypeError, RuntimeError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(error, GraphvizNotFoundError) else 2
     dot_path = written.with_suffix(".dot")
     print(f"wrote {written}" + ("" if written == dot_path else f" (DOT source: {dot_path})"))
     return 0
 
 
 def _write_page(args):
-    import numpy as np
-
     from normlab.autograd.page import graph_page
-    from normlab.cli._norm_args import default_shape, sample_builder
 
     build = sample_builder(args)
-    first_shape = args.shape or default_shape(args.kind)
-    shapes = [first_shape, *(args.page_shapes if args.page_shapes is not None
-                             else PAGE_SHAPES.get(args.kind, ()))]
-    seeds = [args.seed, *(args.page_seeds if args.page_seeds is not None else PAGE_SEEDS)]
-    _, description = build(np.random.default_rng(args.seed), first_shape)
-    title = description.split(" on ")[0]
+    shapes = [sample_shape(args), *(args.page_shapes or PAGE_SHAPES.get(args.kind, ()))]  # nargs="+": never []
+    seeds = [args.seed, *(args.page_seeds or PAGE_SEEDS)]
+    title = build_sample(args)[1].split(" on ")[0]
 
     def build_described(rng, shape):
         out, description = build(rng, shape)

@@ -7,9 +7,8 @@ A FILE is a .png picture or a .npy array holding one image or a batch, uint8 (0.
 
 from __future__ import annotations
 
-from normlab.cli._run_args import add_data_arguments, add_run_argument, fail, number, user_errors
+from normlab.cli._run_args import USER_ERRORS, add_data_arguments, add_run_argument, fail, number
 
-NAME = "predict"
 HELP = "classify images (.npy or .png files) with a trained run's model"
 
 
@@ -30,14 +29,13 @@ def run(args) -> int:
     try:
         trained = load_run(args.run, weights=args.weights, data_dir=args.data_dir, download=not args.no_download)
         batches = [read_images(path, trained.input_shape) for path in args.files]  # every file checked first
-    except user_errors() as error:
-        return fail(NAME, error)
-    top = min(args.top, len(trained.classes))
+    except USER_ERRORS as error:
+        return fail("predict", error)
     for path, (images, batched) in zip(args.files, batches):
         probabilities = trained.predict_proba(images)  # (N, K)
         for i, p in enumerate(probabilities):
             label = f"{path}[{i}]" if batched else path
-            best = np.argsort(-p, kind="stable")[:top]
+            best = np.argsort(-p, kind="stable")[:args.top]
             print(f"{label}: " + ", ".join(f"{trained.classes[k]} {p[k]:.4f}" for k in best))
     return 0
 

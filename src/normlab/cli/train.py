@@ -8,20 +8,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
 
-from normlab.cli._run_args import add_data_arguments, number
+from normlab.cli._run_args import add_data_arguments, fail, number
 
-NAME = "train"
 HELP = "train a network on Fashion-MNIST, MNIST or CIFAR-10 and write a run directory"
 
-# Options that change the result: taken from config.json when resuming, so they may not be given then.
-CONFIG_OPTIONS = ("dataset", "model", "hidden", "normalization", "placement", "dropout", "weight_scale",
-                  "weight_decay", "optimizer", "lr", "momentum", "nesterov", "schedule", "warmup", "step_epochs",
-                  "step_gamma", "epochs", "batch_size", "seed", "val_size", "limit", "augment", "framework",
-                  "precise_bn")
+# One flag per option of normlab.nn.norm_registry (a test holds every option that a command line can give
+# covered), with the range argparse checks and its metavar; the registry gives its type, default and meaning.
+TRAIN_NORM_FLAGS = {
+    "groups": ("--groups", {"low": 1}, "G"),
+    "virtual_batch_size": ("--virtual-batch-size", {"low": 1}, "N"),
+    "rmax": ("--rmax", {"low": 1}, "R"),
+    "dmax": ("--dmax", {"low": 0}, "D"),
+    "warmup_steps": ("--renorm-warmup", {"low": 0}, "STEPS"),
+    "rmax_full_at": ("--rmax-full-at", {"low": 0}, "STEP"),
+    "dmax_full_at": ("--dmax-full-at", {"low": 0}, "STEP"),
+    "momentum": ("--norm-momentum", {"low": 0, "low_open": True, "high": 1}, "M"),
+    "eps": ("--norm-eps", {"low": 0, "low_open": True}, "EPS"),
+}
+# What --resume may be given (and argparse's command): every other option changes the result, which the run's
+# config.json decides, or its directory (--out, --overwrite).
+RESUME_TAKES = ("command", "resume", "data_dir", "no_download", "distributed", "sync_bn", "progress", "tensorboard")
 
 
 def _weight_scale(text: str):
@@ -37,9 +48,9 @@ def _weight_scale(text: str):
 
 
 def add_arguments(parser) -> None:
-    from normlab.cli._norm_args import add_train_norm_arguments
     from normlab.data import available_datasets
     from normlab.models import available_models
+    from normlab.nn.norm_registry import PLACEMENTS, get_normalization, normalization_names
     from normlab.train.config import DEFAULT_LR, SCHEDULES, TrainConfig
 
     d = TrainConfig()
@@ -51,14 +62,26 @@ def add_arguments(parser) -> None:
     data.add_argument("--val-size", type=number(int, low=0), metavar="N",
                       help="training examples held out for validation (default: 5000 or a tenth of the "
                            "training set, whichever is fewer)")
-    data.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+    data.add_argument("--augment", action=argparse.BooleanOptionalAction,
                       help="random crops and horizontal flips (default: if the model asks for them)")
 
     model = parser.add_argument_group("model")
     model.add_argument("--model", choices=available_models(), help=f"model (default {d.model})")
     model.add_argument("--hidden", type=number(int, low=1), nargs="*", metavar="D",
                        help="hidden layer sizes (fcnet: 512 256)")
-    add_train_norm_arguments(model)
+    model.add_argument("--normalization", choices=normalization_names(),
+                       help="normalization of each hidden layer (default: the model's, batch for fcnet and "
+                            "bn-cnn); instance needs a convolutional model")
+    model.add_argument("--placement", choices=PLACEMENTS,
+                       help="fcnet: the normalization before the nonlinearity (the batch norm paper's, the "
+                            "default) or after it")
+    for option, (flag, bounds, metavar) in TRAIN_NORM_FLAGS.items():  # help: "batch, renorm: ... (0.1; renorm 0.01)"
+        takers = {n: o for n in normalization_names() for o in get_normalization(n).options if o.name == option}
+        first, *_ = takers.values()
+        other = [f"{n} {o.default:g}" for n, o in takers.items() if o.default != first.default]
+        defaults = "" if first.default is None else f" ({'; '.join([f'{first.default:g}', *other])})"
+        text = f"{', '.join(takers)}: {first.help}{defaults}"
+        model.add_argument(flag, type=number(first.type, **bounds), metavar=metavar, help=text)
     model.add_argument("--dropout", type=number(float, low=0, high=1, high_open=True), metavar="P",
                        help="probability of dropping an activation (0)")
     model.add_argument("--weight-scale", type=_weight_scale, metavar="he|S",
@@ -96,56 +119,76 @@ def add_arguments(parser) -> None:
                           "initial weights, hyperparameters and run files")
     run.add_argument("--out", metavar="DIR", help="run directory (default runs/<date-time>); refused if it holds "
                                                    "a run, unless --overwrite")
-    run.add_argument("--overwrite", action="store_true", help="with --out: replace the run already there")
+    run.add_argument("--overwrite", action="store_true", default=None, help="with --out: replace the run already there")
     run.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint, with "
                                                       "its saved configuration")
     dist = parser.add_argument_group("data parallel (docs/distributed.md)")
     dist.add_argument("--distributed", action="store_true",
                       help="train data-parallel on the processes of `mpiexec -n P normlab train --distributed`; "
                            "--batch-size is the global batch. Without mpiexec: one process, as without the flag")
-    dist.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
+    dist.add_argument("--sync-bn", action=argparse.BooleanOptionalAction,
                       help="with --distributed: batch norm statistics over the global batch (default: on; "
                            "when resuming, as the run was started)")
-    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar (default: on)")
+    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                     help="progress bar (default: on)")
     run.add_argument("--tensorboard", action="store_true",
                      help="also write TensorBoard event files into RUN/tensorboard (needs normlab[tensorboard])")
 
 
 def config_from_args(args):
     """A TrainConfig from the command line. Raises ValueError naming an option the model does not take."""
-    from normlab.cli._norm_args import norm_options_from_args
-    from normlab.train.config import (
-        DEFAULT_LR,
-        TrainConfig,
-        builder_default,
-        default_augment,
-        model_options,
-        takes_option,
-    )
+    from dataclasses import fields
 
-    d = TrainConfig()
-    model = args.model or d.model
-    optimizer = args.optimizer or d.optimizer
+    from normlab.train.config import DEFAULT_LR, TrainConfig, default_augment, model_options, takes_option
+
+    model = args.model or TrainConfig.model
+    optimizer = args.optimizer or TrainConfig.optimizer
     weight_decay = args.weight_decay if args.weight_decay is not None else (1e-2 if optimizer == "adamw" else 0.0)
-    normalization = args.normalization or builder_default(model, "normalization")
-    norm_options = norm_options_from_args(args, normalization, model, default=args.normalization is None)
     given = {"hidden_dims": tuple(args.hidden) if args.hidden is not None else None,
-             "normalization": args.normalization, "norm_options": norm_options, "placement": args.placement,
-             "dropout": args.dropout, "weight_scale": args.weight_scale}
+             "normalization": args.normalization, "norm_options": _norm_options(args, model),
+             "placement": args.placement, "dropout": args.dropout, "weight_scale": args.weight_scale}
     # Plain L2 goes into the model's loss when the model has one (CS231n's reg); AdamW's decay is the
     # optimizer's own, and so is the L2 of a model without a `reg` option.
     in_model = optimizer != "adamw" and weight_decay > 0 and takes_option(model, "reg")
     if in_model:
         given["reg"] = weight_decay
-    augment = args.augment if args.augment is not None else default_augment(model)
-    fields = {"dataset": args.dataset, "optimizer": optimizer, "lr": args.lr if args.lr is not None else DEFAULT_LR[optimizer],
-              "momentum": args.momentum, "nesterov": args.nesterov, "schedule": args.schedule,
-              "warmup_epochs": args.warmup, "step_epochs": args.step_epochs, "step_gamma": args.step_gamma,
-              "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed, "val_size": args.val_size,
-              "limit": args.limit, "framework": args.framework, "precise_bn": args.precise_bn}
-    return TrainConfig(model=model, model_options=model_options(model, given), augment=augment,
-                       weight_decay=0.0 if in_model else weight_decay,
-                       **{k: v for k, v in fields.items() if v is not None})
+    # The other options set the TrainConfig field of their name (--warmup: warmup_epochs); None: its default.
+    settings = {f.name: getattr(args, f.name, None) for f in fields(TrainConfig)}
+    settings.update(model=model, model_options=model_options(model, given), optimizer=optimizer,
+                    lr=args.lr if args.lr is not None else DEFAULT_LR[optimizer], warmup_epochs=args.warmup,
+                    weight_decay=0.0 if in_model else weight_decay,
+                    augment=args.augment if args.augment is not None else default_augment(model))
+    return TrainConfig(**{k: v for k, v in settings.items() if v is not None})
+
+
+def _norm_options(args, model: str) -> dict | None:
+    """The norm_options the flags give for --normalization, or the model's default one; None when no flag is
+    given. Raises ValueError naming a flag the normalization does not take, or a model without one."""
+    from normlab.nn.norm_registry import check_norm_options, get_normalization
+    from normlab.train.config import builder_default
+
+    flags = {option: flag for option, (flag, *_) in TRAIN_NORM_FLAGS.items()}
+    values = {option: getattr(args, flag[2:].replace("-", "_")) for option, flag in flags.items()}
+    given = {option: value for option, value in values.items() if value is not None}
+    if not given:
+        return None
+    normalization = args.normalization or builder_default(model, "normalization")
+    if normalization is None:
+        raise ValueError(f"{' '.join(flags[o] for o in given)}: model {model!r} has no normalization to take it")
+    takes = get_normalization(normalization).defaults
+    wrong = [flags[o] for o in given if o not in takes]
+    if wrong:
+        accepted = [flags[o] for o in takes if o in flags]
+        chosen = f"--normalization {normalization}" + ("" if args.normalization else f" (model {model!r}'s default)")
+        raise ValueError(f"{' '.join(wrong)}: not an option of {chosen} (it takes {', '.join(accepted) or 'none'})")
+    try:
+        check_norm_options(normalization, given)
+    except ValueError as e:  # say it with the flags the user typed (rmax_full_at -> --rmax-full-at)
+        message = str(e)
+        for option, flag in flags.items():
+            message = re.sub(rf"\b{option}\b", flag, message)
+        raise ValueError(message) from None
+    return given
 
 
 def run(args) -> int:
@@ -153,13 +196,12 @@ def run(args) -> int:
 
     comm = world()
     if comm.size > 1 and not args.distributed:
-        if comm.is_root:
-            print(f"normlab train: error: started as one of {comm.size} processes (mpiexec) without --distributed: "
-                  "each would train alone and write the same run directory; add --distributed", file=sys.stderr)
-        return 2
+        if not comm.is_root:
+            return 2
+        return fail("train", f"started as one of {comm.size} processes (mpiexec) without --distributed: each would "
+                    "train alone and write the same run directory; add --distributed")
     if args.sync_bn is not None and not args.distributed:
-        print("normlab train: error: --sync-bn/--no-sync-bn needs --distributed", file=sys.stderr)
-        return 2
+        return fail("train", "--sync-bn/--no-sync-bn needs --distributed")
     if not args.distributed:
         return _train(args, None)
     with abort_on_error(comm):
@@ -186,8 +228,6 @@ def _saved_sync_batchnorm(path: Path) -> bool:
 
 def _train(args, comm) -> int:
     """Train (on the processes of `comm`, or alone when None); the exit status. Only rank 0 prints."""
-    from normlab.cli._norm_args import TRAIN_NORM_FLAGS, norm_option_dests
-    from normlab.data import ChecksumError, DataFormatError, DatasetNotFoundError
     from normlab.train.config import TrainConfig
     from normlab.train.run import CONFIG, CURVES, DISTRIBUTED, RunDirectoryError, check_run_directory, run_training
 
@@ -195,10 +235,8 @@ def _train(args, comm) -> int:
     root = comm is None or comm.is_root
     try:
         if args.resume:
-            given = [f"--{name.replace('_', '-')}" for name in CONFIG_OPTIONS if getattr(args, name) is not None]
-            given += [TRAIN_NORM_FLAGS[dest[len("norm_"):]][0] for dest in norm_option_dests()
-                      if getattr(args, dest) is not None]
-            given += [option for option, value in (("--out", args.out), ("--overwrite", args.overwrite)) if value]
+            given = [f"--{dest.replace('_', '-')}" for dest, value in vars(args).items()
+                     if value is not None and dest not in RESUME_TAKES]
             if given:
                 raise ValueError(f"--resume continues a run with its saved configuration; do not combine it with "
                                  f"{' '.join(given)}")
@@ -218,9 +256,9 @@ def _train(args, comm) -> int:
                 option = "--resume" if args.resume else "--out" if args.out else "run directory"
                 raise ValueError(f"{option} {e}") from None
         sync_batchnorm = args.sync_bn
-        if sync_batchnorm is None:
-            saved = run_dir / DISTRIBUTED if args.resume else None
-            sync_batchnorm = _saved_sync_batchnorm(saved) if saved and saved.is_file() else True
+        if sync_batchnorm is None:  # as the resumed run was started, else on
+            saved = run_dir / DISTRIBUTED
+            sync_batchnorm = _saved_sync_batchnorm(saved) if args.resume and saved.is_file() else True
         if args.resume:  # after every metadata file is read, so a damaged one is named first
             complete = _completed_note(run_dir, config) if root else None
             complete = comm.broadcast_object(complete) if comm is not None else complete
@@ -232,8 +270,7 @@ def _train(args, comm) -> int:
                               download=not args.no_download, progress=args.progress, comm=comm,
                               sync_batchnorm=sync_batchnorm, tensorboard=args.tensorboard,
                               overwrite=args.overwrite)
-    except (ValueError, FileNotFoundError, ImportError, DatasetNotFoundError, DataFormatError, ChecksumError,
-            OSError) as e:
+    except (ValueError, ImportError, OSError) as e:  # the data's errors are ValueErrors and FileNotFoundErrors
         where = "" if root else f" (rank {comm.rank})"  # an error only some ranks see must be shown too
         text = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.filename and e.strerror else str(e)
         print(f"normlab train: error{where}: {text}", file=sys.stderr)

@@ -25,7 +25,7 @@ norm paper's x -> W x -> BN -> g) or "after" it (x -> W x -> g -> BN, as practit
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -70,10 +70,10 @@ class Normalization:
         return {o.name: o.default for o in self.options}
 
 
-def default_groups(num_channels: int, max_groups: int = MAX_GROUPS) -> int:
-    """The largest divisor of num_channels not above max_groups (32): the group count of "group" when none
+def default_groups(num_channels: int) -> int:
+    """The largest divisor of num_channels not above MAX_GROUPS (32): the group count of "group" when none
     is given."""
-    return max(g for g in range(1, min(num_channels, max_groups) + 1) if num_channels % g == 0)
+    return max(g for g in range(1, min(num_channels, MAX_GROUPS) + 1) if num_channels % g == 0)
 
 
 _EPS = NormOption("eps", 1e-5, float, "added to the variance")
@@ -94,8 +94,7 @@ def _renorm_schedule(o: dict[str, Any]) -> RenormSchedule:
     """The given schedule, or one of the five bounds and steps (which it checks)."""
     if o["schedule"] is not None:
         return o["schedule"]
-    return RenormSchedule(rmax=o["rmax"], dmax=o["dmax"], warmup_steps=o["warmup_steps"],
-                          rmax_full_at=o["rmax_full_at"], dmax_full_at=o["dmax_full_at"])
+    return RenormSchedule(**{f.name: o[f.name] for f in fields(RenormSchedule)})
 
 
 def _renorm(num_features: int, spatial: bool, o: dict[str, Any], dtype) -> Module:
@@ -106,42 +105,38 @@ def _renorm(num_features: int, spatial: bool, o: dict[str, Any], dtype) -> Modul
 _REGISTRY: dict[str, Normalization] = {}
 
 
-def register_normalization(normalization: Normalization) -> Normalization:
+def register_normalization(normalization: Normalization) -> None:
     """Add a normalization to the vocabulary (its name must be new)."""
     if normalization.name in _REGISTRY:
         raise ValueError(f"a normalization named {normalization.name!r} is already registered")
     _REGISTRY[normalization.name] = normalization
-    return normalization
 
 
 _RENORM = RenormSchedule()
 for _n in (
     Normalization("none", "no normalization (Identity)", (), lambda c, s, o, dtype: Identity()),
     Normalization("batch", "batch norm (Ioffe & Szegedy, 2015)", (_EPS, _MOMENTUM),
-                  lambda c, s, o, dtype: (BatchNorm2d if s else BatchNorm1d)(c, o["eps"], o["momentum"],
-                                                                              dtype=dtype)),
+                  lambda c, s, o, dtype: (BatchNorm2d if s else BatchNorm1d)(c, **o, dtype=dtype)),
     Normalization("layer", "layer norm (Ba et al., 2016); on maps GroupNorm(1, C)", (_EPS,),
-                  lambda c, s, o, dtype: GroupNorm(1, c, o["eps"], dtype=dtype) if s else LayerNorm(c, o["eps"],
-                                                                                                   dtype=dtype)),
+                  lambda c, s, o, dtype: GroupNorm(1, c, **o, dtype=dtype) if s else LayerNorm(c, **o, dtype=dtype)),
     Normalization("group", "group norm (Wu & He, 2018)",
                   (NormOption("groups", None, int, f"number of groups (default: the largest divisor of the "
                               f"channels not above {MAX_GROUPS})"), _EPS),
                   lambda c, s, o, dtype: GroupNorm(_groups(c, o["groups"]), c, o["eps"], dtype=dtype)),
     Normalization("instance", "instance norm (Ulyanov et al., 2016), with a per-channel affine", (_EPS,),
-                  lambda c, s, o, dtype: InstanceNorm2d(c, o["eps"], affine=True, dtype=dtype), spatial_only=True),
+                  lambda c, s, o, dtype: InstanceNorm2d(c, **o, affine=True, dtype=dtype), spatial_only=True),
     Normalization("renorm", "batch renormalization (Ioffe, 2017); r and d clipped by a schedule",
-                  (_EPS, NormOption("momentum", 0.01, float, "weight of each batch in the running statistics"),
+                  (_EPS, replace(_MOMENTUM, default=0.01),
                    NormOption("rmax", _RENORM.rmax, float, "the largest r once relaxed (r in [1/rmax, rmax])"),
                    NormOption("dmax", _RENORM.dmax, float, "the largest |d| once relaxed"),
                    NormOption("warmup_steps", _RENORM.warmup_steps, int, "steps of plain batch norm first"),
-                   NormOption("rmax_full_at", _RENORM.rmax_full_at, int, "the step at which r reaches rmax"),
-                   NormOption("dmax_full_at", _RENORM.dmax_full_at, int, "the step at which d reaches dmax"),
+                   NormOption("rmax_full_at", _RENORM.rmax_full_at, int, "the step at which r's bound reaches rmax"),
+                   NormOption("dmax_full_at", _RENORM.dmax_full_at, int, "the step at which d's bound reaches dmax"),
                    NormOption("schedule", None, RenormSchedule, "a RenormSchedule (replaces the five above)")),
                   _renorm),
     Normalization("ghost", "ghost batch norm (Hoffer et al., 2017): batch norm over virtual batches",
                   (NormOption("virtual_batch_size", 16, int, "samples per virtual batch"), _EPS, _MOMENTUM),
-                  lambda c, s, o, dtype: (GhostBatchNorm2d if s else GhostBatchNorm1d)(
-                      c, o["virtual_batch_size"], o["eps"], o["momentum"], dtype=dtype)),
+                  lambda c, s, o, dtype: (GhostBatchNorm2d if s else GhostBatchNorm1d)(c, **o, dtype=dtype)),
 ):
     register_normalization(_n)
 
@@ -203,7 +198,3 @@ def build_norm(name: str, num_features: int, *, spatial: bool = False, dtype=np.
     options = check_norm_options(name, options, spatial=spatial)
     return get_normalization(name).build(int(num_features), spatial, options, dtype)
 
-
-__all__ = ["DEFAULT_PLACEMENT", "MAX_GROUPS", "NORMALIZATIONS_2D", "PLACEMENTS", "NormOption", "Normalization",
-           "build_norm", "check_norm_options", "check_placement", "default_groups", "get_normalization",
-           "normalization_names", "register_normalization"]
