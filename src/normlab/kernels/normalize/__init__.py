@@ -62,10 +62,10 @@ def _rows(a: np.ndarray, first_stat_axis: int) -> np.ndarray:
     return a.reshape(math.prod(a.shape[:first_stat_axis]), -1)
 
 
-def _row_params(x2: np.ndarray, gamma: np.ndarray, first_stat_axis: int) -> tuple[np.ndarray, int]:
-    """gamma (broadcast shape) -> (gamma2 (G, channels per row), channel_size)."""
-    gamma2 = _rows(gamma, first_stat_axis)
-    return gamma2, x2.shape[1] // gamma2.shape[1]
+def _row_view(x: np.ndarray, gamma: np.ndarray, first_stat_axis: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """(x2 (prod R, prod K), gamma2 (G, channels per row), channel_size) for x (*R, *K), gamma broadcastable."""
+    x2, gamma2 = _rows(x, first_stat_axis), _rows(gamma, first_stat_axis)
+    return x2, gamma2, x2.shape[1] // gamma2.shape[1]
 
 
 def _channels(a: np.ndarray) -> np.ndarray:
@@ -99,8 +99,7 @@ def forward(
     if layout == "channels":
         out, stats = normalize_channels(_channels(x), gamma.reshape(-1), beta.reshape(-1), eps)
     else:
-        x2 = _rows(x, first_stat_axis)
-        gamma2, channel_size = _row_params(x2, gamma, first_stat_axis)
+        x2, gamma2, channel_size = _row_view(x, gamma, first_stat_axis)
         out, stats = normalize_rows(x2, gamma2, _rows(beta, first_stat_axis), channel_size, eps)
     if not statistics_in_range(stats, x.dtype, x.size // len(stats.var)):  # values per group
         return None
@@ -121,8 +120,6 @@ def backward(
     if layout == "channels":
         dx, dgamma, dbeta = normalize_channels_backward(_channels(dout), _channels(x), stats, gamma.reshape(-1))
     else:
-        x2 = _rows(x, first_stat_axis)
-        gamma2, channel_size = _row_params(x2, gamma, first_stat_axis)
-        dout2 = _rows(dout, first_stat_axis)
-        dx, dgamma, dbeta = normalize_rows_backward(dout2, x2, stats, gamma2, channel_size)
+        x2, gamma2, channel_size = _row_view(x, gamma, first_stat_axis)
+        dx, dgamma, dbeta = normalize_rows_backward(_rows(dout, first_stat_axis), x2, stats, gamma2, channel_size)
     return dx.reshape(x.shape), dgamma.reshape(gamma.shape), dbeta.reshape(gamma.shape)
