@@ -265,7 +265,7 @@ def normalize_affine(
     - param_shape: gamma's own shape, the shape of the gradients dgamma and dbeta.
     - shape: the caller's input shape, a reshape of V (default V): out and dx come back in it.
     - layout: how the compiled twin sees V ("channels": (N, C, *S) per channel; "rows": a trailing run of
-      statistics axes; see `normlab.kernels.normalize_twin`), or None: NumPy only.
+      statistics axes; see `normlab.kernels.normalize`), or None: NumPy only.
     - backend: "auto", "numpy" or "numba" (`normlab.kernels.backend`), checked even where it is not used.
     - stats: (mean, var), shaped like the statistics, to normalize with instead of the batch's (evaluation
       mode): they are then constants of the backward and the compiled twin is not used.

@@ -37,7 +37,7 @@ AUTO_MIN_ELEMENTS_SLEEPING = 1 << 17  # and from this size on any other layer, w
 
 # The compiled twin of each family of functional operations (modules of normlab.kernels).
 TWINS = {
-    "normalize": "normalize_twin",  # the normalization core, behind one interface for every layout
+    "normalize": "normalize",  # the normalization core, behind one interface for every layout
     "conv": "im2col_numba",  # the copies around a convolution's matrix products
     "winograd": "winograd_numba",  # the Winograd tile transforms
     "pixels": "pixels_numba",  # channels-last copies

@@ -25,7 +25,7 @@ from normlab.kernels.normalize.columns import (
     input_grad_columns,
     normalize_columns,
 )
-from normlab.kernels.normalize.common import PARALLEL, contiguous, params
+from normlab.kernels.normalize.common import PARALLEL, contiguous
 from normlab.kernels.normalize.elementwise import input_grad_segment, normalize_segment
 from normlab.kernels.normalize.moments import (
     CHUNK,
@@ -190,7 +190,7 @@ def normalize_channels(
 
     Returns (out3 (N, C, S) in x3's dtype, GroupStatistics with one group per channel).
     """
-    (x3,), (gamma, beta) = contiguous(x3), params(gamma, beta)
+    (x3,), (gamma, beta) = contiguous(x3), contiguous(gamma, beta, dtype=np.float64)
     n, c, s = x3.shape
     out3 = memory.empty_like(x3)
     if s == 1:
@@ -222,7 +222,7 @@ def normalize_channels_backward(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Batch norm backward in training. dout3 and x3: (N, C, S) of one dtype; gamma: (C,).
     Returns (dx3 in x3's dtype, dgamma (C,), dbeta (C,) in float64)."""
-    (dout3, x3), (gamma,) = contiguous(dout3, x3), params(gamma)
+    (dout3, x3), (gamma,) = contiguous(dout3, x3), contiguous(gamma, dtype=np.float64)
     n, c, s = x3.shape
     p, sh, rs = stats.pivot, stats.shift, stats.rstd
     dx3 = memory.empty_like(x3)
@@ -239,8 +239,8 @@ def normalize_channels_backward(
     dout_sum, centered_sum = dout_sum.sum(axis=0), centered_sum.sum(axis=0)  # (C,) each
     if s <= COLUMN_PLANE:
         mean_g, mean_gxhat = gamma * dout_sum / (n * s), gamma * centered_sum * rs / (n * s)  # (C,) each
-        input_grad_columns(dout3.reshape(n, c * s), x3.reshape(n, c * s),
-                           *_per_column(s, p, sh, rs, gamma, mean_g, mean_gxhat), dx3.reshape(n, c * s))
+        per_column = _per_column(s, p, sh, rs, gamma, mean_g, mean_gxhat)
+        input_grad_columns(dout3.reshape(n, c * s), x3.reshape(n, c * s), *per_column, dx3.reshape(n, c * s))
     elif s <= SMALL_PLANE:
         input_grad_images(dout3, x3, p, sh, rs, gamma, dout_sum, centered_sum, dx3)
     else:

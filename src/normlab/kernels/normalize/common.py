@@ -21,15 +21,7 @@ INLINE = {"inline": "always"}
 numba_available()  # chooses numba's threading layer, before any kernel can start its threads
 
 
-def contiguous(*arrays: np.ndarray) -> list[np.ndarray]:
-    return [np.ascontiguousarray(a) for a in arrays]
-
-
-def params(*arrays: np.ndarray) -> list[np.ndarray]:
-    """gamma and beta as the float64 kernels take them: contiguous float64 (a copy of C or G * C values)."""
-    return [np.ascontiguousarray(a, dtype=np.float64) for a in arrays]
-
-
-def params_like(x: np.ndarray, *arrays: np.ndarray) -> list[np.ndarray]:
-    """gamma and beta as the working-precision kernels take them: contiguous, in x's dtype."""
-    return [np.ascontiguousarray(a, dtype=x.dtype) for a in arrays]
+def contiguous(*arrays: np.ndarray, dtype: type | None = None) -> list[np.ndarray]:
+    """The arrays C-contiguous, in `dtype` if given: gamma and beta go to the float64 kernels in float64 and
+    to the working-precision ones in x's dtype (copies of C or G * C values)."""
+    return [np.ascontiguousarray(a, dtype=dtype) for a in arrays]

@@ -88,7 +88,7 @@ def merge_blocks(counts, shift, m2):
 def statistics_size(pivot, shift, var):
     """max over groups of |pivot| + |shift| + sqrt(var): a bound on how far a group's values reach, read
     off the statistics (O(groups)) to tell data near the top of the dtype's range (see
-    `normlab.kernels.normalize_twin.statistics_in_range`). NaN if any statistic is NaN."""
+    `normlab.kernels.normalize.statistics_in_range`). NaN if any statistic is NaN."""
     size = 0.0
     for g in range(var.shape[0]):
         v = abs(np.float64(pivot[g])) + abs(shift[g]) + np.sqrt(var[g])

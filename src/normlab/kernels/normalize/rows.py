@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit, prange
 
 from normlab import memory
-from normlab.kernels.normalize.common import JIT, PARALLEL, REDUCE, contiguous, params, params_like
+from normlab.kernels.normalize.common import JIT, PARALLEL, REDUCE, contiguous
 from normlab.kernels.normalize.elementwise import working_affine, working_centre, working_xhat
 from normlab.kernels.normalize.groups import apply_rows, input_grad_rows, normalize_row_channels
 from normlab.kernels.normalize.moments import CHUNK, chunk_moments, row_blocks, segment_moments, sum_blocks, sums_about
@@ -150,8 +150,8 @@ def _input_grad_rows_working(dout2, x2, pivot, shift, rstd, gamma2, bounds, dx2,
             sum_g, sum_gxhat = _row_grad_sums_working(dout, x, c, rs_w, sh_w, gamma, dgamma[b, g], dbeta[b, g])
             mean_g, mean_gxhat = sum_g / k, sum_gxhat / k
             t = x.dtype.type
-            _input_grad_row_working(dout, x, c, rs_w, t(-rs * rs * mean_gxhat),
-                                    t(-rs * (mean_g + mean_gxhat * np.float64(sh_w))), gamma, dx2[r])
+            slope, offset = t(-rs * rs * mean_gxhat), t(-rs * (mean_g + mean_gxhat * np.float64(sh_w)))
+            _input_grad_row_working(dout, x, c, rs_w, slope, offset, gamma, dx2[r])
     return sum_blocks(dgamma), sum_blocks(dbeta)
 
 
@@ -169,7 +169,7 @@ def normalize_rows(
     Returns (out2 (R, K) in x2's dtype, GroupStatistics with one group per row).
     """
     (x2,) = contiguous(x2)
-    gamma2, beta2 = params_like(x2, gamma2, beta2) if channel_size == 1 else params(gamma2, beta2)
+    gamma2, beta2 = contiguous(gamma2, beta2, dtype=x2.dtype if channel_size == 1 else np.float64)
     out2 = memory.empty_like(x2)
     pivot, shift, var, rstd = _normalize_rows(x2, gamma2, beta2, channel_size, eps, out2)
     return out2, GroupStatistics(pivot, shift, var, rstd)
@@ -192,13 +192,11 @@ def normalize_rows_backward(
     """Layer / group / instance norm backward. dout2, x2: (R, K) of one dtype; gamma2: (G, K // channel_size).
     Returns (dx2 in x2's dtype, dgamma2 and dbeta2 shaped like gamma2, in float64)."""
     dout2, x2 = contiguous(dout2, x2)
+    (gamma2,) = contiguous(gamma2, dtype=x2.dtype if channel_size == 1 else np.float64)
     dx2 = memory.empty_like(x2)
     bounds = row_blocks(x2.shape[0], gamma2.size, x2.size)
     partials = memory.empty((2, bounds.shape[0] - 1, *gamma2.shape), np.float64)  # zeroed by the kernels
+    p, sh, rs = stats.pivot, stats.shift, stats.rstd
     if channel_size == 1:
-        (gamma2,) = params_like(x2, gamma2)
-        return dx2, *_input_grad_rows_working(dout2, x2, stats.pivot, stats.shift, stats.rstd, gamma2, bounds, dx2,
-                                              partials)
-    (gamma2,) = params(gamma2)
-    return dx2, *input_grad_rows(dout2, x2, stats.pivot, stats.shift, stats.rstd, gamma2, channel_size, bounds, dx2,
-                                 partials)
+        return dx2, *_input_grad_rows_working(dout2, x2, p, sh, rs, gamma2, bounds, dx2, partials)
+    return dx2, *input_grad_rows(dout2, x2, p, sh, rs, gamma2, channel_size, bounds, dx2, partials)
