@@ -20,15 +20,17 @@ import math
 
 import numpy as np
 
-from normlab.experiments.base import Context, Report, markdown_table, pyplot, register_experiment, status_of, train
-from normlab.experiments.stats import (
-    Interval,
-    format_difference,
-    format_interval,
-    mean_interval,
-    paired_difference,
-    verdict,
+from normlab.experiments.base import (
+    Context,
+    Report,
+    comparison_table,
+    markdown_table,
+    pyplot,
+    register_experiment,
+    status_of,
+    train,
 )
+from normlab.experiments.stats import Interval, comparison, curves_band, format_interval, mean_interval
 from normlab.experiments.status import failed
 from normlab.experiments.sweep import RunSpec
 from normlab.models import FullyConnectedNet
@@ -108,10 +110,8 @@ def run(ctx: Context) -> Report:
                    "steps": runs[arm][0]["steps"]} for arm in table_of_arms}
     comparisons = {}
 
-    def compare(name, a, b, anchor, predicted="positive"):
-        diff = paired_difference(a, b)
-        comparisons[name] = {"difference": diff.to_dict(), "predicted": predicted, "anchor": anchor,
-                             "verdict": verdict(diff, predicted, spec="+.2f", scale=100)}
+    def compare(name, a, b, anchor):
+        comparisons[name] = {**comparison(a, b, spec="+.2f", scale=100).to_dict(), "anchor": anchor}
 
     compare(f"batch {large} - batch {small} (batch norm): the generalization gap", values("large"), values("small"),
             "a gap exists at the same number of epochs (LB < SB in every row of Table 1)")
@@ -153,11 +153,8 @@ def _summary(ctx: Context, settings: dict, results: dict) -> str:
                      cell(table[arm]["train_error"]), cell(table[arm]["gap"])])
     error_table = markdown_table(["arm", "learning rate", "steps", f"validation error (%), n = {n}",
                                   "training error (%)", "validation - training (points)"], rows)
-    comp_rows = [[name, format_difference(Interval(**c["difference"]), "+.2f", scale=100, unit=" points"), c["anchor"],
-                  "> 0" if c["predicted"] == "positive" else "< 0", c["verdict"]]
-                 for name, c in results["comparisons"].items()]
-    comp_table = markdown_table(["paired difference of validation error", "ours: mean [95% CI]", "anchor's finding",
-                                 "claim predicts", "verdict"], comp_rows)
+    comp_table = comparison_table(results["comparisons"], "paired difference of validation error",
+                                  lambda name, c: c["anchor"], "+.2f", "anchor's finding")
     closed = ", ".join(f"virtual {arm.split('-')[1]}: {'—' if f is None else f'{100 * f:.0f} %'}"
                        for arm, f in results["closed_fraction"].items())
     return f"""Setting: {ctx.dataset}, {settings['n_train']} training and {settings['n_val']} validation images
@@ -190,13 +187,8 @@ def _plot(ctx: Context, settings: dict, results: dict) -> None:
         done = [r for r in results["runs"][arm] if not failed(r["status"])]
         if not done:
             continue
-        epochs = np.arange(1, len(done[0]["val_error"]) + 1)
-        ivs = [mean_interval([r["val_error"][i] for r in done]) for i in range(len(epochs))]
-        color = colors.get(arm)
-        axes[0].plot(epochs, [100 * iv.mean for iv in ivs], "o-", color=color, label=label(arm, spec), ms=3)
-        if all(iv.defined for iv in ivs):
-            axes[0].fill_between(epochs, [100 * iv.low for iv in ivs], [100 * iv.high for iv in ivs], color=color,
-                                 alpha=0.15)
+        curves_band(axes[0], range(1, len(done[0]["val_error"]) + 1), [r["val_error"] for r in done], scale=100,
+                    fmt="o-", alpha=0.15, color=colors[arm], label=label(arm, spec), ms=3)
     axes[0].set(xlabel="epoch", ylabel="validation error (%)",
                 title=f"(a) validation error per epoch (mean ± 95% CI, n = {n})")
     axes[0].legend(fontsize="x-small")
