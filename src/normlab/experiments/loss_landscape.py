@@ -17,14 +17,14 @@ from normlab.experiments.base import Context, Report, markdown_table, pyplot, re
 from normlab.experiments.landscape import direction_measures, model_objective
 from normlab.experiments.stats import (
     Interval,
-    format_difference,
     format_interval,
+    format_ratio,
     log_ratio,
     mean_interval,
     paired_difference,
     verdict,
 )
-from normlab.experiments.status import failed
+from normlab.experiments.status import failures
 from normlab.experiments.sweep import RunSpec
 from normlab.models import FullyConnectedNet
 from normlab.optim import SGD
@@ -113,22 +113,17 @@ def _summary(ctx: Context, settings: dict, results: dict) -> str:
     n = len(ctx.seeds)
     rows = []
     for arm, label in ARMS.items():
-        bad = sorted({r["status"] for r in runs[arm] if failed(r["status"])})
         rows.append([label, *[format_interval(Interval(**summary[arm][key]), spec=".3g", n=False)
-                                  for key in MEASURES],
+                              for key in MEASURES],
                      format_interval(Interval(**summary[arm]["final_val_acc"]), scale=100, unit=" %", n=False),
-                     ", ".join(bad) or "all completed"])
+                     failures(runs[arm])])
     table = markdown_table([f"network (n = {n} seeds)", *[MEASURES[k][1] + ", mean over training" for k in MEASURES],
                             "final val acc", "runs"], rows, align="lrrrrl")
     anchor = {"loss_range": "Fig. 4a: a much narrower band with BN (VGG, CIFAR-10)",
               "gradient_change_max": "Fig. 4b: much smaller gradient changes with BN",
               "effective_beta": "Fig. 4c: a smaller effective beta with BN"}
-    comp_rows = []
-    for key, c in comps.items():
-        iv = Interval(**c["log10_ratio"])
-        ratio = format_difference(iv) if not np.isfinite(iv.mean) else (
-            f"{10 ** iv.mean:.2g}x" + (f" [{10 ** iv.low:.2g}x, {10 ** iv.high:.2g}x]" if iv.defined else ""))
-        comp_rows.append([MEASURES[key][0], ratio, anchor[key], "< 1x (smoother with BN)", c["verdict"]])
+    comp_rows = [[MEASURES[key][0], format_ratio(Interval(**c["log10_ratio"])), anchor[key], "< 1x (smoother with BN)",
+                  c["verdict"]] for key, c in comps.items()]
     comp_table = markdown_table(["measure (per seed: its mean over the points of training)",
                                  "with / without batch norm: geometric mean [95% CI]", "anchor", "claim predicts",
                                  "verdict"], comp_rows, align="lrlll")

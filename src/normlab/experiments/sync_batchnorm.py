@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from normlab.experiments.base import Context, Report, markdown_table, pyplot, register_experiment
+from normlab.experiments.base import Context, Report, markdown_table, nested, pyplot, register_experiment
 from normlab.experiments.stats import (
     Interval,
     comparison,
@@ -24,7 +24,7 @@ from normlab.experiments.stats import (
     format_interval,
     mean_interval,
 )
-from normlab.experiments.status import failed, run_status
+from normlab.experiments.status import failures, run_status
 from normlab.experiments.sweep import RunSpec
 
 PROCESSES = 2
@@ -98,10 +98,7 @@ def run(ctx: Context) -> Report:
     configs = [{"per_rank_batch": b, "kind": kind, "lr": settings["lr"], "steps": settings["steps"],
                 "n_train": settings["n_train"], "n_val": settings["n_val"], "evaluations": settings["evaluations"]}
                for b in batches for kind in KINDS]
-    results = ctx.runs(train_data_parallel, configs)
-    runs = {str(b): {} for b in batches}
-    for config, per_seed in zip(configs, results):
-        runs[str(config["per_rank_batch"])][config["kind"]] = per_seed
+    runs = nested(configs, ctx.runs(train_data_parallel, configs), "per_rank_batch", "kind")
     comparisons = {}
     for b in batches:
         local, sync = ([r["final_val_acc"] for r in runs[str(b)][k]] for k in KINDS)
@@ -119,11 +116,10 @@ def _summary(ctx: Context, settings: dict, results: dict) -> str:
     for b in settings["per_rank_batches"]:
         c = results["comparisons"][str(b)]
         iv = {k: Interval(**c[k]) for k in ("local", "sync", "sync_minus_local")}
-        statuses = sorted({r["status"] for k in KINDS for r in results["runs"][str(b)][k] if failed(r["status"])})
         rows.append([b, b * PROCESSES, format_interval(iv["local"], scale=100, unit=" %"),
                      format_interval(iv["sync"], scale=100, unit=" %"),
                      format_difference(iv["sync_minus_local"], scale=100, unit=" points"),
-                     c["verdict"], ", ".join(statuses) or "all completed"])
+                     c["verdict"], failures(r for k in KINDS for r in results["runs"][str(b)][k])])
     table = markdown_table(["per-rank batch", "global batch", "local BN val acc", "sync BN val acc",
                             "sync - local (95% CI)", "verdict (sync > local)", "runs"], rows)
     small = str(min(settings["per_rank_batches"]))
