@@ -32,6 +32,7 @@ from normlab.experiments.stats import VERDICT_RULE, Interval, format_difference
 from normlab.experiments.status import run_status
 from normlab.experiments.sweep import InlineExecutor, RunFunction, RunSpec, Sweep, make_executor
 from normlab.files import atomic_write_bytes
+from normlab.models import FullyConnectedNet
 from normlab.nn import Module
 from normlab.optim import Optimizer, Schedule
 from normlab.train.history import History
@@ -176,6 +177,14 @@ class TrainedRun:
     def series(self, key: str) -> tuple[list[int], list[Any]]:
         """(steps, values) of one probed quantity."""
         return [p["step"] for p in self.probes], [p[key] for p in self.probes]
+
+
+def mlp(spec: RunSpec, data: PreparedData, hidden: Sequence[int], **options) -> FullyConnectedNet:
+    """The run's fully connected network for `data` (its input size and classes), with hidden layers of
+    `hidden` units and its initial weights drawn from the run's generator "init" (the same draw in every arm
+    of a seed); `options` go to FullyConnectedNet."""
+    return FullyConnectedNet(int(np.prod(data.input_shape)), hidden, len(data.classes), rng=spec.rng("init"),
+                             **options)
 
 
 def train(model: Module, optimizer: Optimizer, data: PreparedData, *, batch_size: int, rng: np.random.Generator,

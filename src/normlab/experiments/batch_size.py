@@ -34,6 +34,7 @@ from normlab.experiments.base import (
     Report,
     comparison_table,
     markdown_table,
+    mlp,
     nested,
     pyplot,
     register_experiment,
@@ -52,7 +53,6 @@ from normlab.experiments.stats import (
 )
 from normlab.experiments.status import failed
 from normlab.experiments.sweep import RunSpec
-from normlab.models import FullyConnectedNet
 from normlab.nn import RenormSchedule
 from normlab.nn.normalization import _BatchNorm
 from normlab.optim import SGD, Cosine
@@ -101,8 +101,7 @@ def train_one(spec: RunSpec) -> dict:
     c = spec.config
     data = spec.data(c["n_train"], c["n_val"])
     norm, momentum = ARMS[c["arm"]]
-    model = FullyConnectedNet(int(np.prod(data.input_shape)), HIDDEN, len(data.classes), normalization=norm,
-                              renorm_schedule=renorm_schedule(c["steps"]), rng=spec.rng("init"))
+    model = mlp(spec, data, HIDDEN, normalization=norm, renorm_schedule=renorm_schedule(c["steps"]))
     for m in model.modules():
         if isinstance(m, _BatchNorm):
             m.momentum = momentum

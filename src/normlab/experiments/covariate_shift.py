@@ -23,6 +23,7 @@ from normlab.experiments.base import (
     Report,
     first_step_reaching,
     markdown_table,
+    mlp,
     pyplot,
     register_experiment,
     status_of,
@@ -107,8 +108,7 @@ def train_and_track(spec: RunSpec, normalization: str, glorot: bool, wrap: Calla
     c = spec.config
     data = spec.data(c["n_train"], c["n_val"], c["n_test"])
     probe_x = data.x_test[:c["n_probe"]]
-    model = FullyConnectedNet(int(np.prod(data.input_shape)), HIDDEN, len(data.classes), normalization=normalization,
-                              activation="sigmoid", weight_scale=c["weight_scale"], rng=spec.rng("init"))
+    model = mlp(spec, data, HIDDEN, normalization=normalization, activation="sigmoid", weight_scale=c["weight_scale"])
     if glorot:
         glorot_(model, spec.rng("glorot"))
     if wrap is not None:

@@ -24,7 +24,7 @@ import numpy as np
 
 from normlab import functional as F
 from normlab.experiments import cnn
-from normlab.experiments.base import Context, Report, markdown_table, pyplot, register_experiment, status_of, train
+from normlab.experiments.base import Context, Report, markdown_table, mlp, pyplot, register_experiment, status_of, train
 from normlab.experiments.stats import Interval, comparison, format_difference, format_interval, mean_band, mean_interval
 from normlab.experiments.status import failed
 from normlab.experiments.sweep import RunSpec
@@ -97,8 +97,7 @@ def train_one(spec: RunSpec) -> dict:
                               weight_scale=c["weight_scale"])
         signal = initial_signal_cnn(model, data.x_train[:c["n_probe"]])
     else:
-        model = FullyConnectedNet(int(np.prod(data.input_shape)), HIDDEN, len(data.classes), normalization=norm,
-                                  weight_scale=c["weight_scale"], rng=spec.rng("init"))
+        model = mlp(spec, data, HIDDEN, normalization=norm, weight_scale=c["weight_scale"])
         for m in model.modules():
             if isinstance(m, _BatchNorm):
                 m.eps = eps

@@ -25,6 +25,7 @@ from normlab.experiments.base import (
     Report,
     comparison_table,
     markdown_table,
+    mlp,
     pyplot,
     register_experiment,
     status_of,
@@ -33,7 +34,6 @@ from normlab.experiments.base import (
 from normlab.experiments.stats import Interval, comparison, curves_band, format_interval, mean_interval
 from normlab.experiments.status import failed
 from normlab.experiments.sweep import RunSpec
-from normlab.models import FullyConnectedNet
 from normlab.optim import SGD, Cosine
 
 HIDDEN = (256, 256)
@@ -65,8 +65,7 @@ def train_one(spec: RunSpec) -> dict:
     c = spec.config
     data = spec.data(c["n_train"], c["n_val"])
     options = {"virtual_batch_size": c["virtual_batch_size"]} if c["virtual_batch_size"] else {}
-    model = FullyConnectedNet(int(np.prod(data.input_shape)), HIDDEN, len(data.classes),
-                              normalization=c["normalization"], rng=spec.rng("init"), **options)
+    model = mlp(spec, data, HIDDEN, normalization=c["normalization"], **options)
     b = c["batch_size"]
     steps = c["epochs"] * math.ceil(len(data.x_train) / b)
     r = train(model, SGD(model.parameters(), lr=c["lr"], momentum=0.9), data, batch_size=b, rng=spec.rng("order"),

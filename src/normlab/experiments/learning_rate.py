@@ -29,6 +29,7 @@ from normlab.experiments.base import (
     Report,
     first_step_reaching,
     markdown_table,
+    mlp,
     pyplot,
     register_experiment,
     status_of,
@@ -49,7 +50,6 @@ from normlab.experiments.stats import (
 )
 from normlab.experiments.status import failed, failures
 from normlab.experiments.sweep import RunSpec
-from normlab.models import FullyConnectedNet
 from normlab.optim import SGD, Constant, StepDecay
 
 HIDDEN = (100, 100, 100)
@@ -126,8 +126,7 @@ def train_one(spec: RunSpec) -> dict:
     track = TRACKS[c.get("model")]
     data = spec.data(c["n_train"], c["n_val"])
     if track.model is None:
-        model = FullyConnectedNet(int(np.prod(data.input_shape)), HIDDEN, len(data.classes),
-                                  normalization=c["normalization"], rng=spec.rng("init"))
+        model = mlp(spec, data, HIDDEN, normalization=c["normalization"])
     else:
         model = cnn.build_cnn(c["normalization"], data.input_shape, len(data.classes), spec.rng("init"))
     steps = c["steps"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from normlab.experiments.base import Context, Report, markdown_table, pyplot, register_experiment, status_of, train
+from normlab.experiments.base import Context, Report, markdown_table, mlp, pyplot, register_experiment, status_of, train
 from normlab.experiments.landscape import direction_measures, model_objective
 from normlab.experiments.stats import (
     Interval,
@@ -26,7 +26,6 @@ from normlab.experiments.stats import (
 )
 from normlab.experiments.status import failures
 from normlab.experiments.sweep import RunSpec
-from normlab.models import FullyConnectedNet
 from normlab.optim import SGD
 
 HIDDEN = (100, 100, 100, 100)
@@ -43,8 +42,7 @@ def train_one(spec: RunSpec) -> dict:
     """One arm at one seed: training with the landscape measured every `every` steps."""
     c = spec.config
     data = spec.data(c["n_train"], c["n_val"])
-    model = FullyConnectedNet(int(np.prod(data.input_shape)), HIDDEN, len(data.classes), normalization=c["arm"],
-                              rng=spec.rng("init"))
+    model = mlp(spec, data, HIDDEN, normalization=c["arm"])
     batches = spec.rng("measure batches")
     etas = [LR * f for f in STEP_FACTORS]
 

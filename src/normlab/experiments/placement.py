@@ -21,6 +21,7 @@ from normlab.experiments.base import (
     Report,
     comparison_table,
     markdown_table,
+    mlp,
     nested,
     pyplot,
     register_experiment,
@@ -30,7 +31,6 @@ from normlab.experiments.base import (
 from normlab.experiments.stats import Interval, comparison, curves_band, error_bars, format_interval, mean_interval
 from normlab.experiments.status import failures
 from normlab.experiments.sweep import RunSpec
-from normlab.models import FullyConnectedNet
 from normlab.nn import PLACEMENTS
 from normlab.optim import SGD, Cosine
 
@@ -51,8 +51,7 @@ def train_one(spec: RunSpec) -> dict:
     data = spec.data(c["n_train"], c["n_val"])
     arm = c["arm"]
     normalization, placement = ("none", "before") if arm == "none" else ("batch", arm)
-    model = FullyConnectedNet(data.input_shape, HIDDEN, len(data.classes), normalization=normalization,
-                              placement=placement, activation=c["activation"], rng=spec.rng("init"))
+    model = mlp(spec, data, HIDDEN, normalization=normalization, placement=placement, activation=c["activation"])
     every = max(1, c["steps"] // c["evaluations"])
     r = train(model, SGD(model.parameters(), lr=c["lr"], momentum=MOMENTUM), data, batch_size=BATCH,
               rng=spec.rng("order"), steps=c["steps"], schedule=Cosine(c["steps"]), every=every,

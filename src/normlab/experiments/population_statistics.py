@@ -33,6 +33,7 @@ from normlab.experiments.base import (
     Report,
     comparison_table,
     markdown_table,
+    mlp,
     pyplot,
     register_experiment,
     status_of,
@@ -50,7 +51,6 @@ from normlab.experiments.stats import (
 from normlab.experiments.status import failed
 from normlab.experiments.sweep import RunSpec
 from normlab.functional.batchnorm import update_running_stats
-from normlab.models import FullyConnectedNet
 from normlab.nn import recompute_batchnorm_statistics
 from normlab.nn.precise_bn import running_statistics_layers
 from normlab.optim import SGD, Cosine
@@ -126,8 +126,7 @@ def train_one(spec: RunSpec) -> dict:
     """One run at batch 16: accuracies over training (training mode, each EMA, precise), and at the end."""
     c = spec.config
     data = spec.data(c["n_train"], c["n_val"])
-    model = FullyConnectedNet(int(np.prod(data.input_shape)), HIDDEN, len(data.classes), normalization="batch",
-                              rng=spec.rng("init"))
+    model = mlp(spec, data, HIDDEN, normalization="batch")
     layers = [bn for _, bn in running_statistics_layers(model)]
     for bn in layers:
         bn.momentum = 1.0  # running statistics = the last batch's; the EMAs are kept in MovingAverages

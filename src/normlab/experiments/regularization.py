@@ -18,6 +18,7 @@ from normlab.experiments.base import (
     Report,
     comparison_table,
     markdown_table,
+    mlp,
     nested,
     pyplot,
     register_experiment,
@@ -35,7 +36,6 @@ from normlab.experiments.stats import (
 )
 from normlab.experiments.status import failures
 from normlab.experiments.sweep import RunSpec
-from normlab.models import FullyConnectedNet
 from normlab.optim import Adam
 
 HIDDEN = (512, 512)
@@ -50,8 +50,7 @@ def train_one(spec: RunSpec) -> dict:
     c = spec.config
     data = spec.data(c["n_train"], c["n_val"])
     norm, p = ARMS[c["arm"]]
-    model = FullyConnectedNet(int(np.prod(data.input_shape)), HIDDEN, len(data.classes), normalization=norm,
-                              dropout=p, rng=spec.rng("init"))
+    model = mlp(spec, data, HIDDEN, normalization=norm, dropout=p)
     r = train(model, Adam(model.parameters(), lr=c["lr"]), data, batch_size=c["batch_size"], rng=spec.rng("order"),
               epochs=c["epochs"], train_eval_size=c["n_train"])
     epochs = r.history.epochs

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from normlab.experiments.base import Context, Report, markdown_table, nested, pyplot, register_experiment
+from normlab.experiments.base import Context, Report, markdown_table, mlp, nested, pyplot, register_experiment
 from normlab.experiments.stats import (
     Interval,
     comparison,
@@ -38,7 +38,6 @@ def train_data_parallel(spec: RunSpec) -> dict:
     from normlab.data import batch_indices, epoch_order
     from normlab.distributed import DataParallel, run_in_threads
     from normlab.functional import softmax_cross_entropy
-    from normlab.models import FullyConnectedNet
     from normlab.optim import SGD
 
     c = spec.config
@@ -47,8 +46,7 @@ def train_data_parallel(spec: RunSpec) -> dict:
     every = max(1, c["steps"] // c["evaluations"])
 
     def rank_main(comm) -> dict:
-        model = FullyConnectedNet(int(np.prod(data.input_shape)), HIDDEN, len(data.classes), normalization="batch",
-                                  rng=spec.rng("init"))  # the same draw on every rank (broadcast anyway)
+        model = mlp(spec, data, HIDDEN, normalization="batch")  # the same draw on every rank (broadcast anyway)
         dp = DataParallel(model, comm, sync_batchnorm=c["kind"] == "sync")
         optimizer = SGD(dp.model.parameters(), lr=c["lr"], momentum=0.9)
         order_rng = spec.rng("order")  # the same global batches on every rank
