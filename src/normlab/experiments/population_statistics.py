@@ -191,22 +191,17 @@ def run(ctx: Context) -> Report:
     def compare(name, a, b, anchor):
         comparisons[name] = {**comparison(a, b, spec="+.2f", scale=100).to_dict(), "anchor": anchor}
 
-    ema = {k: final(["ema", k]) for k in settings["momenta"]}
-    precise = final(["precise", best_k])
-    compare(f"EMA (momentum {default}) - precise ({best_k} batches), final", ema[default], precise,
-            "PreciseBN more accurate than EMA")
-    compare(f"EMA (momentum {default}) - precise ({few} batches), final", ema[default], final(["precise", few]),
-            "a few dozen batches suffice (10^3-10^4 samples)")
-    compare(f"precise (1 batch) - precise ({best_k} batches), final", final(["precise", "1"]), precise,
-            "too few samples: worse")
-    for k in ("0.01", "0.5", "None"):
-        if k in ema:
-            anchor = {"0.01": "small momentum lags", "0.5": "large momentum is noisy",
-                      "None": "the cumulative average lags most"}[k]
-            compare(f"EMA (momentum {momentum_label(None if k == 'None' else float(k))}) - precise "
-                    f"({best_k} batches), final", ema[k], precise, anchor)
-    compare(f"training mode (batches of {BATCH}) - precise ({best_k} batches), final", final(["train_mode"]), precise,
-            "batch statistics of a small batch are noisy at inference")
+    precise = ["precise", best_k]
+    claims = [(["ema", default], precise, "PreciseBN more accurate than EMA"),
+              (["ema", default], ["precise", few], "a few dozen batches suffice (10^3-10^4 samples)"),
+              (["precise", "1"], precise, "too few samples: worse"),
+              *[(["ema", k], precise, anchor) for k, anchor in (("0.01", "small momentum lags"),
+                                                                 ("0.5", "large momentum is noisy"),
+                                                                 ("None", "the cumulative average lags most"))
+                if k in settings["momenta"]],
+              (["train_mode"], precise, "batch statistics of a small batch are noisy at inference")]
+    for a, b, anchor in claims:
+        compare(f"{_statistics(a)} - {_statistics(b)}, final", final(a), final(b), anchor)
     # Mid-training, where the weights still move: the EMA's lag shows there (Wu & Johnson's Fig. 2)
     mid = _middle_probe(runs)
     if mid is not None:
@@ -225,6 +220,15 @@ def run(ctx: Context) -> Report:
         ctx.log(f"population-statistics: {key}: {format_interval(Interval(**iv), '.2f', scale=100, unit=' %')}")
     _plot(ctx, settings, results)
     return Report(settings, results, _summary(ctx, settings, results))
+
+
+def _statistics(path: list[str]) -> str:
+    """The statistics of a path into a run's "final_error", in a comparison's name: "EMA (momentum 0.1)"."""
+    if path[0] == "ema":
+        return f"EMA (momentum {momentum_label(None if path[1] == 'None' else float(path[1]))})"
+    if path[0] == "precise":
+        return f"precise ({path[1]} batch{'es' if path[1] != '1' else ''})"
+    return f"training mode (batches of {BATCH})"
 
 
 def final_error(run: dict, path: list[str]) -> float | None:
