@@ -156,29 +156,26 @@ def _plot(ctx: Context, settings: dict, results: dict) -> None:
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     colors = {"none": "tab:gray", "batch": "tab:blue"}
-    panels = (("loss_min", "loss_max", "loss along the gradient, L(w - eta g)", "(a) loss landscape", True),
+    panels = (("loss_min", "loss_max", "loss along the gradient, L(w - eta g)", "(a) loss landscape"),
               ("gradient_change_min", "gradient_change_max", "||grad L(w - eta g) - grad L(w)||",
-               "(b) gradient predictiveness", True),
-              (None, "effective_beta", "max ||grad change|| / ||eta g||", "(c) effective beta-smoothness", True))
+               "(b) gradient predictiveness"),
+              (None, "effective_beta", "max ||grad change|| / ||eta g||", "(c) effective beta-smoothness"))
     seed = ctx.seeds[0]
-    for ax, (low_key, high_key, ylabel, title, log) in zip(axes, panels):
+    for ax, (low_key, high_key, ylabel, title) in zip(axes, panels):
         for arm, rs in results["runs"].items():
             r = rs[0]  # the first seed: a band is the range over the step sizes at each point, as in the paper
             steps = r["steps"]
-            high = np.array([np.nan if v is None else v for v in r[high_key]], dtype=float)
+            high = np.array(r[high_key], dtype=float)  # a missing value (None) is NaN, not drawn
             if low_key is not None:
-                low = np.array([np.nan if v is None else v for v in r[low_key]], dtype=float)
-                ax.fill_between(steps, low, high, color=colors[arm], alpha=0.35, label=f"{ARMS[arm]} (seed {seed})")
+                ax.fill_between(steps, np.array(r[low_key], dtype=float), high, color=colors[arm], alpha=0.35,
+                                label=f"{ARMS[arm]} (seed {seed})")
             else:
                 ax.plot(steps, high, color=colors[arm], label=f"{ARMS[arm]} (seed {seed})")
             # The other seeds' upper edges, thin: how much the picture varies with the seed.
             for other in rs[1:]:
                 if len(other[high_key]) == len(steps):
-                    ax.plot(steps, [np.nan if v is None else v for v in other[high_key]], color=colors[arm], lw=0.5,
-                            alpha=0.6)
-        ax.set(xlabel="training step", ylabel=ylabel + (" (log scale)" if log else ""), title=title)
-        if log:
-            ax.set_yscale("log")
+                    ax.plot(steps, np.array(other[high_key], dtype=float), color=colors[arm], lw=0.5, alpha=0.6)
+        ax.set(xlabel="training step", ylabel=ylabel + " (log scale)", title=title, yscale="log")
         ax.grid(alpha=0.3)
         ax.legend(loc="upper right", fontsize="x-small")
     fig.suptitle(f"Along the gradient, eta = {settings['step_sizes'][0]:g} to {settings['step_sizes'][-1]:g} "

@@ -145,9 +145,8 @@ def _plot(ctx: Context, settings: dict, results: dict) -> None:
         xs = [b * offset for b in batches]
         error_bars(ax, xs, ivs, scale=100, fmt="o-", color=color, capsize=4, label=f"{LABELS[kind]}, mean ± 95% CI")
         for b, x in zip(batches, xs):
-            seeds = [r["final_val_acc"] for r in results["runs"][str(b)][kind]]
-            ax.scatter([x] * len(seeds), [np.nan if a is None else 100 * a for a in seeds], color=color, alpha=0.35,
-                       s=12)
+            seeds = 100 * np.array([r["final_val_acc"] for r in results["runs"][str(b)][kind]], dtype=float)
+            ax.scatter([x] * len(seeds), seeds, color=color, alpha=0.35, s=12)
     ax.set_xscale("log", base=2)
     ax.set_xticks(batches, [str(b) for b in batches])
     ax.set(xlabel=f"per-rank batch size ({PROCESSES} ranks)", ylabel="validation accuracy (%)",
