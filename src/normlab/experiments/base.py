@@ -143,10 +143,6 @@ class Context:
         k = len(self.seeds)
         return [flat[i * k:(i + 1) * k] for i in range(len(configs))]
 
-    def data(self, n_train: int | None, n_val: int, n_test: int | None = None) -> PreparedData:
-        """The first seed's data split (see `RunSpec.data`)."""
-        return self.spec({}, self.seed).data(n_train, n_val, n_test)
-
     def save_figure(self, fig, filename: str) -> None:
         save_figure(fig, self.out_dir / filename)
         self.figures.append(filename)
