@@ -206,7 +206,7 @@ def arm_table(runs: dict[str, list[dict]], summary: dict, labels: dict[str, str]
 def _summary(ctx: Context, settings: dict, results: dict) -> str:
     comps, n = results["comparisons"], len(ctx.seeds)
     table = arm_table(results["runs"], results["summary"], LABELS)
-    lines = []
+    rows = []
     names = {"mean_test_acc": ("mean test accuracy over the run (area under the curve / steps)", 100, " points"),
              "final_test_acc": ("final test accuracy", 100, " points"),
              "median_travel": ("median travel of a last-layer sigmoid input", 1, " widths")}
@@ -215,10 +215,9 @@ def _summary(ctx: Context, settings: dict, results: dict) -> str:
         label, scale, unit = names[key]
         iv = Interval(**c["difference"])
         spec = "+.1f" if scale == 100 else "+.3f"
-        lines.append(f"| {label} | batch norm - {LABELS[other]} | {format_difference(iv, spec, scale, unit)} | "
-                     f"{'higher' if c['predicted'] == 'positive' else 'lower'} | "
-                     f"{verdict(iv, c['predicted'], spec=spec, scale=scale)} |")
-    verdicts = "| measure | comparison | mean [95% CI] | claim predicts | verdict |\n| :--- | :--- | ---: | :--- | :--- |\n"
+        rows.append([label, f"batch norm - {LABELS[other]}", format_difference(iv, spec, scale, unit),
+                     "higher" if c["predicted"] == "positive" else "lower", verdict(iv, c["predicted"], spec, scale)])
+    verdicts = markdown_table(["measure", "comparison", "mean [95% CI]", "claim predicts", "verdict"], rows, "llrll")
     n_train = settings["n_train"] or "all"
     return f"""Setting: {ctx.dataset}, {n_train} training images, a fully connected network of three hidden layers of
 100 sigmoid units, plain SGD at learning rate {settings['lr']}, batches of 60, {settings['steps']} steps (the paper: 50000
@@ -237,8 +236,7 @@ batch norm reaches higher test accuracy faster, and its sigmoid inputs' percenti
 baseline's drift. No numbers are given beyond the plot.
 
 {table}
-{verdicts}{chr(10).join(lines)}
-"""
+{verdicts}"""
 
 
 def plot_percentiles(ax, steps: list[int], quantiles: np.ndarray, color: str, ylabel: str, title: str,

@@ -77,8 +77,6 @@ def mean_interval(values: Sequence[float | None], confidence: float = CONFIDENCE
 def paired_difference(a: Sequence[float | None], b: Sequence[float | None],
                       confidence: float = CONFIDENCE) -> Interval:
     """The mean of a[i] - b[i] over the seeds i, and its t-interval (a paired comparison)."""
-    if len(a) != len(b):
-        raise ValueError(f"a paired comparison needs as many values on each side, got {len(a)} and {len(b)}")
     return mean_interval(paired_values(a, b), confidence)
 
 
