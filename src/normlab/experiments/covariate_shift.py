@@ -135,17 +135,9 @@ def train_and_track(spec: RunSpec, normalization: str, glorot: bool, wrap: Calla
 
 @register_experiment("covariate-shift", claim="batch norm reduces internal covariate shift and trains faster")
 def run(ctx: Context) -> Report:
-    steps = ctx.count(4_000, 1_500, minimum=20)
-    every, early = record_steps(steps, 100, 6)
-    settings = {"hidden": HIDDEN, "activation": "sigmoid", "batch_size": 60, "steps": steps, "every": every,
-                "early_records": early, "arms": {a: {"normalization": n, "init": i} for a, (n, i) in ARMS.items()},
-                "optimizer": "sgd", "lr": 0.1, "momentum": 0.0, "weight_scale": 0.1, "thresholds": THRESHOLDS,
-                "n_train": ctx.count(None, 10_000, minimum=200), "n_val": ctx.count(5000, 1000, minimum=100),
-                "n_test": ctx.count(2000, 1000, minimum=200), "n_probe": ctx.count(500, 300, minimum=100),
-                "percentiles": PERCENTILES}
-    base = {k: settings[k] for k in ("steps", "every", "early_records", "lr", "weight_scale", "n_train", "n_val",
-                                      "n_test", "n_probe")}
-    runs = run_arms(ctx, train_one, ARMS, base, LABELS)
+    settings = shift_settings(ctx, ctx.count(4_000, 1_500, minimum=20), 100, 6,
+                              arms={a: {"normalization": n, "init": i} for a, (n, i) in ARMS.items()})
+    runs = run_arms(ctx, train_one, ARMS, settings, LABELS)
     comparisons = {}
     for other in ("small", "glorot"):
         for key, predicted in (("mean_test_acc", "positive"), ("final_test_acc", "positive"),
@@ -158,17 +150,25 @@ def run(ctx: Context) -> Report:
     return Report(settings, results, _summary(ctx, settings, results))
 
 
-def record_steps(steps: int, records: int, early: int) -> tuple[int, list[int]]:
-    """Records every steps // records steps, and up to `early` extra ones spaced evenly on a log scale before
-    the first of them: the plots' step axis is logarithmic, and the networks differ most in those first steps.
-    Returns (every, the early steps)."""
+def shift_settings(ctx: Context, steps: int, records: int, early: int, **extra) -> dict:
+    """The settings of Figure 1's setting trained for `steps` steps (`extra` added): records every
+    steps // records steps, and up to `early` extra ones spaced evenly on a log scale before the first of
+    them (the plots' step axis is logarithmic, and the networks differ most in those first steps)."""
     every = max(1, steps // records)
-    return every, sorted({int(s) for s in np.geomspace(5, every, early).round() if s < every}) if every > 5 else []
+    early_records = sorted({int(s) for s in np.geomspace(5, every, early).round() if s < every}) if every > 5 else []
+    return {"hidden": HIDDEN, "activation": "sigmoid", "batch_size": 60, "steps": steps, "every": every,
+            "early_records": early_records, **extra, "optimizer": "sgd", "lr": 0.1, "momentum": 0.0,
+            "weight_scale": 0.1, "thresholds": THRESHOLDS, "n_train": ctx.count(None, 10_000, minimum=200),
+            "n_val": ctx.count(5000, 1000, minimum=100), "n_test": ctx.count(2000, 1000, minimum=200),
+            "n_probe": ctx.count(500, 300, minimum=100), "percentiles": PERCENTILES}
 
 
-def run_arms(ctx: Context, function, arms, base: dict, labels: dict[str, str]) -> dict[str, list[dict]]:
-    """function's runs of every arm (configuration {"arm": arm, **base}): runs[arm][seed]. The percentile
-    curves are plotted for the first seed only, so the other seeds' are dropped (results.json stays small)."""
+def run_arms(ctx: Context, function, arms, settings: dict, labels: dict[str, str]) -> dict[str, list[dict]]:
+    """function's runs of every arm (configuration: the arm and what a run reads of `settings`):
+    runs[arm][seed]. The percentile curves are plotted for the first seed only, so the other seeds' are
+    dropped (results.json stays small)."""
+    keys = ("steps", "every", "early_records", "lr", "weight_scale", "noise", "n_train", "n_val", "n_test", "n_probe")
+    base = {k: settings[k] for k in keys if k in settings}
     runs = dict(zip(arms, ctx.runs(function, [{"arm": arm, **base} for arm in arms])))
     for arm, rs in runs.items():
         for r in rs[1:]:

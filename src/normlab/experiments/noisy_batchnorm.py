@@ -20,15 +20,12 @@ import numpy as np
 
 from normlab.experiments.base import Context, Report, markdown_table, register_experiment
 from normlab.experiments.covariate_shift import (
-    HIDDEN,
-    PERCENTILES,
-    THRESHOLDS,
     arm_summary,
     arm_table,
     completed,
     plot_shift,
-    record_steps,
     run_arms,
+    shift_settings,
     train_and_track,
 )
 from normlab.experiments.stats import Interval, format_difference, paired_difference, verdict
@@ -82,17 +79,9 @@ def train_one(spec: RunSpec) -> dict:
 @register_experiment("noisy-batchnorm", claim="batch norm helps even when noise makes its outputs' distribution "
                                               "shift (Santurkar et al. 2018)")
 def run(ctx: Context) -> Report:
-    steps = ctx.count(4_000, 800, minimum=20)
-    every, early = record_steps(steps, 80, 5)
-    settings = {"hidden": HIDDEN, "activation": "sigmoid", "batch_size": 60, "steps": steps, "every": every,
-                "early_records": early, "arms": list(ARMS), "noise": NOISE, "optimizer": "sgd", "lr": 0.1,
-                "momentum": 0.0, "weight_scale": 0.1, "thresholds": THRESHOLDS, "margin": MARGIN,
-                "n_train": ctx.count(None, 10_000, minimum=200), "n_val": ctx.count(5000, 1000, minimum=100),
-                "n_test": ctx.count(2000, 1000, minimum=200), "n_probe": ctx.count(500, 300, minimum=100),
-                "percentiles": PERCENTILES}
-    base = {k: settings[k] for k in ("steps", "every", "early_records", "lr", "weight_scale", "noise", "n_train",
-                                      "n_val", "n_test", "n_probe")}
-    runs = run_arms(ctx, train_one, ARMS, base, LABELS)
+    settings = shift_settings(ctx, ctx.count(4_000, 800, minimum=20), 80, 5, arms=list(ARMS), noise=NOISE,
+                              margin=MARGIN)
+    runs = run_arms(ctx, train_one, ARMS, settings, LABELS)
     comparisons = {}
 
     def compare(name, key, a, b, predicted, spec="+.3f", scale=1.0):
