@@ -215,9 +215,8 @@ def run(ctx: Context) -> Report:
                 "schedule": "cosine", "n_train": ctx.count(None, 10_000, minimum=256),
                 "n_val": ctx.count(5000, 1000, minimum=100), "group_norm_groups": 32, "evaluations": 5,
                 "recompute": {"batch_size": RECOMPUTE_BATCH, "batches": RECOMPUTE_BATCHES}}
-    configs = [{"arm": arm, "batch_size": b, "lr": settings["lr"][str(b)], "steps": steps,
-                "n_train": settings["n_train"], "n_val": settings["n_val"], "evaluations": settings["evaluations"]}
-               for arm in ARMS for b in sizes]
+    common = {k: settings[k] for k in ("steps", "n_train", "n_val", "evaluations")}
+    configs = [{"arm": arm, "batch_size": b, "lr": settings["lr"][str(b)], **common} for arm in ARMS for b in sizes]
     runs = nested(configs, ctx.runs(train_one, configs), "arm", "batch_size")
     log_errors(ctx, runs, LABELS)
     small, ref = str(min(sizes)), str(32 if 32 in sizes else max(sizes))

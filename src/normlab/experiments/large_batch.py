@@ -90,9 +90,9 @@ def run(ctx: Context) -> Report:
                 "lr_rule": f"{BASE_LR} * sqrt(batch / {BASE_BATCH})", "schedule": "cosine",
                 "epochs": ctx.count(10, 3, minimum=1), "n_train": ctx.count(20_000, 4000, minimum=large + 2),
                 "n_val": ctx.count(5000, 1000, minimum=200), "train_eval_size": ctx.count(5000, 1000, minimum=200)}
-    configs = [{"arm": name, **arm, "lr": BASE_LR * math.sqrt(arm["batch_size"] / BASE_BATCH),
-                "epochs": settings["epochs"], "n_train": settings["n_train"], "n_val": settings["n_val"],
-                "train_eval_size": settings["train_eval_size"]} for name, arm in table_of_arms.items()]
+    common = {k: settings[k] for k in ("epochs", "n_train", "n_val", "train_eval_size")}
+    configs = [{"arm": name, **arm, "lr": BASE_LR * math.sqrt(arm["batch_size"] / BASE_BATCH), **common}
+               for name, arm in table_of_arms.items()]
     settings["lr"] = {c["arm"]: c["lr"] for c in configs}
     runs = dict(zip(table_of_arms, ctx.runs(train_one, configs)))
 

@@ -93,9 +93,8 @@ def run(ctx: Context) -> Report:
                 "momentum": 0.9, "lr": 0.01, "steps": ctx.count(1500, 300, minimum=20),
                 "n_train": ctx.count(10_000, 2000, minimum=200), "n_val": ctx.count(5000, 1000, minimum=100),
                 "evaluations": 10}
-    configs = [{"per_rank_batch": b, "kind": kind, "lr": settings["lr"], "steps": settings["steps"],
-                "n_train": settings["n_train"], "n_val": settings["n_val"], "evaluations": settings["evaluations"]}
-               for b in batches for kind in KINDS]
+    common = {k: settings[k] for k in ("lr", "steps", "n_train", "n_val", "evaluations")}
+    configs = [{"per_rank_batch": b, "kind": kind, **common} for b in batches for kind in KINDS]
     runs = nested(configs, ctx.runs(train_data_parallel, configs), "per_rank_batch", "kind")
     comparisons = {}
     for b in batches:
