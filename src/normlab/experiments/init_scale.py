@@ -165,13 +165,13 @@ def run_track(ctx: Context, track: Track) -> Report:
 
     comparisons, summary = {}, {}
     for opt in settings["optimizers"]:
-        summary[opt] = {net: {"mean_over_scales": mean_interval(mean_over_scales(opt, net)).to_dict(),
-                              "good_scales": mean_interval(good_scales(opt, net)).to_dict()} for net in NETWORKS}
+        values = {net: {"mean_over_scales": mean_over_scales(opt, net), "good_scales": good_scales(opt, net)}
+                  for net in NETWORKS}
+        summary[opt] = {net: {key: mean_interval(v).to_dict() for key, v in values[net].items()} for net in NETWORKS}
         for a, b in (("batch", "none"), ("batch-tiny-eps", "none"), ("batch-tiny-eps", "batch")):
-            for key, fn in (("mean_over_scales", mean_over_scales), ("good_scales", good_scales)):
-                comparisons[f"{opt}: {a} - {b}: {key}"] = comparison(
-                    fn(opt, a), fn(opt, b), spec="+.1f", scale=100 if key == "mean_over_scales" else 1,
-                ).to_dict(predicted=False)
+            for key, scale in (("mean_over_scales", 100), ("good_scales", 1)):
+                comparisons[f"{opt}: {a} - {b}: {key}"] = comparison(values[a][key], values[b][key], spec="+.1f",
+                                                                     scale=scale).to_dict(predicted=False)
     results = {"seeds": list(ctx.seeds), "runs": runs, "summary": summary, "comparisons": comparisons}
     _plot(ctx, track, settings, results)
     return Report(settings, results, _summary(ctx, track, settings, results))
