@@ -31,7 +31,7 @@ from normlab.experiments.base import (
     status_of,
     train,
 )
-from normlab.experiments.stats import Interval, comparison, curves_band, format_interval, mean_interval
+from normlab.experiments.stats import Interval, comparison, curves_band, format_interval, mean_interval, paired_values
 from normlab.experiments.status import failed
 from normlab.experiments.sweep import RunSpec
 from normlab.optim import SGD, Cosine
@@ -99,27 +99,23 @@ def run(ctx: Context) -> Report:
     def values(arm, key="final_val_error"):
         return [r[key] for r in runs[arm]]
 
-    def gap(arm):
-        pairs = zip(values(arm), values(arm, "final_train_error"))
-        return [None if v is None or t is None else v - t for v, t in pairs]
-
     table = {arm: {"val_error": mean_interval(values(arm)).to_dict(),
                    "train_error": mean_interval(values(arm, "final_train_error")).to_dict(),
-                   "gap": mean_interval(gap(arm)).to_dict(),
+                   "gap": mean_interval(paired_values(values(arm), values(arm, "final_train_error"))).to_dict(),
                    "steps": runs[arm][0]["steps"]} for arm in table_of_arms}
     comparisons = {}
 
-    def compare(name, a, b, anchor):
-        comparisons[name] = {**comparison(a, b, spec="+.2f", scale=100).to_dict(), "anchor": anchor}
+    def compare(name, a, b, anchor):  # a, b: arms
+        comparisons[name] = {**comparison(values(a), values(b), spec="+.2f", scale=100).to_dict(), "anchor": anchor}
 
-    compare(f"batch {large} - batch {small} (batch norm): the generalization gap", values("large"), values("small"),
+    compare(f"batch {large} - batch {small} (batch norm): the generalization gap", "large", "small",
             "a gap exists at the same number of epochs (LB < SB in every row of Table 1)")
     for v in VIRTUAL:
-        compare(f"batch {large}: batch norm - ghost batch norm (virtual {v})", values("large"), values(f"ghost-{v}"),
+        compare(f"batch {large}: batch norm - ghost batch norm (virtual {v})", "large", f"ghost-{v}",
                 "+GBN improves on +LR (Table 1)")
     for v in VIRTUAL:
-        compare(f"ghost batch norm (virtual {v}, batch {large}) - batch {small}: the gap left",
-                values(f"ghost-{v}"), values("small"), "a gap remains without regime adaptation (Table 1)")
+        compare(f"ghost batch norm (virtual {v}, batch {large}) - batch {small}: the gap left", f"ghost-{v}", "small",
+                "a gap remains without regime adaptation (Table 1)")
     for arm in table_of_arms:
         ctx.log(f"large-batch: {label(arm, table_of_arms[arm])}: validation error "
                 f"{format_interval(Interval(**table[arm]['val_error']), '.2f', scale=100, unit=' %')}")
