@@ -42,7 +42,7 @@ from normlab.experiments.stats import (
 from normlab.experiments.status import failures
 from normlab.experiments.sweep import RunSpec
 from normlab.models import FullyConnectedNet
-from normlab.nn import Sigmoid
+from normlab.nn import Linear, Sigmoid
 from normlab.optim import SGD
 
 PERCENTILES = (15, 50, 85)
@@ -85,8 +85,6 @@ def shift_statistics(quantiles: np.ndarray) -> dict[str, np.ndarray]:
 
 def glorot_(model: FullyConnectedNet, rng: np.random.Generator) -> None:
     """Redraw every Linear weight from Glorot's normal N(0, 2 / (fan_in + fan_out))."""
-    from normlab.nn import Linear
-
     for layer in model:
         if isinstance(layer, Linear):
             fan_out, fan_in = layer.weight.data.shape
