@@ -14,7 +14,7 @@ import os
 import statistics
 
 from normlab.experiments.backward_timing import ALLOCATOR_ENV, DTYPES, measure
-from normlab.experiments.base import Context, Report, markdown_table, pyplot, register_experiment
+from normlab.experiments.base import Context, Report, fmt, markdown_table, pyplot, register_experiment
 from normlab.experiments.stats import Interval, error_bars, format_ratio, log_ratio, mean_interval, verdict
 from normlab.experiments.sweep import RunSpec
 
@@ -64,7 +64,7 @@ def _summary(ctx: Context, settings: dict, results: dict) -> str:
     table = markdown_table(
         ["shape", "dtype", "staged (ms)", "simplified (ms)", f"speed-up of fastest samples, mean [95% CI], n = {n}",
          "verdict (> 1x)", "max relative difference"],
-        [["x".join(map(str, r["shape"])), r["dtype"], f"{r['staged_ms']:.3f}", f"{r['simplified_ms']:.3f}",
+        [["x".join(map(str, r["shape"])), r["dtype"], fmt(r["staged_ms"], ".3f"), fmt(r["simplified_ms"], ".3f"),
           format_ratio(Interval(**r["log10_speedup_interval"]), ".2f"), r["verdict"], f"{r['max_relative_error']:.1e}"]
          for r in results["timings"]])
     holds = sum(r["verdict"] == "holds" for r in results["timings"])

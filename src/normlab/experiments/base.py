@@ -272,6 +272,13 @@ def plain_json(value: Any) -> Any:
     return value
 
 
+def fmt(value: float | None, spec: str = ".4f", none: str = "—") -> str:
+    """A number for a table; `none` for a missing (or non-finite) one."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return none
+    return format(value, spec)
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None) -> str:
     """A GitHub markdown table. `align` has one letter per column, "l" or "r" (default: the first column
     left, the others right)."""
@@ -390,5 +397,5 @@ def run_experiment(name: str, out: str | Path, *, quick: bool = False, scale: fl
 
 
 __all__ = ["DATASETS", "EXPERIMENTS", "Context", "Experiment", "Report", "ResultsExist", "RunSpec", "TrainedRun",
-           "check_out_dir", "first_step_reaching", "markdown_table", "plain_json", "pyplot",
+           "check_out_dir", "first_step_reaching", "fmt", "markdown_table", "plain_json", "pyplot",
            "register_experiment", "run_experiment", "status_of", "train"]
