@@ -114,8 +114,8 @@ def train_one(spec: RunSpec) -> dict:
     if status.startswith("diverged"):
         return {"status": status, "val_error": None, "val_error_recomputed": None, "seconds": r.seconds}
     steps, acc = r.series("val_acc")
-    return {"status": status, "steps": steps, "val_acc": acc, "seconds": r.seconds,
-            **final_errors(r, data, spec, 1 - acc[-1], norm in ("batch", "renorm"))}
+    return {"status": status, "steps": steps, "val_acc": acc,
+            **final_errors(r, data, spec, 1 - acc[-1], norm in ("batch", "renorm")), "seconds": r.seconds}
 
 
 def final_errors(r, data, spec: RunSpec, error: float, recompute: bool) -> dict:
@@ -155,18 +155,18 @@ def judge(runs: dict, small: str, ref: str, labels: dict[str, str], against, cha
     return comparisons
 
 
-def log_errors(ctx: Context, runs: dict, labels: dict[str, str]) -> None:
+def log_errors(ctx: Context, runs: dict, sizes, labels: dict[str, str]) -> None:
     """Per arm, "2: 50.5 ± 4.2, 32: 13.1 ± 0.3": its mean validation errors (%) by batch size."""
-    for arm, row in error_table(runs).items():
+    for arm, row in error_table(runs, sizes).items():
         ctx.log(f"{ctx.name}: {labels[arm]}: " + ", ".join(
             f"{b}: {format_interval(Interval(**cell['val_error']), scale=100, n=False)}" for b, cell in row.items()))
 
 
-def error_table(runs: dict) -> dict:
+def error_table(runs: dict, sizes) -> dict:
     """table[arm][batch][key]: the mean and interval over the seeds of the validation error, with running
     ("val_error") and recomputed ("val_error_recomputed") statistics."""
-    return {arm: {b: {key: mean_interval([r[key] for r in rs]).to_dict()
-                      for key in ("val_error", "val_error_recomputed")} for b, rs in row.items()}
+    return {arm: {str(b): {key: mean_interval([r[key] for r in row[str(b)]]).to_dict()
+                           for key in ("val_error", "val_error_recomputed")} for b in sizes}
             for arm, row in runs.items()}
 
 
@@ -218,10 +218,10 @@ def run(ctx: Context) -> Report:
     common = {k: settings[k] for k in ("steps", "n_train", "n_val", "evaluations")}
     configs = [{"arm": arm, "batch_size": b, "lr": settings["lr"][str(b)], **common} for arm in ARMS for b in sizes]
     runs = nested(configs, ctx.runs(train_one, configs), "arm", "batch_size")
-    log_errors(ctx, runs, LABELS)
+    log_errors(ctx, runs, sizes, LABELS)
     small, ref = str(min(sizes)), str(32 if 32 in sizes else max(sizes))
     comparisons = judge(runs, small, ref, LABELS, ("group", "layer", "renorm", "renorm-0.01"), {"group": "group norm"})
-    results = {"seeds": list(ctx.seeds), "runs": runs, "table": error_table(runs), "comparisons": comparisons,
+    results = {"seeds": list(ctx.seeds), "runs": runs, "table": error_table(runs, sizes), "comparisons": comparisons,
                "small": small, "reference": ref}
     _plot(ctx, settings, results)
     return Report(settings, results, _summary(ctx, settings, results))
@@ -319,8 +319,8 @@ def train_one_cnn(spec: RunSpec) -> dict:
     if status.startswith("diverged") or not epochs:
         return {"status": status, "val_error": None, "val_error_recomputed": None, "seconds": r.seconds}
     return {"status": status, "steps": r.steps, "epochs": [e.epoch for e in epochs],
-            "val_acc": [e.val_acc for e in epochs], "seconds": r.seconds,
-            **final_errors(r, data, spec, 1 - epochs[-1].val_acc, c["arm"] in BATCH_STATISTICS)}
+            "val_acc": [e.val_acc for e in epochs],
+            **final_errors(r, data, spec, 1 - epochs[-1].val_acc, c["arm"] in BATCH_STATISTICS), "seconds": r.seconds}
 
 
 def cnn_runs_needed(arm: str, batch_size: int) -> bool:
@@ -347,7 +347,7 @@ def run_cnn(ctx: Context) -> Report:
         if not cnn_runs_needed("ghost", b):
             runs.setdefault("ghost", {})[str(b)] = runs["batch"][str(b)]
     runs = {arm: runs[arm] for arm in CNN_ARMS}
-    log_errors(ctx, runs, CNN_LABELS)
+    log_errors(ctx, runs, sizes, CNN_LABELS)
     small, ref, large = str(min(sizes)), str(32 if 32 in sizes else max(sizes)), str(max(sizes))
     # Each arm's change from the reference batch to the smallest, measured; the claims are judged below.
     changes = {arm: paired_difference([r["val_error"] for r in runs[arm][small]],
@@ -358,7 +358,7 @@ def run_cnn(ctx: Context) -> Report:
         comparisons[f"at {large}: batch norm - {CNN_LABELS['ghost']}"] = comparison(
             [r["val_error"] for r in runs["batch"][large]], [r["val_error"] for r in runs["ghost"][large]],
             spec="+.1f", scale=100).to_dict()
-    results = {"seeds": list(ctx.seeds), "runs": runs, "table": error_table(runs), "changes": changes,
+    results = {"seeds": list(ctx.seeds), "runs": runs, "table": error_table(runs, sizes), "changes": changes,
                "comparisons": comparisons, "small": small, "reference": ref, "large": large}
     _plot_cnn(ctx, settings, results)
     return Report(settings, results, _summary_cnn(ctx, settings, results))
