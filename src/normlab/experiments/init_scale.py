@@ -145,7 +145,9 @@ def run_track(ctx: Context, track: Track) -> Report:
     settings = {**track.network, "activation": "relu", "weight_scales": scales,
                 "networks": {k: {"normalization": n, "eps": e} for k, (n, e) in NETWORKS.items()},
                 "optimizers": {opt: OPTIMIZERS[opt] for opt in track.optimizers}, "batch_size": 50, **counts}
-    configs = [{**track.network, **counts, "network": net, "optimizer": opt, "weight_scale": s}
+    sizes = {k: counts.pop(k) for k in ("epochs", "n_train", "n_val")}  # counts: the CNN's train_eval_size, n_probe
+    model = {"model": cnn.MODEL} if "model" in track.network else {}
+    configs = [{**model, **counts, "network": net, "optimizer": opt, "weight_scale": s, **sizes}
                for opt in settings["optimizers"] for net in NETWORKS for s in scales]
     flat = ctx.runs(train_one, configs)
     runs: dict = {opt: {net: [] for net in NETWORKS} for opt in settings["optimizers"]}

@@ -174,11 +174,10 @@ def run_track(ctx: Context, track: Track) -> Report:
                 "arms": {a: {"normalization": n, "lr_multiple": m, "decay_speed": d} for a, (n, m, d) in ARMS.items()},
                 "decay": "lr x 10^(-1/20) every steps / (20 x decay speed) steps (10x over the run at speed 1)"}
     seeds = list(ctx.seeds)
-    # The FC track's configs have no "model".
-    common = {**({} if track.model is None else {"model": track.model}), "n_train": settings["n_train"],
-              "n_val": settings["n_val"]}
-    stab = {**common, "steps": settings["stability_steps"], "every": max(1, settings["stability_steps"] // 10),
-            "decay": False, "decay_speed": 1}
+    model = {} if track.model is None else {"model": track.model}  # the FC track's configs are as before
+    sizes = {"n_train": settings["n_train"], "n_val": settings["n_val"]}
+    stab = {**model, "steps": settings["stability_steps"], "every": max(1, settings["stability_steps"] // 10),
+            **sizes, "decay": False, "decay_speed": 1}
     grids: dict[str, dict[float, list[dict]]] = {}
     for norm in ("none", "batch"):
         grid = {}
@@ -200,8 +199,8 @@ def run_track(ctx: Context, track: Track) -> Report:
     usable = [lr for lr, rs in grids["none"].items() if all(not failed(r["status"]) for r in rs)]
     best_lr = max(usable or list(grids["none"]), key=lambda lr: np.mean(
         [r["final_val_acc"] or 0.0 for r in grids["none"][lr]]))
-    comp = {**common, "steps": settings["comparison_steps"],
-            "every": max(1, settings["comparison_steps"] // track.evaluations), "decay": True}
+    comp = {**model, "steps": settings["comparison_steps"],
+            "every": max(1, settings["comparison_steps"] // track.evaluations), **sizes, "decay": True}
     configs = [{**comp, "normalization": n, "lr": best_lr * m, "decay_speed": d} for n, m, d in ARMS.values()]
     arms = dict(zip(ARMS, ctx.runs(train_one, configs)))
     # "Steps to" from each run's curve here, not as the run computed it: a cached run's figures then follow

@@ -173,8 +173,9 @@ def run(ctx: Context) -> Report:
                 "evaluations": ctx.count(10, 6, minimum=3), "momenta": [momentum_key(m) for m in MOMENTA],
                 "precise_ks": list(ks), "probe_k": min(PROBE_K, max(ks)),
                 "few_dozen": max(k for k in ks if k <= FEW_DOZEN)}
-    config = {**{k: settings[k] for k in ("batch_size", "lr", "steps", "n_train", "n_val", "momenta", "precise_ks",
-                                           "probe_k")}, "every": max(1, steps // settings["evaluations"])}
+    config = {"batch_size": BATCH, "lr": LR, "steps": steps, "n_train": settings["n_train"],
+              "n_val": settings["n_val"], "every": max(1, steps // settings["evaluations"]),
+              "momenta": settings["momenta"], "precise_ks": list(ks), "probe_k": settings["probe_k"]}
     runs = ctx.runs(train_one, [config])[0]
     ok = all(not failed(r["status"]) for r in runs)
 
