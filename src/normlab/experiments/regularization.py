@@ -159,7 +159,8 @@ def _plot(ctx: Context, settings: dict, results: dict) -> None:
     colors = dict(zip(ARMS, ("tab:gray", "tab:green", "tab:blue", "tab:purple")))
     for arm, rs in results["runs"][str(BATCH)].items():
         epochs = rs[0]["epochs"]
-        curves_band(ax_acc, epochs, [r["val_acc"] for r in rs], scale=100, color=colors[arm], label=f"{arm}: validation")
+        curves_band(ax_acc, epochs, [r["val_acc"] for r in rs], scale=100, color=colors[arm],
+                    label=f"{arm}: validation")
         train_mean = np.mean([r["train_acc"] for r in rs if len(r["train_acc"]) == len(epochs)], axis=0)
         ax_acc.plot(epochs, 100 * train_mean, "--", color=colors[arm], lw=0.8)
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)",
