@@ -28,10 +28,11 @@ import numpy as np
 
 from normlab.blas import limited_blas_threads
 from normlab.checks import check_non_negative_int, check_positive_int
-from normlab.experiments.stats import VERDICT_RULE
+from normlab.experiments.stats import VERDICT_RULE, Interval, format_difference
 from normlab.experiments.status import run_status
 from normlab.experiments.sweep import InlineExecutor, RunFunction, RunSpec, Sweep, make_executor
 from normlab.files import atomic_write_bytes
+from normlab.models import FullyConnectedNet
 from normlab.nn import Module
 from normlab.optim import Optimizer, Schedule
 from normlab.train.history import History
@@ -142,10 +143,6 @@ class Context:
         k = len(self.seeds)
         return [flat[i * k:(i + 1) * k] for i in range(len(configs))]
 
-    def data(self, n_train: int | None, n_val: int, n_test: int | None = None) -> PreparedData:
-        """The first seed's data split (see `RunSpec.data`)."""
-        return self.spec({}, self.seed).data(n_train, n_val, n_test)
-
     def save_figure(self, fig, filename: str) -> None:
         save_figure(fig, self.out_dir / filename)
         self.figures.append(filename)
@@ -176,6 +173,14 @@ class TrainedRun:
     def series(self, key: str) -> tuple[list[int], list[Any]]:
         """(steps, values) of one probed quantity."""
         return [p["step"] for p in self.probes], [p[key] for p in self.probes]
+
+
+def mlp(spec: RunSpec, data: PreparedData, hidden: Sequence[int], **options) -> FullyConnectedNet:
+    """The run's fully connected network for `data` (its input size and classes), with hidden layers of
+    `hidden` units and its initial weights drawn from the run's generator "init" (the same draw in every arm
+    of a seed); `options` go to FullyConnectedNet."""
+    return FullyConnectedNet(int(np.prod(data.input_shape)), hidden, len(data.classes), rng=spec.rng("init"),
+                             **options)
 
 
 def train(model: Module, optimizer: Optimizer, data: PreparedData, *, batch_size: int, rng: np.random.Generator,
@@ -240,6 +245,13 @@ def first_step_reaching(steps: Sequence[int], values: Sequence[float | None], ta
     return None
 
 
+def steps_to_cell(runs: Sequence[dict], threshold: float) -> str:
+    """ "412 (2/3)": the mean over the runs that reached `threshold` of the first step they did (each run's
+    r["steps_to"][str(threshold)], None: never), and how many did; "never (0/3)"."""
+    got = [r["steps_to"][str(threshold)] for r in runs if r["steps_to"][str(threshold)] is not None]
+    return f"{np.mean(got):.0f} ({len(got)}/{len(runs)})" if got else f"never (0/{len(runs)})"
+
+
 # -- outputs ----------------------------------------------------------------------------------------
 
 def plain_json(value: Any) -> Any:
@@ -276,6 +288,26 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align:
     rule = ["---:" if a == "r" else ":---" for a in align]
     lines = [headers, rule, *[[str(c) for c in row] for row in rows]]
     return "\n".join("| " + " | ".join(line) + " |" for line in lines) + "\n"
+
+
+def comparison_table(comparisons: dict[str, dict], measure: str, anchor: Callable[[str, dict], str],
+                     spec: str = "+.1f", anchor_header: str = "anchor") -> str:
+    """The judged claims as a table: per comparison (name -> `Comparison.to_dict()` of a difference of
+    fractions) its name, the difference in points, anchor(name, comparison), the predicted sign, the verdict."""
+    rows = [[name, format_difference(Interval(**c["difference"]), spec, 100, " points"), anchor(name, c),
+             "> 0" if c["predicted"] == "positive" else "< 0", c["verdict"]] for name, c in comparisons.items()]
+    return markdown_table([measure, "ours: mean [95% CI]", anchor_header, "claim predicts", "verdict"], rows)
+
+
+def nested(configs: Sequence[dict[str, Any]], results: Sequence[Any], *keys: str) -> dict:
+    """out[str(config[keys[0]])][str(config[keys[1]])]... = result, for each config and its result."""
+    out: dict = {}
+    for config, result in zip(configs, results):
+        inner = out
+        for key in keys[:-1]:
+            inner = inner.setdefault(str(config[key]), {})
+        inner[str(config[keys[-1]])] = result
+    return out
 
 
 def command_line(ctx: Context) -> str:

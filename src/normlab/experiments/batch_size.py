@@ -29,7 +29,18 @@ import math
 import numpy as np
 
 from normlab.experiments import cnn
-from normlab.experiments.base import Context, Report, markdown_table, pyplot, register_experiment, status_of, train
+from normlab.experiments.base import (
+    Context,
+    Report,
+    comparison_table,
+    markdown_table,
+    mlp,
+    nested,
+    pyplot,
+    register_experiment,
+    status_of,
+    train,
+)
 from normlab.experiments.stats import (
     Interval,
     comparison,
@@ -42,7 +53,6 @@ from normlab.experiments.stats import (
 )
 from normlab.experiments.status import failed
 from normlab.experiments.sweep import RunSpec
-from normlab.models import FullyConnectedNet
 from normlab.nn import RenormSchedule
 from normlab.nn.normalization import _BatchNorm
 from normlab.optim import SGD, Cosine
@@ -91,8 +101,7 @@ def train_one(spec: RunSpec) -> dict:
     c = spec.config
     data = spec.data(c["n_train"], c["n_val"])
     norm, momentum = ARMS[c["arm"]]
-    model = FullyConnectedNet(int(np.prod(data.input_shape)), HIDDEN, len(data.classes), normalization=norm,
-                              renorm_schedule=renorm_schedule(c["steps"]), rng=spec.rng("init"))
+    model = mlp(spec, data, HIDDEN, normalization=norm, renorm_schedule=renorm_schedule(c["steps"]))
     for m in model.modules():
         if isinstance(m, _BatchNorm):
             m.momentum = momentum
@@ -104,44 +113,96 @@ def train_one(spec: RunSpec) -> dict:
     status = status_of(r, "val_acc", 1 / len(data.classes))
     if status.startswith("diverged"):
         return {"status": status, "val_error": None, "val_error_recomputed": None, "seconds": r.seconds}
-    error = 1 - r.probes[-1]["val_acc"]
-    recomputed = error
-    if norm in ("batch", "renorm"):
-        recompute_statistics(model, data.x_train, RECOMPUTE_BATCH, RECOMPUTE_BATCHES, spec.rng("recompute"))
-        recomputed = 1 - r.trainer.accuracy(data.x_val, data.y_val)
     steps, acc = r.series("val_acc")
-    return {"status": status, "steps": steps, "val_acc": acc, "val_error": error, "val_error_recomputed": recomputed,
-            "seconds": r.seconds}
+    return {"status": status, "steps": steps, "val_acc": acc,
+            **final_errors(r, data, spec, 1 - acc[-1], norm in ("batch", "renorm")), "seconds": r.seconds}
 
 
-def compare_batch_norm(compare, errors, small: str, ref: str) -> None:
-    """The batch norm rows both tracks judge: its error at the smallest batch minus at the reference, with
-    running and with recomputed statistics, and running minus recomputed at the smallest batch."""
+def final_errors(r, data, spec: RunSpec, error: float, recompute: bool) -> dict:
+    """The validation error after training with the running statistics (`error`), and, for an arm with
+    running statistics (recompute=True), with statistics recomputed from training batches."""
+    recomputed = error
+    if recompute:
+        recompute_statistics(r.trainer.model, data.x_train, RECOMPUTE_BATCH, RECOMPUTE_BATCHES, spec.rng("recompute"))
+        recomputed = 1 - r.trainer.accuracy(data.x_val, data.y_val)
+    return {"val_error": error, "val_error_recomputed": recomputed}
+
+
+def judge(runs: dict, small: str, ref: str, labels: dict[str, str], against, changes: dict[str, str]) -> dict:
+    """The comparisons both tracks judge, each predicted positive: batch norm's error at the smallest batch
+    minus at the reference, with running and with recomputed statistics, and running minus recomputed at the
+    smallest; batch norm minus each arm of `against` at the smallest batch; and batch norm's change from the
+    reference to the smallest minus that of each arm of `changes` (arm -> its name there)."""
+    comparisons = {}
+
+    def errors(arm, b, key="val_error"):
+        return [r[key] for r in runs[arm][b]]
+
+    def compare(name, a, b):
+        comparisons[name] = comparison(a, b, spec="+.1f", scale=100).to_dict()
+
     compare(f"batch norm: error at {small} - at {ref}", errors("batch", small), errors("batch", ref))
     compare(f"batch norm: error at {small} - at {ref}, recomputed statistics",
             errors("batch", small, "val_error_recomputed"), errors("batch", ref, "val_error_recomputed"))
     compare(f"batch norm at {small}: running - recomputed statistics", errors("batch", small),
             errors("batch", small, "val_error_recomputed"))
+    for arm in against:
+        compare(f"at {small}: batch norm - {labels[arm]}", errors("batch", small), errors(arm, small))
+    for arm, name in changes.items():
+        compare(f"(batch norm's error at {small} - at {ref}) - ({name}'s)",
+                paired_values(errors("batch", small), errors("batch", ref)),
+                paired_values(errors(arm, small), errors(arm, ref)))
+    return comparisons
+
+
+def log_errors(ctx: Context, runs: dict, sizes, labels: dict[str, str]) -> None:
+    """Per arm, "2: 50.5 ± 4.2, 32: 13.1 ± 0.3": its mean validation errors (%) by batch size."""
+    for arm, row in error_table(runs, sizes).items():
+        ctx.log(f"{ctx.name}: {labels[arm]}: " + ", ".join(
+            f"{b}: {format_interval(Interval(**cell['val_error']), scale=100, n=False)}" for b, cell in row.items()))
 
 
 def error_table(runs: dict, sizes) -> dict:
     """table[arm][batch][key]: the mean and interval over the seeds of the validation error, with running
     ("val_error") and recomputed ("val_error_recomputed") statistics."""
-    return {arm: {str(b): {key: mean_interval([r[key] for r in runs[arm][str(b)]]).to_dict()
-                           for key in ("val_error", "val_error_recomputed")} for b in sizes} for arm in runs}
+    return {arm: {str(b): {key: mean_interval([r[key] for r in row[str(b)]]).to_dict()
+                           for key in ("val_error", "val_error_recomputed")} for b in sizes}
+            for arm, row in runs.items()}
 
 
-def table_line(row: dict, sizes) -> str:
-    """ "2: 50.5 ± 4.2, 32: 13.1 ± 0.3": one arm's errors (%) for the log."""
-    return ", ".join(f"{b}: {format_interval(Interval(**row[str(b)]['val_error']), scale=100, n=False)}"
-                     for b in sizes)
+def errors_markdown(table: dict, runs: dict, sizes, labels: dict[str, str], recomputed, n: int) -> str:
+    """The validation error (%) of every arm at every batch size, mean ± half-width and how many runs failed;
+    below each arm of `recomputed`, with recomputed statistics; "= batch norm" where ghost batch norm's
+    runs are batch norm's."""
+
+    def cell(arm, b, key):
+        if arm == "ghost" and not cnn_runs_needed(arm, b):
+            return "= batch norm"
+        bad = [r["status"] for r in runs[arm][str(b)] if failed(r["status"])]
+        return format_interval(Interval(**table[arm][str(b)][key]), scale=100, n=False) + (
+            f" ({len(bad)} failed)" if bad else "")
+
+    rows = []
+    for arm, label in labels.items():
+        rows.append([label, *[cell(arm, b, "val_error") for b in sizes]])
+        if arm in recomputed:
+            rows.append([f"{label}, recomputed statistics", *[cell(arm, b, "val_error_recomputed") for b in sizes]])
+    return markdown_table([f"validation error (%), n = {n}", *[f"batch {b}" for b in sizes]], rows)
 
 
-def error_cell(interval: dict, runs: list[dict]) -> str:
-    """A table cell: the error (%) mean ± half-width, and how many of the runs failed."""
-    text = format_interval(Interval(**interval), scale=100, n=False)
-    bad = [r["status"] for r in runs if failed(r["status"])]
-    return text + (f" ({len(bad)} failed)" if bad else "")
+def _anchor(name: str, comparison: dict) -> str:
+    """The published finding a comparison of either track is set against."""
+    if name.startswith("batch norm: error at") and "recomputed" not in name:
+        return "GN paper: +11.1 points (23.6 -> 34.7 %, ResNet-50, ImageNet, 32 -> 2 images/GPU)"
+    if name.startswith("(batch norm's error") and "group" in name:
+        return "GN paper: +11.1 points (batch norm +11.1, group norm about 0)"
+    if name.startswith("at ") and "group" in name:
+        return "GN paper: +10.6 points at 2 images/GPU (34.7 vs 24.1 %)"
+    if name.startswith("at ") and "renorm" in name:
+        return "Ioffe 2017: renorm recovers most of the loss at small batches (Inception, 4 per batch)"
+    if name.startswith("at ") and "ghost" in name:
+        return "Hoffer et al. 2017: ghost batch norm narrows the large-batch generalization gap"
+    return "—"
 
 
 @register_experiment("batch-size", claim="batch norm behaves poorly with very small batches; its relatives do not")
@@ -154,68 +215,23 @@ def run(ctx: Context) -> Report:
                 "schedule": "cosine", "n_train": ctx.count(None, 10_000, minimum=256),
                 "n_val": ctx.count(5000, 1000, minimum=100), "group_norm_groups": 32, "evaluations": 5,
                 "recompute": {"batch_size": RECOMPUTE_BATCH, "batches": RECOMPUTE_BATCHES}}
-    configs = [{"arm": arm, "batch_size": b, "lr": settings["lr"][str(b)], "steps": steps,
-                "n_train": settings["n_train"], "n_val": settings["n_val"], "evaluations": settings["evaluations"]}
-               for arm in ARMS for b in sizes]
-    flat = ctx.runs(train_one, configs)
-    runs = {arm: {} for arm in ARMS}
-    for config, per_seed in zip(configs, flat):
-        runs[config["arm"]][str(config["batch_size"])] = per_seed
+    common = {k: settings[k] for k in ("steps", "n_train", "n_val", "evaluations")}
+    configs = [{"arm": arm, "batch_size": b, "lr": settings["lr"][str(b)], **common} for arm in ARMS for b in sizes]
+    runs = nested(configs, ctx.runs(train_one, configs), "arm", "batch_size")
+    log_errors(ctx, runs, sizes, LABELS)
     small, ref = str(min(sizes)), str(32 if 32 in sizes else max(sizes))
-
-    def errors(arm, b, key="val_error"):
-        return [r[key] for r in runs[arm][b]]
-
-    comparisons = {}
-
-    def compare(name, a, b, predicted="positive"):
-        comparisons[name] = comparison(a, b, predicted, spec="+.1f", scale=100).to_dict()
-
-    compare_batch_norm(compare, errors, small, ref)
-    for arm in ("group", "layer", "renorm", "renorm-0.01"):
-        compare(f"at {small}: batch norm - {LABELS[arm]}", errors("batch", small), errors(arm, small))
-    degradation = {arm: paired_values(errors(arm, small), errors(arm, ref)) for arm in ("batch", "group")}
-    compare(f"(batch norm's error at {small} - at {ref}) - (group norm's)", degradation["batch"],
-            degradation["group"])
-    table = error_table(runs, sizes)
-    for arm in ARMS:
-        ctx.log(f"batch-size: {LABELS[arm]}: {table_line(table[arm], sizes)}")
-    results = {"seeds": list(ctx.seeds), "runs": runs, "table": table, "comparisons": comparisons,
+    comparisons = judge(runs, small, ref, LABELS, ("group", "layer", "renorm", "renorm-0.01"), {"group": "group norm"})
+    results = {"seeds": list(ctx.seeds), "runs": runs, "table": error_table(runs, sizes), "comparisons": comparisons,
                "small": small, "reference": ref}
     _plot(ctx, settings, results)
     return Report(settings, results, _summary(ctx, settings, results))
 
 
 def _summary(ctx: Context, settings: dict, results: dict) -> str:
-    sizes, table, runs = settings["batch_sizes"], results["table"], results["runs"]
     n = len(ctx.seeds)
-
-    def cell(arm, b, key):
-        return error_cell(table[arm][str(b)][key], runs[arm][str(b)])
-
-    rows = []
-    for arm in ARMS:
-        rows.append([LABELS[arm], *[cell(arm, b, "val_error") for b in sizes]])
-        if ARMS[arm][1] is not None:
-            rows.append([f"{LABELS[arm]}, recomputed statistics", *[cell(arm, b, "val_error_recomputed")
-                                                                     for b in sizes]])
-    error_table = markdown_table([f"validation error (%), n = {n}", *[f"batch {b}" for b in sizes]], rows)
-    comp_rows = []
-    for name, c in results["comparisons"].items():
-        anchor = ""
-        if name.startswith("batch norm: error at") and "recomputed" not in name:
-            anchor = "GN paper: +11.1 points (23.6 -> 34.7 %, ResNet-50, ImageNet, 32 -> 2 images/GPU)"
-        elif name.startswith("(batch norm's error"):
-            anchor = "GN paper: +11.1 points (batch norm +11.1, group norm about 0)"
-        elif "group norm" in name:
-            anchor = "GN paper: +10.6 points at 2 images/GPU (34.7 vs 24.1 %)"
-        elif "renorm" in name:
-            anchor = "Ioffe 2017: renorm recovers most of the loss at small batches (Inception, 4 per batch)"
-        iv = Interval(**c["difference"])
-        comp_rows.append([name, format_difference(iv, scale=100, unit=" points"), anchor or "—",
-                          "> 0" if c["predicted"] == "positive" else "< 0", c["verdict"]])
-    comp_table = markdown_table(["paired difference of validation error", "ours: mean [95% CI]", "anchor",
-                                 "claim predicts", "verdict"], comp_rows)
+    error_table = errors_markdown(results["table"], results["runs"], settings["batch_sizes"], LABELS,
+                                  [arm for arm, (_, momentum) in ARMS.items() if momentum is not None], n)
+    comp_table = comparison_table(results["comparisons"], "paired difference of validation error", _anchor)
     n_train = settings["n_train"] or "all"
     return f"""Setting: {ctx.dataset}, {n_train} training and {settings['n_val']} validation images (the split drawn by
 the seed), a fully connected network of two hidden layers of 256 ReLU units with each normalization after each
@@ -302,14 +318,9 @@ def train_one_cnn(spec: RunSpec) -> dict:
     epochs = r.history.epochs
     if status.startswith("diverged") or not epochs:
         return {"status": status, "val_error": None, "val_error_recomputed": None, "seconds": r.seconds}
-    error = 1 - epochs[-1].val_acc
-    recomputed = error
-    if c["arm"] in BATCH_STATISTICS:
-        recompute_statistics(model, data.x_train, RECOMPUTE_BATCH, RECOMPUTE_BATCHES, spec.rng("recompute"))
-        recomputed = 1 - r.trainer.accuracy(data.x_val, data.y_val)
     return {"status": status, "steps": r.steps, "epochs": [e.epoch for e in epochs],
-            "val_acc": [e.val_acc for e in epochs], "val_error": error, "val_error_recomputed": recomputed,
-            "seconds": r.seconds}
+            "val_acc": [e.val_acc for e in epochs],
+            **final_errors(r, data, spec, 1 - epochs[-1].val_acc, c["arm"] in BATCH_STATISTICS), "seconds": r.seconds}
 
 
 def cnn_runs_needed(arm: str, batch_size: int) -> bool:
@@ -331,82 +342,39 @@ def run_cnn(ctx: Context) -> Report:
     common = {k: settings[k] for k in ("epochs", "n_train", "n_val", "train_eval_size")}
     configs = [{"model": cnn.MODEL, "arm": arm, "batch_size": b, "lr": settings["lr"][str(b)], **common}
                for arm in CNN_ARMS for b in sizes if cnn_runs_needed(arm, b)]
-    flat = ctx.runs(train_one_cnn, configs)
-    runs: dict = {arm: {} for arm in CNN_ARMS}
-    for config, per_seed in zip(configs, flat):
-        runs[config["arm"]][str(config["batch_size"])] = per_seed
+    runs = nested(configs, ctx.runs(train_one_cnn, configs), "arm", "batch_size")
     for b in sizes:
         if not cnn_runs_needed("ghost", b):
-            runs["ghost"][str(b)] = runs["batch"][str(b)]
+            runs.setdefault("ghost", {})[str(b)] = runs["batch"][str(b)]
+    runs = {arm: runs[arm] for arm in CNN_ARMS}
+    log_errors(ctx, runs, sizes, CNN_LABELS)
     small, ref, large = str(min(sizes)), str(32 if 32 in sizes else max(sizes)), str(max(sizes))
-
-    def errors(arm, b, key="val_error"):
-        return [r[key] for r in runs[arm][b]]
-
-    comparisons = {}
-
-    def compare(name, a, b, predicted="positive"):
-        comparisons[name] = comparison(a, b, predicted, spec="+.1f", scale=100).to_dict()
-
     # Each arm's change from the reference batch to the smallest, measured; the claims are judged below.
-    changes = {arm: paired_difference(errors(arm, small), errors(arm, ref)).to_dict() for arm in CNN_ARMS}
-    compare_batch_norm(compare, errors, small, ref)
-    for arm in ("group", "renorm", "none"):
-        compare(f"at {small}: batch norm - {CNN_LABELS[arm]}", errors("batch", small), errors(arm, small))
-    change = {arm: paired_values(errors(arm, small), errors(arm, ref)) for arm in CNN_ARMS}
-    for arm in ("group", "renorm", "none"):
-        compare(f"(batch norm's error at {small} - at {ref}) - ({CNN_LABELS[arm]}'s)", change["batch"], change[arm])
+    changes = {arm: paired_difference([r["val_error"] for r in runs[arm][small]],
+                                      [r["val_error"] for r in runs[arm][ref]]).to_dict() for arm in CNN_ARMS}
+    against = ("group", "renorm", "none")
+    comparisons = judge(runs, small, ref, CNN_LABELS, against, {arm: CNN_LABELS[arm] for arm in against})
     if int(large) > VIRTUAL_BATCH:
-        compare(f"at {large}: batch norm - {CNN_LABELS['ghost']}", errors("batch", large), errors("ghost", large))
-    table = error_table(runs, sizes)
-    for arm in CNN_ARMS:
-        ctx.log(f"batch-size-cnn: {CNN_LABELS[arm]}: {table_line(table[arm], sizes)}")
-    results = {"seeds": list(ctx.seeds), "runs": runs, "table": table, "changes": changes,
+        comparisons[f"at {large}: batch norm - {CNN_LABELS['ghost']}"] = comparison(
+            [r["val_error"] for r in runs["batch"][large]], [r["val_error"] for r in runs["ghost"][large]],
+            spec="+.1f", scale=100).to_dict()
+    results = {"seeds": list(ctx.seeds), "runs": runs, "table": error_table(runs, sizes), "changes": changes,
                "comparisons": comparisons, "small": small, "reference": ref, "large": large}
     _plot_cnn(ctx, settings, results)
     return Report(settings, results, _summary_cnn(ctx, settings, results))
 
 
 def _summary_cnn(ctx: Context, settings: dict, results: dict) -> str:
-    sizes, table, runs = settings["batch_sizes"], results["table"], results["runs"]
     n = len(ctx.seeds)
-
-    def cell(arm, b, key):
-        if arm == "ghost" and not cnn_runs_needed(arm, b):
-            return "= batch norm"
-        return error_cell(table[arm][str(b)][key], runs[arm][str(b)])
-
-    rows = []
-    for arm in CNN_ARMS:
-        rows.append([CNN_LABELS[arm], *[cell(arm, b, "val_error") for b in sizes]])
-        if arm in BATCH_STATISTICS:
-            rows.append([f"{CNN_LABELS[arm]}, recomputed statistics",
-                         *[cell(arm, b, "val_error_recomputed") for b in sizes]])
-    error_table = markdown_table([f"validation error (%), n = {n}", *[f"batch {b}" for b in sizes]], rows)
+    error_table = errors_markdown(results["table"], results["runs"], settings["batch_sizes"], CNN_LABELS,
+                                  BATCH_STATISTICS, n)
     small, ref = results["small"], results["reference"]
     paper_change = {"batch": "+11.1 (23.6 -> 34.7 %)", "group": "0.0 (24.1 -> 24.1 %)"}
     change_table = markdown_table(
         ["normalization", f"error at {small} - at {ref}: mean [95% CI], n = {n}", "GN paper (ResNet-50, ImageNet)"],
         [[CNN_LABELS[arm], format_difference(Interval(**results["changes"][arm]), scale=100, unit=" points"),
           paper_change.get(arm, "—")] for arm in CNN_ARMS])
-    comp_rows = []
-    for name, c in results["comparisons"].items():
-        anchor = "—"
-        if name == f"batch norm: error at {small} - at {ref}":
-            anchor = "GN paper: +11.1 points (23.6 -> 34.7 %, ResNet-50, ImageNet, 32 -> 2 images/GPU)"
-        elif name.startswith("(batch norm's error") and "group" in name:
-            anchor = "GN paper: +11.1 points (batch norm +11.1, group norm about 0)"
-        elif name.startswith(f"at {small}: batch norm - group"):
-            anchor = "GN paper: +10.6 points at 2 images/GPU (34.7 vs 24.1 %)"
-        elif "renorm" in name and name.startswith("at "):
-            anchor = "Ioffe 2017: renorm recovers most of the loss at small batches (Inception, 4 per batch)"
-        elif "ghost" in name and name.startswith("at "):
-            anchor = "Hoffer et al. 2017: ghost batch norm narrows the large-batch generalization gap"
-        iv = Interval(**c["difference"])
-        comp_rows.append([name, format_difference(iv, scale=100, unit=" points"), anchor,
-                          "> 0" if c["predicted"] == "positive" else "< 0", c["verdict"]])
-    comp_table = markdown_table(["paired difference of validation error", "ours: mean [95% CI]", "anchor",
-                                 "claim predicts", "verdict"], comp_rows)
+    comp_table = comparison_table(results["comparisons"], "paired difference of validation error", _anchor)
     pooled = ", ".join(f"{b} x {s} x {s} = {b * s * s}" for b in (2, 32) for s in (14, 7))
     return f"""Setting: {ctx.dataset} (28x28), {settings['n_train']} training and {settings['n_val']} validation images (the
 split drawn by the seed), the slimmed bn-cnn (`normlab.experiments.cnn`: a 3x3 stem of 8 channels, a residual

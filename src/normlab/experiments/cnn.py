@@ -33,17 +33,13 @@ CHANNELS_PER_GROUP = 4  # group norm: 2 groups at 8 channels, 4 at 16 (the GN pa
 NORMALIZATIONS = ("batch", "group", "renorm", "ghost", "none")
 
 
-def replace_batchnorms(model: Module, make) -> int:
+def replace_batchnorms(model: Module, make) -> None:
     """Replace every BatchNorm2d child of every module of `model` by make(num_channels) (a Module), in
-    place: the replacement takes the child's name and place, so the forward order is unchanged. Returns how
-    many were replaced."""
-    count = 0
+    place: the replacement takes the child's name and place, so the forward order is unchanged."""
     for parent in list(model.modules()):
         for name, child in list(parent._modules.items()):
             if type(child) is BatchNorm2d:
                 setattr(parent, name, make(child.num_features))
-                count += 1
-    return count
 
 
 def build_cnn(normalization: str, input_shape: tuple[int, ...], num_classes: int, rng: np.random.Generator, *,

@@ -14,6 +14,8 @@ so every point describes the same examples through the network as it is at that 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from normlab.experiments.base import (
@@ -21,24 +23,26 @@ from normlab.experiments.base import (
     Report,
     first_step_reaching,
     markdown_table,
+    mlp,
     pyplot,
     register_experiment,
     status_of,
+    steps_to_cell,
     train,
 )
 from normlab.experiments.stats import (
     Interval,
     comparison,
+    curves_band,
     format_difference,
     format_interval,
-    mean_band,
     mean_interval,
     verdict,
 )
-from normlab.experiments.status import failed
+from normlab.experiments.status import failures
 from normlab.experiments.sweep import RunSpec
 from normlab.models import FullyConnectedNet
-from normlab.nn import Sigmoid
+from normlab.nn import Linear, Sigmoid
 from normlab.optim import SGD
 
 PERCENTILES = (15, 50, 85)
@@ -81,8 +85,6 @@ def shift_statistics(quantiles: np.ndarray) -> dict[str, np.ndarray]:
 
 def glorot_(model: FullyConnectedNet, rng: np.random.Generator) -> None:
     """Redraw every Linear weight from Glorot's normal N(0, 2 / (fan_in + fan_out))."""
-    from normlab.nn import Linear
-
     for layer in model:
         if isinstance(layer, Linear):
             fan_out, fan_in = layer.weight.data.shape
@@ -91,22 +93,24 @@ def glorot_(model: FullyConnectedNet, rng: np.random.Generator) -> None:
 
 def train_one(spec: RunSpec) -> dict:
     """One arm at one seed: the test-accuracy curve and the percentiles of the last sigmoid inputs."""
+    norm, init = ARMS[spec.config["arm"]]
+    return train_and_track(spec, norm, init == "glorot")
+
+
+def train_and_track(spec: RunSpec, normalization: str, glorot: bool, wrap: Callable | None = None) -> dict:
+    """Build the 3 x 100 sigmoid network (weights from N(0, weight_scale^2), or Glorot's normal; then
+    wrap(model) if given) and train it as Figure 1 does (SGD, batches of 60, spec.config's lr and steps),
+    recording the test accuracy and the 15th/50th/85th percentiles of the last sigmoid's inputs on the first
+    n_probe test images (as training computes them) at every probe. Returns a run's result: the accuracy
+    curve, its summaries and the shift."""
     c = spec.config
     data = spec.data(c["n_train"], c["n_val"], c["n_test"])
     probe_x = data.x_test[:c["n_probe"]]
-    norm, init = ARMS[c["arm"]]
-    model = FullyConnectedNet(int(np.prod(data.input_shape)), HIDDEN, len(data.classes), normalization=norm,
-                              activation="sigmoid", weight_scale=c["weight_scale"], rng=spec.rng("init"))
-    if init == "glorot":
+    model = mlp(spec, data, HIDDEN, normalization=normalization, activation="sigmoid", weight_scale=c["weight_scale"])
+    if glorot:
         glorot_(model, spec.rng("glorot"))
-    return train_and_track(model, data, spec, probe_x)
-
-
-def train_and_track(model, data, spec: RunSpec, probe_x: np.ndarray) -> dict:
-    """Train `model` as Figure 1 does (SGD, batches of 60, spec.config's lr and steps), recording the test
-    accuracy and the 15th/50th/85th percentiles of the last sigmoid's inputs on probe_x (as training
-    computes them) at every probe. Returns a run's result: the accuracy curve, its summaries and the shift."""
-    c = spec.config
+    if wrap is not None:
+        model = wrap(model)
     recorded = []
 
     def probe(trainer):  # a noise layer (noisy-batchnorm) is on: a fresh draw, as at a training step
@@ -129,69 +133,78 @@ def train_and_track(model, data, spec: RunSpec, probe_x: np.ndarray) -> dict:
 
 @register_experiment("covariate-shift", claim="batch norm reduces internal covariate shift and trains faster")
 def run(ctx: Context) -> Report:
-    steps = ctx.count(4_000, 1_500, minimum=20)
-    every = max(1, steps // 100)
-    # Extra records at steps spaced evenly on a log scale before the first regular one: the plots' step axis
-    # is logarithmic, and the networks differ most in those first steps.
-    early = sorted({int(s) for s in np.geomspace(5, every, 6).round() if s < every}) if every > 5 else []
-    settings = {"hidden": HIDDEN, "activation": "sigmoid", "batch_size": 60, "steps": steps, "every": every,
-                "early_records": early, "arms": {a: {"normalization": n, "init": i} for a, (n, i) in ARMS.items()},
-                "optimizer": "sgd", "lr": 0.1, "momentum": 0.0, "weight_scale": 0.1, "thresholds": THRESHOLDS,
-                "n_train": ctx.count(None, 10_000, minimum=200), "n_val": ctx.count(5000, 1000, minimum=100),
-                "n_test": ctx.count(2000, 1000, minimum=200), "n_probe": ctx.count(500, 300, minimum=100),
-                "percentiles": PERCENTILES}
-    base = {k: settings[k] for k in ("steps", "every", "early_records", "lr", "weight_scale", "n_train", "n_val",
-                                      "n_test", "n_probe")}
-    per_arm = ctx.runs(train_one, [{**base, "arm": arm} for arm in ARMS])
-    runs = dict(zip(ARMS, per_arm))
-    for rs in runs.values():  # the percentile curves are plotted for the first seed only: keep results.json small
-        for r in rs[1:]:
-            r["unit_percentiles"] = None
-    for arm, rs in runs.items():
-        ctx.log(f"covariate-shift: {LABELS[arm]}: final test accuracy "
-                f"{format_interval(mean_interval([r['final_test_acc'] for r in rs]), scale=100, unit=' %')}")
-
-    def values(arm, key):
-        return [r[key] if not r["status"].startswith("diverged") else None for r in runs[arm]]
-
+    settings = shift_settings(ctx, ctx.count(4_000, 1_500, minimum=20), 100, 6,
+                              arms={a: {"normalization": n, "init": i} for a, (n, i) in ARMS.items()})
+    runs = run_arms(ctx, train_one, ARMS, settings, LABELS)
     comparisons = {}
     for other in ("small", "glorot"):
         for key, predicted in (("mean_test_acc", "positive"), ("final_test_acc", "positive"),
                                ("median_travel", "negative")):
-            comparisons[f"{key} batch - {other}"] = comparison(values("batch", key), values(other, key), predicted,
-                                                               spec="+.3f").to_dict()
-    summary = {arm: {key: mean_interval(values(arm, key)).to_dict()
-                     for key in ("mean_test_acc", "final_test_acc", "best_test_acc", "median_travel", "width_ratio")}
-               for arm in ARMS}
+            comparisons[f"{key} batch - {other}"] = comparison(completed(runs["batch"], key),
+                                                               completed(runs[other], key), predicted).to_dict()
+    summary = arm_summary(runs, ("mean_test_acc", "final_test_acc", "best_test_acc", "median_travel", "width_ratio"))
     results = {"seeds": list(ctx.seeds), "runs": runs, "summary": summary, "comparisons": comparisons}
     _plot(ctx, settings, results)
     return Report(settings, results, _summary(ctx, settings, results))
 
 
-def _summary(ctx: Context, settings: dict, results: dict) -> str:
-    runs, summary, comps = results["runs"], results["summary"], results["comparisons"]
-    n = len(ctx.seeds)
+def shift_settings(ctx: Context, steps: int, records: int, early: int, **extra) -> dict:
+    """The settings of Figure 1's setting trained for `steps` steps (`extra` added): records every
+    steps // records steps, and up to `early` extra ones spaced evenly on a log scale before the first of
+    them (the plots' step axis is logarithmic, and the networks differ most in those first steps)."""
+    every = max(1, steps // records)
+    early_records = sorted({int(s) for s in np.geomspace(5, every, early).round() if s < every}) if every > 5 else []
+    return {"hidden": HIDDEN, "activation": "sigmoid", "batch_size": 60, "steps": steps, "every": every,
+            "early_records": early_records, **extra, "optimizer": "sgd", "lr": 0.1, "momentum": 0.0,
+            "weight_scale": 0.1, "thresholds": THRESHOLDS, "n_train": ctx.count(None, 10_000, minimum=200),
+            "n_val": ctx.count(5000, 1000, minimum=100), "n_test": ctx.count(2000, 1000, minimum=200),
+            "n_probe": ctx.count(500, 300, minimum=100), "percentiles": PERCENTILES}
+
+
+def run_arms(ctx: Context, function, arms, settings: dict, labels: dict[str, str]) -> dict[str, list[dict]]:
+    """function's runs of every arm (configuration: the arm and what a run reads of `settings`):
+    runs[arm][seed]. The percentile curves are plotted for the first seed only, so the other seeds' are
+    dropped (results.json stays small)."""
+    keys = ("steps", "every", "early_records", "lr", "weight_scale", "noise", "n_train", "n_val", "n_test", "n_probe")
+    base = {k: settings[k] for k in keys if k in settings}
+    runs = dict(zip(arms, ctx.runs(function, [{"arm": arm, **base} for arm in arms])))
+    for arm, rs in runs.items():
+        for r in rs[1:]:
+            r["unit_percentiles"] = None
+        ctx.log(f"{ctx.name}: {labels[arm]}: final test accuracy "
+                f"{format_interval(mean_interval([r['final_test_acc'] for r in rs]), scale=100, unit=' %')}")
+    return runs
+
+
+def completed(rs: list[dict], key: str) -> list:
+    """The seeds' values of `key`, None for a run that diverged."""
+    return [r[key] if not r["status"].startswith("diverged") else None for r in rs]
+
+
+def arm_summary(runs: dict[str, list[dict]], keys) -> dict:
+    """summary[arm][key]: the mean and 95% interval over the seeds (a diverged run: missing)."""
+    return {arm: {key: mean_interval(completed(rs, key)).to_dict() for key in keys} for arm, rs in runs.items()}
+
+
+def arm_table(runs: dict[str, list[dict]], summary: dict, labels: dict[str, str], align: str | None = None) -> str:
+    """Per arm: the accuracy over the run and at its end, the steps to each threshold, the shift, the runs."""
+    n = len(next(iter(runs.values())))
 
     def cell(arm, key, scale=100, unit=" %", spec=".1f"):
         return format_interval(Interval(**summary[arm][key]), spec=spec, scale=scale, unit=unit, n=False)
 
-    def reach(arm, t):
-        got = [r["steps_to"][str(t)] for r in runs[arm] if r["steps_to"][str(t)] is not None]
-        if not got:
-            return f"never (0/{n})"
-        return f"{np.mean(got):.0f} ({len(got)}/{n})"
+    rows = [[labels[arm], cell(arm, "mean_test_acc"), cell(arm, "final_test_acc"),
+             *[steps_to_cell(runs[arm], t) for t in THRESHOLDS], cell(arm, "median_travel", 1, "", ".2f"),
+             cell(arm, "width_ratio", 1, "", ".1f"), failures(runs[arm])] for arm in runs]
+    return markdown_table([f"network (n = {n} seeds)", "mean test acc over the run", "final test acc",
+                           *[f"steps to {t:.2f} (mean of seeds reaching it)" for t in THRESHOLDS],
+                           "median travel (widths)", "width max/min", "runs"], rows, align)
 
+
+def _summary(ctx: Context, settings: dict, results: dict) -> str:
+    comps, n = results["comparisons"], len(ctx.seeds)
+    table = arm_table(results["runs"], results["summary"], LABELS)
     rows = []
-    for arm in ARMS:
-        statuses = sorted({r["status"] for r in runs[arm] if failed(r["status"])})
-        rows.append([LABELS[arm], cell(arm, "mean_test_acc"), cell(arm, "final_test_acc"),
-                     *[reach(arm, t) for t in THRESHOLDS],
-                     cell(arm, "median_travel", 1, "", ".2f"), cell(arm, "width_ratio", 1, "", ".1f"),
-                     ", ".join(statuses) or "all completed"])
-    table = markdown_table([f"network (n = {n} seeds)", "mean test acc over the run", "final test acc",
-                            *[f"steps to {t:.2f} (mean of seeds reaching it)" for t in THRESHOLDS],
-                            "median travel (widths)", "width max/min", "runs"], rows)
-    lines = []
     names = {"mean_test_acc": ("mean test accuracy over the run (area under the curve / steps)", 100, " points"),
              "final_test_acc": ("final test accuracy", 100, " points"),
              "median_travel": ("median travel of a last-layer sigmoid input", 1, " widths")}
@@ -200,12 +213,9 @@ def _summary(ctx: Context, settings: dict, results: dict) -> str:
         label, scale, unit = names[key]
         iv = Interval(**c["difference"])
         spec = "+.1f" if scale == 100 else "+.3f"
-        lines.append(f"| {label} | batch norm - {LABELS[other]} | {format_difference(iv, spec, scale, unit)} | "
-                     f"{'higher' if c['predicted'] == 'positive' else 'lower'} | "
-                     f"{verdict(iv, c['predicted'], spec=spec, scale=scale)} |")
-    verdicts = ("| measure | paired difference | 95% CI | claim predicts | verdict |\n"
-                "| :--- | :--- | ---: | :--- | :--- |\n").replace(" 95% CI |", " mean [95% CI] |")
-    verdicts = verdicts.replace("| measure | paired difference | mean [95% CI] |", "| measure | comparison | mean [95% CI] |")
+        rows.append([label, f"batch norm - {LABELS[other]}", format_difference(iv, spec, scale, unit),
+                     "higher" if c["predicted"] == "positive" else "lower", verdict(iv, c["predicted"], spec, scale)])
+    verdicts = markdown_table(["measure", "comparison", "mean [95% CI]", "claim predicts", "verdict"], rows, "llrll")
     n_train = settings["n_train"] or "all"
     return f"""Setting: {ctx.dataset}, {n_train} training images, a fully connected network of three hidden layers of
 100 sigmoid units, plain SGD at learning rate {settings['lr']}, batches of 60, {settings['steps']} steps (the paper: 50000
@@ -224,20 +234,7 @@ batch norm reaches higher test accuracy faster, and its sigmoid inputs' percenti
 baseline's drift. No numbers are given beyond the plot.
 
 {table}
-{verdicts}{chr(10).join(lines)}
-"""
-
-
-def plot_accuracy_bands(ax, runs: dict[str, list[dict]], colors: dict[str, str], labels: dict[str, str],
-                        key: str = "test_acc") -> None:
-    """Per arm, the mean over the seeds of the accuracy curve `key` and its 95% CI as a band (runs[arm]:
-    the seeds' results, each with "steps" and `key`; a diverged run is shorter and left out)."""
-    for arm, rs in runs.items():
-        steps = rs[0]["steps"]
-        curves = np.array([[np.nan if a is None else a for a in r[key]] for r in rs
-                           if len(r[key]) == len(steps)])  # (n, T)
-        ivs = [mean_interval(list(col)) for col in curves.T]
-        mean_band(ax, steps, ivs, color=colors[arm], label=labels[arm])
+{verdicts}"""
 
 
 def plot_percentiles(ax, steps: list[int], quantiles: np.ndarray, color: str, ylabel: str, title: str,
@@ -248,14 +245,6 @@ def plot_percentiles(ax, steps: list[int], quantiles: np.ndarray, color: str, yl
     ax.set(xlabel="training step (log scale)", ylabel=ylabel, title=title, ylim=ylim)
     ax.title.set_fontsize("small")
     ax.legend(loc="upper left", fontsize="x-small")
-
-
-def percentile_limits(quantiles: list[np.ndarray]) -> tuple[float, float]:
-    """A shared y range for percentile panels (each (T, 3)), padded by 5 %."""
-    lo = min(q[:, 0].min() for q in quantiles)
-    hi = max(q[:, 2].max() for q in quantiles)
-    pad = 0.05 * (hi - lo)
-    return lo - pad, hi + pad
 
 
 def log_step_axes(axes, first: int, total: int) -> None:
@@ -270,28 +259,33 @@ def log_step_axes(axes, first: int, total: int) -> None:
         ax.xaxis.set_minor_locator(plt.NullLocator())
 
 
-def median_unit(travel: list[float]) -> int:
-    """The tracked unit whose median travels the median distance (the plotted one)."""
-    return int(np.argsort(np.array(travel))[len(travel) // 2])
+def plot_shift(ctx: Context, steps: int, runs: dict[str, list[dict]], reference: str, shown: tuple[str, ...],
+               colors: dict[str, str], labels: dict[str, str], title: str, filename: str) -> None:
+    """(a) every arm's test accuracy (mean and 95% CI band over the seeds); then, for each arm in `shown`, the
+    percentiles over training (first seed) of the tracked unit whose median travels the median distance in
+    the arm `reference`, on a shared y range."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(shown) + 1, figsize=(4.5 * (len(shown) + 1), 4))
+    for arm, rs in runs.items():
+        curves_band(axes[0], rs[0]["steps"], [r["test_acc"] for r in rs], color=colors[arm], label=labels[arm])
+    axes[0].set(xlabel="training step (log scale)", ylabel="test accuracy",
+                title=f"(a) test accuracy, mean and 95% CI (n = {len(ctx.seeds)})", ylim=(0, 1))
+    axes[0].legend(loc="lower right", fontsize="x-small")
+    travel = np.array(runs[reference][0]["unit_travel"])
+    unit = int(np.argsort(travel)[len(travel) // 2])
+    quantiles = {arm: np.array(runs[arm][0]["unit_percentiles"])[:, :, unit] for arm in shown}  # (T, 3)
+    low, high = min(q[:, 0].min() for q in quantiles.values()), max(q[:, 2].max() for q in quantiles.values())
+    ylim = (low - 0.05 * (high - low), high + 0.05 * (high - low))
+    for ax, arm, letter in zip(axes[1:], shown, "bcd"):
+        plot_percentiles(ax, runs[arm][0]["steps"], quantiles[arm], colors[arm], f"input of sigmoid unit {unit}",
+                         f"({letter}) {labels[arm]} (seed {ctx.seeds[0]})", ylim)
+    recorded = runs[reference][0]["steps"]
+    log_step_axes(axes, recorded[1] if len(recorded) > 1 else 1, steps)
+    fig.suptitle(f"{title}: 3 x 100 sigmoid units, batch 60, {steps} steps ({ctx.dataset})")
+    ctx.save_figure(fig, filename)
 
 
 def _plot(ctx: Context, settings: dict, results: dict) -> None:
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     colors = {"small": "tab:gray", "batch": "tab:blue", "glorot": "tab:green"}
-    steps_total = settings["steps"]
-    plot_accuracy_bands(axes[0], results["runs"], colors, LABELS)
-    axes[0].set(xlabel="training step (log scale)", ylabel="test accuracy",
-                title=f"(a) test accuracy, mean and 95% CI (n = {len(ctx.seeds)})")
-    axes[0].legend(loc="lower right", fontsize="x-small")
-    # (b), (c): seed 0, the tracked unit whose median travels the median distance without batch norm.
-    small, batch = results["runs"]["small"][0], results["runs"]["batch"][0]
-    unit = median_unit(small["unit_travel"])
-    quantiles = {arm: np.array(r["unit_percentiles"])[:, :, unit] for arm, r in (("small", small), ("batch", batch))}
-    ylim = percentile_limits(list(quantiles.values()))
-    for ax, (arm, r), letter in zip(axes[1:], (("small", small), ("batch", batch)), "bc"):
-        plot_percentiles(ax, r["steps"], quantiles[arm], colors[arm], f"input of sigmoid unit {unit}",
-                         f"({letter}) {LABELS[arm]} (seed {ctx.seeds[0]})", ylim)
-    log_step_axes(axes, small["steps"][1] if len(small["steps"]) > 1 else 1, steps_total)
-    fig.suptitle(f"Internal covariate shift: 3 x 100 sigmoid units, batch 60, {steps_total} steps ({ctx.dataset})")
-    ctx.save_figure(fig, "covariate_shift.png")
+    plot_shift(ctx, settings["steps"], results["runs"], "small", ("small", "batch"), colors, LABELS,
+               "Internal covariate shift", "covariate_shift.png")

@@ -24,7 +24,7 @@ import numpy as np
 
 from normlab import functional as F
 from normlab.experiments import cnn
-from normlab.experiments.base import Context, Report, markdown_table, pyplot, register_experiment, status_of, train
+from normlab.experiments.base import Context, Report, markdown_table, mlp, pyplot, register_experiment, status_of, train
 from normlab.experiments.stats import Interval, comparison, format_difference, format_interval, mean_band, mean_interval
 from normlab.experiments.status import failed
 from normlab.experiments.sweep import RunSpec
@@ -97,8 +97,7 @@ def train_one(spec: RunSpec) -> dict:
                               weight_scale=c["weight_scale"])
         signal = initial_signal_cnn(model, data.x_train[:c["n_probe"]])
     else:
-        model = FullyConnectedNet(int(np.prod(data.input_shape)), HIDDEN, len(data.classes), normalization=norm,
-                                  weight_scale=c["weight_scale"], rng=spec.rng("init"))
+        model = mlp(spec, data, HIDDEN, normalization=norm, weight_scale=c["weight_scale"])
         for m in model.modules():
             if isinstance(m, _BatchNorm):
                 m.eps = eps
@@ -118,43 +117,37 @@ def train_one(spec: RunSpec) -> dict:
 
 @dataclass(frozen=True)
 class Track:
-    """What differs between the experiment's tracks: the words of the setting, the figure, and the extra
-    configuration of every run."""
+    """What differs between the experiment's tracks: the network, its optimizers, its sizes, and the words of
+    the setting and the figure."""
 
     setting: Callable[[Context, dict], str]
     title: str  # the figure's title
     figure: str
-    config: dict  # added to every run's configuration
+    network: dict  # in the settings and every run's configuration
+    optimizers: tuple[str, ...]
+    counts: dict[str, tuple]  # ctx.count's (full, quick, minimum) of the scales, epochs, sizes
 
 
 @register_experiment("init-scale", claim="batch norm makes networks less sensitive to the initial weight scale")
 def run(ctx: Context) -> Report:
-    scales = [float(s) for s in np.logspace(-4, 0, ctx.count(7, 4, minimum=3))]
-    settings = {"hidden": HIDDEN, "activation": "relu", "weight_scales": scales, "networks":
-                {k: {"normalization": n, "eps": e} for k, (n, e) in NETWORKS.items()}, "optimizers": OPTIMIZERS,
-                "batch_size": 50, "epochs": ctx.count(10, 5, minimum=1), "n_train": ctx.count(1000, 500, minimum=100),
-                "n_val": ctx.count(1000, 500, minimum=50)}
-    return run_track(ctx, FC, settings)
+    return run_track(ctx, FC)
 
 
 @register_experiment("init-scale-cnn", claim="in a CNN too, batch norm makes the network less sensitive to the "
                      "initial weight scale")
 def run_cnn(ctx: Context) -> Report:
-    scales = [float(s) for s in np.logspace(-4, 0, ctx.count(5, 3, minimum=3))]
-    settings = {"model": cnn.MODEL, "widths": cnn.WIDTHS, "activation": "relu", "weight_scales": scales,
+    return run_track(ctx, CNN)
+
+
+def run_track(ctx: Context, track: Track) -> Report:
+    counts = {k: ctx.count(*v) for k, v in track.counts.items()}
+    scales = [float(s) for s in np.logspace(-4, 0, counts.pop("scales"))]
+    settings = {**track.network, "activation": "relu", "weight_scales": scales,
                 "networks": {k: {"normalization": n, "eps": e} for k, (n, e) in NETWORKS.items()},
-                "optimizers": {"adam": OPTIMIZERS["adam"]}, "batch_size": 50, "epochs": ctx.count(4, 1, minimum=1),
-                "n_train": ctx.count(800, 200, minimum=100), "n_val": ctx.count(500, 200, minimum=50),
-                "train_eval_size": ctx.count(200, 100, minimum=50), "n_probe": ctx.count(200, 100, minimum=50)}
-    track = Track(_cnn_setting, "slimmed bn-cnn", "init_scale_cnn.png",
-                  {"model": cnn.MODEL, **{k: settings[k] for k in ("train_eval_size", "n_probe")}})
-    return run_track(ctx, track, settings)
-
-
-def run_track(ctx: Context, track: Track, settings: dict) -> Report:
-    scales = settings["weight_scales"]
-    configs = [{**track.config, "network": net, "optimizer": opt, "weight_scale": s, "epochs": settings["epochs"],
-                "n_train": settings["n_train"], "n_val": settings["n_val"]}
+                "optimizers": {opt: OPTIMIZERS[opt] for opt in track.optimizers}, "batch_size": 50, **counts}
+    sizes = {k: counts.pop(k) for k in ("epochs", "n_train", "n_val")}  # counts: the CNN's train_eval_size, n_probe
+    model = {"model": cnn.MODEL} if "model" in track.network else {}
+    configs = [{**model, **counts, "network": net, "optimizer": opt, "weight_scale": s, **sizes}
                for opt in settings["optimizers"] for net in NETWORKS for s in scales]
     flat = ctx.runs(train_one, configs)
     runs: dict = {opt: {net: [] for net in NETWORKS} for opt in settings["optimizers"]}
@@ -174,13 +167,13 @@ def run_track(ctx: Context, track: Track, settings: dict) -> Report:
 
     comparisons, summary = {}, {}
     for opt in settings["optimizers"]:
-        summary[opt] = {net: {"mean_over_scales": mean_interval(mean_over_scales(opt, net)).to_dict(),
-                              "good_scales": mean_interval(good_scales(opt, net)).to_dict()} for net in NETWORKS}
+        values = {net: {"mean_over_scales": mean_over_scales(opt, net), "good_scales": good_scales(opt, net)}
+                  for net in NETWORKS}
+        summary[opt] = {net: {key: mean_interval(v).to_dict() for key, v in values[net].items()} for net in NETWORKS}
         for a, b in (("batch", "none"), ("batch-tiny-eps", "none"), ("batch-tiny-eps", "batch")):
-            for key, fn in (("mean_over_scales", mean_over_scales), ("good_scales", good_scales)):
-                comparisons[f"{opt}: {a} - {b}: {key}"] = comparison(
-                    fn(opt, a), fn(opt, b), spec="+.1f", scale=100 if key == "mean_over_scales" else 1,
-                ).to_dict(predicted=False)
+            for key, scale in (("mean_over_scales", 100), ("good_scales", 1)):
+                comparisons[f"{opt}: {a} - {b}: {key}"] = comparison(values[a][key], values[b][key], spec="+.1f",
+                                                                     scale=scale).to_dict(predicted=False)
     results = {"seeds": list(ctx.seeds), "runs": runs, "summary": summary, "comparisons": comparisons}
     _plot(ctx, track, settings, results)
     return Report(settings, results, _summary(ctx, track, settings, results))
@@ -305,4 +298,8 @@ def _plot(ctx: Context, track: Track, settings: dict, results: dict) -> None:
     ctx.save_figure(fig, track.figure)
 
 
-FC = Track(_fc_setting, "7 x 50 ReLU, CS231n's setting", "init_scale.png", {})
+FC = Track(_fc_setting, "7 x 50 ReLU, CS231n's setting", "init_scale.png", {"hidden": HIDDEN}, ("adam", "sgd"),
+           {"scales": (7, 4, 3), "epochs": (10, 5, 1), "n_train": (1000, 500, 100), "n_val": (1000, 500, 50)})
+CNN = Track(_cnn_setting, "slimmed bn-cnn", "init_scale_cnn.png", {"model": cnn.MODEL, "widths": cnn.WIDTHS},
+            ("adam",), {"scales": (5, 3, 3), "epochs": (4, 1, 1), "n_train": (800, 200, 100), "n_val": (500, 200, 50),
+                        "train_eval_size": (200, 100, 50), "n_probe": (200, 100, 50)})

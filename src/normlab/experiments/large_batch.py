@@ -20,18 +20,20 @@ import math
 
 import numpy as np
 
-from normlab.experiments.base import Context, Report, markdown_table, pyplot, register_experiment, status_of, train
-from normlab.experiments.stats import (
-    Interval,
-    format_difference,
-    format_interval,
-    mean_interval,
-    paired_difference,
-    verdict,
+from normlab.experiments.base import (
+    Context,
+    Report,
+    comparison_table,
+    markdown_table,
+    mlp,
+    pyplot,
+    register_experiment,
+    status_of,
+    train,
 )
+from normlab.experiments.stats import Interval, comparison, curves_band, format_interval, mean_interval, paired_values
 from normlab.experiments.status import failed
 from normlab.experiments.sweep import RunSpec
-from normlab.models import FullyConnectedNet
 from normlab.optim import SGD, Cosine
 
 HIDDEN = (256, 256)
@@ -63,8 +65,7 @@ def train_one(spec: RunSpec) -> dict:
     c = spec.config
     data = spec.data(c["n_train"], c["n_val"])
     options = {"virtual_batch_size": c["virtual_batch_size"]} if c["virtual_batch_size"] else {}
-    model = FullyConnectedNet(int(np.prod(data.input_shape)), HIDDEN, len(data.classes),
-                              normalization=c["normalization"], rng=spec.rng("init"), **options)
+    model = mlp(spec, data, HIDDEN, normalization=c["normalization"], **options)
     b = c["batch_size"]
     steps = c["epochs"] * math.ceil(len(data.x_train) / b)
     r = train(model, SGD(model.parameters(), lr=c["lr"], momentum=0.9), data, batch_size=b, rng=spec.rng("order"),
@@ -89,38 +90,32 @@ def run(ctx: Context) -> Report:
                 "lr_rule": f"{BASE_LR} * sqrt(batch / {BASE_BATCH})", "schedule": "cosine",
                 "epochs": ctx.count(10, 3, minimum=1), "n_train": ctx.count(20_000, 4000, minimum=large + 2),
                 "n_val": ctx.count(5000, 1000, minimum=200), "train_eval_size": ctx.count(5000, 1000, minimum=200)}
-    configs = [{"arm": name, **arm, "lr": BASE_LR * math.sqrt(arm["batch_size"] / BASE_BATCH),
-                "epochs": settings["epochs"], "n_train": settings["n_train"], "n_val": settings["n_val"],
-                "train_eval_size": settings["train_eval_size"]} for name, arm in table_of_arms.items()]
+    common = {k: settings[k] for k in ("epochs", "n_train", "n_val", "train_eval_size")}
+    configs = [{"arm": name, **arm, "lr": BASE_LR * math.sqrt(arm["batch_size"] / BASE_BATCH), **common}
+               for name, arm in table_of_arms.items()]
     settings["lr"] = {c["arm"]: c["lr"] for c in configs}
     runs = dict(zip(table_of_arms, ctx.runs(train_one, configs)))
 
     def values(arm, key="final_val_error"):
         return [r[key] for r in runs[arm]]
 
-    def gap(arm):
-        pairs = zip(values(arm), values(arm, "final_train_error"))
-        return [None if v is None or t is None else v - t for v, t in pairs]
-
     table = {arm: {"val_error": mean_interval(values(arm)).to_dict(),
                    "train_error": mean_interval(values(arm, "final_train_error")).to_dict(),
-                   "gap": mean_interval(gap(arm)).to_dict(),
+                   "gap": mean_interval(paired_values(values(arm), values(arm, "final_train_error"))).to_dict(),
                    "steps": runs[arm][0]["steps"]} for arm in table_of_arms}
     comparisons = {}
 
-    def compare(name, a, b, anchor, predicted="positive"):
-        diff = paired_difference(a, b)
-        comparisons[name] = {"difference": diff.to_dict(), "predicted": predicted, "anchor": anchor,
-                             "verdict": verdict(diff, predicted, spec="+.2f", scale=100)}
+    def compare(name, a, b, anchor):  # a, b: arms
+        comparisons[name] = {**comparison(values(a), values(b), spec="+.2f", scale=100).to_dict(), "anchor": anchor}
 
-    compare(f"batch {large} - batch {small} (batch norm): the generalization gap", values("large"), values("small"),
+    compare(f"batch {large} - batch {small} (batch norm): the generalization gap", "large", "small",
             "a gap exists at the same number of epochs (LB < SB in every row of Table 1)")
     for v in VIRTUAL:
-        compare(f"batch {large}: batch norm - ghost batch norm (virtual {v})", values("large"), values(f"ghost-{v}"),
+        compare(f"batch {large}: batch norm - ghost batch norm (virtual {v})", "large", f"ghost-{v}",
                 "+GBN improves on +LR (Table 1)")
     for v in VIRTUAL:
-        compare(f"ghost batch norm (virtual {v}, batch {large}) - batch {small}: the gap left",
-                values(f"ghost-{v}"), values("small"), "a gap remains without regime adaptation (Table 1)")
+        compare(f"ghost batch norm (virtual {v}, batch {large}) - batch {small}: the gap left", f"ghost-{v}", "small",
+                "a gap remains without regime adaptation (Table 1)")
     for arm in table_of_arms:
         ctx.log(f"large-batch: {label(arm, table_of_arms[arm])}: validation error "
                 f"{format_interval(Interval(**table[arm]['val_error']), '.2f', scale=100, unit=' %')}")
@@ -153,11 +148,8 @@ def _summary(ctx: Context, settings: dict, results: dict) -> str:
                      cell(table[arm]["train_error"]), cell(table[arm]["gap"])])
     error_table = markdown_table(["arm", "learning rate", "steps", f"validation error (%), n = {n}",
                                   "training error (%)", "validation - training (points)"], rows)
-    comp_rows = [[name, format_difference(Interval(**c["difference"]), "+.2f", scale=100, unit=" points"), c["anchor"],
-                  "> 0" if c["predicted"] == "positive" else "< 0", c["verdict"]]
-                 for name, c in results["comparisons"].items()]
-    comp_table = markdown_table(["paired difference of validation error", "ours: mean [95% CI]", "anchor's finding",
-                                 "claim predicts", "verdict"], comp_rows)
+    comp_table = comparison_table(results["comparisons"], "paired difference of validation error",
+                                  lambda name, c: c["anchor"], "+.2f", "anchor's finding")
     closed = ", ".join(f"virtual {arm.split('-')[1]}: {'—' if f is None else f'{100 * f:.0f} %'}"
                        for arm, f in results["closed_fraction"].items())
     return f"""Setting: {ctx.dataset}, {settings['n_train']} training and {settings['n_val']} validation images
@@ -190,13 +182,8 @@ def _plot(ctx: Context, settings: dict, results: dict) -> None:
         done = [r for r in results["runs"][arm] if not failed(r["status"])]
         if not done:
             continue
-        epochs = np.arange(1, len(done[0]["val_error"]) + 1)
-        ivs = [mean_interval([r["val_error"][i] for r in done]) for i in range(len(epochs))]
-        color = colors.get(arm)
-        axes[0].plot(epochs, [100 * iv.mean for iv in ivs], "o-", color=color, label=label(arm, spec), ms=3)
-        if all(iv.defined for iv in ivs):
-            axes[0].fill_between(epochs, [100 * iv.low for iv in ivs], [100 * iv.high for iv in ivs], color=color,
-                                 alpha=0.15)
+        curves_band(axes[0], range(1, len(done[0]["val_error"]) + 1), [r["val_error"] for r in done], scale=100,
+                    fmt="o-", alpha=0.15, color=colors[arm], label=label(arm, spec), ms=3)
     axes[0].set(xlabel="epoch", ylabel="validation error (%)",
                 title=f"(a) validation error per epoch (mean ± 95% CI, n = {n})")
     axes[0].legend(fontsize="x-small")

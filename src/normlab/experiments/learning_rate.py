@@ -29,26 +29,27 @@ from normlab.experiments.base import (
     Report,
     first_step_reaching,
     markdown_table,
+    mlp,
     pyplot,
     register_experiment,
     status_of,
+    steps_to_cell,
     train,
 )
 from normlab.experiments.stats import (
     Interval,
     comparison,
+    curves_band,
     error_bars,
     format_difference,
     format_interval,
     format_ratio,
     log_ratio,
-    mean_band,
     mean_interval,
     verdict,
 )
-from normlab.experiments.status import failed
+from normlab.experiments.status import failed, failures
 from normlab.experiments.sweep import RunSpec
-from normlab.models import FullyConnectedNet
 from normlab.optim import SGD, Constant, StepDecay
 
 HIDDEN = (100, 100, 100)
@@ -76,14 +77,19 @@ class Track:
     thresholds: tuple[float, ...]
     ylim: tuple[float, float]  # of the validation curves, in %
     evaluations: int  # of each run of part 2
+    counts: dict[str, tuple]  # n_train, n_val, stability_steps, comparison_steps: ctx.count's (full, quick, minimum)
     model: str | None = None  # None: FullyConnectedNet(HIDDEN); cnn.MODEL: `cnn.build_cnn`
 
 
 FC = Track("a fully connected network of three hidden layers of 100 ReLU units (He initialization)",
-           "a 3 x 100 MLP", "3 x 100 ReLU, batch 60", "learning_rate.png", 60, THRESHOLDS, (60, 92), 40)
+           "a 3 x 100 MLP", "3 x 100 ReLU, batch 60", "learning_rate.png", 60, THRESHOLDS, (60, 92), 40,
+           {"n_train": (None, 10_000, 200), "n_val": (5000, 1000, 100), "stability_steps": (1000, 300, 20),
+            "comparison_steps": (4000, 800, 20)})
 CNN = Track("the slimmed bn-cnn of `normlab.experiments.cnn` (a 3x3 stem of 8 channels, residual blocks of 8 and 16 "
             "channels, global average pooling; He initialization)", "the slimmed bn-cnn",
-            "slimmed bn-cnn, batch 32", "learning_rate_cnn.png", 32, (0.65, 0.70, 0.75), (40, 85), 20, cnn.MODEL)
+            "slimmed bn-cnn, batch 32", "learning_rate_cnn.png", 32, (0.65, 0.70, 0.75), (40, 85), 20,
+            {"n_train": (10_000, 500, 200), "n_val": (500, 200, 100), "stability_steps": (150, 20, 10),
+             "comparison_steps": (500, 40, 20)}, cnn.MODEL)
 TRACKS = {None: FC, cnn.MODEL: CNN}  # by the run configuration's "model"
 
 
@@ -120,8 +126,7 @@ def train_one(spec: RunSpec) -> dict:
     track = TRACKS[c.get("model")]
     data = spec.data(c["n_train"], c["n_val"])
     if track.model is None:
-        model = FullyConnectedNet(int(np.prod(data.input_shape)), HIDDEN, len(data.classes),
-                                  normalization=c["normalization"], rng=spec.rng("init"))
+        model = mlp(spec, data, HIDDEN, normalization=c["normalization"])
     else:
         model = cnn.build_cnn(c["normalization"], data.input_shape, len(data.classes), spec.rng("init"))
     steps = c["steps"]
@@ -139,10 +144,6 @@ def train_one(spec: RunSpec) -> dict:
             "steps_to": steps_to_levels(s, acc, track.thresholds), "seconds": r.seconds}
 
 
-def grids_runs(grids: dict[str, dict[float, list[dict]]]) -> list[list[dict]]:
-    return [rs for grid in grids.values() for rs in grid.values()]
-
-
 def largest_stable(rates: list[float], statuses: list[str]) -> float | None:
     """The largest rate up to which every run (rates ascending) completed; None if the first failed."""
     stable = None
@@ -155,37 +156,28 @@ def largest_stable(rates: list[float], statuses: list[str]) -> float | None:
 
 @register_experiment("learning-rate", claim="batch norm allows higher learning rates and needs fewer steps")
 def run(ctx: Context) -> Report:
-    settings = {"hidden": HIDDEN, "activation": "relu", "weight_scale": "he", "batch_size": 60, "optimizer": "sgd",
-                "momentum": 0.9, "n_train": ctx.count(None, 10_000, minimum=200),
-                "n_val": ctx.count(5000, 1000, minimum=100), "start_grid": START_GRID, "growth": GROWTH,
-                "stability_steps": ctx.count(1000, 300, minimum=20),
-                "comparison_steps": ctx.count(4000, 800, minimum=20), "thresholds": THRESHOLDS,
-                "smooth": SMOOTH, "arms": {a: {"normalization": n, "lr_multiple": m, "decay_speed": d}
-                                           for a, (n, m, d) in ARMS.items()},
-                "decay": "lr x 10^(-1/20) every steps / (20 x decay speed) steps (10x over the run at speed 1)"}
-    return run_track(ctx, FC, settings)
+    return run_track(ctx, FC)
 
 
 @register_experiment("learning-rate-cnn", claim="in a CNN too, batch norm allows higher learning rates and needs "
                      "fewer steps")
 def run_cnn(ctx: Context) -> Report:
-    settings = {"model": cnn.MODEL, "widths": cnn.WIDTHS, "activation": "relu", "weight_scale": "he",
-                "batch_size": CNN.batch_size, "optimizer": "sgd", "momentum": 0.9,
-                "n_train": ctx.count(10_000, 500, minimum=200), "n_val": ctx.count(500, 200, minimum=100),
-                "start_grid": START_GRID, "growth": GROWTH, "stability_steps": ctx.count(150, 20, minimum=10),
-                "comparison_steps": ctx.count(500, 40, minimum=20), "thresholds": CNN.thresholds,
-                "smooth": SMOOTH, "arms": {a: {"normalization": n, "lr_multiple": m, "decay_speed": d}
-                                           for a, (n, m, d) in ARMS.items()},
-                "decay": "lr x 10^(-1/20) every steps / (20 x decay speed) steps (10x over the run at speed 1)"}
-    return run_track(ctx, CNN, settings)
+    return run_track(ctx, CNN)
 
 
-def run_track(ctx: Context, track: Track, settings: dict) -> Report:
+def run_track(ctx: Context, track: Track) -> Report:
     """Both parts for one track."""
+    network = {"hidden": HIDDEN} if track.model is None else {"model": cnn.MODEL, "widths": cnn.WIDTHS}
+    settings = {**network, "activation": "relu", "weight_scale": "he", "batch_size": track.batch_size,
+                "optimizer": "sgd", "momentum": 0.9, **{k: ctx.count(*v) for k, v in track.counts.items()},
+                "start_grid": START_GRID, "growth": GROWTH, "thresholds": track.thresholds, "smooth": SMOOTH,
+                "arms": {a: {"normalization": n, "lr_multiple": m, "decay_speed": d} for a, (n, m, d) in ARMS.items()},
+                "decay": "lr x 10^(-1/20) every steps / (20 x decay speed) steps (10x over the run at speed 1)"}
     seeds = list(ctx.seeds)
     model = {} if track.model is None else {"model": track.model}  # the FC track's configs are as before
+    sizes = {"n_train": settings["n_train"], "n_val": settings["n_val"]}
     stab = {**model, "steps": settings["stability_steps"], "every": max(1, settings["stability_steps"] // 10),
-            "n_train": settings["n_train"], "n_val": settings["n_val"], "decay": False, "decay_speed": 1}
+            **sizes, "decay": False, "decay_speed": 1}
     grids: dict[str, dict[float, list[dict]]] = {}
     for norm in ("none", "batch"):
         grid = {}
@@ -208,13 +200,12 @@ def run_track(ctx: Context, track: Track, settings: dict) -> Report:
     best_lr = max(usable or list(grids["none"]), key=lambda lr: np.mean(
         [r["final_val_acc"] or 0.0 for r in grids["none"][lr]]))
     comp = {**model, "steps": settings["comparison_steps"],
-            "every": max(1, settings["comparison_steps"] // track.evaluations),
-            "n_train": settings["n_train"], "n_val": settings["n_val"], "decay": True}
+            "every": max(1, settings["comparison_steps"] // track.evaluations), **sizes, "decay": True}
     configs = [{**comp, "normalization": n, "lr": best_lr * m, "decay_speed": d} for n, m, d in ARMS.values()]
     arms = dict(zip(ARMS, ctx.runs(train_one, configs)))
     # "Steps to" from each run's curve here, not as the run computed it: a cached run's figures then follow
     # the definition of this version (see `smooth_trained`).
-    for rs in [*grids_runs(grids), *arms.values()]:
+    for rs in [*(rs for grid in grids.values() for rs in grid.values()), *arms.values()]:
         for r in rs:
             r["steps_to"] = steps_to_levels(r["steps"], r["val_acc"], track.thresholds)
     comparisons = {}
@@ -278,11 +269,7 @@ def _summary(ctx: Context, track: Track, settings: dict, results: dict) -> str:
         cells = [arm, f"{results['best_baseline_lr'] * ARMS[arm][1]:g}",
                  format_interval(mean_interval([r["mean_val_acc"] for r in rs]), scale=100, unit=" %", n=False),
                  format_interval(mean_interval([r["final_val_acc"] for r in rs]), scale=100, unit=" %", n=False)]
-        for t in track.thresholds:
-            got = [r["steps_to"][str(t)] for r in rs if r["steps_to"][str(t)] is not None]
-            cells.append(f"{np.mean(got):.0f} ({len(got)}/{n})" if got else f"never (0/{n})")
-        cells.append(", ".join(sorted({r["status"] for r in rs if failed(r["status"])})) or "all completed")
-        arm_rows.append(cells)
+        arm_rows.append([*cells, *[steps_to_cell(rs, t) for t in track.thresholds], failures(rs)])
     arm_table = markdown_table(["network", "lr", "mean val acc (AUC)", "final val acc",
                                 *[f"steps to {t:.2f}" for t in track.thresholds], "runs"], arm_rows)
     comp_rows = []
@@ -355,11 +342,8 @@ def _plot(ctx: Context, track: Track, settings: dict, results: dict) -> None:
     ax_grid.legend(loc="center left", fontsize="x-small")
     colors = {"baseline": "black", "BN-Baseline": "tab:blue", "BN-x5": "tab:red"}
     for arm, rs in results["arms"].items():
-        steps = rs[0]["steps"]
-        curves = [r["val_acc"] for r in rs if len(r["val_acc"]) == len(steps)]
-        ivs = [mean_interval(list(col)) for col in zip(*curves)]
-        mean_band(ax, steps, ivs, scale=100, color=colors[arm],
-                  label=f"{arm}, lr {results['best_baseline_lr'] * ARMS[arm][1]:g}")
+        curves_band(ax, rs[0]["steps"], [r["val_acc"] for r in rs], scale=100, color=colors[arm],
+                    label=f"{arm}, lr {results['best_baseline_lr'] * ARMS[arm][1]:g}")
     for t in track.thresholds:
         ax.axhline(100 * t, ls=":", color="gray", lw=0.8)
     ax.set_ylim(*track.ylim)

@@ -13,20 +13,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from normlab.experiments.base import Context, Report, markdown_table, pyplot, register_experiment, status_of, train
+from normlab.experiments.base import Context, Report, markdown_table, mlp, pyplot, register_experiment, status_of, train
 from normlab.experiments.landscape import direction_measures, model_objective
 from normlab.experiments.stats import (
     Interval,
-    format_difference,
     format_interval,
+    format_ratio,
     log_ratio,
     mean_interval,
     paired_difference,
     verdict,
 )
-from normlab.experiments.status import failed
+from normlab.experiments.status import failures
 from normlab.experiments.sweep import RunSpec
-from normlab.models import FullyConnectedNet
 from normlab.optim import SGD
 
 HIDDEN = (100, 100, 100, 100)
@@ -43,8 +42,7 @@ def train_one(spec: RunSpec) -> dict:
     """One arm at one seed: training with the landscape measured every `every` steps."""
     c = spec.config
     data = spec.data(c["n_train"], c["n_val"])
-    model = FullyConnectedNet(int(np.prod(data.input_shape)), HIDDEN, len(data.classes), normalization=c["arm"],
-                              rng=spec.rng("init"))
+    model = mlp(spec, data, HIDDEN, normalization=c["arm"])
     batches = spec.rng("measure batches")
     etas = [LR * f for f in STEP_FACTORS]
 
@@ -113,22 +111,17 @@ def _summary(ctx: Context, settings: dict, results: dict) -> str:
     n = len(ctx.seeds)
     rows = []
     for arm, label in ARMS.items():
-        bad = sorted({r["status"] for r in runs[arm] if failed(r["status"])})
         rows.append([label, *[format_interval(Interval(**summary[arm][key]), spec=".3g", n=False)
-                                  for key in MEASURES],
+                              for key in MEASURES],
                      format_interval(Interval(**summary[arm]["final_val_acc"]), scale=100, unit=" %", n=False),
-                     ", ".join(bad) or "all completed"])
+                     failures(runs[arm])])
     table = markdown_table([f"network (n = {n} seeds)", *[MEASURES[k][1] + ", mean over training" for k in MEASURES],
                             "final val acc", "runs"], rows, align="lrrrrl")
     anchor = {"loss_range": "Fig. 4a: a much narrower band with BN (VGG, CIFAR-10)",
               "gradient_change_max": "Fig. 4b: much smaller gradient changes with BN",
               "effective_beta": "Fig. 4c: a smaller effective beta with BN"}
-    comp_rows = []
-    for key, c in comps.items():
-        iv = Interval(**c["log10_ratio"])
-        ratio = format_difference(iv) if not np.isfinite(iv.mean) else (
-            f"{10 ** iv.mean:.2g}x" + (f" [{10 ** iv.low:.2g}x, {10 ** iv.high:.2g}x]" if iv.defined else ""))
-        comp_rows.append([MEASURES[key][0], ratio, anchor[key], "< 1x (smoother with BN)", c["verdict"]])
+    comp_rows = [[MEASURES[key][0], format_ratio(Interval(**c["log10_ratio"])), anchor[key], "< 1x (smoother with BN)",
+                  c["verdict"]] for key, c in comps.items()]
     comp_table = markdown_table(["measure (per seed: its mean over the points of training)",
                                  "with / without batch norm: geometric mean [95% CI]", "anchor", "claim predicts",
                                  "verdict"], comp_rows, align="lrlll")
@@ -163,29 +156,26 @@ def _plot(ctx: Context, settings: dict, results: dict) -> None:
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     colors = {"none": "tab:gray", "batch": "tab:blue"}
-    panels = (("loss_min", "loss_max", "loss along the gradient, L(w - eta g)", "(a) loss landscape", True),
+    panels = (("loss_min", "loss_max", "loss along the gradient, L(w - eta g)", "(a) loss landscape"),
               ("gradient_change_min", "gradient_change_max", "||grad L(w - eta g) - grad L(w)||",
-               "(b) gradient predictiveness", True),
-              (None, "effective_beta", "max ||grad change|| / ||eta g||", "(c) effective beta-smoothness", True))
+               "(b) gradient predictiveness"),
+              (None, "effective_beta", "max ||grad change|| / ||eta g||", "(c) effective beta-smoothness"))
     seed = ctx.seeds[0]
-    for ax, (low_key, high_key, ylabel, title, log) in zip(axes, panels):
+    for ax, (low_key, high_key, ylabel, title) in zip(axes, panels):
         for arm, rs in results["runs"].items():
             r = rs[0]  # the first seed: a band is the range over the step sizes at each point, as in the paper
             steps = r["steps"]
-            high = np.array([np.nan if v is None else v for v in r[high_key]], dtype=float)
+            high = np.array(r[high_key], dtype=float)  # a missing value (None) is NaN, not drawn
             if low_key is not None:
-                low = np.array([np.nan if v is None else v for v in r[low_key]], dtype=float)
-                ax.fill_between(steps, low, high, color=colors[arm], alpha=0.35, label=f"{ARMS[arm]} (seed {seed})")
+                ax.fill_between(steps, np.array(r[low_key], dtype=float), high, color=colors[arm], alpha=0.35,
+                                label=f"{ARMS[arm]} (seed {seed})")
             else:
                 ax.plot(steps, high, color=colors[arm], label=f"{ARMS[arm]} (seed {seed})")
             # The other seeds' upper edges, thin: how much the picture varies with the seed.
             for other in rs[1:]:
                 if len(other[high_key]) == len(steps):
-                    ax.plot(steps, [np.nan if v is None else v for v in other[high_key]], color=colors[arm], lw=0.5,
-                            alpha=0.6)
-        ax.set(xlabel="training step", ylabel=ylabel + (" (log scale)" if log else ""), title=title)
-        if log:
-            ax.set_yscale("log")
+                    ax.plot(steps, np.array(other[high_key], dtype=float), color=colors[arm], lw=0.5, alpha=0.6)
+        ax.set(xlabel="training step", ylabel=ylabel + " (log scale)", title=title, yscale="log")
         ax.grid(alpha=0.3)
         ax.legend(loc="upper right", fontsize="x-small")
     fig.suptitle(f"Along the gradient, eta = {settings['step_sizes'][0]:g} to {settings['step_sizes'][-1]:g} "

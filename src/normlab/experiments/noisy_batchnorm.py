@@ -18,33 +18,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from normlab.experiments.base import (
-    Context,
-    Report,
-    markdown_table,
-    pyplot,
-    register_experiment,
-)
+from normlab.experiments.base import Context, Report, markdown_table, register_experiment
 from normlab.experiments.covariate_shift import (
-    HIDDEN,
-    PERCENTILES,
-    glorot_,
-    log_step_axes,
-    median_unit,
-    percentile_limits,
-    plot_accuracy_bands,
-    plot_percentiles,
+    arm_summary,
+    arm_table,
+    completed,
+    plot_shift,
+    run_arms,
+    shift_settings,
     train_and_track,
 )
-from normlab.experiments.stats import (
-    Interval,
-    format_difference,
-    format_interval,
-    mean_interval,
-    paired_difference,
-    verdict,
-)
-from normlab.experiments.status import failed
+from normlab.experiments.stats import Interval, format_difference, paired_difference, verdict
 from normlab.experiments.sweep import RunSpec
 from normlab.models import FullyConnectedNet
 from normlab.nn import BatchNorm1d, DistributionShiftNoise, Sequential
@@ -54,7 +38,6 @@ LABELS = {"none": "without batch norm, N(0, 0.1^2) init", "glorot": "without bat
           "noisy": "noisy batch norm"}
 COLORS = {"none": "tab:gray", "glorot": "tab:green", "batch": "tab:blue", "noisy": "tab:red"}
 NOISE = {"scale_spread": 0.75, "shift_spread": 1.0, "sample_std": 0.1}  # DistributionShiftNoise's defaults
-THRESHOLDS = (0.75, 0.80, 0.85)
 MARGIN = 0.02  # "about as fast": the mean accuracy over the run within 2 points
 
 
@@ -84,95 +67,51 @@ def noisy_network(model: FullyConnectedNet, rng: np.random.Generator, **noise) -
 
 def train_one(spec: RunSpec) -> dict:
     """One arm at one seed: the test-accuracy curve and the percentiles of the last sigmoid inputs."""
-    c = spec.config
-    data = spec.data(c["n_train"], c["n_val"], c["n_test"])
-    probe_x = data.x_test[:c["n_probe"]]
-    arm = c["arm"]
-    model = FullyConnectedNet(int(np.prod(data.input_shape)), HIDDEN, len(data.classes),
-                              normalization="batch" if arm in ("batch", "noisy") else "none", activation="sigmoid",
-                              weight_scale=c["weight_scale"], rng=spec.rng("init"))
-    if arm == "glorot":
-        glorot_(model, spec.rng("glorot"))
-    if arm == "noisy":
-        model = noisy_network(model, spec.rng("noise"), **c["noise"])
-    return train_and_track(model, data, spec, probe_x)
+    arm = spec.config["arm"]
+
+    def noisy(model):
+        return noisy_network(model, spec.rng("noise"), **spec.config["noise"])
+
+    return train_and_track(spec, "batch" if arm in ("batch", "noisy") else "none", arm == "glorot",
+                           noisy if arm == "noisy" else None)
 
 
 @register_experiment("noisy-batchnorm", claim="batch norm helps even when noise makes its outputs' distribution "
                                               "shift (Santurkar et al. 2018)")
 def run(ctx: Context) -> Report:
-    steps = ctx.count(4_000, 800, minimum=20)
-    every = max(1, steps // 80)
-    early = sorted({int(s) for s in np.geomspace(5, every, 5).round() if s < every}) if every > 5 else []
-    settings = {"hidden": HIDDEN, "activation": "sigmoid", "batch_size": 60, "steps": steps, "every": every,
-                "early_records": early, "arms": list(ARMS), "noise": NOISE, "optimizer": "sgd", "lr": 0.1,
-                "momentum": 0.0, "weight_scale": 0.1, "thresholds": THRESHOLDS, "margin": MARGIN,
-                "n_train": ctx.count(None, 10_000, minimum=200), "n_val": ctx.count(5000, 1000, minimum=100),
-                "n_test": ctx.count(2000, 1000, minimum=200), "n_probe": ctx.count(500, 300, minimum=100),
-                "percentiles": PERCENTILES}
-    base = {k: settings[k] for k in ("steps", "every", "early_records", "lr", "weight_scale", "noise", "n_train",
-                                      "n_val", "n_test", "n_probe")}
-    runs = dict(zip(ARMS, ctx.runs(train_one, [{"arm": arm, **base} for arm in ARMS])))
-    for rs in runs.values():  # the percentile curves are plotted for the first seed only: keep results.json small
-        for r in rs[1:]:
-            r["unit_percentiles"] = None
-    for arm, rs in runs.items():
-        ctx.log(f"noisy-batchnorm: {LABELS[arm]}: final test accuracy "
-                f"{format_interval(mean_interval([r['final_test_acc'] for r in rs]), scale=100, unit=' %')}")
-
-    def values(arm, key):
-        return [r[key] if not r["status"].startswith("diverged") else None for r in runs[arm]]
-
+    settings = shift_settings(ctx, ctx.count(4_000, 800, minimum=20), 80, 5, arms=list(ARMS), noise=NOISE,
+                              margin=MARGIN)
+    runs = run_arms(ctx, train_one, ARMS, settings, LABELS)
     comparisons = {}
 
-    def compare(name, key, a, b, predicted, spec="+.3f", scale=1.0):
-        diff = paired_difference(values(a, key), values(b, key))
+    def compare(name, key, a, b, predicted):
+        diff = paired_difference(completed(runs[a], key), completed(runs[b], key))
         if predicted == "equal":
             text = equivalence_verdict(diff, MARGIN)
-        else:
-            text = verdict(diff, predicted, spec=spec, scale=scale)
+        else:  # an accuracy's interval in points, the shift's in widths
+            text = verdict(diff, predicted, *(("+.3f", 1.0) if key == "median_travel" else ("+.1f", 100)))
         comparisons[name] = {"key": key, "arms": [a, b], "difference": diff.to_dict(), "predicted": predicted,
                              "verdict": text}
 
     compare("noisy BN trains about as fast as BN", "mean_test_acc", "noisy", "batch", "equal")
     compare("noisy BN ends about as accurate as BN", "final_test_acc", "noisy", "batch", "equal")
-    compare("noisy BN trains faster than no BN", "mean_test_acc", "noisy", "none", "positive", "+.1f", 100)
-    compare("noisy BN ends more accurate than no BN", "final_test_acc", "noisy", "none", "positive", "+.1f", 100)
-    compare("noisy BN trains faster than no BN (Glorot init)", "mean_test_acc", "noisy", "glorot", "positive", "+.1f",
-            100)
-    compare("noisy BN ends more accurate than no BN (Glorot init)", "final_test_acc", "noisy", "glorot", "positive",
-            "+.1f", 100)
+    compare("noisy BN trains faster than no BN", "mean_test_acc", "noisy", "none", "positive")
+    compare("noisy BN ends more accurate than no BN", "final_test_acc", "noisy", "none", "positive")
+    compare("noisy BN trains faster than no BN (Glorot init)", "mean_test_acc", "noisy", "glorot", "positive")
+    compare("noisy BN ends more accurate than no BN (Glorot init)", "final_test_acc", "noisy", "glorot", "positive")
     compare("noisy BN has more shift than no BN", "median_travel", "noisy", "none", "positive")
     compare("noisy BN has more shift than no BN (Glorot init)", "median_travel", "noisy", "glorot", "positive")
     compare("noisy BN has more shift than BN", "median_travel", "noisy", "batch", "positive")
     compare("BN has less shift than no BN", "median_travel", "batch", "none", "negative")
-    summary = {arm: {key: mean_interval(values(arm, key)).to_dict()
-                     for key in ("mean_test_acc", "final_test_acc", "median_travel", "width_ratio")} for arm in ARMS}
+    summary = arm_summary(runs, ("mean_test_acc", "final_test_acc", "median_travel", "width_ratio"))
     results = {"seeds": list(ctx.seeds), "runs": runs, "summary": summary, "comparisons": comparisons}
     _plot(ctx, settings, results)
     return Report(settings, results, _summary(ctx, settings, results))
 
 
 def _summary(ctx: Context, settings: dict, results: dict) -> str:
-    runs, summary = results["runs"], results["summary"]
     n = len(ctx.seeds)
-
-    def cell(arm, key, scale=100, unit=" %", spec=".1f"):
-        return format_interval(Interval(**summary[arm][key]), spec=spec, scale=scale, unit=unit, n=False)
-
-    def reach(arm, t):
-        got = [r["steps_to"][str(t)] for r in runs[arm] if r["steps_to"][str(t)] is not None]
-        return f"never (0/{n})" if not got else f"{np.mean(got):.0f} ({len(got)}/{n})"
-
-    rows = []
-    for arm in ARMS:
-        bad = sorted({r["status"] for r in runs[arm] if failed(r["status"])})
-        rows.append([LABELS[arm], cell(arm, "mean_test_acc"), cell(arm, "final_test_acc"),
-                     *[reach(arm, t) for t in THRESHOLDS], cell(arm, "median_travel", 1, "", ".2f"),
-                     cell(arm, "width_ratio", 1, "", ".1f"), ", ".join(bad) or "all completed"])
-    table = markdown_table([f"network (n = {n} seeds)", "mean test acc over the run", "final test acc",
-                            *[f"steps to {t:.2f} (mean of seeds reaching it)" for t in THRESHOLDS],
-                            "median travel (widths)", "width max/min", "runs"], rows, align="lrrrrrrrl")
+    table = arm_table(results["runs"], results["summary"], LABELS, align="lrrrrrrrl")
     anchors = {"noisy BN trains about as fast as BN": "Fig. 2: noisy BN's training curve about BN's (VGG, CIFAR-10)",
                "noisy BN ends about as accurate as BN": "Fig. 2: about the same test accuracy",
                "noisy BN trains faster than no BN": "Fig. 2: noisy BN well above the standard network",
@@ -230,23 +169,5 @@ numbers.
 
 
 def _plot(ctx: Context, settings: dict, results: dict) -> None:
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 4, figsize=(18, 4))
-    runs = results["runs"]
-    plot_accuracy_bands(axes[0], runs, COLORS, LABELS)
-    axes[0].set(xlabel="training step (log scale)", ylabel="test accuracy",
-                title=f"(a) test accuracy, mean and 95% CI (n = {len(ctx.seeds)})", ylim=(0, 1))
-    axes[0].legend(loc="lower right", fontsize="x-small")
-    # (b)-(d): seed 0, the tracked unit whose median travels the median distance without batch norm.
-    first = {arm: runs[arm][0] for arm in ARMS}
-    unit = median_unit(first["none"]["unit_travel"])
-    shown = ("none", "batch", "noisy")
-    quantiles = {arm: np.array(first[arm]["unit_percentiles"])[:, :, unit] for arm in shown}
-    ylim = percentile_limits(list(quantiles.values()))
-    for ax, arm, letter in zip(axes[1:], shown, "bcd"):
-        plot_percentiles(ax, first[arm]["steps"], quantiles[arm], COLORS[arm], f"input of sigmoid unit {unit}",
-                         f"({letter}) {LABELS[arm]} (seed {ctx.seeds[0]})", ylim)
-    steps = first["none"]["steps"]
-    log_step_axes(axes, steps[1] if len(steps) > 1 else 1, settings["steps"])
-    fig.suptitle(f"Noisy batch norm: 3 x 100 sigmoid units, batch 60, {settings['steps']} steps ({ctx.dataset})")
-    ctx.save_figure(fig, "noisy_batchnorm.png")
+    plot_shift(ctx, settings["steps"], results["runs"], "none", ("none", "batch", "noisy"), COLORS, LABELS,
+               "Noisy batch norm", "noisy_batchnorm.png")

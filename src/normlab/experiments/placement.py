@@ -16,18 +16,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from normlab.experiments.base import Context, Report, markdown_table, pyplot, register_experiment, status_of, train
-from normlab.experiments.stats import (
-    Interval,
-    format_difference,
-    format_interval,
-    mean_interval,
-    paired_difference,
-    verdict,
+from normlab.experiments.base import (
+    Context,
+    Report,
+    comparison_table,
+    markdown_table,
+    mlp,
+    nested,
+    pyplot,
+    register_experiment,
+    status_of,
+    train,
 )
-from normlab.experiments.status import failed
+from normlab.experiments.stats import Interval, comparison, curves_band, error_bars, format_interval, mean_interval
+from normlab.experiments.status import failures
 from normlab.experiments.sweep import RunSpec
-from normlab.models import FullyConnectedNet
 from normlab.nn import PLACEMENTS
 from normlab.optim import SGD, Cosine
 
@@ -48,8 +51,7 @@ def train_one(spec: RunSpec) -> dict:
     data = spec.data(c["n_train"], c["n_val"])
     arm = c["arm"]
     normalization, placement = ("none", "before") if arm == "none" else ("batch", arm)
-    model = FullyConnectedNet(data.input_shape, HIDDEN, len(data.classes), normalization=normalization,
-                              placement=placement, activation=c["activation"], rng=spec.rng("init"))
+    model = mlp(spec, data, HIDDEN, normalization=normalization, placement=placement, activation=c["activation"])
     every = max(1, c["steps"] // c["evaluations"])
     r = train(model, SGD(model.parameters(), lr=c["lr"], momentum=MOMENTUM), data, batch_size=BATCH,
               rng=spec.rng("order"), steps=c["steps"], schedule=Cosine(c["steps"]), every=every,
@@ -72,10 +74,7 @@ def run(ctx: Context) -> Report:
     configs = [{"activation": act, "arm": arm, **{k: settings[k] for k in ("steps", "evaluations", "n_train",
                                                                            "n_val", "lr")}}
                for act in ACTIVATIONS for arm in ARMS]
-    flat = ctx.runs(train_one, configs)
-    runs: dict = {act: {} for act in ACTIVATIONS}
-    for config, per_seed in zip(configs, flat):
-        runs[config["activation"]][config["arm"]] = per_seed
+    runs = nested(configs, ctx.runs(train_one, configs), "activation", "arm")
 
     def values(act, arm, key):
         return [r[key] for r in runs[act][arm]]
@@ -84,10 +83,9 @@ def run(ctx: Context) -> Report:
     for act in ACTIVATIONS:
         for a, b in (("before", "after"), ("before", "none"), ("after", "none")):
             for key, label in MEASURES.items():
-                diff = paired_difference(values(act, a, key), values(act, b, key))
                 comparisons[f"{act}: {a} - {b}, {label}"] = {
-                    "activation": act, "arms": [a, b], "measure": key, "difference": diff.to_dict(),
-                    "predicted": "positive", "verdict": verdict(diff, "positive", spec="+.1f", scale=100)}
+                    "activation": act, "arms": [a, b], "measure": key,
+                    **comparison(values(act, a, key), values(act, b, key), spec="+.1f", scale=100).to_dict()}
     table = {act: {arm: {key: mean_interval(values(act, arm, key)).to_dict() for key in MEASURES} for arm in ARMS}
              for act in ACTIVATIONS}
     for act in ACTIVATIONS:
@@ -99,7 +97,7 @@ def run(ctx: Context) -> Report:
     return Report(settings, results, _summary(ctx, settings, results))
 
 
-def _anchor(name: str) -> str:
+def _anchor(name: str, comparison: dict) -> str:
     if name.startswith("relu: before - after"):
         return f"BN paper: before (no number for after); {CAFFENET}"
     if name.startswith("sigmoid: before - after"):
@@ -114,17 +112,11 @@ def _summary(ctx: Context, settings: dict, results: dict) -> str:
     rows = []
     for act in ACTIVATIONS:
         for arm in ARMS:
-            bad = sorted({r["status"] for r in runs[act][arm] if failed(r["status"])})
             rows.append([f"{act}, {LABELS[arm]}",
                          *[format_interval(Interval(**table[act][arm][key]), scale=100, unit=" %", n=False)
-                           for key in MEASURES], ", ".join(bad) or "all completed"])
+                           for key in MEASURES], failures(runs[act][arm])])
     acc_table = markdown_table([f"network (n = {n})", "final val acc", "mean val acc over the run", "runs"], rows)
-    comp_rows = []
-    for name, c in results["comparisons"].items():
-        comp_rows.append([name, format_difference(Interval(**c["difference"]), scale=100, unit=" points"),
-                          _anchor(name), "> 0", c["verdict"]])
-    comp_table = markdown_table(["paired difference of validation accuracy", "ours: mean [95% CI]", "anchor",
-                                 "claim predicts", "verdict"], comp_rows)
+    comp_table = comparison_table(results["comparisons"], "paired difference of validation accuracy", _anchor)
     n_train = settings["n_train"] or "all the"
     return f"""Setting: {ctx.dataset}, {n_train} training and {settings['n_val']} validation images (the split drawn
 by the seed), a fully connected network of three hidden layers of 100 units (the batch norm paper's MNIST
@@ -160,14 +152,8 @@ def _plot(ctx: Context, settings: dict, results: dict) -> None:
             rs = [r for r in results["runs"][act][arm] if r["final_val_acc"] is not None]
             if not rs:
                 continue
-            steps = rs[0]["steps"]
-            curves = [r["val_acc"] for r in rs if len(r["val_acc"]) == len(steps)]
-            ivs = [mean_interval(list(col)) for col in zip(*curves)]
-            ax.plot(steps, [100 * iv.mean for iv in ivs], color=colors[arm], label=LABELS[arm])
-            shown += [100 * iv.mean for iv in ivs[1:]]
-            if all(iv.defined for iv in ivs):
-                ax.fill_between(steps, [100 * iv.low for iv in ivs], [100 * iv.high for iv in ivs],
-                                color=colors[arm], alpha=0.2)
+            curves_band(ax, rs[0]["steps"], [r["val_acc"] for r in rs], scale=100, color=colors[arm], label=LABELS[arm])
+            shown += [100 * np.mean(column) for column in zip(*[r["val_acc"][1:] for r in rs])]
         ax.set(xlabel="training step", ylabel="validation accuracy (%)",
                title=f"{act}: mean and 95% CI band over {len(ctx.seeds)} seeds")
         if shown:
@@ -179,9 +165,7 @@ def _plot(ctx: Context, settings: dict, results: dict) -> None:
     for i, act in enumerate(ACTIVATIONS):
         ivs = [Interval(**results["comparisons"][f"{act}: {a} - {b}, final val acc"]["difference"]) for a, b in pairs]
         xs = np.arange(len(pairs)) + (i - 0.5) * 0.2
-        err = np.array([[0, 0] if not iv.defined else [100 * (iv.mean - iv.low), 100 * (iv.high - iv.mean)]
-                        for iv in ivs]).T
-        ax.errorbar(xs, [100 * iv.mean for iv in ivs], yerr=err, fmt="os"[i], capsize=4, label=act)
+        error_bars(ax, xs, ivs, scale=100, fmt="os"[i], capsize=4, label=act)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(range(len(pairs)), [f"{a} - {b}" for a, b in pairs])
     ax.set(xlabel="paired difference (same seed)", ylabel="final validation accuracy difference (points)",

@@ -28,19 +28,29 @@ import math
 
 import numpy as np
 
-from normlab.experiments.base import Context, Report, markdown_table, pyplot, register_experiment, status_of, train
+from normlab.experiments.base import (
+    Context,
+    Report,
+    comparison_table,
+    markdown_table,
+    mlp,
+    pyplot,
+    register_experiment,
+    status_of,
+    train,
+)
 from normlab.experiments.stats import (
     Interval,
-    format_difference,
+    comparison,
+    error_bars,
     format_interval,
+    mean_band,
     mean_interval,
     paired_difference,
-    verdict,
 )
 from normlab.experiments.status import failed
 from normlab.experiments.sweep import RunSpec
 from normlab.functional.batchnorm import update_running_stats
-from normlab.models import FullyConnectedNet
 from normlab.nn import recompute_batchnorm_statistics
 from normlab.nn.precise_bn import running_statistics_layers
 from normlab.optim import SGD, Cosine
@@ -116,8 +126,7 @@ def train_one(spec: RunSpec) -> dict:
     """One run at batch 16: accuracies over training (training mode, each EMA, precise), and at the end."""
     c = spec.config
     data = spec.data(c["n_train"], c["n_val"])
-    model = FullyConnectedNet(int(np.prod(data.input_shape)), HIDDEN, len(data.classes), normalization="batch",
-                              rng=spec.rng("init"))
+    model = mlp(spec, data, HIDDEN, normalization="batch")
     layers = [bn for _, bn in running_statistics_layers(model)]
     for bn in layers:
         bn.momentum = 1.0  # running statistics = the last batch's; the EMAs are kept in MovingAverages
@@ -171,13 +180,7 @@ def run(ctx: Context) -> Report:
     ok = all(not failed(r["status"]) for r in runs)
 
     def final(path):
-        values = []
-        for r in runs:
-            v = r.get("final_error")
-            for key in path:
-                v = None if v is None else v[key]
-            values.append(v)
-        return values
+        return [final_error(r, path) for r in runs]
 
     default, best_k, few = momentum_key(DEFAULT_MOMENTUM), str(max(ks)), str(settings["few_dozen"])
     table = {"train_mode": mean_interval(final(["train_mode"])).to_dict(),
@@ -185,27 +188,20 @@ def run(ctx: Context) -> Report:
              "precise": {str(k): mean_interval(final(["precise", str(k)])).to_dict() for k in ks}}
     comparisons = {}
 
-    def compare(name, a, b, anchor, predicted="positive"):
-        diff = paired_difference(a, b)
-        comparisons[name] = {"difference": diff.to_dict(), "predicted": predicted, "anchor": anchor,
-                             "verdict": verdict(diff, predicted, spec="+.2f", scale=100)}
+    def compare(name, a, b, anchor):
+        comparisons[name] = {**comparison(a, b, spec="+.2f", scale=100).to_dict(), "anchor": anchor}
 
-    ema = {k: final(["ema", k]) for k in settings["momenta"]}
-    precise = final(["precise", best_k])
-    compare(f"EMA (momentum {default}) - precise ({best_k} batches), final", ema[default], precise,
-            "PreciseBN more accurate than EMA")
-    compare(f"EMA (momentum {default}) - precise ({few} batches), final", ema[default], final(["precise", few]),
-            "a few dozen batches suffice (10^3-10^4 samples)")
-    compare(f"precise (1 batch) - precise ({best_k} batches), final", final(["precise", "1"]), precise,
-            "too few samples: worse")
-    for k in ("0.01", "0.5", "None"):
-        if k in ema:
-            anchor = {"0.01": "small momentum lags", "0.5": "large momentum is noisy",
-                      "None": "the cumulative average lags most"}[k]
-            compare(f"EMA (momentum {momentum_label(None if k == 'None' else float(k))}) - precise "
-                    f"({best_k} batches), final", ema[k], precise, anchor)
-    compare(f"training mode (batches of {BATCH}) - precise ({best_k} batches), final", final(["train_mode"]), precise,
-            "batch statistics of a small batch are noisy at inference")
+    precise = ["precise", best_k]
+    claims = [(["ema", default], precise, "PreciseBN more accurate than EMA"),
+              (["ema", default], ["precise", few], "a few dozen batches suffice (10^3-10^4 samples)"),
+              (["precise", "1"], precise, "too few samples: worse"),
+              *[(["ema", k], precise, anchor) for k, anchor in (("0.01", "small momentum lags"),
+                                                                 ("0.5", "large momentum is noisy"),
+                                                                 ("None", "the cumulative average lags most"))
+                if k in settings["momenta"]],
+              (["train_mode"], precise, "batch statistics of a small batch are noisy at inference")]
+    for a, b, anchor in claims:
+        compare(f"{_statistics(a)} - {_statistics(b)}, final", final(a), final(b), anchor)
     # Mid-training, where the weights still move: the EMA's lag shows there (Wu & Johnson's Fig. 2)
     mid = _middle_probe(runs)
     if mid is not None:
@@ -224,6 +220,23 @@ def run(ctx: Context) -> Report:
         ctx.log(f"population-statistics: {key}: {format_interval(Interval(**iv), '.2f', scale=100, unit=' %')}")
     _plot(ctx, settings, results)
     return Report(settings, results, _summary(ctx, settings, results))
+
+
+def _statistics(path: list[str]) -> str:
+    """The statistics of a path into a run's "final_error", in a comparison's name: "EMA (momentum 0.1)"."""
+    if path[0] == "ema":
+        return f"EMA (momentum {momentum_label(None if path[1] == 'None' else float(path[1]))})"
+    if path[0] == "precise":
+        return f"precise ({path[1]} batch{'es' if path[1] != '1' else ''})"
+    return f"training mode (batches of {BATCH})"
+
+
+def final_error(run: dict, path: list[str]) -> float | None:
+    """run["final_error"][path[0]][path[1]]...; None for a failed run (which has none)."""
+    value = run.get("final_error")
+    for key in path:
+        value = None if value is None else value[key]
+    return value
 
 
 def _middle_probe(runs) -> int | None:
@@ -259,12 +272,8 @@ def _summary(ctx: Context, settings: dict, results: dict) -> str:
     rows += [[f"precise, {k} batch{'es' if k != '1' else ''} ({int(k) * BATCH} examples)", cell(iv)]
              for k, iv in table["precise"].items()]
     error_table = markdown_table(["statistics used in evaluation", f"final validation error (%), n = {n}"], rows)
-    comp_rows = []
-    for name, c in results["comparisons"].items():
-        comp_rows.append([name, format_difference(Interval(**c["difference"]), "+.2f", scale=100, unit=" points"),
-                          c["anchor"], "> 0" if c["predicted"] == "positive" else "< 0", c["verdict"]])
-    comp_table = markdown_table(["paired difference of validation error", "ours: mean [95% CI]", "anchor's finding",
-                                 "claim predicts", "verdict"], comp_rows)
+    comp_table = comparison_table(results["comparisons"], "paired difference of validation error",
+                                  lambda name, c: c["anchor"], "+.2f", "anchor's finding")
     bad = [r["status"] for r in results["runs"] if failed(r["status"])]
     failures = f"\n{len(bad)} run(s) failed: {', '.join(bad)}.\n" if bad else ""
     n_train = settings["n_train"] or "all (55000)"
@@ -313,9 +322,7 @@ def _plot(ctx: Context, settings: dict, results: dict) -> None:
             continue
         precise = [[100 * (1 - a) for a in r["curves"]["precise"]] for r in runs]
         ivs = [paired_difference([e[i] for e in errors], [p[i] for p in precise]) for i in range(len(steps))]
-        axes[1].plot(steps, [iv.mean for iv in ivs], style, color=color, label=label)
-        if all(iv.defined for iv in ivs):
-            axes[1].fill_between(steps, [iv.low for iv in ivs], [iv.high for iv in ivs], color=color, alpha=0.15)
+        mean_band(axes[1], steps, ivs, fmt=style, alpha=0.15, color=color, label=label)
     axes[0].set_yscale("log")
     _plain_log_ticks(axes[0].yaxis)
     axes[0].set(xlabel="training step", ylabel="validation error (%, log scale)",
@@ -330,20 +337,15 @@ def _plot(ctx: Context, settings: dict, results: dict) -> None:
                  fontsize="medium")
     ctx.save_figure(fig, "population_statistics_training.png")
 
-    def final(run, path):
-        v = run["final_error"]
-        for key in path:
-            v = v[key]
-        return 100 * v
-
     def minus_best(path):
-        return paired_difference([final(r, path) for r in runs], [final(r, ["precise", best]) for r in runs])
+        return paired_difference([100 * final_error(r, path) for r in runs],
+                                 [100 * final_error(r, ["precise", best]) for r in runs])
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.6))
     ax = axes[0]
     numeric = [k for k in settings["momenta"] if k != "None"]
-    _errorbars(ax, [float(k) for k in numeric], [minus_best(["ema", k]) for k in numeric], "o-", "tab:blue",
-               "EMA with this momentum")
+    error_bars(ax, [float(k) for k in numeric], [minus_best(["ema", k]) for k in numeric], fmt="o-",
+               color="tab:blue", capsize=3, label="EMA with this momentum")
     _band(ax, minus_best(["train_mode"]), "tab:gray", f"training mode (batches of {BATCH})")
     if "None" in settings["momenta"]:
         _band(ax, minus_best(["ema", "None"]), "tab:brown", "cumulative average (momentum=None)")
@@ -352,8 +354,8 @@ def _plot(ctx: Context, settings: dict, results: dict) -> None:
            title="(a) the EMA's momentum")
     ax = axes[1]
     ks = settings["precise_ks"]
-    _errorbars(ax, [k * BATCH for k in ks], [minus_best(["precise", str(k)]) for k in ks], "s-", "tab:red",
-               f"precise, K batches of {BATCH}")
+    error_bars(ax, [k * BATCH for k in ks], [minus_best(["precise", str(k)]) for k in ks], fmt="s-",
+               color="tab:red", capsize=3, label=f"precise, K batches of {BATCH}")
     _band(ax, minus_best(["ema", momentum_key(DEFAULT_MOMENTUM)]), "tab:blue", "EMA, momentum 0.1 (default)")
     ax.axvspan(1e3, 1e4, color="tab:green", alpha=0.08, label="Wu & Johnson: 10^3-10^4 samples suffice")
     ax.set_xscale("log")
@@ -368,12 +370,6 @@ def _plot(ctx: Context, settings: dict, results: dict) -> None:
     ctx.save_figure(fig, "population_statistics_final.png")
 
 
-def _errorbars(ax, xs, ivs, style, color, label) -> None:
-    means = [iv.mean for iv in ivs]
-    err = np.array([[0, 0] if not iv.defined else [iv.mean - iv.low, iv.high - iv.mean] for iv in ivs]).T
-    ax.errorbar(xs, means, yerr=err, fmt=style, color=color, capsize=3, label=label)
-
-
 def _band(ax, iv: Interval, color: str, label: str) -> None:
     """A horizontal reference: the mean as a line, its interval as a band."""
     if not math.isfinite(iv.mean):
@@ -381,7 +377,6 @@ def _band(ax, iv: Interval, color: str, label: str) -> None:
     ax.axhline(iv.mean, color=color, ls="--", lw=1, label=label)
     if iv.defined:
         ax.axhspan(iv.low, iv.high, color=color, alpha=0.1)
-
 
 
 def _plain_log_ticks(axis) -> None:

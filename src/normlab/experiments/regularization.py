@@ -13,21 +13,29 @@ from __future__ import annotations
 
 import numpy as np
 
-from normlab.experiments.base import Context, Report, markdown_table, pyplot, register_experiment, status_of, train
+from normlab.experiments.base import (
+    Context,
+    Report,
+    comparison_table,
+    markdown_table,
+    mlp,
+    nested,
+    pyplot,
+    register_experiment,
+    status_of,
+    train,
+)
 from normlab.experiments.stats import (
-    Interval,
     comparison,
+    curves_band,
     error_bars,
-    format_difference,
     format_interval,
-    mean_band,
     mean_interval,
     paired_difference,
     paired_values,
 )
-from normlab.experiments.status import failed
+from normlab.experiments.status import failures
 from normlab.experiments.sweep import RunSpec
-from normlab.models import FullyConnectedNet
 from normlab.optim import Adam
 
 HIDDEN = (512, 512)
@@ -42,8 +50,7 @@ def train_one(spec: RunSpec) -> dict:
     c = spec.config
     data = spec.data(c["n_train"], c["n_val"])
     norm, p = ARMS[c["arm"]]
-    model = FullyConnectedNet(int(np.prod(data.input_shape)), HIDDEN, len(data.classes), normalization=norm,
-                              dropout=p, rng=spec.rng("init"))
+    model = mlp(spec, data, HIDDEN, normalization=norm, dropout=p)
     r = train(model, Adam(model.parameters(), lr=c["lr"]), data, batch_size=c["batch_size"], rng=spec.rng("order"),
               epochs=c["epochs"], train_eval_size=c["n_train"])
     epochs = r.history.epochs
@@ -65,30 +72,24 @@ def run(ctx: Context) -> Report:
     base = {k: settings[k] for k in ("lr", "epochs", "n_train", "n_val")}
     configs = [{**base, "arm": arm, "batch_size": BATCH} for arm in ARMS]
     configs += [{**base, "arm": arm, "batch_size": b} for b in NOISE_BATCHES for arm in ("baseline", "batch norm")]
-    flat = ctx.runs(train_one, configs)
-    runs: dict = {}
-    for config, per_seed in zip(configs, flat):
-        runs.setdefault(str(config["batch_size"]), {})[config["arm"]] = per_seed
+    runs = nested(configs, ctx.runs(train_one, configs), "batch_size", "arm")
 
     def values(b, arm, key):
         return [r[key] for r in runs[str(b)][arm]]
 
     comparisons = {}
 
-    def compare(name, a, b, predicted="positive", scale=100):
-        comparisons[name] = comparison(a, b, predicted, spec="+.1f", scale=scale).to_dict()
+    def compare(name, a, b, predicted="positive"):
+        comparisons[name] = comparison(a, b, predicted, spec="+.1f", scale=100).to_dict()
 
-    for key, label in (("best_val_acc", "best val acc"), ("final_val_acc", "final val acc")):
-        compare(f"positive control: dropout - baseline, {label}", values(BATCH, "dropout", key),
-                values(BATCH, "baseline", key))
-    compare("positive control: dropout - baseline, final gap", values(BATCH, "dropout", "final_gap"),
-            values(BATCH, "baseline", "final_gap"), "negative")
-    for key, label in (("best_val_acc", "best val acc"), ("final_val_acc", "final val acc")):
-        compare(f"batch norm - baseline, {label}", values(BATCH, "batch norm", key), values(BATCH, "baseline", key))
-    compare("batch norm - baseline, final gap", values(BATCH, "batch norm", "final_gap"),
-            values(BATCH, "baseline", "final_gap"), "negative")
-    compare("batch norm + dropout - batch norm, best val acc", values(BATCH, "batch norm + dropout", "best_val_acc"),
-            values(BATCH, "batch norm", "best_val_acc"))
+    # At batch BATCH: the gains in accuracy are predicted positive, the gap's change negative.
+    measures = {"best_val_acc": "best val acc", "final_val_acc": "final val acc", "final_gap": "final gap"}
+    for prefix, a, b, keys in (("positive control: ", "dropout", "baseline", measures),
+                               ("", "batch norm", "baseline", measures),
+                               ("", "batch norm + dropout", "batch norm", ["best_val_acc"])):
+        for key in keys:
+            compare(f"{prefix}{a} - {b}, {measures[key]}", values(BATCH, a, key), values(BATCH, b, key),
+                    "negative" if key == "final_gap" else "positive")
     gains = {}
     for b in (NOISE_BATCHES[0], BATCH, NOISE_BATCHES[1]):
         gains[str(b)] = paired_values(values(b, "batch norm", "best_val_acc"), values(b, "baseline", "best_val_acc"))
@@ -102,32 +103,27 @@ def run(ctx: Context) -> Report:
     return Report(settings, results, _summary(ctx, settings, results))
 
 
+def _anchor(name: str, comparison: dict) -> str:
+    if name.startswith("batch norm - baseline"):
+        return "BN paper: BN-Inception trains without dropout, no loss (ImageNet, no figure for this alone)"
+    if name.startswith("positive control: dropout - baseline, best val acc"):
+        return "Srivastava et al. 2014: dropout cuts MNIST MLP error 1.6 -> 1.25 %"
+    return "—"
+
+
 def _summary(ctx: Context, settings: dict, results: dict) -> str:
     runs, n = results["runs"], len(ctx.seeds)
     rows = []
     for b, arms in runs.items():
         for arm, rs in arms.items():
-            bad = sorted({r["status"] for r in rs if failed(r["status"])})
             rows.append([f"{arm}, batch {b}",
                          *[format_interval(mean_interval([r[k] for r in rs]), scale=100, unit=" %", n=False)
                            for k in ("final_train_acc", "final_val_acc", "best_val_acc")],
                          format_interval(mean_interval([r["final_gap"] for r in rs]), scale=100, unit=" points",
-                                         n=False), ", ".join(bad) or "all completed"])
+                                         n=False), failures(rs)])
     table = markdown_table([f"network (n = {n})", "final train acc", "final val acc", "best val acc",
                             "final gap (train - val)", "runs"], rows)
-    comp_rows = []
-    for name, c in results["comparisons"].items():
-        iv = Interval(**c["difference"])
-        anchor = "—"
-        if name.startswith("batch norm - baseline"):
-            anchor = "BN paper: BN-Inception trains without dropout, no loss (ImageNet, no figure for this alone)"
-        elif name.startswith("positive control: dropout - baseline, best val acc"):
-            anchor = "Srivastava et al. 2014: dropout cuts MNIST MLP error 1.6 -> 1.25 %"
-        unit = " points"
-        comp_rows.append([name, format_difference(iv, scale=100, unit=unit), anchor,
-                          "> 0" if c["predicted"] == "positive" else "< 0", c["verdict"]])
-    comp_table = markdown_table(["paired difference", "ours: mean [95% CI]", "anchor", "claim predicts", "verdict"],
-                                comp_rows)
+    comp_table = comparison_table(results["comparisons"], "paired difference", _anchor)
     control = results["comparisons"]["positive control: dropout - baseline, best val acc"]["verdict"]
     power = ("The positive control holds: in this setting a real regularizer shows as a gain whose interval "
              "excludes zero, so the batch norm rows can detect one." if control == "holds" else
@@ -163,9 +159,8 @@ def _plot(ctx: Context, settings: dict, results: dict) -> None:
     colors = dict(zip(ARMS, ("tab:gray", "tab:green", "tab:blue", "tab:purple")))
     for arm, rs in results["runs"][str(BATCH)].items():
         epochs = rs[0]["epochs"]
-        curves = [r["val_acc"] for r in rs if len(r["val_acc"]) == len(epochs)]
-        ivs = [mean_interval(list(col)) for col in zip(*curves)]
-        mean_band(ax_acc, epochs, ivs, scale=100, color=colors[arm], label=f"{arm}: validation")
+        curves_band(ax_acc, epochs, [r["val_acc"] for r in rs], scale=100, color=colors[arm],
+                    label=f"{arm}: validation")
         train_mean = np.mean([r["train_acc"] for r in rs if len(r["train_acc"]) == len(epochs)], axis=0)
         ax_acc.plot(epochs, 100 * train_mean, "--", color=colors[arm], lw=0.8)
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)",

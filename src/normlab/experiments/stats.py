@@ -77,8 +77,6 @@ def mean_interval(values: Sequence[float | None], confidence: float = CONFIDENCE
 def paired_difference(a: Sequence[float | None], b: Sequence[float | None],
                       confidence: float = CONFIDENCE) -> Interval:
     """The mean of a[i] - b[i] over the seeds i, and its t-interval (a paired comparison)."""
-    if len(a) != len(b):
-        raise ValueError(f"a paired comparison needs as many values on each side, got {len(a)} and {len(b)}")
     return mean_interval(paired_values(a, b), confidence)
 
 
@@ -197,3 +195,11 @@ def mean_band(ax, x: Sequence[float], intervals: Sequence[Interval], scale: floa
     (line,) = ax.plot(list(x), [scale * iv.mean for iv in intervals], fmt, **style)
     ax.fill_between(list(x), [scale * iv.low for iv in intervals], [scale * iv.high for iv in intervals],
                     color=line.get_color(), alpha=alpha)
+
+
+def curves_band(ax, x: Sequence[float], curves: Sequence[Sequence[float | None]], scale: float = 1.0,
+                **style) -> None:
+    """`mean_band` of per-seed curves over x: their mean and 95% interval at each point. A curve shorter
+    than x (a run that diverged) is left out."""
+    ivs = [mean_interval(list(column)) for column in zip(*[c for c in curves if len(c) == len(x)])]
+    mean_band(ax, x, ivs, scale=scale, **style)

@@ -13,7 +13,7 @@ has a finite loss (e.g. ln 10 on ten classes).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 COMPLETED = "completed"
 
@@ -59,3 +59,8 @@ def run_status(steps: Sequence[int], accuracies: Sequence[float | None], chance:
 def failed(status: str) -> bool:
     """True for every status but "completed"."""
     return status != COMPLETED
+
+
+def failures(runs: Iterable[dict]) -> str:
+    """The distinct statuses of the failed runs among `runs` (dicts with "status"), or "all completed"."""
+    return ", ".join(sorted({r["status"] for r in runs if failed(r["status"])})) or "all completed"

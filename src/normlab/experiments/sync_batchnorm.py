@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from normlab.experiments.base import Context, Report, markdown_table, pyplot, register_experiment
+from normlab.experiments.base import Context, Report, markdown_table, mlp, nested, pyplot, register_experiment
 from normlab.experiments.stats import (
     Interval,
     comparison,
@@ -24,7 +24,7 @@ from normlab.experiments.stats import (
     format_interval,
     mean_interval,
 )
-from normlab.experiments.status import failed, run_status
+from normlab.experiments.status import failures, run_status
 from normlab.experiments.sweep import RunSpec
 
 PROCESSES = 2
@@ -38,7 +38,6 @@ def train_data_parallel(spec: RunSpec) -> dict:
     from normlab.data import batch_indices, epoch_order
     from normlab.distributed import DataParallel, run_in_threads
     from normlab.functional import softmax_cross_entropy
-    from normlab.models import FullyConnectedNet
     from normlab.optim import SGD
 
     c = spec.config
@@ -47,8 +46,7 @@ def train_data_parallel(spec: RunSpec) -> dict:
     every = max(1, c["steps"] // c["evaluations"])
 
     def rank_main(comm) -> dict:
-        model = FullyConnectedNet(int(np.prod(data.input_shape)), HIDDEN, len(data.classes), normalization="batch",
-                                  rng=spec.rng("init"))  # the same draw on every rank (broadcast anyway)
+        model = mlp(spec, data, HIDDEN, normalization="batch")  # the same draw on every rank (broadcast anyway)
         dp = DataParallel(model, comm, sync_batchnorm=c["kind"] == "sync")
         optimizer = SGD(dp.model.parameters(), lr=c["lr"], momentum=0.9)
         order_rng = spec.rng("order")  # the same global batches on every rank
@@ -95,13 +93,9 @@ def run(ctx: Context) -> Report:
                 "momentum": 0.9, "lr": 0.01, "steps": ctx.count(1500, 300, minimum=20),
                 "n_train": ctx.count(10_000, 2000, minimum=200), "n_val": ctx.count(5000, 1000, minimum=100),
                 "evaluations": 10}
-    configs = [{"per_rank_batch": b, "kind": kind, "lr": settings["lr"], "steps": settings["steps"],
-                "n_train": settings["n_train"], "n_val": settings["n_val"], "evaluations": settings["evaluations"]}
-               for b in batches for kind in KINDS]
-    results = ctx.runs(train_data_parallel, configs)
-    runs = {str(b): {} for b in batches}
-    for config, per_seed in zip(configs, results):
-        runs[str(config["per_rank_batch"])][config["kind"]] = per_seed
+    common = {k: settings[k] for k in ("lr", "steps", "n_train", "n_val", "evaluations")}
+    configs = [{"per_rank_batch": b, "kind": kind, **common} for b in batches for kind in KINDS]
+    runs = nested(configs, ctx.runs(train_data_parallel, configs), "per_rank_batch", "kind")
     comparisons = {}
     for b in batches:
         local, sync = ([r["final_val_acc"] for r in runs[str(b)][k]] for k in KINDS)
@@ -119,11 +113,10 @@ def _summary(ctx: Context, settings: dict, results: dict) -> str:
     for b in settings["per_rank_batches"]:
         c = results["comparisons"][str(b)]
         iv = {k: Interval(**c[k]) for k in ("local", "sync", "sync_minus_local")}
-        statuses = sorted({r["status"] for k in KINDS for r in results["runs"][str(b)][k] if failed(r["status"])})
         rows.append([b, b * PROCESSES, format_interval(iv["local"], scale=100, unit=" %"),
                      format_interval(iv["sync"], scale=100, unit=" %"),
                      format_difference(iv["sync_minus_local"], scale=100, unit=" points"),
-                     c["verdict"], ", ".join(statuses) or "all completed"])
+                     c["verdict"], failures(r for k in KINDS for r in results["runs"][str(b)][k])])
     table = markdown_table(["per-rank batch", "global batch", "local BN val acc", "sync BN val acc",
                             "sync - local (95% CI)", "verdict (sync > local)", "runs"], rows)
     small = str(min(settings["per_rank_batches"]))
@@ -151,9 +144,8 @@ def _plot(ctx: Context, settings: dict, results: dict) -> None:
         xs = [b * offset for b in batches]
         error_bars(ax, xs, ivs, scale=100, fmt="o-", color=color, capsize=4, label=f"{LABELS[kind]}, mean ± 95% CI")
         for b, x in zip(batches, xs):
-            seeds = [r["final_val_acc"] for r in results["runs"][str(b)][kind]]
-            ax.scatter([x] * len(seeds), [np.nan if a is None else 100 * a for a in seeds], color=color, alpha=0.35,
-                       s=12)
+            seeds = 100 * np.array([r["final_val_acc"] for r in results["runs"][str(b)][kind]], dtype=float)
+            ax.scatter([x] * len(seeds), seeds, color=color, alpha=0.35, s=12)
     ax.set_xscale("log", base=2)
     ax.set_xticks(batches, [str(b) for b in batches])
     ax.set(xlabel=f"per-rank batch size ({PROCESSES} ranks)", ylabel="validation accuracy (%)",
