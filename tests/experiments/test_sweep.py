@@ -170,6 +170,27 @@ def test_a_changed_source_changes_the_cache_key(tmp_path, monkeypatch):
     sys.modules.pop("toy_runs")
 
 
+def test_the_cache_key_covers_the_experiments_modules_a_run_reaches(monkeypatch):
+    """noisy-batchnorm's runs train through covariate-shift's code: editing covariate-shift changes their key,
+    editing an experiment they do not reach does not."""
+    import inspect
+
+    from normlab.experiments import noisy_batchnorm
+
+    spec = RunSpec("noisy-batchnorm", {"a": 1}, 0)
+    run = noisy_batchnorm.run
+    before = spec.key(run)
+    real = inspect.getsource
+
+    def edited(name):
+        return lambda obj: real(obj) + ("\n# edited" if getattr(obj, "__name__", "") == name else "")
+
+    monkeypatch.setattr(inspect, "getsource", edited("normlab.experiments.placement"))
+    assert spec.key(run) == before
+    monkeypatch.setattr(inspect, "getsource", edited("normlab.experiments.covariate_shift"))
+    assert spec.key(run) != before
+
+
 def interrupted_at_seed_3(spec: RunSpec) -> dict:
     if spec.seed == 3:
         raise KeyboardInterrupt  # Ctrl-C during the fourth run

@@ -84,13 +84,31 @@ class RunSpec:
 
 
 def module_source_hash(function: Callable) -> str:
-    """A hash of the source of the module that defines `function` (its code version); "unknown" where the
-    source cannot be read (a function defined interactively)."""
+    """A hash of the source of the module that defines `function` and of every experiments module it reaches
+    through its names (noisy-batchnorm's runs train through covariate-shift's code, so an edit there must not
+    reuse noisy-batchnorm's cached runs); "unknown" where a source cannot be read (a function defined
+    interactively)."""
     try:
-        source = inspect.getsource(sys.modules[function.__module__])
+        sources = [inspect.getsource(sys.modules[name]) for name in sorted(_experiment_modules(function.__module__))]
     except (KeyError, OSError, TypeError):
         return "unknown"
-    return hashlib.sha256(source.encode()).hexdigest()[:16]
+    return hashlib.sha256("\n".join(sources).encode()).hexdigest()[:16]
+
+
+def _experiment_modules(name: str) -> set[str]:
+    """`name` and the modules of normlab.experiments that its globals come from, transitively."""
+    package = __name__.rpartition(".")[0]
+    found, pending = set(), [name]
+    while pending:
+        current = pending.pop()
+        if current in found:
+            continue
+        found.add(current)
+        for value in vars(sys.modules[current]).values():
+            origin = value.__name__ if inspect.ismodule(value) else getattr(value, "__module__", None)
+            if isinstance(origin, str) and origin.startswith(package + ".") and origin in sys.modules:
+                pending.append(origin)
+    return found
 
 
 @functools.lru_cache(maxsize=2)
