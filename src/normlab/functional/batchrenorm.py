@@ -27,22 +27,19 @@ The warm-up schedule of rmax and dmax (plain batch norm first, then a linear rel
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 from normlab.functional._checks import check_non_negative_int, check_probability
 from normlab.functional.batchnorm import (
-    channel_axes,
     check_batchnorm_args,
-    per_channel,
     per_channel_affine,
     running_statistics,
     update_running_stats,
     values_per_channel,
 )
-from normlab.functional.normalize import NormCache, apply_affine, inverse_std, normalize, normalize_affine_backward
+from normlab.functional.normalize import NormCache, Normalized, inverse_std, normalize_affine_backward
 
 
 def check_clipping(rmax: float, dmax: float) -> None:
@@ -161,17 +158,16 @@ def batchrenorm_forward(
         )
     mu, var_running = running_statistics(x, running_mean, running_var)  # (1, C, 1...)
     if not training:  # batch norm's evaluation, with r = 1 and d = 0
-        out, cache = per_channel_affine(x, gamma, beta, eps, "batchrenorm_forward", stats=(mu, var_running))
-        ones = np.ones_like(cache.rstd)  # (1, C, 1...)
-        return out, dataclasses.replace(cache, r=ones, d=np.zeros_like(ones))
+        return per_channel_affine(x, gamma, beta, eps, "batchrenorm_forward", stats=(mu, var_running))
 
     m = values_per_channel(x)
-    axes = channel_axes(x.ndim)
-    normalized = normalize(x, axes, eps)  # xhat_B and the batch statistics
-    r, d = renorm_correction(normalized.mean, normalized.rstd, mu, var_running, eps, rmax, dmax)  # before the update
-    update_running_stats(running_mean, running_var, normalized.mean, normalized.var, m, momentum, convention)
-    return apply_affine(x, normalized, per_channel(gamma, x.ndim), per_channel(beta, x.ndim), axes, axes, eps,
-                        forward="batchrenorm_forward", param_shape=(x.shape[1],), correction=(r, d))
+
+    def correction(batch: Normalized) -> tuple[np.ndarray, np.ndarray]:
+        return renorm_correction(batch.mean, batch.rstd, mu, var_running, eps, rmax, dmax)  # before the update
+
+    out, cache = per_channel_affine(x, gamma, beta, eps, "batchrenorm_forward", correction=correction)
+    update_running_stats(running_mean, running_var, cache.mean, cache.var, m, momentum, convention)
+    return out, cache
 
 
 def batchrenorm_backward(dout: np.ndarray, cache: NormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
