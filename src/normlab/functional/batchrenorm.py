@@ -39,7 +39,7 @@ from normlab.functional.batchnorm import (
     update_running_stats,
     values_per_channel,
 )
-from normlab.functional.normalize import NormCache, Normalized, inverse_std, normalize_affine_backward
+from normlab.functional.normalize import Normalized, NormCache, inverse_std, normalize_affine_backward
 
 
 def check_clipping(rmax: float, dmax: float) -> None:

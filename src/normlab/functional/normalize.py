@@ -36,8 +36,8 @@ per run of equal chunks), SyncBatchNorm's merged moments and summed backward red
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
