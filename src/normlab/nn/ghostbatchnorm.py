@@ -23,6 +23,7 @@ class _GhostBatchNorm(_BatchNorm):
     Arguments as `BatchNorm1d`/`BatchNorm2d`, plus virtual_batch_size (>= 1, samples per chunk).
     """
 
+    _forward_fn = staticmethod(F.ghost_batchnorm_forward)
     _backward_fn = staticmethod(F.ghost_batchnorm_backward)
     _repr_keywords = (*_BatchNorm._repr_keywords, "virtual_batch_size")
 
@@ -36,10 +37,8 @@ class _GhostBatchNorm(_BatchNorm):
     def _batches_in(self, x: np.ndarray) -> int:
         return len(F.virtual_batch_sizes(x.shape[0], self.virtual_batch_size))
 
-    def _normalize_batch(self, x, gamma, beta, running_mean, running_var, training, momenta):
-        return F.ghost_batchnorm_forward(x, gamma, beta, running_mean, running_var,
-                                         virtual_batch_size=self.virtual_batch_size, training=training,
-                                         momentum=momenta, eps=self.eps, convention=self.convention)
+    def _forward_options(self, momenta: list[float]) -> dict:
+        return {"momentum": momenta, "virtual_batch_size": self.virtual_batch_size}
 
 
 class GhostBatchNorm1d(_GhostBatchNorm):
