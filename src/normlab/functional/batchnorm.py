@@ -82,10 +82,9 @@ def batchnorm_forward(
 def per_channel_affine(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, forward: str,
                        **core) -> tuple[np.ndarray, NormCache]:
     """`normalize_affine` with batch norm's axes: statistics and parameters per channel (axis 1), gamma and
-    beta (C,); `core`: its layout, backend and stats."""
+    beta (C,); `core`: its layout, backend, stats and correction."""
     axes = channel_axes(x.ndim)
-    return normalize_affine(x, per_channel(gamma, x.ndim), per_channel(beta, x.ndim), axes, axes, eps,
-                            forward=forward, param_shape=(x.shape[1],), **core)
+    return normalize_affine(x, gamma, beta, axes, axes, eps, forward=forward, **core)
 
 
 def values_per_channel(x: np.ndarray) -> int:

@@ -92,17 +92,14 @@ def ghost_batchnorm_forward(
             f"sample(s) with {sizes[-1] * positions} value(s) per channel"
         )
 
-    block_shape = (1, 1, c) + (1,) * len(spatial)  # gamma and beta against a block (G, V, C, *S)
-    gamma_b, beta_b = gamma.reshape(block_shape), beta.reshape(block_shape)
     stat_axes = (1, *range(3, x.ndim + 1))  # a chunk's samples and positions
     param_axes = (0, *stat_axes)  # and every chunk
     parts, outs, start, momenta = [], [], 0, iter(momenta)
     for size, run in itertools.groupby(sizes):  # runs of equal chunks: the full ones, a smaller last one
         count = len(list(run))
         stop = start + size * count
-        out, part = normalize_affine(x[start:stop].reshape(count, size, c, *spatial), gamma_b, beta_b, stat_axes,
-                                     param_axes, eps, forward=FORWARD, param_shape=(c,),
-                                     shape=(stop - start, c, *spatial))
+        out, part = normalize_affine(x[start:stop].reshape(count, size, c, *spatial), gamma, beta, stat_axes,
+                                     param_axes, eps, forward=FORWARD, shape=(stop - start, c, *spatial))
         outs.append(out)
         parts.append(part)
         if running_mean is not None or running_var is not None:  # update_running_stats checks both

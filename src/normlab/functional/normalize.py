@@ -250,8 +250,8 @@ class NormCache:
 
 def normalize_affine(
     x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, stat_axes: Axes, param_axes: Axes, eps: float, *,
-    forward: str, param_shape: tuple[int, ...], shape: tuple[int, ...] | None = None, layout: str | None = None,
-    backend: str = "numpy", stats: tuple[np.ndarray, np.ndarray] | None = None,
+    forward: str, shape: tuple[int, ...] | None = None, layout: str | None = None, backend: str = "numpy",
+    stats: tuple[np.ndarray, np.ndarray] | None = None,
     correction: Callable[[Normalized], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> tuple[np.ndarray, NormCache]:
     """out = gamma * normalize(x, stat_axes) + beta, the forward of every normalization.
@@ -259,11 +259,11 @@ def normalize_affine(
     Inputs:
     - x: the input viewed so that groups and parameters are axes (V), e.g. (N, G, C // G, H, W) for group
       norm; validated by the caller.
-    - gamma, beta: V with param_axes set to 1 (they are shared over param_axes), in x's dtype.
+    - gamma, beta: the affine's own parameters, in x's dtype, of any shape with one value per position of V
+      over its axes but param_axes (e.g. (C,)): seen as V with param_axes set to 1, shared over param_axes.
     - stat_axes: the axes of one normalization group; param_axes: the axes gamma and beta are shared over.
     - eps: added to the variance, > 0.
     - forward: the public forward calling, recorded in the cache (its backward checks it).
-    - param_shape: gamma's own shape, the shape of the gradients dgamma and dbeta.
     - shape: the caller's input shape, a reshape of V (default V): out and dx come back in it.
     - layout: how the compiled twin sees V ("channels": (N, C, *S) per channel; "rows": a trailing run of
       statistics axes; see `normlab.kernels.normalize_twin`), or None: NumPy only.
@@ -276,6 +276,8 @@ def normalize_affine(
     Returns (out of `shape` and x's dtype, NormCache).
     """
     shape = x.shape if shape is None else shape
+    param_shape, affine_shape = gamma.shape, reduced_shape(x.shape, param_axes)  # dgamma comes back in gamma's shape
+    gamma, beta = gamma.reshape(affine_shape), beta.reshape(affine_shape)
     twin = compiled_twin("normalize", backend, x)
     compiled = r = d = None
     if twin is not None and layout is not None and stats is None and correction is None:
