@@ -71,14 +71,11 @@ def limited_blas_threads(n: int = 1) -> Iterator[int | None]:
     """Run the block with OpenBLAS on at most n threads, restoring the previous number after. Yields the
     number in force inside (None without OpenBLAS, when nothing changes)."""
     n = check_positive_int("n", n, what="number of threads")
-    found = _openblas()
-    if found is None:
+    before = blas_threads()
+    if before is None:
         yield None
         return
-    setter, getter = found
-    before = int(getter())
-    setter(min(n, before))
     try:
-        yield int(getter())
+        yield set_blas_threads(min(n, before))
     finally:
-        setter(before)
+        set_blas_threads(before)

@@ -10,7 +10,6 @@ from normlab.functional.normalize import Axes, NormCache, inverse_std, normalize
 from normlab.functional.staged import staged_backward_of
 
 CONVENTIONS = ("pytorch", "keras")
-BatchNormCache = NormCache  # the name batch norm's callers know; every normalization shares the type
 
 
 def channel_axes(ndim: int) -> Axes:
@@ -35,7 +34,7 @@ def batchnorm_forward(
     eps: float = 1e-5,
     convention: str = "pytorch",
     backend: str = "auto",
-) -> tuple[np.ndarray, BatchNormCache]:
+) -> tuple[np.ndarray, NormCache]:
     """Batch normalization forward pass, for (N, D) and (N, C, H, W) inputs (any (N, C, *)).
 
     In training the statistics of each feature (channel) come from the batch: over N for (N, D), over

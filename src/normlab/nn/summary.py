@@ -124,7 +124,7 @@ def _input_shape(model: Module, input_shape: Sequence[int] | None) -> tuple[int,
     try:
         shape = tuple(int(d) for d in input_shape)
     except (TypeError, ValueError):
-        raise ValueError(f"input_shape must be one sample's shape, (D,) or (C, H, W), got {input_shape!r}") from None
+        shape = ()
     if not shape or min(shape) < 1:
         raise ValueError(f"input_shape must be one sample's shape, (D,) or (C, H, W), got {input_shape!r}")
     return shape
