@@ -76,14 +76,15 @@ def _compiled(kernel, inputs: tuple[np.ndarray, ...], size: Pair, stride: Pair, 
               ) -> None:
     """kernel(*inputs, kh, kw, sh, sw, start, stop, *outputs), a compiled pool, over blocks [start, stop) of the
     arrays' (image, channel) planes, (N, C, H, W) seen as (N*C, H, W) C-contiguous (a view when they are): on
-    threads (`split_over_threads`) when the pool touches at least THREADS_MIN_ELEMENTS elements, else here."""
-    planes = [np.ascontiguousarray(a).reshape(-1, *a.shape[2:]) for a in (*inputs, *outputs)]
-    ins, outs = planes[: len(inputs)], planes[len(inputs) :]
+    threads (`split_over_threads`) when the pool's input (the forward's x, the backward's dx) has at least
+    THREADS_MIN_ELEMENTS elements, else here."""
+    ins = [np.ascontiguousarray(a).reshape(-1, *a.shape[2:]) for a in inputs]
+    outs = [np.ascontiguousarray(a).reshape(-1, *a.shape[2:]) for a in outputs]
 
     def work(start: int, stop: int) -> None:
         kernel(*ins, *size, *stride, start, stop, *outs)
 
-    if max(a.size for a in planes) < THREADS_MIN_ELEMENTS:
+    if max(inputs[0].size, outputs[0].size) < THREADS_MIN_ELEMENTS:
         work(0, len(outs[0]))
     else:
         split_over_threads(work, len(outs[0]))
