@@ -45,9 +45,8 @@ class ModelSummary:
                 for r in self.rows]
         widths = [max(len(line[i]) for line in [header, *body]) for i in range(4)]
 
-        def fmt(line: Sequence[str]) -> str:
-            return "  ".join([line[0].ljust(widths[0]), line[1].ljust(widths[1]), line[2].ljust(widths[2]),
-                              line[3].rjust(widths[3])]).rstrip()
+        def fmt(line: Sequence[str]) -> str:  # the parameter counts right-aligned
+            return "  ".join([*map(str.ljust, line[:3], widths), line[3].rjust(widths[3])]).rstrip()
 
         rule = "-" * len(fmt(["-" * w for w in widths]))
         lines = [f"{self.model} on inputs {_shape((1, *self.input_shape))}", rule, fmt(header), rule,
