@@ -116,7 +116,7 @@ class ResNetCNN(Sequential):
     def __init__(self, input_shape=(1, 28, 28), num_classes: int = 10, widths=(32, 64, 128),
                  normalization: str = "batch", *, norm_options: dict | None = None,
                  rng: np.random.Generator | None = None, dtype=np.float32):
-        c, h, w = _image_shape(input_shape, "the stem's 2x2 pool")
+        c = _image_shape(input_shape, "the stem's 2x2 pool")[0]
         rng = resolve_rng(rng)
         norm_options = dict(norm_options or {})
         widths = tuple(int(k) for k in widths)
