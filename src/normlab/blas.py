@@ -71,11 +71,14 @@ def limited_blas_threads(n: int = 1) -> Iterator[int | None]:
     """Run the block with OpenBLAS on at most n threads, restoring the previous number after. Yields the
     number in force inside (None without OpenBLAS, when nothing changes)."""
     n = check_positive_int("n", n, what="number of threads")
-    before = blas_threads()
-    if before is None:
+    found = _openblas()
+    if found is None:
         yield None
         return
+    setter, getter = found
+    before = int(getter())
+    setter(min(n, before))
     try:
-        yield set_blas_threads(min(n, before))
+        yield int(getter())
     finally:
-        set_blas_threads(before)
+        setter(before)
