@@ -104,30 +104,6 @@ class RenormSchedule:
         return rmax, dmax
 
 
-def renorm_correction(
-    mean: np.ndarray,
-    rstd: np.ndarray,
-    running_mean: np.ndarray,
-    running_var: np.ndarray,
-    eps: float,
-    rmax: float,
-    dmax: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The clipped corrections r and d of one batch.
-
-    Inputs (all broadcastable to each other, e.g. (1, C, 1...)):
-    - mean, rstd: the batch mean and 1 / sigma_B = 1 / sqrt(var_B + eps), as the core computed them.
-    - running_mean, running_var: the running statistics before this batch's update.
-
-    Returns (r, d) of the broadcast shape: r = clip(sigma_B / sigma, 1/rmax, rmax),
-    d = clip((mean - running_mean) / sigma, -dmax, dmax), with sigma = sqrt(running_var + eps).
-    """
-    running_rstd = inverse_std(running_var, eps)  # 1 / sigma
-    r = np.clip(running_rstd / rstd, 1.0 / rmax, rmax)
-    d = np.clip((mean - running_mean) * running_rstd, -dmax, dmax)
-    return r, d
-
-
 def batchrenorm_forward(
     x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, running_mean: np.ndarray, running_var: np.ndarray, *,
     training: bool = True, momentum: float = 0.01, eps: float = 1e-5, rmax: float = 3.0, dmax: float = 5.0,
@@ -135,7 +111,7 @@ def batchrenorm_forward(
 ) -> tuple[np.ndarray, NormCache]:
     """Batch renormalization forward pass, for (N, D) and (N, C, H, W) inputs (any (N, C, *)).
 
-    In training: out = gamma * (xhat_B * r + d) + beta with the corrections of `renorm_correction`
+    In training: out = gamma * (xhat_B * r + d) + beta with the clipped corrections r and d
     (see the module docstring); then the running statistics are updated in place exactly as
     `batchnorm_forward` updates them. In evaluation: batch norm in evaluation (running statistics),
     whatever rmax and dmax.
@@ -163,7 +139,11 @@ def batchrenorm_forward(
     m = values_per_channel(x)
 
     def correction(batch: Normalized) -> tuple[np.ndarray, np.ndarray]:
-        return renorm_correction(batch.mean, batch.rstd, mu, var_running, eps, rmax, dmax)  # before the update
+        """r = clip(sigma_B / sigma, 1/rmax, rmax), d = clip((mu_B - mu) / sigma, -dmax, dmax), (1, C, 1...), with
+        the running statistics before this batch's update (batch.rstd is 1 / sigma_B)."""
+        running_rstd = inverse_std(var_running, eps)  # 1 / sigma
+        r = np.clip(running_rstd / batch.rstd, 1.0 / rmax, rmax)
+        return r, np.clip((batch.mean - mu) * running_rstd, -dmax, dmax)
 
     out, cache = per_channel_affine(x, gamma, beta, eps, "batchrenorm_forward", correction=correction)
     update_running_stats(running_mean, running_var, cache.mean, cache.var, m, momentum, convention)
