@@ -47,7 +47,7 @@ class _BatchRenorm(_BatchNorm):
 
     def _forward_options(self, momenta: list[float]) -> dict:
         rmax, dmax = self.clipping()
-        return {"momentum": momenta[0], "rmax": rmax, "dmax": dmax}
+        return {**super()._forward_options(momenta), "rmax": rmax, "dmax": dmax}
 
 
 class BatchRenorm1d(_BatchRenorm):

@@ -35,7 +35,8 @@ class _GhostBatchNorm(_BatchNorm):
         return len(F.virtual_batch_sizes(x.shape[0], self.virtual_batch_size))
 
     def _forward_options(self, momenta: list[float]) -> dict:
-        return {"momentum": momenta, "virtual_batch_size": self.virtual_batch_size}
+        options = super()._forward_options(momenta)
+        return {**options, "momentum": momenta, "virtual_batch_size": self.virtual_batch_size}  # one per chunk
 
 
 class GhostBatchNorm1d(_GhostBatchNorm):

@@ -155,14 +155,14 @@ class _BatchNorm(_Normalization):
         return 1
 
     def _forward_options(self, momenta: list[float]) -> dict:
-        """The functional forward's keywords besides training, eps and convention: the momentum, and the
-        subclass's own. momenta has one entry per batch of `_batches_in(x)`."""
-        return {"momentum": momenta[0]}
+        """The functional forward's keywords but training: the momentum, eps, convention, and the subclass's
+        own. momenta has one entry per batch of `_batches_in(x)`."""
+        return {"momentum": momenta[0], "eps": self.eps, "convention": self.convention}
 
     def _normalize_batch(self, x, gamma, beta, running_mean, running_var, training: bool, momenta: list[float]):
         """The functional forward: (out, cache)."""
-        return self._forward_fn(x, gamma, beta, running_mean, running_var, training=training, eps=self.eps,
-                                convention=self.convention, **self._forward_options(momenta))
+        options = self._forward_options(momenta)
+        return self._forward_fn(x, gamma, beta, running_mean, running_var, training=training, **options)
 
 
 class BatchNorm1d(_BatchNorm):

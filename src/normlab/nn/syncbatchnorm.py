@@ -173,8 +173,8 @@ class SyncBatchNorm(_BatchNorm):
         # Outside training mode batch statistics (track_running_stats=False) stay local, as the module says.
         if not (training and self.training):
             return super()._normalize_batch(x, gamma, beta, running_mean, running_var, training, momenta)
-        return sync_batchnorm_forward(x, gamma, beta, running_mean, running_var, comm=self.comm,
-                                      momentum=momenta[0], eps=self.eps, convention=self.convention)
+        options = self._forward_options(momenta)
+        return sync_batchnorm_forward(x, gamma, beta, running_mean, running_var, comm=self.comm, **options)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, comm={'world()' if self._comm is None else repr(self._comm)}"
