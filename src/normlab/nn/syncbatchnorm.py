@@ -208,9 +208,6 @@ def _synchronized(bn: _BatchNorm, comm: Communicator | None) -> SyncBatchNorm:
     sync = SyncBatchNorm(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats,
                          convention=bn.convention, dtype=gamma.dtype, comm=comm)
     sync._expected_ndims = bn._expected_ndims  # keep BatchNorm1d's (2-D or 3-D) and BatchNorm2d's (4-D) check
-    if bn.affine:
-        sync.weight, sync.bias = bn.weight, bn.bias
-    if bn.track_running_stats:
-        sync.running_mean, sync.running_var = bn.running_mean, bn.running_var
-        sync.num_batches_tracked = bn.num_batches_tracked
+    for name, value in [*bn._parameters.items(), *bn._buffers.items()]:  # shared, not copied
+        setattr(sync, name, value)
     return sync.train(bn.training)
