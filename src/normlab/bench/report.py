@@ -92,9 +92,10 @@ def _norm_row(case, times: dict[str, PassTimes], limit: float) -> dict:
 def _model_row(name: str, detail: str, result: dict[str, PassTimes] | str) -> dict:
     if isinstance(result, str):
         return {"case": name, "shape": detail, "available": False, "reason": result}
-    row = {"case": name, "shape": detail, "available": True, **_times_ms(result["normlab"])}
+    ours = result["normlab"]
+    row = {"case": name, "shape": detail, "available": True, **_times_ms(ours)}
     if "torch" in result:
-        row.update(_times_ms(result["torch"], "torch_"), speedup_vs_torch=result["torch"].total / result["normlab"].total)
+        row.update(_times_ms(result["torch"], "torch_"), speedup_vs_torch=result["torch"].total / ours.total)
     return row
 
 

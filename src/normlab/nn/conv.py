@@ -41,10 +41,7 @@ class Conv2d(_WeightLayer):
         if isinstance(x, np.ndarray) and x.ndim == 4 and x.shape[1] != self.in_channels:
             raise ValueError(f"Conv2d({self.in_channels}, {self.out_channels}) expected input with {self.in_channels} "
                              f"channels in dimension 1, got input of shape {x.shape}")
-        out, self._cache = conv2d_forward(
-            x, self.weight.data, None if self.bias is None else self.bias.data,
-            self.stride, self.padding, self.groups,
-        )
+        out, self._cache = conv2d_forward(x, self.weight.data, self._bias_data, self.stride, self.padding, self.groups)
         return out
 
     def extra_repr(self) -> str:

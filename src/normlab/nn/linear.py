@@ -26,8 +26,13 @@ class _WeightLayer(Module):
         self.bias = Parameter(rng.uniform(-bound, bound, shape[0]).astype(dtype)) if bias else None
         self._cache = None
 
+    @property
+    def _bias_data(self) -> np.ndarray | None:
+        return None if self.bias is None else self.bias.data
+
     def backward(self, dout: np.ndarray) -> np.ndarray | None:
-        dx, dweight, dbias = self._backward_fn(dout, self._cache_or_raise(self._cache), input_grad=self.needs_input_grad)
+        cache = self._cache_or_raise(self._cache)
+        dx, dweight, dbias = self._backward_fn(dout, cache, input_grad=self.needs_input_grad)
         self.weight.accumulate_grad(dweight)
         if self.bias is not None:
             self.bias.accumulate_grad(dbias)
@@ -48,7 +53,7 @@ class Linear(_WeightLayer):
         self._init_parameters((self.out_features, self.in_features), bias, rng, dtype)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        out, self._cache = linear_forward(x, self.weight.data, None if self.bias is None else self.bias.data)
+        out, self._cache = linear_forward(x, self.weight.data, self._bias_data)
         return out
 
     def extra_repr(self) -> str:
