@@ -62,8 +62,9 @@ def _shape(shape: tuple[int, ...] | None) -> str:
     return "-" if shape is None else "(" + ", ".join(map(str, shape)) + ")"
 
 
-def _count(arrays) -> int:
-    return int(sum(a.size for a in arrays))
+def _sizes(module: Module) -> tuple[int, int]:
+    """Elements of a module's parameters and of its buffers, its children's included."""
+    return sum(p.data.size for p in module.parameters()), sum(b.size for _, b in module.named_buffers())
 
 
 def summarize(model: Module, input_shape: Sequence[int] | None = None) -> ModelSummary:
@@ -102,11 +103,9 @@ def summarize(model: Module, input_shape: Sequence[int] | None = None) -> ModelS
     # A row per submodule; a model without any (a single layer) is its own row.
     layers = [(name, m) for name, m in model.named_modules() if name] or [(type(model).__name__, model)]
     rows = [LayerRow(name, name.count("."), type(m).__name__, tuple(np.shape(out)) if m is model else outputs.get(name),
-                     _count(p.data for p in m.parameters()), _count(b for _, b in m.named_buffers()))
-            for name, m in layers]
-    params = model.parameters()
-    return ModelSummary(type(model).__name__, shape, tuple(rows), _count(p.data for p in params),
-                        _count(b for _, b in model.named_buffers()), int(sum(p.data.nbytes for p in params)))
+                     *_sizes(m)) for name, m in layers]
+    parameter_bytes = sum(p.data.nbytes for p in model.parameters())
+    return ModelSummary(type(model).__name__, shape, tuple(rows), *_sizes(model), parameter_bytes)
 
 
 def _input_shape(model: Module, input_shape: Sequence[int] | None) -> tuple[int, ...]:
