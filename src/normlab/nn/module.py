@@ -64,7 +64,6 @@ class Module:
         object.__setattr__(self, "_buffers", {})
         object.__setattr__(self, "_modules", {})
         object.__setattr__(self, "training", True)
-        object.__setattr__(self, "needs_input_grad", True)
 
     # -- registration -------------------------------------------------------------------------------
     def __setattr__(self, name: str, value) -> None:
