@@ -69,8 +69,8 @@ def batchnorm_forward(
     x, gamma, beta = check_batchnorm_args(x, gamma, beta, eps, convention)
     check_probability("momentum", momentum)
     if not training:
-        return per_channel_affine(x, gamma, beta, eps, "batchnorm_forward", backend=backend,
-                                  stats=running_statistics(x, running_mean, running_var))
+        stats = running_statistics(x, running_mean, running_var)
+        return per_channel_affine(x, gamma, beta, eps, "batchnorm_forward", backend=backend, stats=stats)
     m = values_per_channel(x)
     out, cache = per_channel_affine(x, gamma, beta, eps, "batchnorm_forward", layout="channels", backend=backend)
     if running_mean is not None or running_var is not None:
