@@ -115,8 +115,7 @@ def interleaved_medians(fns: Mapping[str, Callable[[], object]], repeats: int = 
             wall, cpu = time.perf_counter(), time.process_time()
             fn()
             samples[name].append((time.perf_counter() - wall, time.process_time() - cpu))
-    return {name: Timing(statistics.median(s[0] for s in b), statistics.median(s[1] for s in b))
-            for name, b in samples.items()}
+    return {name: Timing(*map(statistics.median, zip(*pairs))) for name, pairs in samples.items()}
 
 
 def paired_samples(fns: tuple[Callable[[], object], ...], repeats: int, min_sample: float = 2e-3) -> list[list[float]]:

@@ -26,8 +26,7 @@ def _params(shape, param_axes, rng):
 
 def _forward(stat_axes, param_axes, **kwargs):
     def forward(x, gamma, beta):
-        return normalize_affine(x, gamma, beta, stat_axes, param_axes, 1e-5, forward="core", param_shape=gamma.shape,
-                                **kwargs)
+        return normalize_affine(x, gamma, beta, stat_axes, param_axes, 1e-5, forward="core", **kwargs)
     return forward
 
 

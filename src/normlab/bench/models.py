@@ -1,8 +1,7 @@
 """The optional rows of `normlab bench`: a 2-D convolution and one training step (forward, loss,
 backward) of the deeper batch-normalized CNN, each against its PyTorch twin.
 
-They need `normlab.functional.conv2d_forward` and the "bn-cnn" model with `normlab.interop.torch`; where
-these do not import (or fail), the row says why instead of a time.
+A row that fails says why instead of a time.
 """
 
 from __future__ import annotations
@@ -11,20 +10,16 @@ from types import ModuleType
 
 import numpy as np
 
+from normlab.functional import conv2d_backward, conv2d_forward, softmax_cross_entropy
+from normlab.interop.torch import to_torch
+from normlab.models import build_model
+from normlab.nn import input_grad_skipped
 from normlab.timing import SETTLE_SECONDS, Pass, PassTimes, time_passes
-
-
-class NotAvailable(Exception):
-    """A row that cannot run here; the message says why."""
 
 
 def conv2d_passes(torch: ModuleType | None, shape: tuple[int, ...], filters: int, rng: np.random.Generator
                   ) -> dict[str, Pass]:
     """3x3 convolution, stride 1, padding 1, of an (N, C, H, W) float32 input: normlab and torch."""
-    try:
-        from normlab.functional import conv2d_backward, conv2d_forward
-    except ImportError as e:
-        raise NotAvailable("not available: normlab.functional has no conv2d_forward") from e
     x = rng.standard_normal(shape, dtype=np.float32)
     weight = rng.standard_normal((filters, shape[1], 3, 3), dtype=np.float32) * 0.1
     bias = np.zeros(filters, np.float32)
@@ -48,14 +43,7 @@ def conv2d_passes(torch: ModuleType | None, shape: tuple[int, ...], filters: int
 def cnn_step_passes(torch: ModuleType | None, batch: int, rng: np.random.Generator) -> dict[str, Pass]:
     """One training step of the "bn-cnn" model on a batch of 1x28x28 images: forward, softmax
     cross-entropy and backward, in normlab and in its torch twin (no optimizer update)."""
-    try:
-        from normlab.functional import softmax_cross_entropy
-        from normlab.models import build_model
-        from normlab.nn import input_grad_skipped
-        model = build_model("bn-cnn", input_shape=(1, 28, 28), num_classes=10, rng=rng)
-    except (ImportError, ValueError) as e:
-        raise NotAvailable("not available: no 'bn-cnn' model in normlab.models") from e
-    model.train()
+    model = build_model("bn-cnn", input_shape=(1, 28, 28), num_classes=10, rng=rng).train()
     x = rng.standard_normal((batch, 1, 28, 28), dtype=np.float32)
     labels = rng.integers(0, 10, batch)
 
@@ -66,10 +54,6 @@ def cnn_step_passes(torch: ModuleType | None, batch: int, rng: np.random.Generat
 
     passes = {"normlab": (lambda: model.forward(x), backward)}
     if torch is not None:
-        try:
-            from normlab.interop.torch import to_torch
-        except ImportError as e:
-            raise NotAvailable("not available: no normlab.interop.torch.to_torch") from e
         twin = to_torch(model).train()
         xt, labelst = torch.from_numpy(x), torch.from_numpy(labels)
 
@@ -87,7 +71,5 @@ def measure_optional(build, repeats: int, settle: float = SETTLE_SECONDS, burst:
     they cannot run."""
     try:
         return time_passes(build(), repeats, settle=settle, burst=burst)
-    except NotAvailable as e:
-        return str(e)
     except Exception as e:  # noqa: BLE001 - an API that moved under us: report it, do not sink the bench
         return f"not available: {type(e).__name__}: {e}"

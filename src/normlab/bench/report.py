@@ -56,6 +56,11 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1e3
 
 
+def _times_ms(times: PassTimes, prefix: str = "") -> dict:
+    """Median forward, backward and total milliseconds, under keys starting with `prefix` ("torch_", say)."""
+    return {f"{prefix}{name}_ms": _ms(getattr(times, name)) for name in ("forward", "backward", "total")}
+
+
 def _norm_row(case, times: dict[str, PassTimes], limit: float) -> dict:
     ours = times["normlab"]
     elements = int(np.prod(case.shape))
@@ -78,9 +83,7 @@ def _norm_row(case, times: dict[str, PassTimes], limit: float) -> dict:
     row["best_total_pct_of_limit"] = 100 * (fwd_bytes + bwd_bytes) / ours.best_total / 1e9 / limit
     for other in ("numpy", "torch"):
         if other in times:
-            row[f"{other}_forward_ms"] = _ms(times[other].forward)
-            row[f"{other}_backward_ms"] = _ms(times[other].backward)
-            row[f"{other}_total_ms"] = _ms(times[other].total)
+            row.update(_times_ms(times[other], f"{other}_"))
             row[f"{other}_best_total_ms"] = _ms(times[other].best_total)
             row[f"speedup_vs_{other}"] = times[other].total / ours.total
     return row
@@ -90,11 +93,9 @@ def _model_row(name: str, detail: str, result: dict[str, PassTimes] | str) -> di
     if isinstance(result, str):
         return {"case": name, "shape": detail, "available": False, "reason": result}
     ours = result["normlab"]
-    row = {"case": name, "shape": detail, "available": True, "forward_ms": _ms(ours.forward),
-           "backward_ms": _ms(ours.backward), "total_ms": _ms(ours.total)}
+    row = {"case": name, "shape": detail, "available": True, **_times_ms(ours)}
     if "torch" in result:
-        row.update(torch_forward_ms=_ms(result["torch"].forward), torch_backward_ms=_ms(result["torch"].backward),
-                   torch_total_ms=_ms(result["torch"].total), speedup_vs_torch=result["torch"].total / ours.total)
+        row.update(_times_ms(result["torch"], "torch_"), speedup_vs_torch=result["torch"].total / ours.total)
     return row
 
 

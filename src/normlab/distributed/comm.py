@@ -179,18 +179,13 @@ def _connect() -> Communicator:
                            "(mixing Open MPI and MPICH?); use the matching mpiexec")
     if comm.size == 1:
         return SingleProcess()
-    _share_node_cores(comm)
-    return comm
-
-
-def _share_node_cores(comm: MPICommunicator) -> None:
-    """Each rank on its share of its node's cores (a collective: every rank connects at once)."""
     from normlab.distributed.threads import local_ranks_from_mpi, share_node_cores
     from normlab.kernels.backend import set_compile_notice
 
-    comm.threads = share_node_cores(*local_ranks_from_mpi(comm.comm))
+    comm.threads = share_node_cores(*local_ranks_from_mpi(comm.comm))  # a collective: every rank connects at once
     if not comm.is_root:
         set_compile_notice(None)  # rank 0 says it for all
+    return comm
 
 
 @contextmanager

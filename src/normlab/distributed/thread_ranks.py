@@ -22,27 +22,20 @@ from normlab.distributed.comm import Communicator
 T = TypeVar("T")
 
 
-class _Group:
-    """What the ranks of one group share: a slot per rank and a barrier."""
-
-    def __init__(self, size: int, timeout: float | None):
-        self.slots: list[Any] = [None] * size
-        self.barrier = threading.Barrier(size, timeout=timeout)
-
-
 class ThreadCommunicator(Communicator):
-    """Rank `rank` of a group of threads (see the module docstring); made by `run_in_threads`."""
+    """Rank `rank` of a group of threads (see the module docstring), which share a slot per rank and a barrier;
+    made by `run_in_threads`."""
 
-    def __init__(self, group: _Group, rank: int):
-        self._group, self.rank, self.size = group, rank, len(group.slots)
+    def __init__(self, slots: list[Any], barrier: threading.Barrier, rank: int):
+        self._slots, self._barrier, self.rank, self.size = slots, barrier, rank, len(slots)
 
     def _exchange(self, item: Any) -> list[Any]:
         """Every rank's item, by rank. Two barriers: all have written before anyone reads, and all have
         read before anyone writes the next exchange's item."""
-        self._group.slots[self.rank] = item
-        self._group.barrier.wait()
-        items = list(self._group.slots)
-        self._group.barrier.wait()
+        self._slots[self.rank] = item
+        self._barrier.wait()
+        items = list(self._slots)
+        self._barrier.wait()
         return items
 
     def _allreduce_sum(self, buf: np.ndarray) -> None:
@@ -66,10 +59,10 @@ class ThreadCommunicator(Communicator):
         return self._exchange(obj)[root]
 
     def barrier(self) -> None:
-        self._group.barrier.wait()
+        self._barrier.wait()
 
     def abort(self, code: int = 1) -> None:
-        self._group.barrier.abort()  # the other ranks' waits raise BrokenBarrierError
+        self._barrier.abort()  # the other ranks' waits raise BrokenBarrierError
 
 
 def run_in_threads(size: int, function: Callable[[Communicator], T], timeout: float | None = None) -> list[T]:
@@ -78,12 +71,12 @@ def run_in_threads(size: int, function: Callable[[Communicator], T], timeout: fl
     timeout: seconds a collective may wait for the other ranks before it raises BrokenBarrierError (None:
     forever; tests pass one so that a rank that stops calling collectives fails instead of hanging)."""
     check_positive_int("size", size)
-    group = _Group(size, timeout)
+    slots, barrier = [None] * size, threading.Barrier(size, timeout=timeout)
     results: list[Any] = [None] * size
     errors: list[BaseException | None] = [None] * size
 
     def work(rank: int) -> None:
-        comm = ThreadCommunicator(group, rank)
+        comm = ThreadCommunicator(slots, barrier, rank)
         try:
             results[rank] = function(comm)
         except BaseException as error:  # noqa: BLE001  (re-raised by run_in_threads)

@@ -93,16 +93,12 @@ def share_node_cores(local_ranks: int, local_rank: int, *, cores: int | None = N
     blas = blas_threads()
     if not any(name in environ for name in BLAS_VARIABLES):
         blas = set_blas_threads(threads)
-    numba_threads = None
+    numba = sys.modules.get("numba")
     if NUMBA_VARIABLE not in environ:
-        numba = sys.modules.get("numba")
         if numba is None:
             environ[NUMBA_VARIABLE] = str(threads)  # read when normlab first imports numba
         else:
             numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-            numba_threads = numba.get_num_threads()
-    elif "numba" in sys.modules:
-        numba_threads = sys.modules["numba"].get_num_threads()
     for name in LATER_LIBRARY_VARIABLES:
         environ.setdefault(name, str(threads))
-    return ThreadShare(cores, local_ranks, local_rank, threads, blas, numba_threads, kept)
+    return ThreadShare(cores, local_ranks, local_rank, threads, blas, numba and numba.get_num_threads(), kept)

@@ -1,7 +1,6 @@
 """Stateless layers over NumPy arrays. Each forward returns (out, cache); each backward takes
 (dout, cache) and returns the gradients in argument order. Every normalization is the one core,
-`normalize_affine`, and returns its one cache type, `NormCache` (`BatchNormCache` is that type under the name
-batch norm's callers know). See docs/architecture.md."""
+`normalize_affine`, and returns its one cache type, `NormCache`. See docs/architecture.md."""
 
 from normlab.functional.activations import (
     relu_backward,
@@ -12,7 +11,6 @@ from normlab.functional.activations import (
     tanh_forward,
 )
 from normlab.functional.batchnorm import (
-    BatchNormCache,
     batchnorm_backward,
     batchnorm_backward_staged,
     batchnorm_forward,
@@ -20,7 +18,6 @@ from normlab.functional.batchnorm import (
 )
 from normlab.functional.batchrenorm import RenormSchedule, batchrenorm_backward, batchrenorm_forward
 from normlab.functional.conv import (
-    Conv2dCache,
     conv2d_backward,
     conv2d_backward_loop,
     conv2d_forward,
@@ -35,7 +32,7 @@ from normlab.functional.groupnorm import (
     instancenorm_forward,
 )
 from normlab.functional.layernorm import layernorm_backward, layernorm_backward_staged, layernorm_forward
-from normlab.functional.linear import LinearCache, linear_backward, linear_forward
+from normlab.functional.linear import linear_backward, linear_forward
 from normlab.functional.losses import softmax_cross_entropy
 from normlab.functional.normalize import (
     NormCache,
@@ -45,7 +42,6 @@ from normlab.functional.normalize import (
     normalize_backward,
 )
 from normlab.functional.pooling import (
-    PoolCache,
     avg_pool2d_backward,
     avg_pool2d_forward,
     global_avg_pool2d_backward,
@@ -55,14 +51,14 @@ from normlab.functional.pooling import (
 )
 
 __all__ = [
-    "BatchNormCache", "Conv2dCache", "LinearCache", "NormCache", "PoolCache", "RenormSchedule", "avg_pool2d_backward",
-    "avg_pool2d_forward", "batchnorm_backward", "batchnorm_backward_staged", "batchnorm_forward",
-    "batchnorm_inference_affine", "batchrenorm_backward", "batchrenorm_forward", "conv2d_backward",
-    "conv2d_backward_loop", "conv2d_forward", "conv2d_forward_loop", "dropout_backward", "dropout_forward",
-    "ghost_batchnorm_backward", "ghost_batchnorm_forward", "global_avg_pool2d_backward", "global_avg_pool2d_forward",
-    "groupnorm_backward", "groupnorm_forward", "instancenorm_backward", "instancenorm_forward", "layernorm_backward",
-    "layernorm_backward_staged", "layernorm_forward", "linear_backward", "linear_forward", "max_pool2d_backward",
-    "max_pool2d_forward", "normalize", "normalize_affine", "normalize_affine_backward", "normalize_backward",
-    "relu_backward", "relu_forward", "sigmoid_backward", "sigmoid_forward", "softmax_cross_entropy", "tanh_backward",
-    "tanh_forward", "virtual_batch_sizes",
+    "NormCache", "RenormSchedule", "avg_pool2d_backward", "avg_pool2d_forward", "batchnorm_backward",
+    "batchnorm_backward_staged", "batchnorm_forward", "batchnorm_inference_affine", "batchrenorm_backward",
+    "batchrenorm_forward", "conv2d_backward", "conv2d_backward_loop", "conv2d_forward", "conv2d_forward_loop",
+    "dropout_backward", "dropout_forward", "ghost_batchnorm_backward", "ghost_batchnorm_forward",
+    "global_avg_pool2d_backward", "global_avg_pool2d_forward", "groupnorm_backward", "groupnorm_forward",
+    "instancenorm_backward", "instancenorm_forward", "layernorm_backward", "layernorm_backward_staged",
+    "layernorm_forward", "linear_backward", "linear_forward", "max_pool2d_backward", "max_pool2d_forward", "normalize",
+    "normalize_affine", "normalize_affine_backward", "normalize_backward", "relu_backward", "relu_forward",
+    "sigmoid_backward", "sigmoid_forward", "softmax_cross_entropy", "tanh_backward", "tanh_forward",
+    "virtual_batch_sizes",
 ]

@@ -68,11 +68,6 @@ def fold_windows(patches: np.ndarray, size: Pair, stride: Pair) -> np.ndarray:
 
 
 def pad_spatial(x: np.ndarray, padding: Pair) -> np.ndarray:
-    """Zero-pad the last two axes of x by padding = (ph, pw) on both sides (x itself if no padding)."""
+    """Zero-pad the last two axes of x by padding = (ph, pw) on both sides."""
     ph, pw = padding
-    if ph == 0 and pw == 0:
-        return x
-    *lead, h, w = x.shape
-    out = np.zeros((*lead, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
-    out[..., ph : ph + h, pw : pw + w] = x
-    return out
+    return np.pad(x, [(0, 0)] * (x.ndim - 2) + [(ph, ph), (pw, pw)])

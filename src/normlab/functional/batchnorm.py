@@ -10,7 +10,6 @@ from normlab.functional.normalize import Axes, NormCache, inverse_std, normalize
 from normlab.functional.staged import staged_backward_of
 
 CONVENTIONS = ("pytorch", "keras")
-BatchNormCache = NormCache  # the name batch norm's callers know; every normalization shares the type
 
 
 def channel_axes(ndim: int) -> Axes:
@@ -35,7 +34,7 @@ def batchnorm_forward(
     eps: float = 1e-5,
     convention: str = "pytorch",
     backend: str = "auto",
-) -> tuple[np.ndarray, BatchNormCache]:
+) -> tuple[np.ndarray, NormCache]:
     """Batch normalization forward pass, for (N, D) and (N, C, H, W) inputs (any (N, C, *)).
 
     In training the statistics of each feature (channel) come from the batch: over N for (N, D), over
@@ -70,8 +69,8 @@ def batchnorm_forward(
     x, gamma, beta = check_batchnorm_args(x, gamma, beta, eps, convention)
     check_probability("momentum", momentum)
     if not training:
-        return per_channel_affine(x, gamma, beta, eps, "batchnorm_forward", backend=backend,
-                                  stats=running_statistics(x, running_mean, running_var))
+        stats = running_statistics(x, running_mean, running_var)
+        return per_channel_affine(x, gamma, beta, eps, "batchnorm_forward", backend=backend, stats=stats)
     m = values_per_channel(x)
     out, cache = per_channel_affine(x, gamma, beta, eps, "batchnorm_forward", layout="channels", backend=backend)
     if running_mean is not None or running_var is not None:
@@ -82,10 +81,9 @@ def batchnorm_forward(
 def per_channel_affine(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, forward: str,
                        **core) -> tuple[np.ndarray, NormCache]:
     """`normalize_affine` with batch norm's axes: statistics and parameters per channel (axis 1), gamma and
-    beta (C,); `core`: its layout, backend and stats."""
+    beta (C,); `core`: its layout, backend, stats and correction."""
     axes = channel_axes(x.ndim)
-    return normalize_affine(x, per_channel(gamma, x.ndim), per_channel(beta, x.ndim), axes, axes, eps,
-                            forward=forward, param_shape=(x.shape[1],), **core)
+    return normalize_affine(x, gamma, beta, axes, axes, eps, forward=forward, **core)
 
 
 def values_per_channel(x: np.ndarray) -> int:

@@ -27,22 +27,19 @@ The warm-up schedule of rmax and dmax (plain batch norm first, then a linear rel
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 from normlab.functional._checks import check_non_negative_int, check_probability
 from normlab.functional.batchnorm import (
-    channel_axes,
     check_batchnorm_args,
-    per_channel,
     per_channel_affine,
     running_statistics,
     update_running_stats,
     values_per_channel,
 )
-from normlab.functional.normalize import NormCache, apply_affine, inverse_std, normalize, normalize_affine_backward
+from normlab.functional.normalize import Normalized, NormCache, inverse_std, normalize_affine_backward
 
 
 def check_clipping(rmax: float, dmax: float) -> None:
@@ -107,30 +104,6 @@ class RenormSchedule:
         return rmax, dmax
 
 
-def renorm_correction(
-    mean: np.ndarray,
-    rstd: np.ndarray,
-    running_mean: np.ndarray,
-    running_var: np.ndarray,
-    eps: float,
-    rmax: float,
-    dmax: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The clipped corrections r and d of one batch.
-
-    Inputs (all broadcastable to each other, e.g. (1, C, 1...)):
-    - mean, rstd: the batch mean and 1 / sigma_B = 1 / sqrt(var_B + eps), as the core computed them.
-    - running_mean, running_var: the running statistics before this batch's update.
-
-    Returns (r, d) of the broadcast shape: r = clip(sigma_B / sigma, 1/rmax, rmax),
-    d = clip((mean - running_mean) / sigma, -dmax, dmax), with sigma = sqrt(running_var + eps).
-    """
-    running_rstd = inverse_std(running_var, eps)  # 1 / sigma
-    r = np.clip(running_rstd / rstd, 1.0 / rmax, rmax)
-    d = np.clip((mean - running_mean) * running_rstd, -dmax, dmax)
-    return r, d
-
-
 def batchrenorm_forward(
     x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, running_mean: np.ndarray, running_var: np.ndarray, *,
     training: bool = True, momentum: float = 0.01, eps: float = 1e-5, rmax: float = 3.0, dmax: float = 5.0,
@@ -138,7 +111,7 @@ def batchrenorm_forward(
 ) -> tuple[np.ndarray, NormCache]:
     """Batch renormalization forward pass, for (N, D) and (N, C, H, W) inputs (any (N, C, *)).
 
-    In training: out = gamma * (xhat_B * r + d) + beta with the corrections of `renorm_correction`
+    In training: out = gamma * (xhat_B * r + d) + beta with the clipped corrections r and d
     (see the module docstring); then the running statistics are updated in place exactly as
     `batchnorm_forward` updates them. In evaluation: batch norm in evaluation (running statistics),
     whatever rmax and dmax.
@@ -161,17 +134,20 @@ def batchrenorm_forward(
         )
     mu, var_running = running_statistics(x, running_mean, running_var)  # (1, C, 1...)
     if not training:  # batch norm's evaluation, with r = 1 and d = 0
-        out, cache = per_channel_affine(x, gamma, beta, eps, "batchrenorm_forward", stats=(mu, var_running))
-        ones = np.ones_like(cache.rstd)  # (1, C, 1...)
-        return out, dataclasses.replace(cache, r=ones, d=np.zeros_like(ones))
+        return per_channel_affine(x, gamma, beta, eps, "batchrenorm_forward", stats=(mu, var_running))
 
     m = values_per_channel(x)
-    axes = channel_axes(x.ndim)
-    normalized = normalize(x, axes, eps)  # xhat_B and the batch statistics
-    r, d = renorm_correction(normalized.mean, normalized.rstd, mu, var_running, eps, rmax, dmax)  # before the update
-    update_running_stats(running_mean, running_var, normalized.mean, normalized.var, m, momentum, convention)
-    return apply_affine(x, normalized, per_channel(gamma, x.ndim), per_channel(beta, x.ndim), axes, axes, eps,
-                        forward="batchrenorm_forward", param_shape=(x.shape[1],), correction=(r, d))
+
+    def correction(batch: Normalized) -> tuple[np.ndarray, np.ndarray]:
+        """r = clip(sigma_B / sigma, 1/rmax, rmax), d = clip((mu_B - mu) / sigma, -dmax, dmax), (1, C, 1...), with
+        the running statistics before this batch's update (batch.rstd is 1 / sigma_B)."""
+        running_rstd = inverse_std(var_running, eps)  # 1 / sigma
+        r = np.clip(running_rstd / batch.rstd, 1.0 / rmax, rmax)
+        return r, np.clip((batch.mean - mu) * running_rstd, -dmax, dmax)
+
+    out, cache = per_channel_affine(x, gamma, beta, eps, "batchrenorm_forward", correction=correction)
+    update_running_stats(running_mean, running_var, cache.mean, cache.var, m, momentum, convention)
+    return out, cache
 
 
 def batchrenorm_backward(dout: np.ndarray, cache: NormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -155,6 +155,17 @@ class Chunk:
             n = product.shape[1] // positions
             np.add(product.reshape(f, n, positions).transpose(1, 0, 2), bias[:, None], out=out[first : first + n])
 
+    def col2im(self, dcols: np.ndarray, dx: np.ndarray, first: int, last: int) -> None:
+        """Adjoint of `columns`: dx[first:last] = every column entry of dcols (C*kh*kw, n*Ho*Wo) added back
+        onto the input position it came from."""
+        if self.kernels is not None:
+            self.kernels.col2im(dcols, first, last, *self.kernel, *self.stride, *self.padding, dx)
+            return
+        n, (c, h, w), (kh, kw), (ph, pw) = last - first, dx.shape[1:], self.kernel, self.padding
+        patches = dcols.reshape(c, kh, kw, n, *self.out_size).transpose(1, 2, 3, 0, 4, 5)  # (kh, kw, n, C, Ho, Wo)
+        dxp = fold_windows(patches, (h + 2 * ph, w + 2 * pw), self.stride)  # (n, C, Hp, Wp)
+        dx[first:last] = dxp[:, :, ph : ph + h, pw : pw + w]
+
 
 def images_to_channels(x: np.ndarray, first: int, last: int, kernels, buffer: np.ndarray) -> np.ndarray:
     """x[first:last] of a C-contiguous (N, F, P) array as an (F, n*P) matrix, written into the front of the
@@ -172,20 +183,6 @@ def product_into(a: np.ndarray, b: np.ndarray, buffer: np.ndarray) -> np.ndarray
     `buffer`: work memory recycled chunk after chunk, where a fresh result of a few MB page-faults."""
     shape = (a.shape[0], a.shape[1], b.shape[2])
     return np.matmul(a, b, out=buffer[: shape[0] * shape[1] * shape[2]].reshape(shape))
-
-
-def col2im_chunk(dcols: np.ndarray, dx: np.ndarray, first: int, last: int, kernel: Pair, stride: Pair,
-                 padding: Pair, kernels) -> None:
-    """Adjoint of `Chunk.columns`: dx[first:last] = every column entry of dcols (C*kh*kw, n*Ho*Wo) added
-    back onto the input position it came from."""
-    if kernels is not None:
-        kernels.col2im(dcols, first, last, *kernel, *stride, *padding, dx)
-        return
-    n, (c, h, w), (kh, kw), (ph, pw) = last - first, dx.shape[1:], kernel, padding
-    ho, wo = output_size((h + 2 * ph, w + 2 * pw), kernel, stride)
-    patches = dcols.reshape(c, kh, kw, n, ho, wo).transpose(1, 2, 3, 0, 4, 5)  # (kh, kw, n, C, Ho, Wo), a view
-    dxp = fold_windows(patches, (h + 2 * ph, w + 2 * pw), stride)  # (n, C, Hp, Wp)
-    dx[first:last] = dxp[:, :, ph : ph + h, pw : pw + w]
 
 
 def conv2d_forward(
@@ -307,7 +304,7 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, *, input_grad: bool = 
                 dout_work.to_images(product.reshape(c, -1), no_bias, dx.reshape(n, c, h * w), first)
             elif input_grad:
                 dcols = product_into(w_t, d, products).reshape(c * kh * kw, -1)  # (C*kh*kw, n*Ho*Wo)
-                col2im_chunk(dcols, dx, first, last, (kh, kw), stride, padding, kernels)
+                x_work.col2im(dcols, dx, first, last)
         return dweight
 
     dweight = sum(split_over_threads(images, n)).reshape(weight.shape)

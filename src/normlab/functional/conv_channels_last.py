@@ -63,9 +63,10 @@ class RowWork:
         self.dx_pixels = memory.empty_like(self.pixels) if input_grad else None
 
 
-def chunk_images(out_size: Pair, start: int, stop: int) -> int:
-    """Images per chunk: about ROWS_PER_PRODUCT output positions, at most the thread's own images."""
-    return min(max(1, ROWS_PER_PRODUCT // (out_size[0] * out_size[1])), stop - start)
+def chunk_images(grid: Pair, start: int, stop: int, per_chunk: int = ROWS_PER_PRODUCT) -> int:
+    """Images per chunk: about `per_chunk` output positions (rows here; Winograd's 2x2 tiles) when an image
+    has a grid of them, at most the thread's own images."""
+    return min(max(1, per_chunk // (grid[0] * grid[1])), stop - start)
 
 
 def channels_last_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: Pair, padding: Pair,

@@ -44,6 +44,7 @@ import numpy as np
 
 from normlab import memory
 from normlab.blas import limited_blas_threads
+from normlab.functional.conv_channels_last import chunk_images
 from normlab.kernels.backend import compiled_twin
 from normlab.parallel import split_over_threads
 
@@ -101,21 +102,9 @@ class TileWork:
         self.out_rows = np.empty((4, 2 * tw * filters), dtype)
         self.tile_rows = np.empty((2, 4, filters), dtype)
 
-    def v(self, n: int) -> np.ndarray:
-        """V for n images: (16, T, C)."""
-        return self._front(self.v_buffer, n)
-
-    def m(self, n: int) -> np.ndarray:
-        """M (or dM) for n images: (16, T, F)."""
-        return self._front(self.m_buffer, n)
-
-    def _front(self, buffer: np.ndarray, n: int) -> np.ndarray:
+    def tiles(self, buffer: np.ndarray, n: int) -> np.ndarray:
+        """The front of `buffer` for n images: V (16, T, C) of v_buffer, M or dM (16, T, F) of m_buffer."""
         return buffer[: buffer.size // self.images * n].reshape(16, n * self.grid[0] * self.grid[1], -1)
-
-
-def chunk_images(grid: tuple[int, int], start: int, stop: int) -> int:
-    """Images per chunk: about TILES_PER_PRODUCT tiles, at most the thread's own images."""
-    return min(max(1, TILES_PER_PRODUCT // (grid[0] * grid[1])), stop - start)
 
 
 def winograd_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, padding: tuple[int, int],
@@ -131,13 +120,13 @@ def winograd_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, paddin
     pixels = compiled_twin("pixels", "numba")
 
     def images(start: int, stop: int) -> None:
-        work = TileWork(chunk_images(grid, start, stop), c, f, grid, x.dtype)
+        work = TileWork(chunk_images(grid, start, stop, TILES_PER_PRODUCT), c, f, grid, x.dtype)
         for first in range(start, stop, work.images):
             last = min(first + work.images, stop)
             pixels.to_pixels(x, first, last, *padding, work.pixels)
-            v = work.v(last - first)  # (16, T, C)
+            v = work.tiles(work.v_buffer, last - first)  # (16, T, C)
             kernels.input_tiles(work.pixels, last - first, th, tw, work.rows, v)
-            m = np.matmul(v, u_t, out=work.m(last - first))  # (16, T, F)
+            m = np.matmul(v, u_t, out=work.tiles(work.m_buffer, last - first))  # (16, T, F)
             kernels.output_tiles(m, last - first, th, tw, work.tile_rows, work.out_pixels)
             pixels.from_pixels(work.out_pixels, bias, first, last, 0, 0, out)
 
@@ -158,16 +147,16 @@ def winograd_backward(dout: np.ndarray, x: np.ndarray, weight: np.ndarray, paddi
     pixels = compiled_twin("pixels", "numba")
 
     def images(start: int, stop: int) -> np.ndarray:
-        work = TileWork(chunk_images(grid, start, stop), c, f, grid, x.dtype)
+        work = TileWork(chunk_images(grid, start, stop, TILES_PER_PRODUCT), c, f, grid, x.dtype)
         dx_pixels = memory.empty_like(work.pixels) if input_grad else None
         du = np.zeros((16, f, c), x.dtype)
         for first in range(start, stop, work.images):
             last = min(first + work.images, stop)
             pixels.to_pixels(dout, first, last, 0, 0, work.out_pixels)
-            dm = work.m(last - first)  # (16, T, F)
+            dm = work.tiles(work.m_buffer, last - first)  # (16, T, F)
             kernels.output_tiles_adjoint(work.out_pixels, last - first, th, tw, work.out_rows, dm)
             pixels.to_pixels(x, first, last, *padding, work.pixels)
-            v = work.v(last - first)  # (16, T, C)
+            v = work.tiles(work.v_buffer, last - first)  # (16, T, C)
             kernels.input_tiles(work.pixels, last - first, th, tw, work.rows, v)
             du += np.matmul(dm.transpose(0, 2, 1), v)  # (16, F, C)
             if input_grad:

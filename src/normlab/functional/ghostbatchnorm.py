@@ -22,6 +22,7 @@ samples and positions; the smaller last chunk, if any, is a second call of the c
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -91,36 +92,24 @@ def ghost_batchnorm_forward(
             f"sample(s) with {sizes[-1] * positions} value(s) per channel"
         )
 
-    block_shape = (1, 1, c) + (1,) * len(spatial)  # gamma and beta against a block (G, V, C, *S)
-    gamma_b, beta_b = gamma.reshape(block_shape), beta.reshape(block_shape)
     stat_axes = (1, *range(3, x.ndim + 1))  # a chunk's samples and positions
     param_axes = (0, *stat_axes)  # and every chunk
-    parts, outs, chunk = [], [], 0
-    for start, size, count in _blocks(sizes):
+    parts, outs, start, momenta = [], [], 0, iter(momenta)
+    for size, run in itertools.groupby(sizes):  # runs of equal chunks: the full ones, a smaller last one
+        count = len(list(run))
         stop = start + size * count
-        out, part = normalize_affine(x[start:stop].reshape(count, size, c, *spatial), gamma_b, beta_b, stat_axes,
-                                     param_axes, eps, forward=FORWARD, param_shape=(c,),
-                                     shape=(stop - start, c, *spatial))
+        out, part = normalize_affine(x[start:stop].reshape(count, size, c, *spatial), gamma, beta, stat_axes,
+                                     param_axes, eps, forward=FORWARD, shape=(stop - start, c, *spatial))
         outs.append(out)
         parts.append(part)
         if running_mean is not None or running_var is not None:  # update_running_stats checks both
             for k in range(count):  # in order: the chunks are consecutive batches to the running averages
                 update_running_stats(running_mean, running_var, part.mean[k], part.var[k], size * positions,
-                                     momenta[chunk], convention)
-                chunk += 1
+                                     next(momenta), convention)
+        start = stop
     if len(parts) == 1:
         return outs[0], parts[0]  # equal chunks: the view (G, V, C, *S) is x itself
     return np.concatenate(outs), NormCache(FORWARD, x.shape, parts=tuple(parts))
-
-
-def _blocks(sizes: list[int]) -> list[tuple[int, int, int]]:
-    """(first sample, chunk size, number of chunks) of the runs of equal chunks: one or two runs."""
-    full = sizes[0]
-    count = sum(1 for s in sizes if s == full)
-    runs = [(0, full, count)]
-    if count < len(sizes):
-        runs.append((full * count, sizes[-1], 1))
-    return runs
 
 
 def ghost_batchnorm_backward(

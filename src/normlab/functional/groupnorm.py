@@ -43,11 +43,9 @@ def _groupnorm_forward(
     gamma = check_param("gamma", gamma, (c,), x.dtype)
     beta = check_param("beta", beta, (c,), x.dtype)
     grouped = (n, num_groups, c // num_groups, *spatial)  # (N, G, C // G, *S): a group is axes 2..
-    param_shape = (1, num_groups, c // num_groups) + (1,) * len(spatial)  # gamma per channel
-    stat_axes, param_axes = tuple(range(2, len(grouped))), (0, *range(3, len(grouped)))
-    return normalize_affine(x.reshape(grouped), gamma.reshape(param_shape), beta.reshape(param_shape), stat_axes,
-                            param_axes, eps, forward=forward, param_shape=(c,), shape=x.shape, layout="rows",
-                            backend=backend)
+    stat_axes, param_axes = tuple(range(2, len(grouped))), (0, *range(3, len(grouped)))  # gamma per channel
+    return normalize_affine(x.reshape(grouped), gamma, beta, stat_axes, param_axes, eps, forward=forward,
+                            shape=x.shape, layout="rows", backend=backend)
 
 
 def groupnorm_backward(dout: np.ndarray, cache: NormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

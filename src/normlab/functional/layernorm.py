@@ -33,13 +33,11 @@ def layernorm_forward(
     param_shape = (x.shape[1],) if per_channel else x.shape[1:]
     gamma = check_param("gamma", gamma, param_shape, x.dtype)
     beta = check_param("beta", beta, param_shape, x.dtype)
-    if per_channel:  # shared over the samples and the positions of a channel
-        broadcast_shape, param_axes = (1, x.shape[1]) + (1,) * (x.ndim - 2), (0, *range(2, x.ndim))
-    else:  # one value per feature, shared over the samples
-        broadcast_shape, param_axes = (1, *x.shape[1:]), (0,)
+    # per channel: shared over the samples and the positions of a channel; else one per feature, over the samples
+    param_axes = (0, *range(2, x.ndim)) if per_channel else (0,)
     stat_axes = tuple(range(1, x.ndim))  # (N, *F): every feature of a sample
-    return normalize_affine(x, gamma.reshape(broadcast_shape), beta.reshape(broadcast_shape), stat_axes, param_axes,
-                            eps, forward="layernorm_forward", param_shape=param_shape, layout="rows", backend=backend)
+    return normalize_affine(x, gamma, beta, stat_axes, param_axes, eps, forward="layernorm_forward", layout="rows",
+                            backend=backend)
 
 
 def layernorm_backward(dout: np.ndarray, cache: NormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

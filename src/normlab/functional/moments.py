@@ -27,8 +27,9 @@ def group_size(shape: tuple[int, ...], axes: Axes) -> int:
     return math.prod(shape[a] for a in axes)  # Python ints: no overflow, and no NumPy call per layer call
 
 
+@functools.lru_cache(maxsize=256)
 def reduced_shape(shape: tuple[int, ...], axes: Axes) -> tuple[int, ...]:
-    """The shape of the statistics: `shape` with `axes` set to 1."""
+    """The shape of the statistics: `shape` with `axes` set to 1 (cached: each layer call asks it once or twice)."""
     return tuple(1 if a in axes else size for a, size in enumerate(shape))
 
 
@@ -155,5 +156,6 @@ def _einsum_subscripts(ndim: int, axes: Axes) -> str:
 
 def sum_of_products(a: np.ndarray, b: np.ndarray, axes: Axes) -> np.ndarray:
     """sum(a * b) over axes with keepdims, without materializing a * b."""
-    reduced = np.einsum(_einsum_subscripts(a.ndim, tuple(axes)), a, b)
+    axes = tuple(axes)
+    reduced = np.einsum(_einsum_subscripts(a.ndim, axes), a, b)
     return reduced.reshape(reduced_shape(a.shape, axes))

@@ -3,8 +3,8 @@
 Batch norm, spatial batch norm, layer norm, group norm, instance norm, ghost batch norm and batch renorm
 all normalize an array over a set of axes, then apply an affine over another set of axes. Each of them is
 an axis mapping onto `normalize_affine` (and its backward) plus its own extras: every normalization in
-normlab calls it or its halves (batch renorm: `normalize`, then `apply_affine`; SyncBatchNorm: the
-halves listed below).
+normlab calls it (batch renorm with its `correction`) or its halves (SyncBatchNorm: the halves listed
+below).
 
     mean = (1/M) sum_i x_i                     over the M elements of a group (`moments`)
     var  = (1/M) sum_i (x_i - mean)^2          (biased; two passes, never E[x^2] - E[x]^2)
@@ -36,6 +36,7 @@ per run of equal chunks), SyncBatchNorm's merged moments and summed backward red
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -58,7 +59,6 @@ from normlab.kernels.backend import compiled_twin
 
 if TYPE_CHECKING:
     from normlab.kernels.statistics import GroupStatistics
-
 
 
 class Normalized(NamedTuple):
@@ -230,7 +230,7 @@ class NormCache:
     param_axes: Axes = ()
     param_shape: tuple[int, ...] = ()  # gamma's own shape: dgamma and dbeta come back in it
     constant_stats: bool = False  # statistics given (evaluation): constants of the backward
-    layout: str | None = None  # the compiled twin's layout ("channels", "rows"), None for NumPy only
+    layout: str | None = None  # the compiled twin's view of V ("channels", "rows"), read after a compiled forward
     compiled: GroupStatistics | None = None  # per group, from the compiled forward
     r: np.ndarray | None = None  # batch renorm: out = gamma * (xhat * r + d) + beta, r and d constants
     d: np.ndarray | None = None
@@ -250,79 +250,63 @@ class NormCache:
 
 def normalize_affine(
     x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, stat_axes: Axes, param_axes: Axes, eps: float, *,
-    forward: str, param_shape: tuple[int, ...], shape: tuple[int, ...] | None = None, layout: str | None = None,
-    backend: str = "numpy", stats: tuple[np.ndarray, np.ndarray] | None = None,
+    forward: str, shape: tuple[int, ...] | None = None, layout: str | None = None, backend: str = "numpy",
+    stats: tuple[np.ndarray, np.ndarray] | None = None,
+    correction: Callable[[Normalized], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> tuple[np.ndarray, NormCache]:
     """out = gamma * normalize(x, stat_axes) + beta, the forward of every normalization.
 
     Inputs:
     - x: the input viewed so that groups and parameters are axes (V), e.g. (N, G, C // G, H, W) for group
       norm; validated by the caller.
-    - gamma, beta: V with param_axes set to 1 (they are shared over param_axes), in x's dtype.
+    - gamma, beta: the affine's own parameters, in x's dtype, of any shape with one value per position of V
+      over its axes but param_axes (e.g. (C,)): seen as V with param_axes set to 1, shared over param_axes.
     - stat_axes: the axes of one normalization group; param_axes: the axes gamma and beta are shared over.
     - eps: added to the variance, > 0.
     - forward: the public forward calling, recorded in the cache (its backward checks it).
-    - param_shape: gamma's own shape, the shape of the gradients dgamma and dbeta.
     - shape: the caller's input shape, a reshape of V (default V): out and dx come back in it.
     - layout: how the compiled twin sees V ("channels": (N, C, *S) per channel; "rows": a trailing run of
       statistics axes; see `normlab.kernels.normalize`), or None: NumPy only.
     - backend: "auto", "numpy" or "numba" (`normlab.kernels.backend`), checked even where it is not used.
     - stats: (mean, var), shaped like the statistics, to normalize with instead of the batch's (evaluation
       mode): they are then constants of the backward and the compiled twin is not used.
+    - correction: batch renorm's, called with the `Normalized` batch: (r, d), broadcastable like gamma,
+      constants of the backward, for out = gamma * (xhat * r + d) + beta (NumPy only).
 
     Returns (out of `shape` and x's dtype, NormCache).
     """
     shape = x.shape if shape is None else shape
+    param_shape, affine_shape = gamma.shape, reduced_shape(x.shape, param_axes)  # dgamma comes back in gamma's shape
+    gamma, beta = gamma.reshape(affine_shape), beta.reshape(affine_shape)
     twin = compiled_twin("normalize", backend, x)
-    if twin is not None and layout is not None and stats is None:
+    compiled = r = d = None
+    if twin is not None and layout is not None and stats is None and correction is None:
+        # None for values near the dtype's largest, which NumPy rescales below
         compiled = twin.forward(layout, x, gamma, beta, eps, stat_axes[0])
-        if compiled is not None:  # else values near the dtype's largest: NumPy rescales them below
-            out, group_stats = compiled
-            stats_shape = reduced_shape(x.shape, stat_axes)
-            with np.errstate(over="ignore"):  # a variance beyond x's range is inf, as `normalize` gives it
-                mean, var, rstd = (s.astype(x.dtype).reshape(stats_shape)
-                                   for s in (group_stats.mean, group_stats.var, group_stats.rstd))
-            return out.reshape(shape), NormCache(
-                forward, shape, x, None, mean, var, rstd, gamma, eps, stat_axes, param_axes, param_shape,
-                layout=layout, compiled=group_stats)
-    normalized = normalize(x, stat_axes, eps) if stats is None else normalize_with_stats(x, *stats, eps)
-    return apply_affine(x, normalized, gamma, beta, stat_axes, param_axes, eps, forward=forward,
-                        param_shape=param_shape, shape=shape, constant_stats=stats is not None)
-
-
-def apply_affine(
-    x: np.ndarray, normalized: Normalized, gamma: np.ndarray, beta: np.ndarray, stat_axes: Axes, param_axes: Axes,
-    eps: float, *, forward: str, param_shape: tuple[int, ...], shape: tuple[int, ...] | None = None,
-    constant_stats: bool = False, correction: tuple[np.ndarray, np.ndarray] | None = None,
-) -> tuple[np.ndarray, NormCache]:
-    """The second half of `normalize_affine`, for callers that act between the statistics and the affine
-    (batch renorm measures r and d against the batch statistics):
-
-        out = gamma * (xhat * r + d) + beta        r = 1, d = 0 without a correction
-
-    Inputs as `normalize_affine`, plus `normalized` (what `normalize` or `normalize_with_stats` returned
-    for x), `constant_stats` (whether its statistics were given) and `correction` (r, d), broadcastable
-    like gamma, constants of the backward.
-
-    Returns (out of `shape` and x's dtype, NormCache).
-    """
-    xhat, mean, var, rstd = normalized
-    shape = x.shape if shape is None else shape
-    if correction is None:
-        out, r, d = scale_shift(xhat, gamma, beta), None, None
+    if compiled is not None:
+        out, compiled = compiled
+        xhat, stats_shape = None, reduced_shape(x.shape, stat_axes)
+        with np.errstate(over="ignore"):  # a variance beyond x's range is inf, as `normalize` gives it
+            mean, var, rstd = (s.astype(x.dtype).reshape(stats_shape)
+                               for s in (compiled.mean, compiled.var, compiled.rstd))
     else:
-        r, d = correction  # gamma * (xhat * r + d) + beta, folded into one scale and one shift
-        # r and d are float32 for half-precision x (its statistics are), so round out back to x's dtype
-        out = scale_shift(xhat, gamma * r, gamma * d + beta).astype(x.dtype, copy=False)
+        normalized = normalize(x, stat_axes, eps) if stats is None else normalize_with_stats(x, *stats, eps)
+        xhat, mean, var, rstd = normalized
+        if correction is None:
+            out = scale_shift(xhat, gamma, beta)
+        else:
+            r, d = correction(normalized)  # gamma * (xhat * r + d) + beta, folded into one scale and one shift
+            # r and d are float32 for half-precision x (its statistics are), so round out back to x's dtype
+            out = scale_shift(xhat, gamma * r, gamma * d + beta).astype(x.dtype, copy=False)
     cache = NormCache(forward, shape, x, xhat, mean, var, rstd, gamma, eps, stat_axes, param_axes, param_shape,
-                      constant_stats=constant_stats, r=r, d=d)
+                      stats is not None, layout, compiled, r, d)
     return (out if shape == x.shape else out.reshape(shape)), cache
 
 
 def normalize_affine_backward(
     dout: np.ndarray, cache: NormCache, backward: str, *forwards: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Backward of `normalize_affine` (and `apply_affine`): (dx, dgamma, dbeta).
+    """Backward of `normalize_affine`: (dx, dgamma, dbeta).
 
     Inputs:
     - dout: upstream gradient of the caller's input shape (`cache.shape`).

@@ -72,18 +72,22 @@ def argmax_dtype(kernel: Pair) -> type:
     return np.min_scalar_type(kernel[0] * kernel[1] - 1).type
 
 
-def _planes(a: np.ndarray) -> np.ndarray:
-    """(N, C, H, W) -> (N*C, H, W), C-contiguous (a view when a is): the compiled kernels' layout."""
-    return np.ascontiguousarray(a).reshape(-1, *a.shape[2:])
+def _compiled(kernel, inputs: tuple[np.ndarray, ...], size: Pair, stride: Pair, outputs: tuple[np.ndarray, ...]
+              ) -> None:
+    """kernel(*inputs, kh, kw, sh, sw, start, stop, *outputs), a compiled pool, over blocks [start, stop) of the
+    arrays' (image, channel) planes, (N, C, H, W) seen as (N*C, H, W) C-contiguous (a view when they are): on
+    threads (`split_over_threads`) when the pool's input (the forward's x, the backward's dx) has at least
+    THREADS_MIN_ELEMENTS elements, else here."""
+    ins = [np.ascontiguousarray(a).reshape(-1, *a.shape[2:]) for a in inputs]
+    outs = [np.ascontiguousarray(a).reshape(-1, *a.shape[2:]) for a in outputs]
 
+    def work(start: int, stop: int) -> None:
+        kernel(*ins, *size, *stride, start, stop, *outs)
 
-def _over_planes(work, planes: int, elements: int) -> None:
-    """Run work(start, stop) over range(planes): on threads (`split_over_threads`) when the pool touches
-    at least THREADS_MIN_ELEMENTS input elements, else in this thread."""
-    if elements < THREADS_MIN_ELEMENTS:
-        work(0, planes)
+    if max(inputs[0].size, outputs[0].size) < THREADS_MIN_ELEMENTS:
+        work(0, len(outs[0]))
     else:
-        split_over_threads(work, planes)
+        split_over_threads(work, len(outs[0]))
 
 
 def _tiles(x: np.ndarray, kernel: Pair, out_size: Pair) -> np.ndarray:
@@ -135,9 +139,7 @@ def max_pool2d_forward(x: np.ndarray, kernel_size: int | Pair, stride: int | Pai
     if kernels is not None:
         out = np.empty((n, c, *out_size), x.dtype)
         argmax = np.empty(out.shape, index)
-        x3, out3, argmax3 = _planes(x), _planes(out), _planes(argmax)  # (N*C, H, W), (N*C, Ho, Wo) x 2
-        _over_planes(lambda start, stop: kernels.max_pool_forward(
-            x3, *kernel, *stride, start, stop, out3, argmax3), n * c, x.size)
+        _compiled(kernels.max_pool_forward, (x,), kernel, stride, (out, argmax))
         return out, PoolCache(x.shape, kernel, stride, argmax, compiled=True)
     windows = _windows(x, kernel, stride, out_size)  # (N, C, Ho, Wo, kh, kw)
     out = windows[..., 0, 0].copy()  # (N, C, Ho, Wo), the running maximum
@@ -160,9 +162,7 @@ def max_pool2d_backward(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
     dout = check_same_shape("dout", dout, (n, c, *cache.argmax.shape[2:]))
     if cache.kernels is not None and dout.dtype in COMPILED_DTYPES:
         dx = np.empty(cache.input_shape, dout.dtype)
-        dout3, argmax3, dx3 = _planes(dout), _planes(cache.argmax), _planes(dx)
-        _over_planes(lambda start, stop: cache.kernels.max_pool_backward(
-            dout3, argmax3, kh, kw, *cache.stride, start, stop, dx3), n * c, dx.size)
+        _compiled(cache.kernels.max_pool_backward, (dout, cache.argmax), cache.kernel, cache.stride, (dx,))
         return dx
     offsets = np.arange(kh * kw, dtype=cache.argmax.dtype).reshape(kh, kw, 1, 1, 1, 1)
     patches = (cache.argmax == offsets) * dout  # (kh, kw, N, C, Ho, Wo), in dout's dtype
@@ -176,9 +176,7 @@ def avg_pool2d_forward(x: np.ndarray, kernel_size: int | Pair, stride: int | Pai
     kernels = compiled_twin("pool", backend, x)
     if kernels is not None:
         out = np.empty((*x.shape[:2], *out_size), x.dtype)
-        x3, out3 = _planes(x), _planes(out)  # (N*C, H, W), (N*C, Ho, Wo)
-        _over_planes(lambda start, stop: kernels.avg_pool_forward(
-            x3, *kernel, *stride, start, stop, out3), len(x3), x.size)
+        _compiled(kernels.avg_pool_forward, (x,), kernel, stride, (out,))
         return out, PoolCache(x.shape, kernel, stride, None, compiled=True, forward="avg_pool2d_forward")
     windows = _windows(x, kernel, stride, out_size)  # (N, C, Ho, Wo, kh, kw)
     out = windows[..., 0, 0].copy()  # (N, C, Ho, Wo), the running sum
@@ -197,9 +195,7 @@ def avg_pool2d_backward(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
     dout = check_same_shape("dout", dout, (n, c, *output_size((h, w), cache.kernel, cache.stride)))
     if cache.kernels is not None and dout.dtype in COMPILED_DTYPES:
         dx = np.empty(cache.input_shape, dout.dtype)
-        dout3, dx3 = _planes(dout), _planes(dx)
-        _over_planes(lambda start, stop: cache.kernels.avg_pool_backward(
-            dout3, kh, kw, *cache.stride, start, stop, dx3), n * c, dx.size)
+        _compiled(cache.kernels.avg_pool_backward, (dout,), cache.kernel, cache.stride, (dx,))
         return dx
     share = dout / (kh * kw)  # (N, C, Ho, Wo)
     return _scatter(np.broadcast_to(share, (kh, kw, *share.shape)), cache)

@@ -42,9 +42,12 @@ def he_normal_init(model: Module, rng: np.random.Generator | None = None, weight
                 module.bias.data[...] = 0
 
 
-def _image_shape(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
+def _image_shape(input_shape: tuple[int, ...], pool: str) -> tuple[int, int, int]:
+    """One image's (C, H, W), large enough for `pool`, the 2x2 pool that halves it first."""
     if len(input_shape) != 3 or min(input_shape) < 1:
         raise ValueError(f"input_shape must be one image's (C, H, W), got {tuple(input_shape)}")
+    if min(input_shape[1:]) < 2:
+        raise ValueError(f"input_shape must have H, W >= 2 for {pool}, got {tuple(int(d) for d in input_shape)}")
     return tuple(int(d) for d in input_shape)
 
 
@@ -64,13 +67,11 @@ class ThreeLayerConvNet(Sequential):
     def __init__(self, input_shape=(3, 32, 32), num_filters: int = 32, filter_size: int = 7, hidden_dim: int = 100,
                  num_classes: int = 10, weight_scale: float | None = None, *, rng: np.random.Generator | None = None,
                  dtype=np.float32):
-        c, h, w = _image_shape(input_shape)
+        c, h, w = _image_shape(input_shape, "the 2x2 pool")
         rng = resolve_rng(rng)
         if check_positive_int("filter_size", filter_size) % 2 == 0:
             raise ValueError(f"filter_size must be a positive odd integer (the convolution keeps H and W), "
                              f"got {filter_size!r}")
-        if h < 2 or w < 2:
-            raise ValueError(f"input_shape must have H, W >= 2 for the 2x2 pool, got {(c, h, w)}")
         super().__init__(
             Conv2d(c, num_filters, filter_size, 1, (filter_size - 1) // 2, rng=rng, dtype=dtype),
             ReLU(),
@@ -115,14 +116,12 @@ class ResNetCNN(Sequential):
     def __init__(self, input_shape=(1, 28, 28), num_classes: int = 10, widths=(32, 64, 128),
                  normalization: str = "batch", *, norm_options: dict | None = None,
                  rng: np.random.Generator | None = None, dtype=np.float32):
-        c, h, w = _image_shape(input_shape)
+        c = _image_shape(input_shape, "the stem's 2x2 pool")[0]
         rng = resolve_rng(rng)
         norm_options = dict(norm_options or {})
         widths = tuple(int(k) for k in widths)
         if not widths or min(widths) < 1:
             raise ValueError(f"widths must be a non-empty sequence of positive channel counts, got {widths}")
-        if h < 2 or w < 2:
-            raise ValueError(f"input_shape must have H, W >= 2 for the stem's 2x2 pool, got {(c, h, w)}")
         layers = [
             Conv2d(c, widths[0], 3, 1, 1, bias=normalization == "none", rng=rng, dtype=dtype),
             build_norm(normalization, widths[0], spatial=True, dtype=dtype, **norm_options),

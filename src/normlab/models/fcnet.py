@@ -5,7 +5,6 @@ normalization can come after it instead of before)."""
 from __future__ import annotations
 
 import itertools
-import math
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from normlab.checks import resolve_rng
+from normlab.models.cnn import he_normal_init
 from normlab.models.registry import register_model
 from normlab.models.regularization import l2_penalty, l2_penalty_backward
 from normlab.nn import Dropout, Flatten, Linear, Module, ReLU, RenormSchedule, Sequential, Sigmoid, Tanh
@@ -97,29 +97,22 @@ class FullyConnectedNet(Sequential):
         rng = resolve_rng(rng)
         hidden_dims = tuple(int(d) for d in hidden_dims)
         layers: list[Module] = [Flatten()]
+        throwaway = np.random.default_rng(0)  # for Linear's own initialization, which he_normal_init replaces
         sizes = (_flat_size(input_shape), *hidden_dims)
         for fan_in, d in itertools.pairwise(sizes):
-            layers.append(self._linear(fan_in, d, weight_scale, rng, dtype))
+            layers.append(Linear(fan_in, d, rng=throwaway, dtype=dtype))
             block = [build_norm(normalization, d, dtype=dtype, **options), ACTIVATIONS[activation]()]
             if normalization == "none":
                 block = block[1:]
             layers += block if placement == "before" else block[::-1]
             if dropout > 0:
                 layers.append(Dropout(dropout, rng=rng.spawn(1)[0]))
-        layers.append(self._linear(sizes[-1], num_classes, weight_scale, rng, dtype))
+        layers.append(Linear(sizes[-1], num_classes, rng=throwaway, dtype=dtype))
         super().__init__(*layers)
+        he_normal_init(self, rng, None if weight_scale == "he" else weight_scale)
         self.hidden_dims, self.num_classes, self.normalization = hidden_dims, num_classes, normalization
         self.norm_options, self.placement = options, placement
         self.dropout, self.weight_scale, self.reg, self.activation = dropout, weight_scale, reg, activation
-
-    @staticmethod
-    def _linear(fan_in: int, fan_out: int, weight_scale, rng: np.random.Generator, dtype) -> Linear:
-        # Linear draws PyTorch's uniform initialization; a throwaway generator feeds it, since it is replaced.
-        layer = Linear(fan_in, fan_out, rng=np.random.default_rng(0), dtype=dtype)
-        std = math.sqrt(2.0 / fan_in) if weight_scale == "he" else float(weight_scale)
-        layer.weight.data[...] = rng.standard_normal((fan_out, fan_in)) * std
-        layer.bias.data[...] = 0
-        return layer
 
     def regularization_loss(self) -> float:
         """0.5 * reg * sum of squared Linear weights."""

@@ -27,6 +27,7 @@ class _BatchRenorm(_BatchNorm):
     norm's keys (weight, bias, running_mean, running_var, num_batches_tracked).
     """
 
+    _forward_fn = staticmethod(F.batchrenorm_forward)
     _backward_fn = staticmethod(F.batchrenorm_backward)
     _repr_keywords = ("eps", "momentum", "affine", "schedule")
 
@@ -44,11 +45,9 @@ class _BatchRenorm(_BatchNorm):
         """(rmax, dmax) for the next training batch: the schedule at num_batches_tracked."""
         return self.schedule(int(self.num_batches_tracked))
 
-    def _normalize_batch(self, x, gamma, beta, running_mean, running_var, training, momenta):
+    def _forward_options(self, momenta: list[float]) -> dict:
         rmax, dmax = self.clipping()
-        return F.batchrenorm_forward(x, gamma, beta, running_mean, running_var, training=training,
-                                     momentum=momenta[0], eps=self.eps, rmax=rmax, dmax=dmax,
-                                     convention=self.convention)
+        return {**super()._forward_options(momenta), "rmax": rmax, "dmax": dmax}
 
 
 class BatchRenorm1d(_BatchRenorm):

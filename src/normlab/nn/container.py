@@ -26,10 +26,6 @@ class Sequential(Module):
     def __iter__(self):
         return iter(self._modules.values())
 
-    def append(self, module: Module) -> Sequential:
-        setattr(self, str(len(self)), module)
-        return self
-
     def forward(self, x: np.ndarray) -> np.ndarray:
         for m in self._modules.values():
             x = m.forward(x)

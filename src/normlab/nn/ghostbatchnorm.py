@@ -23,23 +23,20 @@ class _GhostBatchNorm(_BatchNorm):
     Arguments as `BatchNorm1d`/`BatchNorm2d`, plus virtual_batch_size (>= 1, samples per chunk).
     """
 
+    _forward_fn = staticmethod(F.ghost_batchnorm_forward)
     _backward_fn = staticmethod(F.ghost_batchnorm_backward)
     _repr_keywords = (*_BatchNorm._repr_keywords, "virtual_batch_size")
 
-    def __init__(self, num_features: int, virtual_batch_size: int, eps: float = 1e-5,
-                 momentum: float | None = 0.1, affine: bool = True, track_running_stats: bool = True, *,
-                 convention: str = "pytorch", dtype=np.float32):
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, convention=convention,
-                         dtype=dtype)
+    def __init__(self, num_features: int, virtual_batch_size: int, *args, **kwargs):
+        super().__init__(num_features, *args, **kwargs)  # BatchNorm1d's and BatchNorm2d's other arguments
         self.virtual_batch_size = check_positive_int("virtual_batch_size", virtual_batch_size)
 
     def _batches_in(self, x: np.ndarray) -> int:
         return len(F.virtual_batch_sizes(x.shape[0], self.virtual_batch_size))
 
-    def _normalize_batch(self, x, gamma, beta, running_mean, running_var, training, momenta):
-        return F.ghost_batchnorm_forward(x, gamma, beta, running_mean, running_var,
-                                         virtual_batch_size=self.virtual_batch_size, training=training,
-                                         momentum=momenta, eps=self.eps, convention=self.convention)
+    def _forward_options(self, momenta: list[float]) -> dict:
+        options = super()._forward_options(momenta)
+        return {**options, "momentum": momenta, "virtual_batch_size": self.virtual_batch_size}  # one per chunk
 
 
 class GhostBatchNorm1d(_GhostBatchNorm):

@@ -64,7 +64,6 @@ class Module:
         object.__setattr__(self, "_buffers", {})
         object.__setattr__(self, "_modules", {})
         object.__setattr__(self, "training", True)
-        object.__setattr__(self, "needs_input_grad", True)
 
     # -- registration -------------------------------------------------------------------------------
     def __setattr__(self, name: str, value) -> None:
@@ -98,25 +97,28 @@ class Module:
             yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
 
     def modules(self) -> Iterator[Module]:
-        for _, m in self.named_modules():
-            yield m
+        return (m for _, m in self.named_modules())
 
     def children(self) -> Iterator[Module]:
         yield from self._modules.values()
 
-    def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
+    def _named(self, *registries: str) -> Iterator[tuple[str, object]]:
+        """The entries of every module's `registries` ("_parameters", "_buffers") that are not None, by dotted
+        name, module by module (PyTorch's state dict order)."""
         for prefix, module in self.named_modules():
-            for name, p in module._parameters.items():
-                yield (f"{prefix}.{name}" if prefix else name), p
+            for registry in registries:
+                for name, value in getattr(module, registry).items():
+                    if value is not None:
+                        yield (f"{prefix}.{name}" if prefix else name), value
+
+    def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
+        return self._named("_parameters")
 
     def parameters(self) -> list[Parameter]:
         return [p for _, p in self.named_parameters()]
 
     def named_buffers(self) -> Iterator[tuple[str, np.ndarray]]:
-        for prefix, module in self.named_modules():
-            for name, b in module._buffers.items():
-                if b is not None:
-                    yield (f"{prefix}.{name}" if prefix else name), b
+        return self._named("_buffers")
 
     # -- modes and gradients ------------------------------------------------------------------------
     def train(self, mode: bool = True) -> Module:
@@ -135,12 +137,12 @@ class Module:
     def state_dict(self) -> dict[str, np.ndarray]:
         """Copies of every parameter and buffer by dotted name, in PyTorch's order: module by module, each
         module's parameters, then its buffers."""
-        state = {}
-        for prefix, module in self.named_modules():
-            dotted = f"{prefix}." if prefix else ""
-            state.update({dotted + name: p.data.copy() for name, p in module._parameters.items()})
-            state.update({dotted + name: np.array(b, copy=True) for name, b in module._buffers.items() if b is not None})
-        return state
+        return {name: np.array(value, copy=True, order="C") for name, value in self._arrays()}
+
+    def _arrays(self) -> Iterator[tuple[str, np.ndarray]]:
+        """Every parameter's data and every buffer, the arrays themselves, by dotted name in state dict order."""
+        for name, value in self._named("_parameters", "_buffers"):
+            yield name, value.data if isinstance(value, Parameter) else value
 
     def load_state_dict(self, state: Mapping[str, np.ndarray], strict: bool = True) -> None:
         """Copy arrays into the parameters and buffers of the same names (values, not references).
@@ -150,22 +152,16 @@ class Module:
         buffer or text into anything is not). All or nothing: every entry is checked before any is copied,
         so a bad entry leaves the model as it was.
         """
-        own = dict(self.named_parameters())
-        own_buffers = {name: (module, attr) for name, module, attr in self._buffer_slots()}
-        missing = [k for k in [*own, *own_buffers] if k not in state]
-        unexpected = [k for k in state if k not in own and k not in own_buffers]
+        own = dict(self._arrays())
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
         if strict and (missing or unexpected):
             raise KeyError(f"state dict does not match the model: missing keys {missing}, unexpected keys {unexpected}")
         copies = []  # (target, value), all checked before the first copy
         for name, value in state.items():
-            if name in own:
-                target = own[name].data
-            elif name in own_buffers:
-                module, attr = own_buffers[name]
-                target = getattr(module, attr)
-            else:
+            if name not in own:
                 continue
-            value = np.asarray(value)
+            target, value = own[name], np.asarray(value)
             if value.shape != target.shape:
                 raise ValueError(f"{name}: expected shape {target.shape} in the state dict, got {value.shape}")
             if value.dtype.kind not in "biuf" or not np.can_cast(value.dtype, target.dtype, casting="same_kind"):
@@ -174,12 +170,6 @@ class Module:
             copies.append((target, value))
         for target, value in copies:
             target[...] = value
-
-    def _buffer_slots(self) -> Iterator[tuple[str, Module, str]]:
-        for prefix, module in self.named_modules():
-            for attr, b in module._buffers.items():
-                if b is not None:
-                    yield (f"{prefix}.{attr}" if prefix else attr), module, attr
 
     # -- computation --------------------------------------------------------------------------------
     def forward(self, x: np.ndarray) -> np.ndarray:

@@ -87,6 +87,7 @@ class _BatchNorm(_Normalization):
     """
 
     _expected_ndims: tuple[int, ...] = ()
+    _forward_fn = staticmethod(F.batchnorm_forward)
     _backward_fn = staticmethod(F.batchnorm_backward)
     _repr_positional = ("num_features",)
     _repr_keywords = ("eps", "momentum", "affine", "track_running_stats")
@@ -147,16 +148,21 @@ class _BatchNorm(_Normalization):
             self.num_batches_tracked += batches
         return result
 
-    # Subclasses (batch renorm, ghost batch norm, SyncBatchNorm) change these two and `_backward_fn`, and keep
-    # the bookkeeping above.
+    # Subclasses (batch renorm, ghost batch norm, SyncBatchNorm) change these, `_forward_fn` and `_backward_fn`,
+    # and keep the bookkeeping above.
     def _batches_in(self, x: np.ndarray) -> int:
         """How many batches x counts as, in num_batches_tracked and in the running statistics."""
         return 1
 
+    def _forward_options(self, momenta: list[float]) -> dict:
+        """The functional forward's keywords but training: the momentum, eps, convention, and the subclass's
+        own. momenta has one entry per batch of `_batches_in(x)`."""
+        return {"momentum": momenta[0], "eps": self.eps, "convention": self.convention}
+
     def _normalize_batch(self, x, gamma, beta, running_mean, running_var, training: bool, momenta: list[float]):
-        """The functional forward: (out, cache). momenta has one entry per batch of `_batches_in(x)`."""
-        return F.batchnorm_forward(x, gamma, beta, running_mean, running_var, training=training,
-                                   momentum=momenta[0], eps=self.eps, convention=self.convention)
+        """The functional forward: (out, cache)."""
+        options = self._forward_options(momenta)
+        return self._forward_fn(x, gamma, beta, running_mean, running_var, training=training, **options)
 
 
 class BatchNorm1d(_BatchNorm):

@@ -45,9 +45,8 @@ class ModelSummary:
                 for r in self.rows]
         widths = [max(len(line[i]) for line in [header, *body]) for i in range(4)]
 
-        def fmt(line: Sequence[str]) -> str:
-            return "  ".join([line[0].ljust(widths[0]), line[1].ljust(widths[1]), line[2].ljust(widths[2]),
-                              line[3].rjust(widths[3])]).rstrip()
+        def fmt(line: Sequence[str]) -> str:  # the parameter counts right-aligned
+            return "  ".join([*map(str.ljust, line[:3], widths), line[3].rjust(widths[3])]).rstrip()
 
         rule = "-" * len(fmt(["-" * w for w in widths]))
         lines = [f"{self.model} on inputs {_shape((1, *self.input_shape))}", rule, fmt(header), rule,
@@ -63,8 +62,9 @@ def _shape(shape: tuple[int, ...] | None) -> str:
     return "-" if shape is None else "(" + ", ".join(map(str, shape)) + ")"
 
 
-def _count(arrays) -> int:
-    return int(sum(a.size for a in arrays))
+def _sizes(module: Module) -> tuple[int, int]:
+    """Elements of a module's parameters and of its buffers, its children's included."""
+    return sum(p.data.size for p in module.parameters()), sum(b.size for _, b in module.named_buffers())
 
 
 def summarize(model: Module, input_shape: Sequence[int] | None = None) -> ModelSummary:
@@ -103,11 +103,9 @@ def summarize(model: Module, input_shape: Sequence[int] | None = None) -> ModelS
     # A row per submodule; a model without any (a single layer) is its own row.
     layers = [(name, m) for name, m in model.named_modules() if name] or [(type(model).__name__, model)]
     rows = [LayerRow(name, name.count("."), type(m).__name__, tuple(np.shape(out)) if m is model else outputs.get(name),
-                     _count(p.data for p in m.parameters()), _count(b for _, b in m.named_buffers()))
-            for name, m in layers]
-    params = model.parameters()
-    return ModelSummary(type(model).__name__, shape, tuple(rows), _count(p.data for p in params),
-                        _count(b for _, b in model.named_buffers()), int(sum(p.data.nbytes for p in params)))
+                     *_sizes(m)) for name, m in layers]
+    parameter_bytes = sum(p.data.nbytes for p in model.parameters())
+    return ModelSummary(type(model).__name__, shape, tuple(rows), *_sizes(model), parameter_bytes)
 
 
 def _input_shape(model: Module, input_shape: Sequence[int] | None) -> tuple[int, ...]:
@@ -124,7 +122,7 @@ def _input_shape(model: Module, input_shape: Sequence[int] | None) -> tuple[int,
     try:
         shape = tuple(int(d) for d in input_shape)
     except (TypeError, ValueError):
-        raise ValueError(f"input_shape must be one sample's shape, (D,) or (C, H, W), got {input_shape!r}") from None
+        shape = ()
     if not shape or min(shape) < 1:
         raise ValueError(f"input_shape must be one sample's shape, (D,) or (C, H, W), got {input_shape!r}")
     return shape

@@ -33,7 +33,6 @@ import numpy as np
 
 from normlab.functional._checks import check_cache, check_probability, check_same_shape
 from normlab.functional.batchnorm import (
-    BatchNormCache,
     batchnorm_backward,
     batchnorm_forward,
     channel_axes,
@@ -44,6 +43,7 @@ from normlab.functional.batchnorm import (
 from normlab.functional.moments import merge_moments
 from normlab.functional.normalize import (
     Axes,
+    NormCache,
     backward_sums,
     moments,
     normalize_backward_from_sums,
@@ -62,7 +62,7 @@ CONVERTIBLE = (BatchNorm1d, BatchNorm2d)
 
 
 @dataclass(frozen=True)
-class SyncBatchNormCache:
+class SyncNormCache:
     """What the synchronized backward needs. Arrays in the input's dtype; statistics keep reduced axes."""
 
     xhat: np.ndarray  # (N_local, C, *)
@@ -76,7 +76,7 @@ class SyncBatchNormCache:
 def sync_batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, running_mean: np.ndarray | None = None,
                            running_var: np.ndarray | None = None, *, comm: Communicator, momentum: float = 0.1,
                            eps: float = 1e-5, convention: str = "pytorch"
-                           ) -> tuple[np.ndarray, SyncBatchNormCache | BatchNormCache]:
+                           ) -> tuple[np.ndarray, SyncNormCache | NormCache]:
     """Batch norm in training mode with statistics over the global batch: x on this process and the
     inputs of the same call on every other process of `comm`. A collective operation: every process calls it.
 
@@ -99,7 +99,7 @@ def sync_batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, r
     mean, var = (per_channel(s.astype(x.dtype), x.ndim) for s in (mean, var))  # (1, C, 1...)
     xhat, _, _, rstd = normalize_with_stats(x, mean, var, eps)
     gamma, beta = per_channel(gamma, x.ndim), per_channel(beta, x.ndim)
-    return scale_shift(xhat, gamma, beta), SyncBatchNormCache(xhat, rstd, gamma, axes, count, comm)
+    return scale_shift(xhat, gamma, beta), SyncNormCache(xhat, rstd, gamma, axes, count, comm)
 
 
 def _global_moments(x: np.ndarray, axes: Axes, comm: Communicator) -> tuple[int, np.ndarray, np.ndarray]:
@@ -122,17 +122,17 @@ def _global_moments(x: np.ndarray, axes: Axes, comm: Communicator) -> tuple[int,
     return total, mean, m2 / n
 
 
-def sync_batchnorm_backward(dout: np.ndarray, cache: SyncBatchNormCache | BatchNormCache
+def sync_batchnorm_backward(dout: np.ndarray, cache: SyncNormCache | NormCache
                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Backward of `sync_batchnorm_forward` (see the module docstring); a collective operation, like the forward.
 
     Returns (dx, dgamma, dbeta): dx like this process's x; dgamma and dbeta (C,) are this process's
     contributions (the local sums), which the data-parallel gradient all-reduce adds up. Given a
-    `BatchNormCache` (one process, or evaluation) it is `batchnorm_backward`.
+    `NormCache` (one process, or evaluation) it is `batchnorm_backward`.
     """
-    if isinstance(cache, BatchNormCache):
+    if isinstance(cache, NormCache):
         return batchnorm_backward(dout, cache)
-    check_cache("sync_batchnorm_backward", cache, SyncBatchNormCache, "sync_batchnorm_forward")
+    check_cache("sync_batchnorm_backward", cache, SyncNormCache, "sync_batchnorm_forward")
     dout = check_same_shape("dout", dout, cache.xhat.shape)
     g_sum, gxhat_sum = backward_sums(dout, cache.xhat, cache.axes)  # (1, C, 1...) each, local
     c = g_sum.size
@@ -156,11 +156,8 @@ class SyncBatchNorm(_BatchNorm):
 
     _backward_fn = staticmethod(sync_batchnorm_backward)
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
-                 track_running_stats: bool = True, *, convention: str = "pytorch", dtype=np.float32,
-                 comm: Communicator | None = None):
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, convention=convention,
-                         dtype=dtype)
+    def __init__(self, *args, comm: Communicator | None = None, **kwargs):
+        super().__init__(*args, **kwargs)  # BatchNorm1d's and BatchNorm2d's arguments
         self._comm = comm
 
     @property
@@ -176,8 +173,8 @@ class SyncBatchNorm(_BatchNorm):
         # Outside training mode batch statistics (track_running_stats=False) stay local, as the module says.
         if not (training and self.training):
             return super()._normalize_batch(x, gamma, beta, running_mean, running_var, training, momenta)
-        return sync_batchnorm_forward(x, gamma, beta, running_mean, running_var, comm=self.comm,
-                                      momentum=momenta[0], eps=self.eps, convention=self.convention)
+        options = self._forward_options(momenta)
+        return sync_batchnorm_forward(x, gamma, beta, running_mean, running_var, comm=self.comm, **options)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, comm={'world()' if self._comm is None else repr(self._comm)}"
@@ -211,9 +208,6 @@ def _synchronized(bn: _BatchNorm, comm: Communicator | None) -> SyncBatchNorm:
     sync = SyncBatchNorm(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats,
                          convention=bn.convention, dtype=gamma.dtype, comm=comm)
     sync._expected_ndims = bn._expected_ndims  # keep BatchNorm1d's (2-D or 3-D) and BatchNorm2d's (4-D) check
-    if bn.affine:
-        sync.weight, sync.bias = bn.weight, bn.bias
-    if bn.track_running_stats:
-        sync.running_mean, sync.running_var = bn.running_mean, bn.running_var
-        sync.num_batches_tracked = bn.num_batches_tracked
+    for name, value in [*bn._parameters.items(), *bn._buffers.items()]:  # shared, not copied
+        setattr(sync, name, value)
     return sync.train(bn.training)

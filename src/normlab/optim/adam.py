@@ -31,8 +31,8 @@ class Adam(Optimizer):
         super()._check_hyperparameters(group)
         if len(group["betas"]) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {group['betas']!r}")
-        check_unit_interval("betas[0]", group["betas"][0])
-        check_unit_interval("betas[1]", group["betas"][1])
+        for i, beta in enumerate(group["betas"]):
+            check_unit_interval(f"betas[{i}]", beta)
         check_positive("eps", group["eps"])
 
     def _update(self, param, grad, state, group) -> None:

@@ -14,29 +14,34 @@ from normlab.checks import check_non_negative_int, check_positive_int
 
 
 class Schedule:
-    """A factor of the initial learning rate as a function of the step."""
+    """A factor of the initial learning rate as a function of the step. A subclass gives its `name` and keeps
+    its arguments as attributes of the same names, in order."""
+
+    name = ""
 
     def __call__(self, step: int) -> float:
         raise NotImplementedError
 
     def to_config(self) -> dict:
         """The schedule's name and arguments, for config.json."""
-        raise NotImplementedError
+        arguments = vars(self).items()  # a schedule among them (LinearWarmup's `after`) gives its own config
+        return {"name": self.name, **{k: v.to_config() if isinstance(v, Schedule) else v for k, v in arguments}}
 
 
 class Constant(Schedule):
     """factor = 1 at every step."""
 
+    name = "constant"
+
     def __call__(self, step: int) -> float:
         return 1.0
-
-    def to_config(self) -> dict:
-        return {"name": "constant"}
 
 
 class StepDecay(Schedule):
     """factor = gamma ** (step // step_size): multiply the learning rate by gamma every step_size steps
     (torch.optim.lr_scheduler.StepLR). Defaults: gamma=0.1."""
+
+    name = "step"
 
     def __init__(self, step_size: int, gamma: float = 0.1):
         check_positive_int("step_size", step_size, what="number of steps")
@@ -47,14 +52,13 @@ class StepDecay(Schedule):
     def __call__(self, step: int) -> float:
         return self.gamma ** (step // self.step_size)
 
-    def to_config(self) -> dict:
-        return {"name": "step", "step_size": self.step_size, "gamma": self.gamma}
-
 
 class Cosine(Schedule):
     """Cosine annealing from 1 down to `final` over `total_steps` (Loshchilov & Hutter, 2017, without
     restarts): factor = final + (1 - final) * (1 + cos(pi * step / total_steps)) / 2, and `final` after
     total_steps. Defaults: final=0."""
+
+    name = "cosine"
 
     def __init__(self, total_steps: int, final: float = 0.0):
         check_positive_int("total_steps", total_steps)
@@ -66,14 +70,13 @@ class Cosine(Schedule):
         progress = min(step, self.total_steps) / self.total_steps
         return self.final + (1.0 - self.final) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
-    def to_config(self) -> dict:
-        return {"name": "cosine", "total_steps": self.total_steps, "final": self.final}
-
 
 class LinearWarmup(Schedule):
     """factor = after(step) * (step + 1) / warmup_steps for the first warmup_steps steps, then after(step):
     a linear ramp that keeps the first updates small while Adam's moments and batch norm's statistics
     settle (Goyal et al., 2017). `after` defaults to Constant()."""
+
+    name = "warmup"
 
     def __init__(self, warmup_steps: int, after: Schedule | None = None):
         check_non_negative_int("warmup_steps", warmup_steps)
@@ -82,6 +85,3 @@ class LinearWarmup(Schedule):
     def __call__(self, step: int) -> float:
         ramp = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
         return ramp * self.after(step)
-
-    def to_config(self) -> dict:
-        return {"name": "warmup", "warmup_steps": self.warmup_steps, "after": self.after.to_config()}

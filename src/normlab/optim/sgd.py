@@ -36,12 +36,11 @@ class SGD(Optimizer):
         lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
         d = grad + wd * param.data if wd else grad
         if mu:
-            if "momentum_buffer" not in state:
-                state["momentum_buffer"] = d.astype(param.data.dtype, copy=True)
+            v = state.get("momentum_buffer")
+            if v is None:
+                v = state["momentum_buffer"] = d.astype(param.data.dtype, copy=True)
             else:
-                v = state["momentum_buffer"]
                 v *= mu
                 v += d
-            v = state["momentum_buffer"]
             d = d + mu * v if group["nesterov"] else v
         param.data -= (lr * d).astype(param.data.dtype, copy=False)
