@@ -220,3 +220,16 @@ def test_a_functional_layer_is_what_each_module_computes(rng):
     np.testing.assert_array_equal(module.backward(dout), dx)
     np.testing.assert_array_equal(module.weight.grad, dgamma)
     np.testing.assert_array_equal(module.bias.grad, dbeta)
+
+
+@pytest.mark.parametrize("cls, extra", [(nn.SyncBatchNorm, ("comm",)),
+                                        (nn.GhostBatchNorm1d, ("virtual_batch_size",)),
+                                        (nn.GhostBatchNorm2d, ("virtual_batch_size",))])
+def test_batch_norm_variants_spell_out_batch_norms_arguments(cls, extra):
+    """help() and an editor show the arguments, as for torch's SyncBatchNorm (no bare *args, **kwargs)."""
+    import inspect
+
+    params = inspect.signature(cls).parameters
+    assert not any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params.values())
+    for name in ("num_features", "eps", "momentum", "affine", "track_running_stats", "convention", "dtype", *extra):
+        assert name in params

@@ -27,8 +27,11 @@ class _GhostBatchNorm(_BatchNorm):
     _backward_fn = staticmethod(F.ghost_batchnorm_backward)
     _repr_keywords = (*_BatchNorm._repr_keywords, "virtual_batch_size")
 
-    def __init__(self, num_features: int, virtual_batch_size: int, *args, **kwargs):
-        super().__init__(num_features, *args, **kwargs)  # BatchNorm1d's and BatchNorm2d's other arguments
+    def __init__(self, num_features: int, virtual_batch_size: int, eps: float = 1e-5,
+                 momentum: float | None = 0.1, affine: bool = True, track_running_stats: bool = True, *,
+                 convention: str = "pytorch", dtype=np.float32):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, convention=convention,
+                         dtype=dtype)
         self.virtual_batch_size = check_positive_int("virtual_batch_size", virtual_batch_size)
 
     def _batches_in(self, x: np.ndarray) -> int:

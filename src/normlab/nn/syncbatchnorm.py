@@ -156,8 +156,11 @@ class SyncBatchNorm(_BatchNorm):
 
     _backward_fn = staticmethod(sync_batchnorm_backward)
 
-    def __init__(self, *args, comm: Communicator | None = None, **kwargs):
-        super().__init__(*args, **kwargs)  # BatchNorm1d's and BatchNorm2d's arguments
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
+                 track_running_stats: bool = True, *, convention: str = "pytorch", dtype=np.float32,
+                 comm: Communicator | None = None):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, convention=convention,
+                         dtype=dtype)
         self._comm = comm
 
     @property

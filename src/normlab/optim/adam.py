@@ -42,8 +42,8 @@ class Adam(Optimizer):
         elif wd:
             grad = grad + wd * param.data
         t = state["step"] = state.get("step", 0) + 1
-        m = state.setdefault("exp_avg", np.zeros_like(param.data))
-        v = state.setdefault("exp_avg_sq", np.zeros_like(param.data))
+        m = self._zeros(state, "exp_avg", param)
+        v = self._zeros(state, "exp_avg_sq", param)
         m *= beta1
         m += (1 - beta1) * grad
         v *= beta2

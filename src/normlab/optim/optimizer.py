@@ -66,6 +66,14 @@ class Optimizer:
     def _update(self, param, grad: np.ndarray, state: dict[str, Any], group: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    @staticmethod
+    def _zeros(state: dict[str, Any], name: str, param) -> np.ndarray:
+        """state[name], a buffer of zeros shaped like the parameter made on first use (a setdefault would
+        allocate one on every step)."""
+        if name not in state:
+            state[name] = np.zeros_like(param.data)
+        return state[name]
+
     def zero_grad(self) -> None:
         for group in self.param_groups:
             for p in group["params"]:

@@ -33,7 +33,7 @@ class RMSProp(Optimizer):
     def _update(self, param, grad, state, group) -> None:
         lr, alpha, eps, wd = group["lr"], group["alpha"], group["eps"], group["weight_decay"]
         g = grad + wd * param.data if wd else grad
-        s = state.setdefault("square_avg", np.zeros_like(param.data))
+        s = self._zeros(state, "square_avg", param)
         s *= alpha
         s += (1 - alpha) * g * g
         param.data -= (lr * g / (np.sqrt(s) + eps)).astype(param.data.dtype, copy=False)
